@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS = 1
+
+.PHONY: setup demo test lint ui viewer bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/mf demo
+
+lint: setup
+	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+ui: setup
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+clean:
+	rm -rf data artifacts logs dagster_home/storage dagster_home/history dagster_home/schedules \
+	       dagster_home/logs dagster_home/.logs_queue dagster_home/.telemetry

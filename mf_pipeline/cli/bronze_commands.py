@@ -1,0 +1,199 @@
+"""Raw → manifest → Bronze commands, and the whole-pipeline ``demo`` and ``run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+
+from mf_pipeline.cli.app import app, fail, say, settings_of, show
+from mf_pipeline.cli.pipeline import UNTIL_CHOICES, Selection, everything, tickers_needing_work
+
+
+def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit: int | None = None,
+             only_status: list[str] | None = None, promote: bool = True) -> dict:
+    """Plan the tickers, then materialize ``selection`` through Dagster; returns metadata."""
+    from mf_pipeline import runner
+    from mf_pipeline.lib.steps import bronze_step
+
+    settings = settings_of(ctx)
+    say(f"raw root: {settings.raw_root}")
+    classified = bronze_step.classify_raw(settings, say)
+    present = classified.filter(pl.col("manifest_status") != "DELETED")
+    all_tickers = sorted(set(present["ticker"].drop_nulls().to_list()))
+    tickers = tickers_needing_work(settings, classified, selection.per_ticker, full, only_status)
+    if limit is not None:
+        tickers = tickers[:limit]
+    counts = classified.group_by("manifest_status").len().sort("manifest_status").rows()
+    say(f"{classified.height} files: {dict(counts)}; {len(tickers)} tickers to process")
+    run_config = {"ops": {"bronze": {"config": {"promote_manifest": promote}}}} \
+        if "bronze" in selection.per_ticker and tickers else None
+    outcome = runner.run_partitioned(
+        settings, selection.head, selection.per_ticker if tickers else (), selection.tail,
+        tickers, all_tickers=all_tickers, run_config=run_config, log=say,
+    )
+    say(f"finished in {outcome.seconds:.2f}s over {len(outcome.run_ids)} Dagster run(s)")
+    return outcome.metadata
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Generate the sample universe if needed and materialize every asset; say where to look."""
+    from mf_pipeline import runner
+
+    settings = settings_of(ctx)
+    metadata = _execute(ctx, everything(runner.definitions()))
+    bronze = metadata.get("bronze", {})
+    say(f"bronze: {bronze.get('rows_valid', 0):,} valid rows from "
+        f"{bronze.get('files_processed', 0)} files")
+    typer.echo(
+        "\nWhere to look next:\n"
+        f"  lake:       {settings.data_root}\n"
+        f"  artifacts:  {settings.artifacts_root}\n"
+        f"  ledger:     {settings.bronze_root / 'file_ledger.parquet'}\n"
+        "  UI:         make ui   (then open http://127.0.0.1:3000)\n"
+        "  SQL:        mf sql \"SELECT ticker, count(*) FROM bronze GROUP BY 1\"  (coming)\n"
+    )
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    until: Annotated[str, typer.Option(help=f"Last layer: {', '.join(UNTIL_CHOICES)}.")] = "bronze",
+    full: Annotated[bool, typer.Option(help="Rebuild every ticker, not only changed ones.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N tickers.")] = None,
+) -> None:
+    """Materialize raw → manifest → … → LAYER for the tickers that need it, through Dagster."""
+    from mf_pipeline import runner
+    from mf_pipeline.cli import pipeline
+
+    try:
+        selection = pipeline.until(runner.definitions(), until)
+    except ValueError as error:
+        fail(str(error))
+    show(_execute(ctx, selection, full=full, limit=limit, promote=limit is None))
+
+
+@app.command("bronze-run")
+def bronze_run(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(help="Classify and write the manifest only.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N tickers.")] = None,
+    full: Annotated[bool, typer.Option(help="Also reprocess UNCHANGED files.")] = False,
+    only_status: Annotated[
+        str | None, typer.Option(help="Only files of this status (NEW, CHANGED, APPENDED, ...).")
+    ] = None,
+    progress_every: Annotated[int, typer.Option(min=1, help="Kept for compatibility.")] = 100,
+) -> None:
+    """Incremental Bronze build (old semantics: NEW/CHANGED/APPENDED files, or all with --full).
+
+    The stable manifest is promoted only without --limit and --only-status, as before.
+    """
+    from mf_pipeline import runner
+
+    del progress_every  # one vectorised pass: there is no per-file loop to report on
+    statuses = [only_status.upper()] if only_status else None
+    if dry_run:
+        metadata = _execute(ctx, Selection(("manifest",), (), ()))
+        show(metadata.get("manifest", {}))
+        return
+    selection = Selection(("manifest",), ("bronze",), ())
+    runner.definitions()  # fail early on a broken code location
+    metadata = _execute(ctx, selection, full=full, limit=limit, only_status=statuses,
+                        promote=limit is None and statuses is None)
+    show({"manifest": metadata.get("manifest", {}), "bronze": metadata.get("bronze", {})})
+
+
+@app.command("discover-files")
+def discover_files(ctx: typer.Context) -> None:
+    """List raw files with fingerprints (unclassified manifest) without touching the lake state."""
+    from mf_pipeline.lib.layers import manifest as mf
+    from mf_pipeline.lib.steps import bronze_step
+
+    settings = settings_of(ctx)
+    current = mf.discover(bronze_step.ensure_raw_root(settings, say))
+    out = settings.bronze_root / "manifests" / "file_manifest_discovered.parquet"
+    from mf_pipeline.lib import lake
+
+    lake.write_parquet(current, out, settings.parquet)
+    show({"files": current.height, "exchange_counts":
+          dict(sorted(current.group_by("exchange").len().rows())), "path": str(out)})
+
+
+def _single_file(ctx: typer.Context, file: Path, exchange: str | None):
+    from mf_pipeline.lib.lake import is_valid_ticker, ticker_from_file_name
+    from mf_pipeline.lib.layers.manifest import infer_exchange
+
+    settings = settings_of(ctx)
+    if not file.is_file():
+        fail(f"no such file: {file}")
+    path = file.resolve()
+    ticker = ticker_from_file_name(path.name)
+    files = pl.DataFrame({
+        "source_file": [path.name], "path": [str(path)],
+        "ticker": [ticker if is_valid_ticker(ticker) else None],
+        "exchange": [(exchange or infer_exchange(str(path))).upper()],
+        "fail_reason": [None if is_valid_ticker(ticker) else "invalid_file_ticker"],
+    }, schema_overrides={"fail_reason": pl.String})
+    return settings, files
+
+
+@app.command("parse-sample")
+def parse_sample(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option(help="One raw file.")],
+    exchange: Annotated[str | None, typer.Option(help="Override the inferred exchange.")] = None,
+) -> None:
+    """Parse one raw file and print its line accounting and first rows. Writes nothing."""
+    from mf_pipeline.lib.layers.ingest import read_lines
+
+    _settings, files = _single_file(ctx, file, exchange)
+    lines = read_lines(files)
+    typer.echo(lines.head(8))
+    show({"lines": lines.height})
+
+
+@app.command("validate-sample")
+def validate_sample(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option(help="One raw file.")],
+    exchange: Annotated[str | None, typer.Option(help="Override the inferred exchange.")] = None,
+) -> None:
+    """Parse and validate one raw file; print counts, flag counts and its ledger row."""
+    import datetime as dt
+
+    from mf_pipeline.lib.layers.bronze import build_bronze
+    from mf_pipeline.lib.steps.bronze_step import _thresholds
+
+    settings, files = _single_file(ctx, file, exchange)
+    result = build_bronze(files, _thresholds(settings), "validate-sample", dt.datetime.now(dt.UTC))
+    flags = [c for c in result.valid.columns if c.startswith("q_")]
+    typer.echo(result.valid.head(5))
+    if result.rejects.height:
+        typer.echo(result.rejects)
+    show({
+        "ledger": result.ledger.to_dicts()[0],
+        "quality_flag_counts_valid_rows": {f: int(result.valid[f].sum()) for f in flags},
+    })
+
+
+@app.command("bronze-one")
+def bronze_one(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option(help="A raw file under the raw root.")],
+) -> None:
+    """Rebuild Bronze for the ticker of one raw file (a one-partition Dagster run)."""
+    from mf_pipeline import runner
+    from mf_pipeline.lib.lake import ticker_from_file_name
+
+    settings = settings_of(ctx)
+    path = file.resolve()
+    if settings.raw_root.resolve() not in path.parents:
+        fail(f"{path} is not under raw_root {settings.raw_root}; use validate-sample for "
+             "files outside the raw tree")
+    ticker = ticker_from_file_name(path.name)
+    outcome = runner.run_partitioned(settings, ("manifest",), ("bronze",), (), [ticker],
+                                     all_tickers=[ticker], log=say)
+    show(outcome.metadata.get("bronze", {}))

@@ -1,0 +1,21 @@
+"""The one Definitions object: every asset, check, sensor and schedule under ``defs/``."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+# One planned-materialization event per asset instead of one per partition (measured 40 %
+# faster range runs here; see docs/DAGSTER.md).
+os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+
+from mf_pipeline.defs.resources import PipelineSettings  # noqa: E402
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return dg.Definitions.merge(
+        loaded,
+        dg.Definitions(executor=dg.in_process_executor, resources={"settings": PipelineSettings()}),
+    )

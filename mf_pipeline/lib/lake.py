@@ -1,0 +1,256 @@
+"""The lake on disk: dataset paths, safe ticker path parts, atomic writes and readers.
+
+Per-ticker layers live hive-style, as in the old tool:
+``<layer_root>/<dataset>/exchange=<EX>/prefix=<P>/ticker=<TICKER>/part-000.parquet``.
+Every write goes to a hidden temp file in the target folder and is renamed over the target, so a
+killed run never leaves a half-written file and a rerun simply replaces what it finds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mf_pipeline.lib.settings import ParquetSettings, Settings
+
+PART_FILE = "part-000.parquet"
+_TICKER_RE = re.compile(r"^[A-Z0-9^](?:[A-Z0-9_\-^=]|\.(?!\.))*$")
+_MAX_TICKER_LEN = 32
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A per-ticker dataset of the lake."""
+
+    name: str
+    root_attr: str  # the Settings property holding the layer root
+    dataset: str
+
+    def root(self, settings: Settings) -> Path:
+        return getattr(settings, self.root_attr) / self.dataset
+
+
+LAYERS: dict[str, Layer] = {
+    layer.name: layer
+    for layer in (
+        Layer("bronze", "bronze_root", "ohlcv_by_symbol"),
+        Layer("silver", "silver_root", "base_series_by_symbol"),
+        Layer("indicators", "silver_root", "indicators_by_symbol"),
+        Layer("events", "gold_root", "events_by_symbol"),
+        Layer("features", "gold_root", "features_by_symbol"),
+    )
+}
+
+
+def is_valid_ticker(ticker: str | None) -> bool:
+    """True when ``ticker`` can be a partition key and a single path part.
+
+    Upper-case letters, digits and ``. _ - ^ =`` only; no separators, no ``..``, no ``,`` or
+    ``|`` (Dagster partition keys reserve them), at most 32 characters.
+    """
+    return (
+        ticker is not None
+        and 0 < len(ticker) <= _MAX_TICKER_LEN
+        and _TICKER_RE.fullmatch(ticker) is not None
+    )
+
+
+def ticker_from_file_name(name: str) -> str:
+    """The ticker hint of a raw file name: ``aapl.us.txt`` -> ``AAPL.US`` (old-tool rule)."""
+    stem = name.strip()
+    if stem.lower().endswith(".txt"):
+        stem = stem[:-4]
+    return stem.strip().upper()
+
+
+def symbol_dir(layer_root: Path, exchange: str, ticker: str) -> Path:
+    """The hive folder of one ticker; refuses any ticker that could escape the lake."""
+    if not is_valid_ticker(ticker):
+        raise ValueError(f"unsafe ticker for a lake path: {ticker!r}")
+    exchange = (exchange or "UNKNOWN").strip().upper() or "UNKNOWN"
+    if not re.fullmatch(r"[A-Z0-9_]+", exchange):
+        raise ValueError(f"unsafe exchange for a lake path: {exchange!r}")
+    path = layer_root / f"exchange={exchange}" / f"prefix={ticker[0]}" / f"ticker={ticker}"
+    if layer_root.resolve() not in path.resolve().parents:
+        raise ValueError(f"ticker path escapes the lake: {path}")
+    return path
+
+
+def symbol_file(layer_root: Path, exchange: str, ticker: str) -> Path:
+    return symbol_dir(layer_root, exchange, ticker) / PART_FILE
+
+
+def _temp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+
+
+@contextmanager
+def atomic_target(target: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; rename it over ``target`` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(target)
+    try:
+        yield temp
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_parquet(
+    frame: pl.DataFrame,
+    target: Path,
+    parquet: ParquetSettings | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Atomically write ``frame`` with the configured compression and key-value metadata."""
+    parquet = parquet or ParquetSettings()
+    level = parquet.compression_level if parquet.compression in ("zstd", "gzip", "brotli") else None
+    compression = "uncompressed" if parquet.compression == "none" else parquet.compression
+    with atomic_target(target) as temp:
+        frame.write_parquet(
+            temp,
+            compression=compression,
+            compression_level=level,
+            statistics=parquet.statistics,
+            metadata=metadata,
+        )
+    return target
+
+
+def write_text(text: str, target: Path) -> Path:
+    with atomic_target(target) as temp:
+        temp.write_text(text, encoding="utf-8")
+    return target
+
+
+def write_json(payload: Any, target: Path) -> Path:
+    """JSON artifact in the old tool's style: indent 2, sorted keys, ``str()`` for the rest."""
+    return write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", target)
+
+
+def write_csv(frame: pl.DataFrame, target: Path) -> Path:
+    with atomic_target(target) as temp:
+        frame.write_csv(temp)
+    return target
+
+
+@contextmanager
+def file_lock(target: Path) -> Iterator[None]:
+    """An exclusive advisory lock for read-modify-write of a shared table (ledger, rejects)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upsert_parquet(
+    target: Path,
+    new_rows: pl.DataFrame,
+    key: str,
+    replace_keys: Iterable[str] | None = None,
+    parquet: ParquetSettings | None = None,
+    sort_by: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Replace the rows of ``target`` whose ``key`` is in ``replace_keys`` (default: the keys of
+    ``new_rows``) by ``new_rows``; keep every other row. Locked, atomic, idempotent."""
+    replace = set(replace_keys) if replace_keys is not None else set(new_rows[key].to_list())
+    with file_lock(target):
+        if target.exists():
+            old = pl.read_parquet(target)
+            kept = old.filter(~pl.col(key).is_in(list(replace)))
+            merged = pl.concat([kept, new_rows], how="diagonal_relaxed")
+        else:
+            merged = new_rows
+        if sort_by:
+            merged = merged.sort(sort_by)
+        write_parquet(merged, target, parquet)
+    return merged
+
+
+def write_symbol_files(
+    frame: pl.DataFrame,
+    layer_root: Path,
+    parquet: ParquetSettings | None = None,
+    metadata: dict[str, str] | None = None,
+    threads: int = 4,
+    on_written: Callable[[int], None] | None = None,
+) -> dict[str, Path]:
+    """Write one file per ticker of a long frame (must hold ``ticker`` and ``exchange``).
+
+    Tickers are written by a small thread pool: the Parquet encoder releases the GIL, so this
+    overlaps compression with I/O. Returns ``{ticker: path}``.
+    """
+    if frame.is_empty():
+        return {}
+    parts = frame.partition_by(["ticker"], as_dict=True, maintain_order=True)
+
+    def write_one(item: tuple[tuple[Any, ...], pl.DataFrame]) -> tuple[str, Path]:
+        (ticker,), part = item
+        path = symbol_file(layer_root, part["exchange"][0], ticker)
+        write_parquet(part, path, parquet, metadata)
+        return ticker, path
+
+    written: dict[str, Path] = {}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for ticker, path in pool.map(write_one, parts.items()):
+            written[ticker] = path
+            if on_written is not None:
+                on_written(len(written))
+    return written
+
+
+def remove_symbol_files(layer_root: Path, tickers: Iterable[str]) -> list[Path]:
+    """Delete the files of ``tickers`` in any exchange folder (used for deleted sources)."""
+    removed = []
+    for ticker in tickers:
+        if not is_valid_ticker(ticker):
+            continue
+        for path in layer_root.glob(f"exchange=*/prefix={ticker[0]}/ticker={ticker}/{PART_FILE}"):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def symbol_files(layer_root: Path, tickers: Iterable[str] | None = None) -> list[Path]:
+    """Existing per-ticker files of a layer, optionally only for ``tickers``, sorted by path."""
+    if tickers is None:
+        return sorted(layer_root.glob(f"exchange=*/prefix=*/ticker=*/{PART_FILE}"))
+    files: list[Path] = []
+    for ticker in tickers:
+        if is_valid_ticker(ticker):
+            files.extend(layer_root.glob(f"exchange=*/prefix={ticker[0]}/ticker={ticker}/{PART_FILE}"))
+    return sorted(files)
+
+
+def scan_layer(
+    settings: Settings, layer: str, tickers: Iterable[str] | None = None
+) -> pl.LazyFrame | None:
+    """Lazy scan of a per-ticker layer (all tickers or some); None when nothing is there."""
+    files = symbol_files(LAYERS[layer].root(settings), tickers)
+    if not files:
+        return None
+    return pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert")
+
+
+def read_layer(
+    settings: Settings, layer: str, tickers: Iterable[str] | None = None
+) -> pl.DataFrame:
+    """One layer as a long frame sorted by (ticker, trade_date); empty when nothing is there."""
+    scan = scan_layer(settings, layer, tickers)
+    if scan is None:
+        return pl.DataFrame()
+    return scan.collect().sort(["ticker", "trade_date"])

@@ -1,0 +1,305 @@
+"""Typed settings: YAML defaults overlaid by ``MF_PIPELINE_*`` environment variables.
+
+Precedence, highest first: explicit arguments, environment (``MF_PIPELINE_<GROUP>__<KEY>``),
+a ``.env`` file in the working directory, the YAML file, built-in defaults. The YAML file is
+``$MF_PIPELINE_SETTINGS_FILE`` or ``configs/settings.yaml`` of the project root (the first folder
+upward from the working directory holding one). Relative paths resolve against the project root,
+so commands behave the same from any sub-folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "MF_PIPELINE_"
+SETTINGS_FILE_ENV = "MF_PIPELINE_SETTINGS_FILE"
+DEFAULT_SETTINGS_RELPATH = Path("configs") / "settings.yaml"
+
+
+class SettingsError(ValueError):
+    """A settings value is invalid; the message names the key and the offending value."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ProjectSettings(_Group):
+    name: str = "mf_pipeline"
+    env: str = "dev"
+
+
+class PathSettings(_Group):
+    raw_root: Path | None = None
+    data_root: Path = Path("./data")
+    bronze_root: Path | None = None
+    silver_root: Path | None = None
+    gold_root: Path | None = None
+    artifacts_root: Path = Path("./artifacts")
+    logs_root: Path = Path("./logs")
+
+
+FloatName = Literal["float64", "float32"]
+
+
+class PrecisionSettings(_Group):
+    bronze_float: Literal["float64"] = "float64"
+    silver_float: FloatName = "float32"
+    gold_float: FloatName = "float32"
+
+
+class ParquetSettings(_Group):
+    compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
+    compression_level: int | None = 3
+    statistics: bool = True
+
+
+class ValidationSettings(_Group):
+    suspicious_range_pct_threshold: float = Field(0.5, gt=0)
+    suspicious_return_pct_threshold: float = Field(0.3, gt=0)
+    gap_days_warn_threshold: int = Field(7, ge=1)
+    # Statistical-validation keys share this group in the old settings; typed by their layer.
+    bootstrap: dict[str, Any] = Field(default_factory=dict)
+    event_study: dict[str, Any] = Field(default_factory=dict)
+    rolling_stability: dict[str, Any] = Field(default_factory=dict)
+    scorecard: dict[str, Any] = Field(default_factory=dict)
+    io: dict[str, Any] = Field(default_factory=dict)
+
+
+class IndicatorSettings(_Group):
+    tmf_period: int = Field(21, ge=1)
+    proxy_period: int = Field(21, ge=1)
+    eps: float = Field(1e-12, gt=0)
+    float_dtype_override: FloatName | None = None
+
+
+class EventGrammarSettings(_Group):
+    pivot_mode: Literal["3bar"] = "3bar"
+    # The old name says "lookahead" but it is a look-back window; the name is kept for
+    # compatibility with existing settings files.
+    respect_fail_lookahead_bars: int = Field(10, ge=1)
+    hold_consecutive_bars: int = Field(5, ge=1)
+    tmf_burst_abs_threshold: float = Field(0.15, ge=0)
+    tmf_burst_slope_threshold: float = Field(0.05, ge=0)
+    activity_windows: list[int] = Field(default_factory=lambda: [5, 20], min_length=1)
+    eps: float = Field(1e-12, gt=0)
+
+
+class ScoreWeights(_Group):
+    zero: float = 1.0
+    respect: float = 2.0
+    burst: float = 2.0
+    hold: float = 1.5
+
+
+class ExportSettings(_Group):
+    default_drop_null_key_features: bool = True
+
+
+class GoldFeatureSettings(_Group):
+    eps: float = Field(1e-12, gt=0)
+    activity_windows: list[int] = Field(default_factory=lambda: [5, 20], min_length=1)
+    score_weights: ScoreWeights = Field(default_factory=ScoreWeights)
+    recency_clip_bars: int = Field(20, ge=1)
+    float_dtype_override: FloatName | None = None
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+
+class SampleSettings(_Group):
+    """The generated universe used when ``paths.raw_root`` is unset."""
+
+    tickers: int = Field(60, ge=1)
+    years: float = Field(8.0, gt=0)
+    seed: int = 7
+    messy: bool = True
+
+
+class ValidationWalkforwardSettings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    train_end_list_default: list[dt.date] = Field(
+        default_factory=lambda: [
+            dt.date(2012, 12, 31),
+            dt.date(2014, 12, 31),
+            dt.date(2016, 12, 31),
+            dt.date(2018, 12, 31),
+            dt.date(2020, 12, 31),
+        ]
+    )
+
+
+class Settings(BaseSettings):
+    """Every default of the platform; groups and keys follow the old tool's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+        env_file=".env",
+        validate_default=True,
+    )
+
+    project: ProjectSettings = Field(default_factory=ProjectSettings)
+    paths: PathSettings = Field(default_factory=PathSettings)
+    precision: PrecisionSettings = Field(default_factory=PrecisionSettings)
+    parquet: ParquetSettings = Field(default_factory=ParquetSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    indicators: IndicatorSettings = Field(default_factory=IndicatorSettings)
+    event_grammar: EventGrammarSettings = Field(default_factory=EventGrammarSettings)
+    gold_features: GoldFeatureSettings = Field(default_factory=GoldFeatureSettings)
+    sample: SampleSettings = Field(default_factory=SampleSettings)
+    validation_walkforward: ValidationWalkforwardSettings = Field(
+        default_factory=ValidationWalkforwardSettings
+    )
+    # Groups of layers still to be built (research, validation, backtests, operations) are
+    # loaded as plain mappings until those layers type them; their YAML defaults are kept.
+    research_clustering: dict[str, Any] = Field(default_factory=dict)
+    research_hmm: dict[str, Any] = Field(default_factory=dict)
+    validation_harness: dict[str, Any] = Field(default_factory=dict)
+    cluster_qa: dict[str, Any] = Field(default_factory=dict)
+    cluster_hardening: dict[str, Any] = Field(default_factory=dict)
+    backtest: dict[str, Any] = Field(default_factory=dict)
+    backtest_policy_overlay: dict[str, Any] = Field(default_factory=dict)
+    overlay_coverage_policy: dict[str, Any] = Field(default_factory=dict)
+    backtest_execution_realism: dict[str, Any] = Field(default_factory=dict)
+    backtest_execution_calibration: dict[str, Any] = Field(default_factory=dict)
+    backtest_sensitivity: dict[str, Any] = Field(default_factory=dict)
+    candidate_rerun: dict[str, Any] = Field(default_factory=dict)
+    ops_nightly: dict[str, Any] = Field(default_factory=dict)
+    overlay_viewer: dict[str, Any] = Field(default_factory=dict)
+
+    _yaml_file: ClassVar[Path | None] = None
+    project_root: Path = Field(default=Path("."), exclude=True)
+    settings_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("project_root", mode="after")
+    @classmethod
+    def _absolute_root(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if cls._yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls._yaml_file))
+        return tuple(sources)
+
+    def _resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.project_root / path).resolve()
+
+    @cached_property
+    def data_root(self) -> Path:
+        return self._resolve(self.paths.data_root)
+
+    @cached_property
+    def bronze_root(self) -> Path:
+        return self._resolve(self.paths.bronze_root or self.data_root / "bronze")
+
+    @cached_property
+    def silver_root(self) -> Path:
+        return self._resolve(self.paths.silver_root or self.data_root / "silver")
+
+    @cached_property
+    def gold_root(self) -> Path:
+        return self._resolve(self.paths.gold_root or self.data_root / "gold")
+
+    @cached_property
+    def artifacts_root(self) -> Path:
+        return self._resolve(self.paths.artifacts_root)
+
+    @cached_property
+    def logs_root(self) -> Path:
+        return self._resolve(self.paths.logs_root)
+
+    @cached_property
+    def sample_raw_root(self) -> Path:
+        """Where the embedded sample universe lives when no raw root is configured."""
+        return self.data_root / "sample_raw"
+
+    @property
+    def uses_sample(self) -> bool:
+        return self.paths.raw_root is None
+
+    @cached_property
+    def raw_root(self) -> Path:
+        if self.paths.raw_root is None:
+            return self.sample_raw_root
+        return self._resolve(self.paths.raw_root)
+
+    def effective(self) -> dict[str, Any]:
+        """The settings as plain data, with every path resolved (what ``mf show-config`` prints)."""
+        data = self.model_dump(mode="json")
+        data["paths"] = {
+            "raw_root": str(self.raw_root),
+            "raw_root_is_generated_sample": self.uses_sample,
+            "data_root": str(self.data_root),
+            "bronze_root": str(self.bronze_root),
+            "silver_root": str(self.silver_root),
+            "gold_root": str(self.gold_root),
+            "artifacts_root": str(self.artifacts_root),
+            "logs_root": str(self.logs_root),
+        }
+        data["settings_file"] = str(self.settings_file) if self.settings_file else None
+        data["project_root"] = str(self.project_root)
+        return data
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """First folder upward from ``start`` (default: the working directory) with the settings file."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_SETTINGS_RELPATH).is_file():
+            return folder
+    return here
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        env = ENV_PREFIX + "__".join(str(part).upper() for part in item["loc"])
+        lines.append(f"invalid setting `{key}` = {item.get('input')!r}: {item['msg']} (env {env})")
+    return "\n".join(lines)
+
+
+def load_settings(settings_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load the effective settings; raise :class:`SettingsError` naming any bad key and value."""
+    chosen = settings_file or os.environ.get(SETTINGS_FILE_ENV)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_absolute():
+            path = (find_project_root() / path).resolve()
+        if not path.is_file():
+            raise SettingsError(f"settings file not found: {path}")
+        # The folder above configs/ is the root, as in the old tool.
+        root = path.parent.parent if path.parent.name == "configs" else path.parent
+    else:
+        root = find_project_root()
+        path = root / DEFAULT_SETTINGS_RELPATH
+        path = path if path.is_file() else None
+    Settings._yaml_file = path
+    try:
+        return Settings(project_root=root, settings_file=path, **overrides)
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+    finally:
+        Settings._yaml_file = None

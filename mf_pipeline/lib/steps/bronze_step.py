@@ -1,0 +1,257 @@
+"""Manifest and Bronze steps: read the raw tree and the lake, compute, write. Dagster-free.
+
+The Dagster assets, the CLI and the tests all call these functions, so there is one code path.
+Shared tables of the Bronze root:
+
+* ``manifests/file_manifest_current.parquet`` — the last classification (all files, DELETED too);
+* ``manifests/file_manifest.parquet`` — the stable manifest: per file, the fingerprint last
+  ingested successfully (failed files are never promoted);
+* ``file_ledger.parquet`` — one row per raw file: how every line was accounted for;
+* ``quality/rejects.parquet`` — every rejected line and invalid row, with line and reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from mf_pipeline.lib import lake
+from mf_pipeline.lib.layers import manifest as mf
+from mf_pipeline.lib.layers.bronze import BronzeResult, ValidationThresholds, build_bronze
+from mf_pipeline.lib.settings import Settings
+
+Log = Callable[[str], None]
+BRONZE_SCHEMA_VERSION = "v1"
+RETRIED_REASON = "read_error"
+
+
+@dataclass(frozen=True)
+class BronzePaths:
+    root: Path
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def current_manifest(self) -> Path:
+        return self.manifests / "file_manifest_current.parquet"
+
+    @property
+    def stable_manifest(self) -> Path:
+        return self.manifests / "file_manifest.parquet"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "file_ledger.parquet"
+
+    @property
+    def rejects(self) -> Path:
+        return self.root / "quality" / "rejects.parquet"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "ohlcv_by_symbol"
+
+
+def paths(settings: Settings) -> BronzePaths:
+    return BronzePaths(settings.bronze_root)
+
+
+def _read_or_empty(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path) if path.exists() else mf.empty_manifest()
+
+
+def ensure_raw_root(settings: Settings, log: Log = print) -> Path:
+    """The raw root; generates the embedded sample universe when none is configured."""
+    root = settings.raw_root
+    if settings.uses_sample and not root.exists():
+        from mf_pipeline.lib.sample import generate_universe
+
+        cfg = settings.sample
+        log(f"no raw_root configured: generating the sample universe in {root}")
+        generate_universe(root, n_tickers=cfg.tickers, years=cfg.years, seed=cfg.seed,
+                          messy=cfg.messy)
+    elif not root.is_dir():
+        raise FileNotFoundError(
+            f"raw_root {root} does not exist (set paths.raw_root or MF_PIPELINE_PATHS__RAW_ROOT)"
+        )
+    return root
+
+
+@dataclass
+class ManifestOutcome:
+    classified: pl.DataFrame
+    status_counts: dict[str, int]
+    exchange_counts: dict[str, int]
+    tickers: list[str]  # every valid ticker present now (partition keys)
+    to_process: list[str]  # tickers with NEW/CHANGED/APPENDED/DELETED files
+    deleted_tickers: list[str]
+    failed_files: list[dict[str, str]]  # files that cannot become a partition
+    seconds: float = 0.0
+
+
+def classify_raw(settings: Settings, log: Log = print) -> pl.DataFrame:
+    """Discover, fingerprint and classify the raw tree against the stable manifest (no writes)."""
+    root = ensure_raw_root(settings, log)
+    current = mf.discover(root)
+    return mf.classify(current, _read_or_empty(paths(settings).stable_manifest))
+
+
+def run_manifest(settings: Settings, run_id: str, log: Log = print) -> ManifestOutcome:
+    """Classify the raw tree, write the current manifest, and account for unnamed files.
+
+    Files whose name is not a valid ticker cannot be a partition; their lines are recorded here
+    as rejected (``invalid_file_ticker``) so the ledger still covers every raw file.
+    """
+    started = time.perf_counter()
+    classified = classify_raw(settings, log)
+    bronze = paths(settings)
+    lake.write_parquet(classified.drop("prev_size"), bronze.current_manifest, settings.parquet)
+    present = classified.filter(pl.col("manifest_status") != mf.DELETED)
+    unnamed = present.filter(
+        pl.col("ticker").is_null() & pl.col("manifest_status").is_in(mf.TO_PROCESS)
+    )
+    if not unnamed.is_empty():
+        result = build_bronze(_bronze_input(unnamed), _thresholds(settings), run_id,
+                              dt.datetime.now(dt.UTC))
+        _store_accounting(settings, result, unnamed["source_file"].to_list())
+        _promote(settings, classified, result.ledger, [])
+    tickers = sorted(set(present["ticker"].drop_nulls().to_list()))
+    present_tickers = set(tickers)
+    deleted = classified.filter(pl.col("manifest_status") == mf.DELETED)
+    failed = present.filter(pl.col("fail_reason").is_not_null())
+    return ManifestOutcome(
+        classified=classified,
+        status_counts=mf.status_counts(classified),
+        exchange_counts=mf.exchange_counts(classified),
+        tickers=tickers,
+        to_process=mf.tickers_to_process(classified),
+        deleted_tickers=sorted(set(deleted["ticker"].drop_nulls()) - present_tickers),
+        failed_files=failed.select("source_file", "fail_reason").to_dicts(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _thresholds(settings: Settings) -> ValidationThresholds:
+    v = settings.validation
+    return ValidationThresholds(
+        suspicious_range_pct=v.suspicious_range_pct_threshold,
+        suspicious_return_pct=v.suspicious_return_pct_threshold,
+        gap_days_warn=v.gap_days_warn_threshold,
+    )
+
+
+def _bronze_input(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select("source_file", "path", "ticker", "exchange", "fail_reason")
+
+
+def _store_accounting(settings: Settings, result: BronzeResult, source_files: Sequence[str],
+                      ) -> None:
+    """Replace the ledger and rejects rows of ``source_files`` (locked, atomic)."""
+    bronze = paths(settings)
+    lake.upsert_parquet(bronze.ledger, result.ledger, "source_file", source_files,
+                        settings.parquet, sort_by=["source_file"])
+    lake.upsert_parquet(bronze.rejects, result.rejects, "source_file", source_files,
+                        settings.parquet, sort_by=["source_file", "line_no"])
+
+
+def _promote(settings: Settings, classified: pl.DataFrame, ledger: pl.DataFrame,
+             retired: Sequence[str]) -> None:
+    """Record ingested files in the stable manifest.
+
+    A file that could not be read is retried next run. Other failures (a name that is not a
+    ticker, two files claiming one ticker) are facts about the raw tree, so they are recorded;
+    any later change to a file of that ticker reprocesses the whole ticker anyway.
+    """
+    done = ledger.filter(~pl.col("reasons").str.contains(RETRIED_REASON))["source_file"]
+    stable_path = paths(settings).stable_manifest
+    with lake.file_lock(stable_path):
+        stable = _read_or_empty(stable_path)
+        promoted = mf.promote(stable, classified, done.to_list(), retired)
+        lake.write_parquet(promoted, stable_path, settings.parquet)
+
+
+@dataclass
+class BronzeOutcome:
+    run_id: str
+    tickers_requested: int
+    files_processed: int
+    files_failed: int
+    files_empty: int
+    rows_valid: int
+    rows_invalid: int
+    rows_rejected: int
+    tickers_written: list[str] = field(default_factory=list)
+    tickers_retired: list[str] = field(default_factory=list)
+    ledger: pl.DataFrame = field(default_factory=pl.DataFrame)
+    compute_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+
+def run_bronze(
+    settings: Settings,
+    tickers: Sequence[str],
+    run_id: str,
+    promote_manifest: bool = True,
+    log: Log = print,
+) -> BronzeOutcome:
+    """Rebuild Bronze for ``tickers`` from their current raw files.
+
+    A ticker with no present file (deleted source) has its Bronze file removed. A ticker whose
+    files all failed (e.g. two sources claim it) gets no Bronze file rather than a wrong one.
+    """
+    bronze = paths(settings)
+    if not bronze.current_manifest.exists():
+        raise FileNotFoundError(
+            f"no current manifest at {bronze.current_manifest}: materialize `manifest` first"
+        )
+    classified = pl.read_parquet(bronze.current_manifest)
+    wanted = classified.filter(pl.col("ticker").is_in(list(tickers)))
+    present = wanted.filter(pl.col("manifest_status") != mf.DELETED)
+    gone = wanted.filter(pl.col("manifest_status") == mf.DELETED)
+    started = time.perf_counter()
+    result = build_bronze(_bronze_input(present), _thresholds(settings), run_id,
+                          dt.datetime.now(dt.UTC))
+    computed = time.perf_counter()
+    ok_tickers = set(result.valid["ticker"].unique().to_list()) if result.valid.height else set()
+    metadata = {"schema_version": BRONZE_SCHEMA_VERSION, "run_id": run_id}
+    written = lake.write_symbol_files(result.valid, bronze.data, settings.parquet, metadata)
+    stale = sorted(set(tickers) - ok_tickers)
+    retired = lake.remove_symbol_files(bronze.data, stale)
+    if retired:
+        log(f"removed {len(retired)} Bronze files of tickers with no valid source now")
+    _store_accounting(settings, result, [*present["source_file"], *gone["source_file"]])
+    if promote_manifest:
+        _promote(settings, classified, result.ledger, gone["source_file"].to_list())
+    ledger = result.ledger
+    return BronzeOutcome(
+        run_id=run_id,
+        tickers_requested=len(tickers),
+        files_processed=ledger.height,
+        files_failed=ledger.filter(pl.col("status") == "FAILED").height,
+        files_empty=ledger.filter(pl.col("status") == "EMPTY").height,
+        rows_valid=int(ledger["rows_valid"].sum() or 0),
+        rows_invalid=int(ledger["rows_invalid"].sum() or 0),
+        rows_rejected=int(ledger["rows_rejected"].sum() or 0),
+        tickers_written=sorted(written),
+        tickers_retired=sorted({p.parent.name.removeprefix("ticker=") for p in retired}),
+        ledger=ledger,
+        compute_seconds=computed - started,
+        write_seconds=time.perf_counter() - computed,
+    )
+
+
+def reconciliation_failures(settings: Settings) -> pl.DataFrame:
+    """Ledger rows where the lines do not add up (empty when everything reconciles)."""
+    ledger_path = paths(settings).ledger
+    if not ledger_path.exists():
+        return pl.DataFrame()
+    ledger = pl.read_parquet(ledger_path)
+    parts = ["lines_header", "lines_blank", "rows_rejected", "rows_valid", "rows_invalid"]
+    return ledger.filter(pl.col("lines_total") != pl.sum_horizontal(parts))
