@@ -62,7 +62,7 @@ def demo(ctx: typer.Context) -> None:
 def run(
     ctx: typer.Context,
     until: Annotated[str, typer.Option(help=f"Last layer: {', '.join(UNTIL_CHOICES)}.")] = "bronze",
-    full: Annotated[bool, typer.Option(help="Rebuild every ticker, not only changed ones.")] = False,
+    full: Annotated[bool, typer.Option(help="Rebuild every ticker, not just changed.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="At most N tickers.")] = None,
 ) -> None:
     """Materialize raw → manifest → … → LAYER for the tickers that need it, through Dagster."""

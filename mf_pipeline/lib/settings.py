@@ -264,7 +264,7 @@ class Settings(BaseSettings):
 
 
 def find_project_root(start: Path | None = None) -> Path:
-    """First folder upward from ``start`` (default: the working directory) with the settings file."""
+    """First folder upward from ``start`` (default: the CWD) holding the settings file."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / DEFAULT_SETTINGS_RELPATH).is_file():

@@ -220,3 +220,47 @@ def promote(stable: pl.DataFrame, classified: pl.DataFrame, succeeded: Sequence[
     touched = [*succeeded, *retired]
     kept = stable.filter(~pl.col("source_file").is_in(touched)).select(list(MANIFEST_SCHEMA))
     return pl.concat([kept, fresh], how="vertical_relaxed").sort("source_file")
+
+
+def stat_changes(raw_root: Path, stable: pl.DataFrame) -> pl.DataFrame:
+    """Files whose size or mtime differ from the stable manifest, new files and vanished ones.
+
+    A cheap pre-check for the sensor (no file is read); the manifest asset then confirms with
+    content hashes. Columns: ``source_file, ticker, change`` (``new``/``modified``/``deleted``),
+    ``signature`` (size and mtime, to build idempotent run keys).
+    """
+    raw_root = raw_root.resolve()
+    paths = list_raw_files(raw_root)
+    stats = [path.stat() for path in paths]
+    now = pl.DataFrame(
+        {
+            "source_file": [path.relative_to(raw_root).as_posix() for path in paths],
+            "ticker": [ticker_from_file_name(path.name) for path in paths],
+            "size": [st.st_size for st in stats],
+            "mtime": [dt.datetime.fromtimestamp(st.st_mtime, dt.UTC) for st in stats],
+        },
+        schema_overrides={"mtime": pl.Datetime("us", "UTC"), "size": pl.Int64},
+    )
+    before = stable.select(
+        "source_file", old_size="file_size_bytes", old_mtime="file_mtime", old_ticker="ticker"
+    )
+    joined = now.join(before, on="source_file", how="full", coalesce=True)
+    change = (
+        pl.when(pl.col("size").is_null())
+        .then(pl.lit("deleted"))
+        .when(pl.col("old_size").is_null())
+        .then(pl.lit("new"))
+        .when((pl.col("size") != pl.col("old_size")) | (pl.col("mtime") != pl.col("old_mtime")))
+        .then(pl.lit("modified"))
+    )
+    return (
+        joined.with_columns(change=change, ticker=pl.coalesce("ticker", "old_ticker"))
+        .filter(pl.col("change").is_not_null())
+        .select(
+            "source_file",
+            "ticker",
+            "change",
+            signature=pl.format("{}|{}", "size", pl.col("mtime").dt.epoch("us")),
+        )
+        .sort("source_file")
+    )

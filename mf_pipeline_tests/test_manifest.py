@@ -1,0 +1,103 @@
+import polars as pl
+
+from mf_pipeline.lib.layers import manifest as mf
+
+HEADER = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>\n"
+
+
+def line(ticker: str, day: int) -> str:
+    return f"{ticker},D,202401{day:02d},000000,10,11,9,10.5,1000,0\n"
+
+
+def make_tree(root):
+    (root / "data" / "nasdaq stocks" / "1").mkdir(parents=True)
+    (root / "data" / "nyse stocks" / "2").mkdir(parents=True)
+    (root / "data" / "nasdaq etfs").mkdir(parents=True)
+    (root / "data" / "nasdaq stocks" / "1" / "aaa.us.txt").write_text(HEADER + line("AAA.US", 2))
+    (root / "data" / "nyse stocks" / "2" / "bbb.us.txt").write_text(HEADER + line("BBB.US", 2))
+    (root / "data" / "nasdaq etfs" / "ccc.us.TXT").write_text(HEADER + line("CCC.US", 2))
+    (root / "data" / "nasdaq etfs" / "notes.csv").write_text("ignored")
+
+
+def test_discover_exchanges_tickers_and_fingerprints(tmp_path):
+    make_tree(tmp_path)
+    current = mf.discover(tmp_path)
+    assert current["source_file"].to_list() == [
+        "data/nasdaq etfs/ccc.us.TXT", "data/nasdaq stocks/1/aaa.us.txt", "data/nyse stocks/2/bbb.us.txt"
+    ]
+    assert current["exchange"].to_list() == ["UNKNOWN", "NASDAQ", "NYSE"]
+    assert current["ticker"].to_list() == ["CCC.US", "AAA.US", "BBB.US"]
+    assert current["fail_reason"].null_count() == 3
+    assert all(len(h) == 16 for h in current["content_hash"])
+
+
+def test_invalid_names_and_duplicate_sources_are_marked(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "data" / "nyse stocks" / "2" / "aaa.us.txt").write_text(HEADER)
+    (tmp_path / "data" / "nyse stocks" / "2" / "bad name!.txt").write_text(HEADER)
+    current = mf.discover(tmp_path)
+    reasons = dict(zip(current["source_file"], current["fail_reason"], strict=True))
+    assert reasons["data/nyse stocks/2/bad name!.txt"] == mf.INVALID_FILE_TICKER
+    assert reasons["data/nyse stocks/2/aaa.us.txt"] == mf.DUPLICATE_SOURCE_TICKER
+    assert reasons["data/nasdaq stocks/1/aaa.us.txt"] == mf.DUPLICATE_SOURCE_TICKER
+
+
+def test_classification_new_unchanged_changed_appended_deleted(tmp_path):
+    make_tree(tmp_path)
+    first = mf.classify(mf.discover(tmp_path), mf.empty_manifest())
+    assert set(first["manifest_status"]) == {mf.NEW}
+    stable = first.drop("manifest_status", "prev_size")
+    base = tmp_path / "data"
+    aaa = base / "nasdaq stocks" / "1" / "aaa.us.txt"
+    bbb = base / "nyse stocks" / "2" / "bbb.us.txt"
+    ccc = base / "nasdaq etfs" / "ccc.us.TXT"
+    with open(aaa, "a") as handle:  # new bar at the end
+        handle.write(line("AAA.US", 3))
+    bbb.write_text(HEADER + line("BBB.US", 9))  # same size, different content
+    ccc.unlink()
+    (base / "nyse stocks" / "2" / "ddd.us.txt").write_text(HEADER)
+    second = mf.classify(mf.discover(tmp_path), stable)
+    status = dict(zip(second["source_file"], second["manifest_status"], strict=True))
+    assert status == {
+        "data/nasdaq stocks/1/aaa.us.txt": mf.APPENDED,
+        "data/nyse stocks/2/bbb.us.txt": mf.CHANGED,
+        "data/nasdaq etfs/ccc.us.TXT": mf.DELETED,
+        "data/nyse stocks/2/ddd.us.txt": mf.NEW,
+    }
+    assert mf.tickers_to_process(second) == ["AAA.US", "BBB.US", "CCC.US", "DDD.US"]
+    assert mf.status_counts(second)[mf.UNCHANGED] == 0
+
+
+def test_touch_is_unchanged_and_rewrite_of_prefix_is_changed(tmp_path):
+    make_tree(tmp_path)
+    stable = mf.classify(mf.discover(tmp_path), mf.empty_manifest()).drop(
+        "manifest_status", "prev_size")
+    aaa = tmp_path / "data" / "nasdaq stocks" / "1" / "aaa.us.txt"
+    aaa.touch()
+    assert set(mf.classify(mf.discover(tmp_path), stable)["manifest_status"]) == {mf.UNCHANGED}
+    aaa.write_text(HEADER + line("AAA.US", 5) + line("AAA.US", 6))  # grew, but not by appending
+    status = mf.classify(mf.discover(tmp_path), stable).filter(pl.col("ticker") == "AAA.US")
+    assert status["manifest_status"].to_list() == [mf.CHANGED]
+
+
+def test_promote_keeps_failed_files_out(tmp_path):
+    make_tree(tmp_path)
+    classified = mf.classify(mf.discover(tmp_path), mf.empty_manifest())
+    promoted = mf.promote(mf.empty_manifest(), classified, ["data/nyse stocks/2/bbb.us.txt"], [])
+    assert promoted["source_file"].to_list() == ["data/nyse stocks/2/bbb.us.txt"]
+    again = mf.classify(mf.discover(tmp_path), promoted)
+    status = dict(zip(again["ticker"], again["manifest_status"], strict=True))
+    assert status == {"AAA.US": mf.NEW, "BBB.US": mf.UNCHANGED, "CCC.US": mf.NEW}
+
+
+def test_stat_changes(tmp_path):
+    make_tree(tmp_path)
+    stable = mf.classify(mf.discover(tmp_path), mf.empty_manifest()).drop(
+        "manifest_status", "prev_size")
+    assert mf.stat_changes(tmp_path, stable).is_empty()
+    with open(tmp_path / "data" / "nyse stocks" / "2" / "bbb.us.txt", "a") as handle:
+        handle.write(line("BBB.US", 3))
+    (tmp_path / "data" / "nasdaq etfs" / "ccc.us.TXT").unlink()
+    changes = mf.stat_changes(tmp_path, stable)
+    assert dict(zip(changes["ticker"], changes["change"], strict=True)) == {
+        "CCC.US": "deleted", "BBB.US": "modified"}
