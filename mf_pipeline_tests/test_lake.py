@@ -65,8 +65,8 @@ def test_upsert_replaces_only_given_keys(tmp_path):
 
 
 def test_symbol_files_roundtrip(tmp_path):
-    frame = pl.DataFrame({"ticker": ["A.US", "A.US", "B.US"], "exchange": ["NYSE", "NYSE", "NASDAQ"],
-                          "x": [1, 2, 3]})
+    frame = pl.DataFrame({"ticker": ["A.US", "A.US", "B.US"],
+                          "exchange": ["NYSE", "NYSE", "NASDAQ"], "x": [1, 2, 3]})
     written = lake.write_symbol_files(frame, tmp_path)
     assert set(written) == {"A.US", "B.US"}
     assert pl.read_parquet(written["A.US"])["x"].to_list() == [1, 2]

@@ -23,7 +23,9 @@ def test_discover_exchanges_tickers_and_fingerprints(tmp_path):
     make_tree(tmp_path)
     current = mf.discover(tmp_path)
     assert current["source_file"].to_list() == [
-        "data/nasdaq etfs/ccc.us.TXT", "data/nasdaq stocks/1/aaa.us.txt", "data/nyse stocks/2/bbb.us.txt"
+        "data/nasdaq etfs/ccc.us.TXT",
+        "data/nasdaq stocks/1/aaa.us.txt",
+        "data/nyse stocks/2/bbb.us.txt",
     ]
     assert current["exchange"].to_list() == ["UNKNOWN", "NASDAQ", "NYSE"]
     assert current["ticker"].to_list() == ["CCC.US", "AAA.US", "BBB.US"]
