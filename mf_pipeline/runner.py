@@ -25,10 +25,10 @@ Log = Callable[[str], None]
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 DAGSTER_YAML = """\
-# Local instance: SQLite storage inside this folder, no telemetry.
+# Local instance: SQLite storage inside this folder, no telemetry, tick history pruned.
 telemetry:
   enabled: false
-run_retention:
+retention:
   schedule:
     purge_after_days: 30
   sensor:
@@ -90,7 +90,7 @@ def _materialize(
 
 def _collect_metadata(result: dg.ExecuteInProcessResult, into: dict[str, dict[str, Any]]) -> None:
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
+        mat = getattr(event.event_specific_data, "materialization", None)
         if mat is None:
             continue
         into[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}

@@ -25,7 +25,9 @@ def requests_for_changes(
     changes: pl.DataFrame, ordered_keys: list[str]
 ) -> tuple[list[str], list[dg.RunRequest]]:
     """(new partition keys, run requests) for a frame of raw-file changes."""
-    valid = changes.filter(pl.col("ticker").map_elements(is_valid_ticker, return_dtype=pl.Boolean))
+    valid = changes.filter(
+        pl.col("ticker").map_elements(is_valid_ticker, return_dtype=pl.Boolean)  # few rows
+    )
     tickers = sorted(set(valid["ticker"].to_list()))
     known = set(ordered_keys)
     new_keys = [t for t in tickers if t not in known]
@@ -33,10 +35,8 @@ def requests_for_changes(
     requests = []
     for key_range in plan_ranges(tickers, ordered):
         members = valid.filter(pl.col("ticker").is_in(list(key_range.keys)))
-        digest = xxhash.xxh3_64("\n".join(
-            f"{r[0]}|{r[1]}|{r[2]}" for r in members.select("source_file", "change", "signature")
-            .iter_rows()
-        )).hexdigest()
+        rows = members.select("source_file", "change", "signature").iter_rows()
+        digest = xxhash.xxh3_64_hexdigest("\n".join("|".join(row) for row in rows).encode())
         requests.append(
             dg.RunRequest(
                 run_key=f"raw-{key_range.start}-{key_range.end}-{digest}",

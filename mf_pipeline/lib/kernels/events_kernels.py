@@ -1,0 +1,133 @@
+"""Numba kernels for the Gold event and feature layers.
+
+Every kernel walks a flat, (ticker, trade_date)-sorted array once. Ticker ``g`` owns rows
+``offsets[g] .. offsets[g + 1] - 1`` (``offsets`` is int64 of length n_tickers + 1), so no state
+ever crosses a ticker boundary. Outputs are allocated by the caller (NumPy allocations are
+cheaper to fault in than Numba's, see notes/perf_anchors.md) and filled in place.
+
+All kernels are causal: the value at row t reads rows <= t of the same ticker only.
+
+Null convention: counters that are undefined (no event yet) are written as ``-1``; the polars
+layer turns negative values into nulls.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def row_in_ticker(offsets: np.ndarray, out: np.ndarray) -> None:
+    """0-based row position of every row inside its ticker (the spec's ``i_t``).
+
+    Needed to mask whole-column shifts at ticker boundaries: row t-k belongs to the same
+    ticker exactly when ``i_t >= k``.
+    """
+    for g in range(offsets.size - 1):
+        start = offsets[g]
+        for i in range(start, offsets[g + 1]):
+            out[i] = i - start
+
+
+@njit(cache=True)
+def bars_since_event(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """Bars since the most recent row <= t where ``flags`` is True; -1 before the first one.
+
+    0 on the event bar itself; resets only when the event fires again.
+    """
+    for g in range(offsets.size - 1):
+        last = -1
+        for i in range(offsets[g], offsets[g + 1]):
+            if flags[i]:
+                last = i
+            out[i] = i - last if last >= 0 else -1
+
+
+@njit(cache=True)
+def true_run_length(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """Number of consecutive True rows ending at t (0 when row t is False).
+
+    ``out >= H`` is "the last H bars all satisfied the condition", which needs H real rows of
+    the ticker, so it is never True on the first H-1 rows.
+    """
+    for g in range(offsets.size - 1):
+        run = 0
+        for i in range(offsets[g], offsets[g + 1]):
+            run = run + 1 if flags[i] else 0
+            out[i] = run
+
+
+@njit(cache=True)
+def equal_run_length(codes: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+    """1-based position of row t inside the current run of equal ``codes``.
+
+    A run starts on the first row of a ticker and on every change of value.
+    """
+    for g in range(offsets.size - 1):
+        start = offsets[g]
+        stop = offsets[g + 1]
+        run = 0
+        for i in range(start, stop):
+            if i == start or codes[i] != codes[i - 1]:
+                run = 1
+            else:
+                run += 1
+            out[i] = run
+
+
+@njit(cache=True)
+def event_in_lookback(
+    flags: np.ndarray, offsets: np.ndarray, lookback: int, out: np.ndarray
+) -> None:
+    """True when ``flags`` fired on at least one row in t-lookback .. t-1 (t excluded).
+
+    This is the respect-fail window of the event grammar: it looks *back* from the failure
+    bar, so it never reads a bar after t. The window is shorter at the start of a ticker.
+    """
+    for g in range(offsets.size - 1):
+        last = -1
+        for i in range(offsets[g], offsets[g + 1]):
+            out[i] = last >= 0 and i - last <= lookback
+            if flags[i]:
+                last = i
+
+
+@njit(cache=True)
+def rolling_sum_int(x: np.ndarray, offsets: np.ndarray, window: int, out: np.ndarray) -> None:
+    """Trailing sum over rows t-window+1 .. t of an integer/boolean column (min samples 1).
+
+    Partial windows at the start of a ticker sum what exists. Integer accumulation is exact.
+    """
+    for g in range(offsets.size - 1):
+        start = offsets[g]
+        acc = 0
+        for i in range(start, offsets[g + 1]):
+            acc += x[i]
+            if i - window >= start:
+                acc -= x[i - window]
+            out[i] = acc
+
+
+@njit(cache=True)
+def rolling_sum_float(x: np.ndarray, offsets: np.ndarray, window: int, out: np.ndarray) -> None:
+    """Trailing sum over rows t-window+1 .. t of a float64 column with no nulls (min samples 1).
+
+    The running sum is re-summed from scratch every ``window`` rows so rounding cannot drift
+    over long series; for the default score weights (multiples of 0.5) it is exact anyway.
+    """
+    for g in range(offsets.size - 1):
+        start = offsets[g]
+        stop = offsets[g + 1]
+        acc = 0.0
+        since_reset = 0
+        for i in range(start, stop):
+            if since_reset >= window:
+                acc = 0.0
+                for j in range(max(start, i - window + 1), i + 1):
+                    acc += x[j]
+                since_reset = 0
+            else:
+                acc += x[i]
+                if i - window >= start:
+                    acc -= x[i - window]
+                since_reset += 1
+            out[i] = acc

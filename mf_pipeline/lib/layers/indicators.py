@@ -1,0 +1,215 @@
+"""Indicator layer (spec etl.md §6): TMF v1, TTI proxy v1 and their derived columns.
+
+The two recursive indicators come from one fused Numba pass over all tickers
+(:func:`~mf_pipeline.lib.kernels.recursive.tmf_tti`); the derived columns are whole-column
+Polars expressions whose lags are masked by the per-ticker bar index, so no ``over()`` is
+needed. Output = keys + indicator columns; the intermediates (``trh``, ``ad_raw``, the
+``*_wilder`` series…) stay inside the kernel and ``built_ts`` is added by the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from mf_pipeline.lib.kernels.offsets import bar_index, kernel_array, ticker_offsets
+from mf_pipeline.lib.kernels.recursive import ewm_adjust_false, tmf_tti, true_range
+from mf_pipeline.lib.layers.silver import (
+    KEY_COLUMNS,
+    check_eps,
+    lag,
+    normalize_key,
+    sort_by_ticker_date,
+)
+
+TTI_FORMULA_STATUS = "PROXY_UNDISCLOSED_ORIGINAL"
+TTI_PROXY_VERSION = "v1"
+INDICATOR_SCHEMA_VERSION = "v1"
+INDICATOR_CALC_VERSION = "twiggs_indicators_v1"
+TMF_EMA_ALPHA = 2.0 / (5 + 1)  # span 5
+TMF_EMA_MIN_SAMPLES = 5
+
+REQUIRED_SILVER_COLUMNS: tuple[str, ...] = (
+    "ticker",
+    "exchange",
+    "trade_date",
+    "high",
+    "low",
+    "close",
+    "volume",
+)
+# Float columns the caller casts to the indicator float type when storing (§6.4 "Float cast").
+INDICATOR_FLOAT_COLUMNS: tuple[str, ...] = (
+    "tmf_21",
+    "tmf_slope_1",
+    "tmf_slope_5",
+    "tmf_ema_5",
+    "tmf_abs",
+    "tti_proxy_v1_21",
+)
+# §6.4 column order restricted to the columns this layer owns (built_ts added by the caller).
+INDICATOR_COLUMNS: tuple[str, ...] = (
+    *KEY_COLUMNS,
+    "tmf_21",
+    "tmf_ready_21",
+    "tmf_zero_cross_up",
+    "tmf_zero_cross_down",
+    "tmf_sign",
+    "tmf_slope_1",
+    "tmf_slope_5",
+    "tmf_ema_5",
+    "tmf_abs",
+    "tmf_above_zero",
+    "tmf_below_zero",
+    "tmf_pos",
+    "tmf_neg",
+    "tmf_respect_zero_up_candidate",
+    "tmf_respect_zero_down_candidate",
+    "tti_proxy_v1_21",
+    "tti_proxy_ready_21",
+    "tti_proxy_zero_cross_up",
+    "tti_proxy_zero_cross_down",
+    "tti_proxy_sign",
+    "tti_formula_status",
+    "tti_proxy_version",
+    "indicator_schema_version",
+    "indicator_calc_version",
+    "tmf_period",
+)
+
+
+def _check_period(name: str, value: int) -> None:
+    """Periods are bar counts: an integer >= 1 (a bool or float is a caller bug)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _sign(col: str) -> pl.Expr:
+    """1 / -1 / 0 as Int8, with 0 also for null (§6.4)."""
+    x = pl.col(col)
+    return pl.when(x > 0).then(1).when(x < 0).then(-1).otherwise(0).cast(pl.Int8)
+
+
+def _cross_up(col: str, prev: str) -> pl.Expr:
+    """``x_t > 0 and x_{t-1} <= 0``; null (no previous value yet) is False."""
+    return ((pl.col(col) > 0) & (pl.col(prev) <= 0)).fill_null(False)
+
+
+def _cross_down(col: str, prev: str) -> pl.Expr:
+    """``x_t < 0 and x_{t-1} >= 0``; null is False."""
+    return ((pl.col(col) < 0) & (pl.col(prev) >= 0)).fill_null(False)
+
+
+def _prepare(silver: pl.DataFrame) -> pl.DataFrame:
+    """Select and cast what the indicators read, derive ``tr`` if absent (§6.1), sort."""
+    missing = [c for c in REQUIRED_SILVER_COLUMNS if c not in silver.columns]
+    if missing:
+        raise ValueError(f"silver frame lacks required columns: {missing}")
+    floats = ["high", "low", "close", "volume"] + (["tr"] if "tr" in silver.columns else [])
+    df = silver.select(
+        pl.col("ticker").cast(pl.String),
+        pl.col("exchange").cast(pl.String),
+        pl.col("trade_date").cast(pl.Date),
+        *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in floats],
+    )
+    df = normalize_key(normalize_key(df, "ticker"), "exchange")
+    return sort_by_ticker_date(df)
+
+
+def build_indicators(
+    silver: pl.DataFrame,
+    tmf_period: int = 21,
+    proxy_period: int = 21,
+    eps: float = 1e-12,
+) -> pl.DataFrame:
+    """Compute TMF v1, TTI proxy v1 and the §6.4 derived columns for every ticker.
+
+    ``silver`` is a long frame with at least ``ticker, exchange, trade_date, high, low, close,
+    volume`` (``tr`` is derived as in §5.3 when missing). Returns one row per input row,
+    sorted by (ticker, trade_date), with :data:`INDICATOR_COLUMNS` in that order, floats
+    Float64. Column names keep ``_21`` whatever the periods are (the old tool's contract).
+    """
+    _check_period("tmf_period", tmf_period)
+    _check_period("proxy_period", proxy_period)
+    check_eps(eps)
+    df = _prepare(silver)
+    offsets = ticker_offsets(df.get_column("ticker"))
+    n = df.height
+    df = df.with_columns(pl.Series("_i", bar_index(offsets)))
+    if "tr" not in df.columns:
+        tr = np.empty(n, dtype=np.float64)
+        true_range(
+            kernel_array(df.get_column("high")),
+            kernel_array(df.get_column("low")),
+            kernel_array(df.get_column("close")),
+            offsets,
+            tr,
+        )
+        df = df.with_columns(pl.Series("tr", tr, dtype=pl.Float64, nan_to_null=True))
+
+    tmf = np.empty(n, dtype=np.float64)
+    tti = np.empty(n, dtype=np.float64)
+    tmf_tti(
+        kernel_array(df.get_column("high")),
+        kernel_array(df.get_column("low")),
+        kernel_array(df.get_column("close")),
+        kernel_array(df.get_column("volume")),
+        kernel_array(df.get_column("tr")),
+        int(tmf_period),
+        int(proxy_period),
+        float(eps),
+        offsets,
+        tmf,
+        tti,
+    )
+    ema = np.empty(n, dtype=np.float64)
+    ewm_adjust_false(kernel_array(tmf), TMF_EMA_ALPHA, TMF_EMA_MIN_SAMPLES, offsets, ema)
+
+    df = df.select(
+        *KEY_COLUMNS,
+        "_i",
+        pl.Series("tmf_21", tmf, dtype=pl.Float64, nan_to_null=True),
+        pl.Series("tti_proxy_v1_21", tti, dtype=pl.Float64, nan_to_null=True),
+        pl.Series("tmf_ema_5", ema, dtype=pl.Float64, nan_to_null=True),
+    )
+    df = df.with_columns(
+        lag("tmf_21", 1).alias("_m1"),
+        lag("tmf_21", 2).alias("_m2"),
+        lag("tmf_21", 5).alias("_m5"),
+        lag("tti_proxy_v1_21", 1).alias("_q1"),
+    )
+    m = pl.col("tmf_21")
+    slope_1 = m - pl.col("_m1")
+    above = (m > 0).fill_null(False)
+    below = (m < 0).fill_null(False)
+    df = df.with_columns(
+        m.is_not_null().alias("tmf_ready_21"),
+        _cross_up("tmf_21", "_m1").alias("tmf_zero_cross_up"),
+        _cross_down("tmf_21", "_m1").alias("tmf_zero_cross_down"),
+        _sign("tmf_21").alias("tmf_sign"),
+        slope_1.alias("tmf_slope_1"),
+        (m - pl.col("_m5")).alias("tmf_slope_5"),
+        m.abs().alias("tmf_abs"),
+        above.alias("tmf_above_zero"),
+        below.alias("tmf_below_zero"),
+        above.alias("tmf_pos"),
+        below.alias("tmf_neg"),
+        (above & (slope_1 > 0) & (pl.col("_m1") < pl.col("_m2")))
+        .fill_null(False)
+        .alias("tmf_respect_zero_up_candidate"),
+        (below & (slope_1 < 0) & (pl.col("_m1") > pl.col("_m2")))
+        .fill_null(False)
+        .alias("tmf_respect_zero_down_candidate"),
+        pl.col("tti_proxy_v1_21").is_not_null().alias("tti_proxy_ready_21"),
+        _cross_up("tti_proxy_v1_21", "_q1").alias("tti_proxy_zero_cross_up"),
+        _cross_down("tti_proxy_v1_21", "_q1").alias("tti_proxy_zero_cross_down"),
+        _sign("tti_proxy_v1_21").alias("tti_proxy_sign"),
+        pl.lit(TTI_FORMULA_STATUS, dtype=pl.String).alias("tti_formula_status"),
+        pl.lit(TTI_PROXY_VERSION, dtype=pl.String).alias("tti_proxy_version"),
+        pl.lit(INDICATOR_SCHEMA_VERSION, dtype=pl.String).alias("indicator_schema_version"),
+        pl.lit(INDICATOR_CALC_VERSION, dtype=pl.String).alias("indicator_calc_version"),
+        pl.lit(int(tmf_period), dtype=pl.Int32).alias("tmf_period"),
+    )
+    return df.select(INDICATOR_COLUMNS)

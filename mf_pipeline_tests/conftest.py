@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated project (raw root, lake, artifacts, Dagster home) per test."""
+
+from pathlib import Path
+
+import pytest
+
+from mf_pipeline.lib.sample import generate_universe
+from mf_pipeline.lib.settings import load_settings
+
+
+@pytest.fixture(scope="session")
+def messy_universe(tmp_path_factory) -> Path:
+    """A small messy universe with every planted defect (generated once per session)."""
+    root = tmp_path_factory.mktemp("raw")
+    generate_universe(root, n_tickers=8, years=1.5, seed=11, messy=True)
+    return root
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Point every root and DAGSTER_HOME at fresh folders; returns a settings loader."""
+    monkeypatch.setenv("MF_PIPELINE_PATHS__DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("MF_PIPELINE_PATHS__ARTIFACTS_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("MF_PIPELINE_PATHS__LOGS_ROOT", str(tmp_path / "logs"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("MF_PIPELINE_SETTINGS_FILE", raising=False)
+
+    def use_raw(raw_root: Path):
+        monkeypatch.setenv("MF_PIPELINE_PATHS__RAW_ROOT", str(raw_root))
+        return load_settings()
+
+    return use_raw

@@ -1,0 +1,51 @@
+"""The raw-files sensor: a changed file requests its ticker only; no change requests nothing."""
+
+import shutil
+
+import dagster as dg
+import polars as pl
+from typer.testing import CliRunner
+
+from mf_pipeline.cli import app
+from mf_pipeline.defs.automation.sensors import raw_files_sensor
+from mf_pipeline.defs.partitions import TICKERS
+from mf_pipeline.defs.resources import PipelineSettings
+from mf_pipeline.lib.steps import bronze_step
+
+
+def evaluate(instance):
+    context = dg.build_sensor_context(instance=instance,
+                                      resources={"settings": PipelineSettings()})
+    return raw_files_sensor(context)
+
+
+def test_sensor_requests_only_changed_tickers(isolated, messy_universe, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = isolated(raw)
+    result = CliRunner().invoke(app, ["bronze-run"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    instance = dg.DagsterInstance.get()
+
+    assert isinstance(evaluate(instance), dg.SkipReason)
+
+    ledger = pl.read_parquet(bronze_step.paths(settings).ledger)
+    target = ledger.filter(pl.col("status") == "OK").row(0, named=True)
+    with open(raw / target["source_file"], "a") as handle:
+        handle.write(f"{target['ticker']},D,20990101,000000,10,11,9,10.5,1000,0\n")
+    new_file = raw / "data" / "daily" / "us" / "nyse stocks" / "1" / "zzzz.us.txt"
+    new_file.write_text("<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,"
+                        "<OPENINT>\nZZZZ.US,D,20240102,000000,10,11,9,10.5,1000,0\n")
+
+    outcome = evaluate(instance)
+    assert isinstance(outcome, dg.SensorResult)
+    covered = set()
+    for request in outcome.run_requests:
+        start = request.tags["dagster/asset_partition_range_start"]
+        end = request.tags["dagster/asset_partition_range_end"]
+        covered |= {start, end}
+        assert request.asset_selection == [dg.AssetKey("manifest"), dg.AssetKey("bronze")]
+    assert covered == {target["ticker"], "ZZZZ.US"}
+    [add] = outcome.dynamic_partitions_requests
+    assert add.partitions_def_name == TICKERS and list(add.partition_keys) == ["ZZZZ.US"]
+    assert evaluate(instance).run_requests[0].run_key == outcome.run_requests[0].run_key
