@@ -60,6 +60,14 @@ def test_ticker_offsets_and_bar_index():
     assert bar_index(np.array([0], dtype=np.int64)).tolist() == []
 
 
+def test_kernel_array_is_one_readonly_float64_type():
+    # with and without nulls Polars hands out different array kinds; kernels must see one
+    for s in (pl.Series([1.0, 2.0]), pl.Series([1.0, None]), pl.Series([1, 2])):
+        a = kernel_array(s)
+        assert a.dtype == np.float64 and not a.flags.writeable and a.flags.c_contiguous
+    assert np.isnan(kernel_array(pl.Series([1.0, None]))[1])
+
+
 def test_ticker_offsets_rejects_split_ticker():
     with pytest.raises(ValueError, match="not grouped"):
         ticker_offsets(pl.Series("ticker", ["A", "B", "A"]))

@@ -12,6 +12,7 @@ from mf_pipeline.defs.partitions import TICKERS
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.layers import manifest as mf
 from mf_pipeline.lib.settings import Settings
+from mf_pipeline.lib.steps.derived_step import UPSTREAM
 
 PER_TICKER_LAYERS = ("bronze", "silver", "indicators", "events", "features")
 UNTIL_CHOICES = (*PER_TICKER_LAYERS, "ml_dataset")
@@ -55,6 +56,23 @@ def everything(defs: dg.Definitions) -> Selection:
                      tuple(name for name in plain if name != "manifest"))
 
 
+def _mtimes(settings: Settings, layer: str) -> dict[str, float]:
+    files = lake.symbol_files(lake.LAYERS[layer].root(settings))
+    return {path.parent.name.removeprefix("ticker="): path.stat().st_mtime for path in files}
+
+
+def stale_tickers(settings: Settings, layer: str) -> set[str]:
+    """Tickers whose ``layer`` file is missing or older than any of its input files."""
+    inputs = ("indicators", "events") if layer == "features" else (UPSTREAM[layer],)
+    own = _mtimes(settings, layer)
+    stale: set[str] = set()
+    for upstream in inputs:
+        for ticker, mtime in _mtimes(settings, upstream).items():
+            if own.get(ticker, -1.0) < mtime:
+                stale.add(ticker)
+    return stale
+
+
 def tickers_needing_work(
     settings: Settings,
     classified: pl.DataFrame,
@@ -62,16 +80,11 @@ def tickers_needing_work(
     full: bool = False,
     only_status: Sequence[str] | None = None,
 ) -> list[str]:
-    """Changed tickers, plus tickers with Bronze but a missing output in a later layer."""
+    """Tickers with changed raw files, plus tickers whose derived layers are stale."""
     chosen = set(mf.tickers_to_process(classified, full=full, only_status=only_status))
     if full or only_status:
         return sorted(chosen)
-    with_bronze = {p.parent.name.removeprefix("ticker=")
-                   for p in lake.symbol_files(lake.LAYERS["bronze"].root(settings))}
     for layer in layers:
-        if layer == "bronze":
-            continue
-        have = {p.parent.name.removeprefix("ticker=")
-                for p in lake.symbol_files(lake.LAYERS[layer].root(settings))}
-        chosen |= with_bronze - have
+        if layer in UPSTREAM:
+            chosen |= stale_tickers(settings, layer)
     return sorted(chosen)

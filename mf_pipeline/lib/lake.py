@@ -254,3 +254,53 @@ def read_layer(
     if scan is None:
         return pl.DataFrame()
     return scan.collect().sort(["ticker", "trade_date"])
+
+
+KEYS = ("ticker", "trade_date")
+
+
+def scan_panel(
+    settings: Settings,
+    layers: Sequence[str],
+    columns: Sequence[str] | None = None,
+    tickers: Iterable[str] | None = None,
+) -> pl.LazyFrame | None:
+    """Several per-ticker layers joined on (ticker, trade_date), lazily.
+
+    Rows come from the first layer; each column is taken from the first listed layer that has
+    it. ``columns`` (keys always included) limits what is read. None when the first layer is
+    missing.
+    """
+    wanted = tickers if tickers is None else list(tickers)
+    panel: pl.LazyFrame | None = None
+    have: set[str] = set()
+    for layer in layers:
+        scan = scan_layer(settings, layer, wanted)
+        if scan is None:
+            if panel is None:
+                return None
+            continue
+        names = scan.collect_schema().names()
+        take = [c for c in names if c not in have and (columns is None or c in columns)]
+        if panel is None:
+            take = [*[k for k in KEYS if k not in take], *take]
+            panel = scan.select(take)
+        else:
+            extra = [c for c in take if c not in KEYS]
+            if not extra:
+                continue
+            panel = panel.join(scan.select(*KEYS, *extra), on=list(KEYS), how="left",
+                               maintain_order="left")
+        have.update(take)
+    return panel
+
+
+def read_panel(
+    settings: Settings,
+    layers: Sequence[str],
+    columns: Sequence[str] | None = None,
+    tickers: Iterable[str] | None = None,
+) -> pl.DataFrame:
+    """:func:`scan_panel`, collected and sorted by (ticker, trade_date)."""
+    panel = scan_panel(settings, layers, columns, tickers)
+    return pl.DataFrame() if panel is None else panel.collect().sort(list(KEYS))

@@ -11,6 +11,8 @@ Conventions shared by every kernel here:
   caller converts (``pl.Series(..., nan_to_null=True)``).
 * Outputs are preallocated by the caller and passed in: a large ``np.empty`` inside a kernel
   costs more in page faults than the computation itself (``notes/perf_anchors.md`` §1).
+* Pass float inputs through :func:`~mf_pipeline.lib.kernels.offsets.kernel_array` (read-only
+  float64): Numba compiles once per argument type, and a cold compile costs ~1 s per kernel.
 * Everything is float64; storage precision is the caller's business.
 """
 

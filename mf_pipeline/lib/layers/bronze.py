@@ -25,7 +25,6 @@ the decisions listed in spec/README.md and these ones of ours:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,13 +32,11 @@ import numpy as np
 import polars as pl
 
 from mf_pipeline.lib.layers.ingest import (
-    KIND_BLANK,
-    KIND_DATA,
-    KIND_HEADER,
     N_FIELDS,
     RAW_FIELDS,
-    read_texts,
-    split_lines,
+    line_text,
+    read_rows,
+    rows_from_lines,
 )
 
 SCHEMA_VERSION = "v1"
@@ -57,8 +54,11 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "raw_ticker", "raw_per", "raw_date", "raw_time",
     "source_file", "source_file_name", "ingest_ts", "run_id", "source_line_no",
 )
-# Helper columns carried by normalize()/validate() output after the spec columns.
+# Helper columns carried after the spec columns by normalize() (and through validate()):
+# the row's file (position in ``files``), that file's ticker and the trimmed raw line.
 HELPER_COLUMNS: tuple[str, ...] = ("file_id", "file_ticker", "raw_line")
+_INTERNAL_COLUMNS: tuple[str, ...] = (*HELPER_COLUMNS, "_row")
+_PRICE_VOLUME: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 ERROR_FLAGS: tuple[str, ...] = (
     "q_missing_field", "q_parse_error", "q_bad_timeframe", "q_nonpositive_price",
@@ -143,17 +143,24 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _clean_expr(expr: pl.Expr) -> pl.Expr:
-    """Trim, drop one pair of surrounding double quotes (trim inside), empty -> null."""
-    s = expr.str.strip_chars()
-    n = s.str.len_chars()
-    quoted = s.str.starts_with('"') & s.str.ends_with('"') & (n >= 2)
-    s = pl.when(quoted).then(s.str.slice(1, n - 2).str.strip_chars()).otherwise(s)
-    return pl.when(s != "").then(s)
-
-
 def _clean(s: pl.Series) -> pl.Series:
-    return s.to_frame("s").select(_clean_expr(pl.col("s"))).to_series().alias(s.name)
+    """Trim, drop one pair of surrounding double quotes (trim inside), empty -> null."""
+    c = pl.col
+    return (
+        s.to_frame("s")
+        .lazy()
+        .select(c("s").str.strip_chars())
+        .with_columns(c("s").str.len_chars().alias("n"))
+        .select(
+            pl.when(c("s").str.starts_with('"') & c("s").str.ends_with('"') & (c("n") >= 2))
+            .then(c("s").str.slice(1, c("n") - 2).str.strip_chars())
+            .otherwise(c("s"))
+            .alias("s")
+        )
+        .select(pl.when(c("s") != "").then(c("s")).alias(s.name))
+        .collect()
+        .to_series()
+    )
 
 
 def _by_file(values: pl.Series, name: str) -> pl.Expr:
@@ -178,49 +185,88 @@ def _file_meta(files: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _date_days(s: pl.Expr) -> pl.Expr:
-    """Days since 1970-01-01 of exactly 8 ASCII digits ``YYYYMMDD`` forming a real date."""
-    v = s.cast(pl.Int64, strict=False)
-    y, m, d = v // 10_000, v // 100 % 100, v % 100
-    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-    month_days = (
-        pl.when(m == 2)
-        .then(28 + leap.cast(pl.Int64))
-        .when(m.is_in([4, 6, 9, 11]))
-        .then(30)
-        .otherwise(31)
+def _date_days(values: pl.Series, col: str) -> pl.Series:
+    """Days since 1970-01-01 of exactly 8 ASCII digits ``YYYYMMDD`` forming a real date.
+
+    Staged ``with_columns`` keep the expression trees small (one nested expression costs
+    tens of milliseconds to optimise, even on one row).
+    """
+    c = pl.col
+    s = c(col)
+    staged = (
+        values.to_frame(col)
+        .lazy()
+        .with_columns(
+            s.cast(pl.Int64, strict=False).alias("_v"),
+            ((s.str.len_bytes() == 8) & ~s.str.starts_with("+") & ~s.str.starts_with("-"))
+            .fill_null(False)
+            .alias("_digits"),
+        )
+        .with_columns(
+            (c("_v") // 10_000).alias("_y"), (c("_v") // 100 % 100).alias("_m"),
+            (c("_v") % 100).alias("_d"),
+        )
+        .with_columns(
+            (((c("_y") % 4 == 0) & (c("_y") % 100 != 0)) | (c("_y") % 400 == 0))
+            .cast(pl.Int64)
+            .alias("_leap"),
+            # Proleptic Gregorian days from a civil date (March-based year, 400-year eras).
+            (c("_y") - (c("_m") <= 2).cast(pl.Int64)).alias("_y2"),
+        )
+        .with_columns(
+            pl.when(c("_m") == 2)
+            .then(28 + c("_leap"))
+            .when(c("_m").is_in([4, 6, 9, 11]))
+            .then(30)
+            .otherwise(31)
+            .alias("_month_days"),
+            (c("_y2") // 400).alias("_era"),
+        )
+        .with_columns((c("_y2") - c("_era") * 400).alias("_yoe"))
+        .select(
+            pl.when(
+                (c("_digits") & c("_m").is_between(1, 12) & c("_d").is_between(1, c("_month_days")))
+                .fill_null(False)
+            )
+            .then(
+                c("_era") * 146_097
+                + c("_yoe") * 365 + c("_yoe") // 4 - c("_yoe") // 100
+                + (153 * ((c("_m") + 9) % 12) + 2) // 5 + c("_d") - 1
+                - 719_468
+            )
+            .alias("days")
+        )
     )
-    valid = (
-        (s.str.len_bytes() == 8)
-        & ~s.str.starts_with("+")
-        & ~s.str.starts_with("-")
-        & (m >= 1)
-        & (m <= 12)
-        & (d >= 1)
-        & (d <= month_days)
-    )
-    # Proleptic Gregorian days from a civil date (March-based year, 400-year eras).
-    y2 = y - (m <= 2).cast(pl.Int64)
-    era = y2 // 400
-    yoe = y2 - era * 400
-    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return pl.when(valid.fill_null(False)).then(era * 146_097 + doe - 719_468)
+    return staged.collect().to_series()
 
 
-def _time_us(s: pl.Expr) -> pl.Expr:
+def _time_us(values: pl.Series, col: str) -> pl.Series:
     """Microseconds since midnight of exactly 6 ASCII digits ``HHMMSS`` (no leap second)."""
-    v = s.cast(pl.Int64, strict=False)
-    hh, mm, ss = v // 10_000, v // 100 % 100, v % 100
-    valid = (
-        (s.str.len_bytes() == 6)
-        & ~s.str.starts_with("+")
-        & ~s.str.starts_with("-")
-        & (hh < 24)
-        & (mm < 60)
-        & (ss < 60)
+    c = pl.col
+    s = c(col)
+    return (
+        values.to_frame(col)
+        .lazy()
+        .with_columns(
+            s.cast(pl.Int64, strict=False).alias("_v"),
+            ((s.str.len_bytes() == 6) & ~s.str.starts_with("+") & ~s.str.starts_with("-"))
+            .fill_null(False)
+            .alias("_digits"),
+        )
+        .with_columns(
+            (c("_v") // 10_000).alias("_h"), (c("_v") // 100 % 100).alias("_mi"),
+            (c("_v") % 100).alias("_s"),
+        )
+        .select(
+            pl.when(
+                (c("_digits") & (c("_h") < 24) & (c("_mi") < 60) & (c("_s") < 60)).fill_null(False)
+            )
+            .then((c("_h") * 3600 + c("_mi") * 60 + c("_s")) * 1_000_000)
+            .alias("us")
+        )
+        .collect()
+        .to_series()
     )
-    return pl.when(valid.fill_null(False)).then((hh * 3600 + mm * 60 + ss) * 1_000_000)
 
 
 def _timeframe(per: pl.Expr) -> pl.Expr:
@@ -231,39 +277,129 @@ def _timeframe(per: pl.Expr) -> pl.Expr:
     )
 
 
-def _per_value(
-    s: pl.Series, uniq: pl.Series, fn: Callable[[pl.Expr], pl.Expr], dtype: pl.DataType
-) -> pl.Series:
-    """``fn`` applied to the distinct values ``uniq`` of ``s`` only, then mapped back.
+def _per_value(s: pl.Series, uniq: pl.Series, out: pl.Series, name: str) -> pl.Series | pl.Expr:
+    """Map each value of ``s`` to ``out[i]`` where ``uniq[i]`` is that value (nulls -> null).
 
-    Ticker, period, date and time repeat a few thousand values over millions of rows, so the
-    per-value work is nearly free. Mapping back goes through an Enum of the distinct values
-    (its physical codes index the per-value results) and is skipped when the result is
-    constant or equal to the input. Null inputs give null.
+    Ticker, period, date and time repeat a few thousand values over millions of rows, so
+    their cleaning and parsing run on the distinct values only. Mapping back goes through an
+    Enum of the distinct values (its physical codes index ``out``) and is skipped when the
+    result equals the input; a constant result is returned as a literal, which polars keeps
+    as a cheap scalar column.
     """
-    cats = uniq.drop_nulls()
-    out = cats.to_frame("v").select(fn(pl.col("v")).cast(dtype)).to_series()
     if s.null_count() == 0 and out.n_unique() == 1:
-        return out.new_from_index(0, s.len())
-    if s.dtype == dtype and out.equals(cats, check_names=False):
-        return s
-    return out.gather(s.cast(pl.Enum(cats)).to_physical())
+        return pl.lit(out[0], dtype=out.dtype).alias(name)
+    if s.dtype == out.dtype and out.equals(uniq, check_names=False):
+        return s.alias(name)
+    return out.gather(s.cast(pl.Enum(uniq)).to_physical()).alias(name)
 
 
-def _number(s: pl.Series, dtype: pl.DataType) -> pl.Series:
-    """Cast a raw field; only when some value fails, retry that column after cleaning.
+def _fix_number(raw: pl.Series, out: pl.Series) -> pl.Series:
+    """Finish a ``strict=False`` cast of a raw field: retry after cleaning, drop non-finite.
 
     A successful cast proves the field had no surrounding whitespace or quotes (polars casts
-    reject both), so the retry gives exactly the clean-then-cast result. Non-finite floats
-    (nan, inf) become null: they are treated as missing.
+    reject both), so retrying only when some value failed gives exactly the clean-then-cast
+    result. Non-finite floats (nan, inf) become null: they are treated as missing.
     """
-    out = s.cast(dtype, strict=False)
-    if out.null_count() > s.null_count() and bool((out.is_null() & (s != "")).any()):
-        out = _clean(s).cast(dtype, strict=False)
-    if dtype.is_float() and not bool(out.is_finite().fill_null(True).all()):
+    if out.null_count() > raw.null_count() and bool(
+        (out.is_null() & (raw != "")).fill_null(False).any()
+    ):
+        out = _clean(raw).cast(out.dtype, strict=False).alias(out.name)
+    if out.dtype.is_float() and not bool(out.is_finite().fill_null(True).all()):
         out = out.to_frame("v").select(pl.when(pl.col("v").is_finite()).then(pl.col("v")))
-        out = out.to_series()
+        out = out.to_series().alias(raw.name)
     return out
+
+
+def _parsable(rows: pl.DataFrame, meta: pl.DataFrame) -> pl.Series:
+    """Rows that become Bronze rows: exactly 10 fields, in a file without ``fail_reason``."""
+    ok_file = meta.get_column("fail_reason").is_null().to_numpy()
+    file_ok = ok_file[rows.get_column("file_id").to_numpy()] if rows.height else ok_file[:0]
+    return (rows.get_column("n_fields") == N_FIELDS).fill_null(False) & pl.Series(file_ok)
+
+
+def _typed(data: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
+    """Typed values of 10-field rows (spec §4.1, our parse rules), in input order.
+
+    Columns: ``file_id``, ``source_line_no``, ``_row`` (position in ``data``), ``file_ticker``
+    and the typed/raw value columns; per-file and constant columns are attached later, on
+    the rows that need them, to keep memory small.
+    """
+    fid = data.get_column("file_id")
+
+    def column(name: str) -> tuple[pl.Series, pl.Series, pl.Series]:
+        """The column, its distinct values, and those values cleaned.
+
+        A missing field (null on the fast path) is read as ``""``, like on the line table.
+        """
+        col = data.get_column(name)
+        if col.null_count():
+            col = col.fill_null("")
+        uniq = col.unique()
+        return col, uniq, _clean(uniq)
+
+    s, u, cu = column("raw_ticker")
+    values = [_per_value(s, u, cu, "raw_ticker"), _per_value(s, u, cu.str.to_uppercase(), "ticker")]
+    s, u, cu = column("raw_per")
+    cu = cu.str.to_uppercase()
+    timeframe = cu.to_frame("p").select(_timeframe(pl.col("p"))).to_series()
+    values += [_per_value(s, u, cu, "raw_per"), _per_value(s, u, timeframe, "timeframe")]
+    s, u, cu = column("raw_date")
+    values += [_per_value(s, u, cu, "raw_date"), _per_value(s, u, _date_days(cu, "d"), "_days")]
+    s, u, cu = column("raw_time")
+    cu = cu.str.pad_start(6, "0")
+    values += [_per_value(s, u, cu, "raw_time"), _per_value(s, u, _time_us(cu, "t"), "_tus")]
+
+    names = (*_PRICE_VOLUME, "openint")
+    casts = data.select(  # one select: polars runs the casts in parallel
+        *(pl.col(f"raw_{n}").cast(pl.Float64, strict=False).alias(n) for n in _PRICE_VOLUME),
+        pl.col("raw_openint").cast(pl.Int64, strict=False).alias("openint"),
+    )
+    numbers = [_fix_number(data.get_column(f"raw_{n}"), casts.get_column(n)) for n in names]
+
+    series = [v for v in values if isinstance(v, pl.Series)]
+    scalars = [v for v in values if isinstance(v, pl.Expr)]
+    days = pl.col("_days")
+    return (
+        pl.DataFrame(
+            [
+                fid,
+                data.get_column("line_no").alias("source_line_no"),
+                pl.Series("_row", np.arange(data.height, dtype=np.uint32)),
+                meta.get_column("file_ticker").gather(fid).alias("file_ticker"),
+                *(x.alias(n) for x, n in zip(numbers, names, strict=True)),
+                *series,
+            ]
+        )
+        .with_columns(*scalars)
+        .select(
+            "file_id",
+            "source_line_no",
+            "_row",
+            "file_ticker",
+            "ticker",
+            "timeframe",
+            days.cast(pl.Int32).cast(pl.Date).alias("trade_date"),
+            (days * _US_PER_DAY + pl.col("_tus")).cast(pl.Datetime("us")).alias("trade_dt"),
+            *names,
+            "raw_ticker",
+            "raw_per",
+            "raw_date",
+            "raw_time",
+        )
+    )
+
+
+def _attach_file_columns(
+    df: pl.DataFrame, meta: pl.DataFrame, run_id: str, ingest_ts: datetime
+) -> pl.DataFrame:
+    """Add the per-file and constant Bronze columns (exchange, source file, run, ts)."""
+    return df.with_columns(
+        _by_file(meta.get_column("exchange"), "exchange"),
+        _by_file(meta.get_column("source_file"), "source_file"),
+        _by_file(meta.get_column("source_file_name"), "source_file_name"),
+        pl.lit(_utc(ingest_ts), dtype=pl.Datetime("us", "UTC")).alias("ingest_ts"),
+        pl.lit(run_id, dtype=pl.String).alias("run_id"),
+    )
 
 
 def _later_in_file_not_increasing(file_id: pl.Series, values: pl.Series) -> pl.Series:
@@ -281,23 +417,32 @@ def _scatter_true(n: int, rows: pl.Series) -> pl.Series:
     return pl.Series(out)
 
 
-def _duplicate_line_mask(normalized: pl.DataFrame) -> pl.Series:
-    """True for a data line identical to an earlier line of the same file.
+def _scatter_true(n: int, rows: pl.Series) -> pl.Series:
+    out = np.zeros(n, dtype=bool)
+    out[rows.to_numpy()] = True
+    return pl.Series(out)
+
+
+def _duplicate_line_mask(typed: pl.DataFrame, data: pl.DataFrame) -> pl.Series:
+    """True for a data line identical to an earlier line of the same file (first copy kept).
 
     Exact but cheap: identical lines share a date, so only files whose non-null dates are not
-    strictly increasing, plus rows with no date, can hold duplicates; only those are compared.
+    strictly increasing, plus rows with no date, can hold duplicates; only those rows are
+    compared (by their fields, which within a file determine the trimmed line).
     """
-    n = normalized.height
+    n = typed.height
     bad_files = _later_in_file_not_increasing(
-        normalized.get_column("file_id"), normalized.get_column("trade_date")
+        typed.get_column("file_id"), typed.get_column("trade_date")
     )
-    cand = normalized.select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), "file_id", "raw_line", "trade_date"
-    ).filter(pl.col("file_id").is_in(bad_files.implode()) | pl.col("trade_date").is_null())
+    cand = typed.select("_row", "file_id", "trade_date").filter(
+        pl.col("file_id").is_in(bad_files.implode()) | pl.col("trade_date").is_null()
+    )
     if cand.height == 0:
         return pl.Series(np.zeros(n, dtype=bool))
-    dup = cand.filter(~pl.struct("file_id", "raw_line").is_first_distinct())
-    return _scatter_true(n, dup.get_column("row"))
+    fields = data.select(RAW_FIELDS)[cand.get_column("_row")]
+    key = pl.concat([cand.select("_row", "file_id"), fields], how="horizontal")
+    dup = key.filter(~pl.struct("file_id", *RAW_FIELDS).is_first_distinct())
+    return _scatter_true(n, dup.get_column("_row"))
 
 
 def _duplicate_ticker_date(df: pl.DataFrame) -> pl.Series:
@@ -341,81 +486,29 @@ def _gap_flags(df: pl.DataFrame, is_valid: pl.Series, gap_days: int) -> pl.Serie
 
 
 def normalize(
-    lines: pl.DataFrame, files: pl.DataFrame, run_id: str, ingest_ts: datetime
+    rows: pl.DataFrame, files: pl.DataFrame, run_id: str, ingest_ts: datetime
 ) -> pl.DataFrame:
-    """Typed rows (spec §4.1) from the data lines with exactly 10 fields of non-failed files.
+    """Typed rows (spec §4.1) from the 10-field data rows of files without ``fail_reason``.
 
-    Columns: ``NORMALIZED_COLUMNS`` then ``HELPER_COLUMNS``; file order. Cleaning (trim,
-    unquote) is skipped for a column when a cheap check proves it would change nothing, which
-    is the case for well-formed Stooq files.
+    ``rows`` is ``read_rows(files).rows`` or a line table from ``read_lines(files)``.
+    Columns: ``NORMALIZED_COLUMNS`` then ``HELPER_COLUMNS``; input order. This is the
+    display/CLI form; ``build_bronze`` runs the same steps on fewer columns.
     """
+    if "kind" in rows.columns:
+        rows = rows_from_lines(rows)
     meta = _file_meta(files)
-    ok_file = meta.get_column("fail_reason").is_null().to_numpy()
-    fid_all = lines.get_column("file_id").to_numpy()
-    keep = (
-        (lines.get_column("kind") == KIND_DATA)
-        & (lines.get_column("n_fields") == N_FIELDS).fill_null(False)
-        & pl.Series(ok_file[fid_all] if fid_all.size else np.zeros(0, dtype=bool))
-    )
-    data = lines.filter(keep).select("file_id", "line_no", "line", *RAW_FIELDS)
-    fid = data.get_column("file_id")
-
-    def column(name: str) -> tuple[pl.Series, pl.Series]:
-        s = data.get_column(name)
-        return s, s.unique()
-
-    clean = _clean_expr
-    s, u = column("raw_ticker")
-    raw_ticker = _per_value(s, u, clean, pl.String())
-    ticker = _per_value(s, u, lambda e: clean(e).str.to_uppercase(), pl.String())
-    s, u = column("raw_per")
-    raw_per = _per_value(s, u, lambda e: clean(e).str.to_uppercase(), pl.String())
-    timeframe = _per_value(s, u, lambda e: _timeframe(clean(e).str.to_uppercase()), pl.String())
-    s, u = column("raw_date")
-    raw_date = _per_value(s, u, clean, pl.String())
-    days = _per_value(s, u, lambda e: _date_days(clean(e)), pl.Int64())
-    s, u = column("raw_time")
-    raw_time = _per_value(s, u, lambda e: clean(e).str.pad_start(6, "0"), pl.String())
-    tus = _per_value(s, u, lambda e: _time_us(clean(e).str.pad_start(6, "0")), pl.Int64())
-
-    numbers = [
-        _number(data.get_column(f"raw_{name}"), pl.Float64()).alias(name)
-        for name in ("open", "high", "low", "close", "volume")
-    ]
-    openint = _number(data.get_column("raw_openint"), pl.Int64()).alias("openint")
-    trade_dt = (days * _US_PER_DAY + tus).cast(pl.Datetime("us"))
-
-    ts = _utc(ingest_ts)
-    n = data.height
-    return pl.DataFrame(
-        [
-            ticker.alias("ticker"),
-            meta.get_column("exchange").gather(fid),
-            timeframe.alias("timeframe"),
-            days.cast(pl.Int32).cast(pl.Date).alias("trade_date"),
-            trade_dt.alias("trade_dt"),
-            *numbers,
-            openint,
-            raw_ticker.alias("raw_ticker"),
-            raw_per.alias("raw_per"),
-            raw_date.alias("raw_date"),
-            raw_time.alias("raw_time"),
-            meta.get_column("source_file").gather(fid),
-            meta.get_column("source_file_name").gather(fid),
-            pl.Series("ingest_ts", [ts], pl.Datetime("us", "UTC")).new_from_index(0, n),
-            pl.Series("run_id", [run_id], pl.String).new_from_index(0, n),
-            data.get_column("line_no").alias("source_line_no"),
-            fid,
-            meta.get_column("file_ticker").gather(fid).alias("file_ticker"),
-            data.get_column("line").alias("raw_line"),
-        ]
+    data = rows.filter(_parsable(rows, meta))
+    typed = _typed(data, meta).with_columns(data.select(line_text()).to_series().alias("raw_line"))
+    return _attach_file_columns(typed, meta, run_id, ingest_ts).select(
+        *NORMALIZED_COLUMNS, *HELPER_COLUMNS
     )
 
 
 def validate(normalized: pl.DataFrame, thresholds: ValidationThresholds) -> pl.DataFrame:
     """Add the quality flags (spec §4.2 plus our rules) to normalised rows, file order kept.
 
-    Expects ``normalize`` output after duplicate lines were removed. Warnings never
+    Expects ``normalize`` output (duplicate lines already removed, as ``build_bronze`` does).
+    Output: the value columns, ``QUALITY_COLUMNS``, then the helper columns. Warnings never
     invalidate; the gap warning is computed among valid rows only (False on invalid rows).
     """
     c = pl.col
@@ -456,13 +549,15 @@ def validate(normalized: pl.DataFrame, thresholds: ValidationThresholds) -> pl.D
         _gap_flags(df, is_valid, thresholds.gap_days_warn).alias("q_gap_in_calendar")
     )
     warns = pl.sum_horizontal(*(c(f).cast(pl.Int64) for f in WARNING_FLAGS))
+    values = [x for x in normalized.columns if x not in _INTERNAL_COLUMNS]
+    helpers = [x for x in normalized.columns if x in _INTERNAL_COLUMNS]
     return df.select(
-        *NORMALIZED_COLUMNS,
+        *values,
         *FLAG_COLUMNS,
         "quality_error_count",
         warns.alias("quality_warn_count"),
         (c("quality_error_count") == 0).alias("is_valid_row"),
-        *HELPER_COLUMNS,
+        *helpers,
     )
 
 
@@ -473,30 +568,6 @@ def _invalid_reason() -> pl.Expr:
         [pl.when(pl.col(f)).then(pl.lit(flag_code(f))) for f in ordered],
         separator=",",
         ignore_nulls=True,
-    )
-
-
-def _rejected_lines(lines: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
-    """Data lines rejected before parsing: failed files and wrong field counts."""
-    data = lines.select("file_id", "line_no", "line", "kind", "n_fields").filter(
-        pl.col("kind") == KIND_DATA
-    )
-    fail = meta.get_column("fail_reason").gather(data.get_column("file_id"))
-    n = pl.col("n_fields")
-    return (
-        data.with_columns(fail.alias("fail_reason"))
-        .filter(pl.col("fail_reason").is_not_null() | (n != N_FIELDS))
-        .select(
-            "file_id",
-            "line_no",
-            pl.col("line").alias("raw_line"),
-            pl.coalesce(
-                "fail_reason",
-                pl.when(n < N_FIELDS)
-                .then(pl.format("too_few_columns:{}", n))
-                .otherwise(pl.format("too_many_columns:{}", n)),
-            ).alias("reason"),
-        )
     )
 
 
@@ -515,22 +586,12 @@ def _unsorted_counts(rows: pl.DataFrame) -> pl.DataFrame:
 
 def _ledger(
     meta: pl.DataFrame,
-    texts: pl.DataFrame,
-    lines: pl.DataFrame,
+    line_stats: pl.DataFrame,
     rejected: pl.DataFrame,
     validated: pl.DataFrame,
     run_id: str,
 ) -> pl.DataFrame:
     """One row per input file; see ``LEDGER_SCHEMA`` and ``reconcile``."""
-    k = pl.col("kind")
-    line_stats = lines.group_by("file_id").agg(
-        pl.len().cast(pl.Int64).alias("lines_total"),
-        (k == KIND_HEADER).sum().cast(pl.Int64).alias("lines_header"),
-        (k == KIND_BLANK).sum().cast(pl.Int64).alias("lines_blank"),
-        (k == KIND_DATA).sum().cast(pl.Int64).alias("lines_data"),
-        pl.col("bom").any().alias("has_bom"),
-        pl.col("cr").any().alias("has_cr"),
-    )
     reject_stats = rejected.group_by("file_id").agg(
         pl.len().cast(pl.Int64).alias("rows_rejected"),
         pl.col("reason").unique().alias("reject_reasons"),
@@ -545,34 +606,28 @@ def _ledger(
         *(pl.col(f).any().alias(f) for f in ERROR_FLAGS),
         *((pl.col(f) & valid).any().alias(f) for f in WARNING_FLAGS),
     )
-    unsorted = _unsorted_counts(validated)
-
-    counts = ("lines_total", "lines_header", "lines_blank", "lines_data", "rows_rejected",
-              "rows_valid", "rows_invalid", "rows_warned", "rows_unsorted")
+    counts = ("rows_rejected", "rows_valid", "rows_invalid", "rows_warned", "rows_unsorted")
+    c = pl.col
     df = (
-        meta.join(texts.select("file_id", "read_error"), on="file_id", how="left")
-        .join(line_stats, on="file_id", how="left")
+        meta.join(line_stats, on="file_id", how="left")
         .join(reject_stats, on="file_id", how="left")
         .join(row_stats, on="file_id", how="left")
-        .join(unsorted, on="file_id", how="left")
+        .join(_unsorted_counts(validated), on="file_id", how="left")
         .sort("file_id")
         .with_columns(
-            *(pl.col(name).fill_null(0) for name in counts),
-            *(pl.col(f).fill_null(False) for f in FLAG_COLUMNS),
-            pl.col("has_bom").fill_null(False),
-            pl.col("has_cr").fill_null(False),
+            *(c(name).fill_null(0) for name in counts),
+            *(c(f).fill_null(False) for f in FLAG_COLUMNS),
         )
+        .with_columns((c("lines_total") - c("lines_header") - c("lines_blank")).alias("lines_data"))
     )
-    c = pl.col
     failed = c("fail_reason").is_not_null() | c("read_error").is_not_null()
-    readable = c("read_error").is_null()
     notes = {
         NOTE_MISSING_HEADER: (c("lines_data") > 0) & (c("lines_header") == 0),
         NOTE_BLANK_LINES: c("lines_blank") > 0,
         NOTE_UNSORTED: c("rows_unsorted") > 0,
         NOTE_BOM: c("has_bom"),
         NOTE_CRLF: c("has_cr"),
-        NOTE_EMPTY_FILE: readable & (c("lines_total") == c("lines_blank")),
+        NOTE_EMPTY_FILE: c("read_error").is_null() & (c("lines_total") == c("lines_blank")),
         NOTE_HEADER_ONLY: (c("lines_header") > 0) & (c("lines_data") == 0),
     }
     codes = [
@@ -628,6 +683,22 @@ def reconcile(ledger: pl.DataFrame) -> pl.DataFrame:
     return ledger.filter(c("lines_total") != accounted)
 
 
+def _sort_valid(valid: pl.DataFrame, file_tickers: pl.Series) -> pl.DataFrame:
+    """Sort valid rows by (ticker, trade_date, source_line_no); no copy if already sorted.
+
+    Valid rows carry their file's ticker, so the rank of the file's ticker replaces a
+    string sort (the file id breaks ties between two files of one ticker).
+    """
+    rank = file_tickers.rank("dense").cast(pl.Int64).fill_null(0)
+    keys = valid.select(
+        _by_file(rank, "_rank"), "trade_date", "source_line_no", "file_id"
+    ).with_row_index("_i")
+    order = keys.sort("_rank", "trade_date", "source_line_no", "file_id").get_column("_i")
+    if bool((order.diff().fill_null(1) == 1).all()):
+        return valid
+    return valid[order]
+
+
 def build_bronze(
     files: pl.DataFrame, thresholds: ValidationThresholds, run_id: str, ingest_ts: datetime
 ) -> BronzeResult:
@@ -638,32 +709,62 @@ def build_bronze(
     ``fail_reason`` are FAILED with every data line rejected for that reason.
     """
     meta = _file_meta(files)
-    texts = read_texts(files)
-    lines = split_lines(texts)
-    normalized = normalize(lines, files, run_id, ingest_ts)
+    raw = read_rows(files)
+    rows = raw.rows
+    ok = _parsable(rows, meta)
+    all_ok = bool(ok.all())
+    data = rows if all_ok else rows.filter(ok)
+    typed = _typed(data, meta)
 
-    dup_mask = _duplicate_line_mask(normalized)
-    duplicates = normalized.filter(dup_mask).select(
-        "file_id",
-        pl.col("source_line_no").alias("line_no"),
-        "raw_line",
-        pl.lit(REASON_DUPLICATE_LINE).alias("reason"),
-    )
-    kept = normalized.filter(~dup_mask) if duplicates.height else normalized
-    validated = validate(kept, thresholds)
+    dup_mask = _duplicate_line_mask(typed, data)
+    any_dup = bool(dup_mask.any())
+    validated = validate(typed.filter(~dup_mask) if any_dup else typed, thresholds)
 
-    rejected = pl.concat([_rejected_lines(lines, meta), duplicates], how="vertical")
+    # Rejected lines: wrong field count or failed file, then duplicate lines.
+    n = pl.col("n_fields")
+    fail = meta.get_column("fail_reason")
+    # rechunk(): polars 2.1 panics in pl.format on a column with an empty chunk.
+    rejected_parts = [
+        rows.filter(~ok).rechunk().select(
+            "file_id",
+            "line_no",
+            line_text().alias("raw_line"),
+            pl.coalesce(
+                _by_file(fail, "fail_reason"),
+                pl.when(n < N_FIELDS)
+                .then(pl.format("too_few_columns:{}", n))
+                .otherwise(pl.format("too_many_columns:{}", n)),
+            ).alias("reason"),
+        )
+    ]
+    if any_dup:
+        dup_rows = typed.filter(dup_mask).get_column("_row")
+        rejected_parts.append(
+            data[dup_rows].rechunk().select(
+                "file_id",
+                "line_no",
+                line_text().alias("raw_line"),
+                pl.lit(REASON_DUPLICATE_LINE).alias("reason"),
+            )
+        )
+    rejected = pl.concat(rejected_parts, how="vertical")
+
     invalid = validated.filter(~pl.col("is_valid_row")).select(
         "file_id",
+        "_row",
         pl.col("source_line_no").alias("line_no"),
-        "raw_line",
         _invalid_reason().alias("reason"),
+    )
+    invalid = invalid.with_columns(
+        data[invalid.get_column("_row")].rechunk().select(line_text()).to_series().alias("raw_line")
     )
     rejects = (
         pl.concat(
             [
                 rejected.with_columns(pl.lit("rejected").alias("kind")),
-                invalid.with_columns(pl.lit("invalid").alias("kind")),
+                invalid.select("file_id", "line_no", "raw_line", "reason").with_columns(
+                    pl.lit("invalid").alias("kind")
+                ),
             ],
             how="vertical",
         )
@@ -676,15 +777,16 @@ def build_bronze(
         .cast(REJECTS_SCHEMA)  # type: ignore[arg-type]
     )
 
-    ledger = _ledger(meta, texts, lines, rejected, validated, run_id)
+    ledger = _ledger(meta, raw.files, rejected, validated, run_id)
 
     # Valid rows carry their file's ticker, so a per-file ticker rank sorts them by ticker
-    # without a string sort.
-    rank = meta.get_column("file_ticker").rank("dense").cast(pl.Int64)
+    # without a string sort; per-file and constant columns are added after the sort.
+    valid = validated.select(c for c in validated.columns if c not in ("file_ticker", "_row"))
+    if invalid.height:
+        valid = valid.filter(pl.col("is_valid_row"))
+    valid = _sort_valid(valid, meta.get_column("file_ticker"))
     valid = (
-        validated.filter(pl.col("is_valid_row"))
-        .with_columns(_by_file(rank, "_rank"))
-        .sort("_rank", "trade_date", "source_line_no", "file_id")
+        _attach_file_columns(valid, meta, run_id, ingest_ts)
         .with_columns(pl.lit(SCHEMA_VERSION).alias("schema_version"))
         .select(BRONZE_COLUMNS)
     )

@@ -141,21 +141,28 @@ def _prepare(bronze: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"bronze frame lacks required columns: {missing}")
     cols = bronze.columns
-    df = bronze.select(
-        pl.col("ticker").cast(pl.String),
-        pl.col("exchange").cast(pl.String),
-        pl.col("trade_date").cast(pl.Date),
-        pl.col("trade_dt"),
-        # NaN is treated as missing everywhere (our decision), so it cannot poison windows.
-        *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in PRICE_COLUMNS],
-        (pl.col("openint") if "openint" in cols else pl.lit(None)).cast(pl.Int64).alias("openint"),
-        (pl.col("quality_warn_count") if "quality_warn_count" in cols else pl.lit(0))
-        .cast(pl.Int64)
-        .fill_null(0)
-        .alias("quality_warn_count"),
-        (pl.col("source_line_no") if "source_line_no" in cols else pl.lit(None))
-        .cast(pl.Int64)
-        .alias("source_line_no"),
+    # Lazy: an eager select over many-chunk columns (one chunk per ticker file) is ~10x slower.
+    df = (
+        bronze.lazy()
+        .select(
+            pl.col("ticker").cast(pl.String),
+            pl.col("exchange").cast(pl.String),
+            pl.col("trade_date").cast(pl.Date),
+            pl.col("trade_dt"),
+            # NaN is treated as missing everywhere (our decision), so it cannot poison windows.
+            *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in PRICE_COLUMNS],
+            (pl.col("openint") if "openint" in cols else pl.lit(None))
+            .cast(pl.Int64)
+            .alias("openint"),
+            (pl.col("quality_warn_count") if "quality_warn_count" in cols else pl.lit(0))
+            .cast(pl.Int64)
+            .fill_null(0)
+            .alias("quality_warn_count"),
+            (pl.col("source_line_no") if "source_line_no" in cols else pl.lit(None))
+            .cast(pl.Int64)
+            .alias("source_line_no"),
+        )
+        .collect()
     )
     df = normalize_key(normalize_key(df, "ticker"), "exchange")
     return sort_by_ticker_date(df, "source_line_no")

@@ -1,0 +1,81 @@
+"""Per-ticker derived layers: silver, indicators, events, features (one subsettable step).
+
+Materializing several of them together computes the chain in memory, batch by batch, without
+re-reading intermediate layers; materializing one alone reads its inputs from the lake. Each
+layer has a blocking sanity check computed on the rows the run just wrote.
+"""
+
+import dagster as dg
+import polars as pl
+
+from mf_pipeline.defs.bronze.assets import bronze
+from mf_pipeline.defs.partitions import bronze_run_id, tickers_partitions
+from mf_pipeline.defs.resources import PipelineSettings
+from mf_pipeline.lib.layers.sanity import sanity_failures
+from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, run_derived
+
+DEPS = {"silver": [bronze.key], "indicators": ["silver"], "events": ["indicators"],
+        "features": ["indicators", "events"]}
+DESCRIPTIONS = {
+    "silver": "Research-ready base series: returns, ranges, ATR-14, volume and SMA context.",
+    "indicators": "Twiggs Money Flow (TMF v1) and the TTI proxy v1 with crosses and slopes.",
+    "events": "Event grammar v1 (crosses, pivots, respects, bursts, holds) and flow states S0–S4.",
+    "features": "Gold features v1: flow scores, bursts, persistence, recency, state transitions.",
+}
+
+
+class DerivedConfig(dg.Config):
+    batch_tickers: int = 1000
+    """Tickers computed together in memory (bounds memory on large universes)."""
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(layer, deps=DEPS[layer], partitions_def=tickers_partitions,
+                     group_name="derive", description=DESCRIPTIONS[layer],
+                     kinds={"polars", "numba", "parquet"}, skippable=True)
+        for layer in DERIVED_LAYERS
+    ],
+    check_specs=[dg.AssetCheckSpec("sanity", asset=layer, blocking=True)
+                 for layer in DERIVED_LAYERS],
+    can_subset=True,
+    partitions_def=tickers_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
+                  settings: PipelineSettings):
+    cfg = settings.get()
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    layers = [layer for layer in DERIVED_LAYERS if layer in selected]
+    run_ids = {layer: bronze_run_id(context.run_id, layer) for layer in layers}
+    problems: dict[str, list[str]] = {layer: [] for layer in layers}
+    checked_rows: dict[str, int] = dict.fromkeys(layers, 0)
+
+    def inspect(layer: str, frame: pl.DataFrame) -> None:
+        problems[layer].extend(sanity_failures(layer, frame))
+        checked_rows[layer] += frame.height
+
+    outcome = run_derived(cfg, context.partition_keys, layers, run_ids, config.batch_tickers,
+                          inspect=inspect, log=context.log.info)
+    checked = {key.asset_key.to_user_string() for key in context.selected_asset_check_keys}
+    for layer in layers:
+        stats = outcome.layers[layer]
+        context.log.info(f"{layer}: {stats.rows} rows, {stats.tickers_written} tickers, "
+                         f"{stats.seconds:.2f}s")
+        yield dg.MaterializeResult(
+            asset_key=layer,
+            metadata={
+                "run_id": run_ids[layer],
+                "rows": stats.rows,
+                "tickers_written": stats.tickers_written,
+                "tickers_removed": stats.tickers_removed,
+                "min_trade_date": str(stats.min_date),
+                "max_trade_date": str(stats.max_date),
+                "seconds": round(stats.seconds, 3),
+            },
+        )
+        if layer in checked:
+            yield dg.AssetCheckResult(
+                asset_key=layer, check_name="sanity", passed=not problems[layer],
+                metadata={"problems": problems[layer][:20], "rows_checked": checked_rows[layer]},
+            )
