@@ -54,7 +54,7 @@ def demo(ctx: typer.Context) -> None:
         f"  artifacts:  {settings.artifacts_root}\n"
         f"  ledger:     {settings.bronze_root / 'file_ledger.parquet'}\n"
         "  UI:         make ui   (then open http://127.0.0.1:3000)\n"
-        "  SQL:        mf sql \"SELECT ticker, count(*) FROM bronze GROUP BY 1\"  (coming)\n"
+        "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\"\n"
     )
 
 
