@@ -9,9 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mf_pipeline.lib.kernels.counters import bars_since, run_length
 from mf_pipeline.lib.kernels.events_kernels import (
-    bars_since_event,
-    equal_run_length,
     event_in_lookback,
     rolling_sum_float,
     rolling_sum_int,
@@ -240,11 +239,11 @@ def test_kernels_on_two_tickers() -> None:
     offsets = np.array([0, 5, 8], dtype=np.int64)
     flags = np.array([F, T, F, F, T, F, F, T])
     out = np.empty(8, dtype=np.int32)
-    bars_since_event(flags, offsets, out)
+    bars_since(flags, offsets, out)
     assert out.tolist() == [-1, 0, 1, 2, 0, -1, -1, 0]  # the 2nd ticker restarts
     true_run_length(np.array([T, T, F, T, T, T, T, T]), offsets, out)
     assert out.tolist() == [1, 2, 0, 1, 2, 1, 2, 3]
-    equal_run_length(np.array([0, 0, 1, 1, 1, 1, 2, 2], dtype=np.int8), offsets, out)
+    run_length(np.array([0, 0, 1, 1, 1, 1, 2, 2], dtype=np.int8), offsets, out)
     assert out.tolist() == [1, 2, 1, 2, 3, 1, 1, 2]
     rolling_sum_int(np.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=np.int32), offsets, 2, out)
     assert out.tolist() == [1, 3, 5, 7, 9, 6, 13, 15]

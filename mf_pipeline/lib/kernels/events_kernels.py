@@ -16,33 +16,6 @@ from numba import njit
 
 
 @njit(cache=True)
-def row_in_ticker(offsets: np.ndarray, out: np.ndarray) -> None:
-    """0-based row position of every row inside its ticker (the spec's ``i_t``).
-
-    Needed to mask whole-column shifts at ticker boundaries: row t-k belongs to the same
-    ticker exactly when ``i_t >= k``.
-    """
-    for g in range(offsets.size - 1):
-        start = offsets[g]
-        for i in range(start, offsets[g + 1]):
-            out[i] = i - start
-
-
-@njit(cache=True)
-def bars_since_event(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
-    """Bars since the most recent row <= t where ``flags`` is True; -1 before the first one.
-
-    0 on the event bar itself; resets only when the event fires again.
-    """
-    for g in range(offsets.size - 1):
-        last = -1
-        for i in range(offsets[g], offsets[g + 1]):
-            if flags[i]:
-                last = i
-            out[i] = i - last if last >= 0 else -1
-
-
-@njit(cache=True)
 def true_run_length(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
     """Number of consecutive True rows ending at t (0 when row t is False).
 
@@ -53,24 +26,6 @@ def true_run_length(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> 
         run = 0
         for i in range(offsets[g], offsets[g + 1]):
             run = run + 1 if flags[i] else 0
-            out[i] = run
-
-
-@njit(cache=True)
-def equal_run_length(codes: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
-    """1-based position of row t inside the current run of equal ``codes``.
-
-    A run starts on the first row of a ticker and on every change of value.
-    """
-    for g in range(offsets.size - 1):
-        start = offsets[g]
-        stop = offsets[g + 1]
-        run = 0
-        for i in range(start, stop):
-            if i == start or codes[i] != codes[i - 1]:
-                run = 1
-            else:
-                run += 1
             out[i] = run
 
 

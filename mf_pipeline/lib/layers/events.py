@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mf_pipeline.lib.kernels.counters import bars_since
 from mf_pipeline.lib.kernels.events_kernels import (
-    bars_since_event,
     event_in_lookback,
     rolling_sum_int,
-    row_in_ticker,
     true_run_length,
 )
+from mf_pipeline.lib.kernels.offsets import bar_index, ticker_offsets
 
 KEYS: tuple[str, str, str] = ("ticker", "exchange", "trade_date")
 EVENT_SCHEMA_VERSION = "v1"
@@ -176,19 +176,12 @@ def prepare_panel(df: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
         df = df.with_columns(pl.col("ticker").cast(pl.String))
     if not df.get_column("ticker").is_sorted():
         df = df.sort("ticker", "trade_date", maintain_order=True)
-    offsets = _offsets_from_sorted(df.get_column("ticker"))
+    offsets = ticker_offsets(df.get_column("ticker"))
     if not _dates_strictly_increasing(df, offsets):
         df = df.sort("ticker", "trade_date", maintain_order=True)
         if not _dates_strictly_increasing(df, offsets):
             raise ValueError("duplicate (ticker, trade_date) rows in the input")
     return df, offsets
-
-
-def _offsets_from_sorted(tickers: pl.Series) -> np.ndarray:
-    lengths = tickers.rle().struct.field("len").to_numpy().astype(np.int64, copy=False)
-    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
 
 
 def _dates_strictly_increasing(df: pl.DataFrame, offsets: np.ndarray) -> bool:
@@ -203,9 +196,7 @@ def _dates_strictly_increasing(df: pl.DataFrame, offsets: np.ndarray) -> bool:
 
 def row_positions(offsets: np.ndarray) -> np.ndarray:
     """``i_t`` (int32) for every row: its 0-based position inside its ticker."""
-    out = np.empty(int(offsets[-1]), dtype=np.int32)
-    row_in_ticker(offsets, out)
-    return out
+    return bar_index(offsets).astype(np.int32)
 
 
 def lag(expr: pl.Expr, k: int, pos: str = "_i") -> pl.Expr:
@@ -227,7 +218,7 @@ def bool_array(df: pl.DataFrame, name: str) -> np.ndarray:
 def bars_since_series(name: str, flags: np.ndarray, offsets: np.ndarray) -> pl.Series:
     """Int32 bars-since counter with nulls before the first event."""
     out = np.empty(flags.size, dtype=np.int32)
-    bars_since_event(flags, offsets, out)
+    bars_since(flags, offsets, out)
     s = pl.Series(name, out)
     return s.set(s < 0, None) if (out < 0).any() else s
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.events_kernels import equal_run_length, rolling_sum_float
+from mf_pipeline.lib.kernels.counters import run_length
+from mf_pipeline.lib.kernels.events_kernels import rolling_sum_float
 from mf_pipeline.lib.layers.events import (
     KEYS,
     bars_since_series,
@@ -297,7 +298,7 @@ def _state_features(df: pl.DataFrame, offsets: np.ndarray) -> pl.DataFrame:
     )
     codes = df.get_column("flow_state_code").fill_null(-1).to_numpy()
     run = np.empty(df.height, dtype=np.int32)
-    equal_run_length(codes, offsets, run)
+    run_length(codes, offsets, run)
     return df.with_columns(
         pl.Series("state_run_length", run),
         bars_since_series("bs_state_change", bool_array(df, "state_changed"), offsets),
