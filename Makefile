@@ -26,6 +26,9 @@ test: setup lint
 ui: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+viewer: setup
+	$(VENV)/bin/mf viewer --port 8501 --address 127.0.0.1
+
 clean:
 	rm -rf data artifacts logs dagster_home/storage dagster_home/history dagster_home/schedules \
 	       dagster_home/logs dagster_home/.logs_queue dagster_home/.telemetry

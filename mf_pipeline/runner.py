@@ -28,6 +28,11 @@ DAGSTER_YAML = """\
 # Local instance: SQLite storage inside this folder, no telemetry, tick history pruned.
 telemetry:
   enabled: false
+# Pooled engines + WAL synchronous=NORMAL: 2.8 ms instead of 17 ms per partition event
+# (docs/DAGSTER.md). Remove this block to use Dagster's stock SQLite event log.
+event_log_storage:
+  module: mf_pipeline.dagster_storage
+  class: PooledSqliteEventLogStorage
 retention:
   schedule:
     purge_after_days: 30

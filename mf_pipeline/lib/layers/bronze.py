@@ -1,4 +1,4 @@
-"""Bronze: line table -> typed, validated rows, a rejects table and a per-file ledger.
+"""Bronze: raw rows -> typed, validated rows, a rejects table and a per-file ledger.
 
 Pure polars (no Dagster). Everything runs over all files of a run at once; there is no
 Python loop over lines or rows. The rules are the old tool's (spec/etl.md §4.1-4.2) except for
@@ -21,6 +21,13 @@ the decisions listed in spec/README.md and these ones of ours:
   (Stooq never quotes).
 * Rows keep file order through validation; unsorted input is counted per file and the valid
   output is sorted by (ticker, trade_date, source_line_no).
+
+Ledger (one row per input file): ``status`` is FAILED (``fail_reason`` given or unreadable),
+else EMPTY (no data line: empty, blank-only or header-only), else OK. ``rows_warned`` counts
+valid rows with a warning; ``reasons`` lists the distinct reject reasons (``too_few_columns:3``
+as written), error codes of invalid rows, warning codes of valid rows and file notes, sorted.
+Every file satisfies ``lines_total = lines_header + lines_blank + rows_rejected + rows_valid
++ rows_invalid`` (``reconcile``).
 """
 
 from __future__ import annotations
@@ -277,8 +284,10 @@ def _timeframe(per: pl.Expr) -> pl.Expr:
     )
 
 
-def _per_value(s: pl.Series, uniq: pl.Series, out: pl.Series, name: str) -> pl.Series | pl.Expr:
-    """Map each value of ``s`` to ``out[i]`` where ``uniq[i]`` is that value (nulls -> null).
+def _per_value(
+    s: pl.Series, uniq: pl.Series, out: pl.Series, name: str
+) -> pl.Series | pl.Expr:
+    """Map each value of ``s`` (no nulls) to ``out[i]`` where ``uniq[i]`` is that value.
 
     Ticker, period, date and time repeat a few thousand values over millions of rows, so
     their cleaning and parsing run on the distinct values only. Mapping back goes through an
@@ -286,7 +295,7 @@ def _per_value(s: pl.Series, uniq: pl.Series, out: pl.Series, name: str) -> pl.S
     result equals the input; a constant result is returned as a literal, which polars keeps
     as a cheap scalar column.
     """
-    if s.null_count() == 0 and out.n_unique() == 1:
+    if out.n_unique() == 1:
         return pl.lit(out[0], dtype=out.dtype).alias(name)
     if s.dtype == out.dtype and out.equals(uniq, check_names=False):
         return s.alias(name)
@@ -334,7 +343,9 @@ def _typed(data: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
         col = data.get_column(name)
         if col.null_count():
             col = col.fill_null("")
-        uniq = col.unique()
+        # Period and time are usually one value: an equality scan is far cheaper than unique().
+        constant = col.len() > 0 and bool((col == col[0]).all())
+        uniq = col[:1] if constant else col.unique()
         return col, uniq, _clean(uniq)
 
     s, u, cu = column("raw_ticker")
@@ -412,12 +423,7 @@ def _later_in_file_not_increasing(file_id: pl.Series, values: pl.Series) -> pl.S
 
 
 def _scatter_true(n: int, rows: pl.Series) -> pl.Series:
-    out = np.zeros(n, dtype=bool)
-    out[rows.to_numpy()] = True
-    return pl.Series(out)
-
-
-def _scatter_true(n: int, rows: pl.Series) -> pl.Series:
+    """Boolean Series of length ``n``, True at the given row positions."""
     out = np.zeros(n, dtype=bool)
     out[rows.to_numpy()] = True
     return pl.Series(out)
@@ -507,9 +513,10 @@ def normalize(
 def validate(normalized: pl.DataFrame, thresholds: ValidationThresholds) -> pl.DataFrame:
     """Add the quality flags (spec §4.2 plus our rules) to normalised rows, file order kept.
 
-    Expects ``normalize`` output (duplicate lines already removed, as ``build_bronze`` does).
-    Output: the value columns, ``QUALITY_COLUMNS``, then the helper columns. Warnings never
-    invalidate; the gap warning is computed among valid rows only (False on invalid rows).
+    Expects ``normalize`` output (needs the typed columns, ``raw_*``, ``source_line_no``,
+    ``file_id`` and ``file_ticker``), duplicate lines already removed as ``build_bronze``
+    does. Output: the value columns, ``QUALITY_COLUMNS``, then the helper columns. Warnings
+    never invalidate; the gap warning is computed among valid rows only (False elsewhere).
     """
     c = pl.col
     o, h, lo, cl, v = c("open"), c("high"), c("low"), c("close"), c("volume")
@@ -779,8 +786,7 @@ def build_bronze(
 
     ledger = _ledger(meta, raw.files, rejected, validated, run_id)
 
-    # Valid rows carry their file's ticker, so a per-file ticker rank sorts them by ticker
-    # without a string sort; per-file and constant columns are added after the sort.
+    # Per-file and constant columns are added after the sort (less to move).
     valid = validated.select(c for c in validated.columns if c not in ("file_ticker", "_row"))
     if invalid.height:
         valid = valid.filter(pl.col("is_valid_row"))

@@ -1,0 +1,318 @@
+"""Pure viewer helpers: normalisation, window, downsampling, HMM display, bands, chart, reads."""
+
+import datetime as dt
+import os
+
+import polars as pl
+import pytest
+
+from mf_pipeline.lib import lake
+from mf_pipeline.lib.settings import load_settings
+from mf_pipeline.viewer import chart, core, data, registry, sources
+from mf_pipeline_tests import viewer_lake
+
+UNIVERSE = frozenset({"AAPL.US", "MSFT.US", "BRK.B", "BF.A", "BF.B", "SPY"})
+D0 = dt.date(2024, 1, 1)
+
+
+def days(n: int) -> pl.Series:
+    return pl.Series("trade_date", [D0 + dt.timedelta(days=i) for i in range(n)])
+
+
+# ---------------------------------------------------------------- ticker and window
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected", "changed"),
+    [
+        ("aapl", "AAPL.US", True),
+        ("  msft.us ", "MSFT.US", False),
+        ("SPY.US", "SPY", True),
+        ("brk", "BRK.B", True),
+        ("bf", "BF", False),  # two symbols start with BF.: ambiguous, unchanged
+        ("nope", "NOPE", False),
+        ("", "", False),
+        (None, "", False),
+    ],
+)
+def test_normalize_ticker(typed, expected, changed):
+    ticker, note = core.normalize_ticker(typed, UNIVERSE)
+    assert ticker == expected
+    assert (note is not None) == changed
+    if changed:
+        assert expected in note
+
+
+def test_default_window_is_the_last_year_or_everything():
+    assert core.default_window(dt.date(2000, 1, 1), dt.date(2020, 6, 30)) == (
+        dt.date(2019, 7, 1), dt.date(2020, 6, 30))
+    assert core.default_window(dt.date(2020, 3, 1), dt.date(2020, 6, 30)) == (
+        dt.date(2020, 3, 1), dt.date(2020, 6, 30))
+
+
+def test_clip_window_is_inclusive():
+    frame = pl.DataFrame({"trade_date": days(10)})
+    out = core.clip_window(frame, D0 + dt.timedelta(days=2), D0 + dt.timedelta(days=4))
+    assert out.height == 3
+
+
+# ---------------------------------------------------------------- downsampling
+
+
+def ohlcv(n: int) -> pl.DataFrame:
+    i = pl.int_range(0, n, eager=True).cast(pl.Float64)
+    return pl.DataFrame({"trade_date": days(n), "open": i, "high": i + 10, "low": i - 10,
+                         "close": i + 1, "volume": pl.Series([1.0] * n)})
+
+
+def test_downsample_keeps_small_frames_untouched():
+    frame = ohlcv(100)
+    out, factor = core.downsample_ohlc(frame, 100)
+    assert factor == 1 and out.equals(frame)
+
+
+def test_downsample_buckets_consecutive_bars_into_candles():
+    out, factor = core.downsample_ohlc(ohlcv(10_000), 1500)
+    assert factor == 7
+    assert out.height == 1429 <= 1500
+    first = out.row(0, named=True)
+    assert first["trade_date"] == D0
+    assert (first["open"], first["high"], first["low"], first["close"]) == (0, 16, -10, 7)
+    assert first["volume"] == 7
+    assert out["volume"].sum() == 10_000  # every bar is in exactly one candle
+
+
+# ---------------------------------------------------------------- HMM display
+
+
+def test_mode_smoothing_is_trailing_and_breaks_ties_by_recency():
+    states = pl.Series([1, 1, 2, 2, None, 3, 3, 3, 1])
+    assert core.smooth_states(states, 3, "mode").to_list() == [1, 1, 1, 2, 2, 3, 3, 3, 3]
+
+
+def test_median_smoothing_rounds_half_to_even():
+    states = pl.Series([1, 1, 2, 2, None, 3, 3, 3, 1])
+    assert core.smooth_states(states, 3, "median").to_list() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert core.smooth_states(pl.Series([1, 4, 3]), 3, "median").to_list() == [1, 2, 3]
+
+
+def test_smoothing_of_an_all_null_window_is_null_and_small_windows_are_raised():
+    states = pl.Series([None, None, 2, None, None, None], dtype=pl.Int64)
+    assert core.smooth_states(states, 3, "mode").to_list() == [None, None, 2, 2, 2, None]
+    assert core.smooth_states(states, 1, "mode").equals(core.smooth_states(states, 3, "mode"))
+    assert core.smooth_states(pl.Series([1.0, float("nan"), 1.0]), 3).to_list() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("method", core.SMOOTHING_METHODS)
+def test_smoothing_reads_no_future_bar(method):
+    base = pl.Series([0, 1, 1, 2, 0, 2, 2, 1, 0, 0, 3, 3, 1, 2, 2, 0] * 4)
+    cut = 30
+    changed = pl.concat([base.head(cut), base.tail(base.len() - cut).reverse()])
+    a = core.smooth_states(base, 5, method)
+    b = core.smooth_states(changed, 5, method)
+    assert a.head(cut).equals(b.head(cut))
+
+
+def test_past_state_scores_read_only_rows_before_the_window():
+    frame = pl.DataFrame({
+        "trade_date": days(8),
+        "st": [0, 1, 0, 1, 0, 1, 0, 1],
+        "ret_1d": [0.01, -0.02, 0.03, -0.01, 9.0, -9.0, 9.0, -9.0],
+    })
+    start = D0 + dt.timedelta(days=4)
+    scores = core.past_state_scores(frame, "st", "ret_1d", start)
+    assert scores.rows() == [(0, pytest.approx(0.02), 2), (1, pytest.approx(-0.015), 2)]
+    flipped = frame.with_columns(
+        pl.when(pl.col("trade_date") >= start).then(-pl.col("ret_1d")).otherwise("ret_1d")
+        .alias("ret_1d"))
+    assert core.past_state_scores(flipped, "st", "ret_1d", start).equals(scores)
+    assert core.past_state_scores(frame, "missing", "ret_1d", start).is_empty()
+
+
+def test_rank_states_for_both_schemes():
+    scores = pl.DataFrame({"state": [0, 1, 2, 3], "score": [0.1, -0.3, 0.5, float("nan")]})
+    assert core.rank_states(scores, "LONG_NEUTRAL_SHORT", 1, 1) == ([2], [1])
+    assert core.rank_states(scores, "LONG_NEUTRAL_SHORT", 2, 2) == ([2, 0], [1])
+    assert core.rank_states(scores, "LONG_OTHER", 2, 5) == ([2, 0], [])
+    with pytest.raises(ValueError):
+        core.rank_states(scores, "BOTH", 1, 1)
+
+
+def test_group_states_codes_and_labels():
+    states = pl.Series([0, 1, 2, None])
+    code, label = core.group_states(states, [2], [1], "LONG_NEUTRAL_SHORT")
+    assert code.to_list() == [0, -1, 1, None]
+    assert label.to_list() == ["NEUTRAL", "SHORT", "LONG", "NA"]
+    code, label = core.group_states(states, [2], [1], "LONG_OTHER")
+    assert code.to_list() == [0, 0, 1, None]
+    assert label.to_list() == ["OTHER", "OTHER", "LONG", "NA"]
+
+
+def hmm_frame() -> pl.DataFrame:
+    return pl.DataFrame({"trade_date": days(9), "hmm_state": [1, 1, 2, 2, None, 3, 3, 3, 1]})
+
+
+@pytest.mark.parametrize("mode", core.HMM_MODES)
+def test_apply_hmm_display_band_column_per_mode(mode):
+    scores = pl.DataFrame({"state": [1, 2, 3], "score": [0.0, -1.0, 1.0]})
+    opts = core.HmmDisplay(mode=mode, state_col="hmm_state", window=3)
+    result = core.apply_hmm_display(hmm_frame(), opts, scores, "model")
+    expected = {"RAW": "hmm_state", "SMOOTHED": "hmm_state_smoothed",
+                "GROUPED": "hmm_group_code", "SMOOTHED+GROUPED": "hmm_group_code"}[mode]
+    assert result.band_col == expected == result.summary["band_col"]
+    assert result.frame["hmm_display"].equals(result.frame[expected].alias("hmm_display"),
+                                              check_dtypes=False)
+    assert result.grouped == ("GROUPED" in mode)
+    if mode == "SMOOTHED+GROUPED":  # grouping applies to the smoothed path
+        assert result.frame["hmm_group_code"].to_list() == [0, 0, 0, -1, -1, 1, 1, 1, 1]
+        assert result.summary["long_states"] == [3] and result.summary["short_states"] == [2]
+
+
+def test_grouping_without_scores_falls_back_with_a_warning():
+    opts = core.HmmDisplay(mode="GROUPED", state_col="hmm_state")
+    result = core.apply_hmm_display(hmm_frame(), opts, None)
+    assert not result.grouped and result.band_col == "hmm_state"
+    assert "unavailable" in result.warnings[0]
+    missing = core.apply_hmm_display(hmm_frame(), core.HmmDisplay(state_col="nope"))
+    assert missing.band_col is None and missing.warnings
+
+
+# ---------------------------------------------------------------- bands
+
+
+def test_segment_runs_merge_equal_values_and_keep_null_gaps():
+    segs = core.segment_runs(days(7), pl.Series([2, 2, None, None, 2, 4, 4]))
+    assert segs["value"].to_list() == [2, None, 2, 4]
+    assert segs["bars"].to_list() == [2, 2, 1, 2]
+    assert segs["start"].to_list() == [D0 + dt.timedelta(days=d) for d in (0, 2, 4, 5)]
+    # each segment ends where the next starts; the last one a day after its last bar
+    assert segs["end"].to_list() == [D0 + dt.timedelta(days=d) for d in (2, 4, 5, 7)]
+    assert segs["last"][-1] == D0 + dt.timedelta(days=6)
+
+
+def test_segment_runs_of_nothing_and_of_one_run():
+    assert core.segment_runs(days(0), pl.Series([], dtype=pl.Int64)).is_empty()
+    assert core.segment_runs(days(5), pl.Series(["A"] * 5)).height == 1
+
+
+def test_band_colors_follow_the_spec_palettes():
+    flow = chart.band_colors(pl.Series([0, 2, 4, 7], dtype=pl.Int8), registry.FLOW_BAND)
+    assert flow.to_list() == [registry.GREY, registry.GREEN, "#e53935", None]
+    policy = registry.OPTIONAL_BY_NAME["policy"].bands[0]
+    assert chart.band_colors(pl.Series(["allow", "BLOCK", None]), policy).to_list() == [
+        registry.GREEN, registry.RED, None]
+    hmm = chart.band_colors(pl.Series([0, 9]), registry.HMM_BAND)
+    assert hmm.to_list() == [registry.STATE_PALETTE[0], registry.STATE_PALETTE[1]]
+
+
+# ---------------------------------------------------------------- chart
+
+
+def chart_frame(n: int = 60) -> pl.DataFrame:
+    base = ohlcv(n)
+    i = pl.int_range(0, n, eager=True)
+    return base.with_columns(
+        ((i % 7 - 3) / 10).alias("tmf_21"),
+        ((i % 5 - 2) / 10).alias("tti_proxy_v1_21"),
+        (i % 5).cast(pl.Int8).alias("flow_state_code"),
+        ((i // 4) % 3).alias("hmm_display"),
+        (i % 7 == 3).alias("ev_tmf_zero_up"),
+    )
+
+
+def test_figure_has_candles_bands_volume_and_the_tmf_panel():
+    frame = chart_frame()
+    fig = chart.build_figure(frame, frame, [registry.FLOW_BAND, registry.HMM_BAND],
+                             registry.EVENT_MARKERS, chart.ChartOptions(annotation="HMM: RAW"))
+    types = [t.type for t in fig.data]
+    assert types.count("heatmap") == 2 and "candlestick" in types and "bar" in types
+    names = {t.name for t in fig.data}
+    assert {"TMF", "TTI proxy", "TMF zero up"} <= names
+    assert fig.layout.yaxis3.title.text == "TMF / TTI"
+    assert fig.layout.yaxis4.title.text == "Price" and fig.layout.height == 850
+    flow = next(t for t in fig.data if t.name == "Flow state")
+    segments = core.segment_runs(frame["trade_date"], frame["flow_state_code"]).height
+    assert len(flow.z[0]) == segments and len(flow.x) == segments + 1
+    levels = sorted(s.y0 for s in fig.layout.shapes)
+    assert levels == [-0.3, -0.2, 0.0, 0.2, 0.3]
+
+
+def test_figure_without_optional_panels_and_with_overlaid_volume():
+    frame = chart_frame().drop("tmf_21", "tti_proxy_v1_21")
+    options = chart.ChartOptions(volume_mode="overlay", scale_pct=True)
+    fig = chart.build_figure(frame, frame, [], registry.EVENT_MARKERS, options)
+    assert [t.type for t in fig.data] == ["candlestick", "bar"]
+    assert fig.layout.yaxis5.overlaying == "y" and "yaxis3" not in fig.layout.to_plotly_json()
+    assert chart.row_domains(["price"]) == {"price": (0.0, 1.0)}
+
+
+def test_markers_skip_layers_whose_columns_are_missing():
+    frame = chart_frame()
+    for spec in registry.OPTIONAL_BY_NAME["signals"].markers:
+        assert chart.marker_trace(frame, spec, 1.0) is None
+
+
+# ---------------------------------------------------------------- registry and reads
+
+
+def test_registry_layers_draw_only_declared_columns():
+    price = {"open", "high", "low", "close", "volume"}
+    for layer in registry.OPTIONAL_LAYERS:
+        assert set(layer.required) <= set(layer.columns)
+        for spec in layer.markers:
+            used = {*spec.when.meta.root_names(), spec.anchor, spec.text} - {None}
+            assert used <= set(layer.columns) | price, layer.name
+        for band in layer.bands:
+            assert band.column in layer.columns or band.column == "hmm_display"
+
+
+@pytest.fixture
+def small_lake(tmp_path, monkeypatch):
+    monkeypatch.setenv("MF_PIPELINE_PATHS__DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("MF_PIPELINE_SETTINGS_FILE", raising=False)
+    settings = load_settings()
+    bronze = viewer_lake.synthetic_bronze("AAPL.US", 120)
+    viewer_lake.write_layers(settings, bronze, ("bronze", "indicators"))
+    return settings, bronze
+
+
+def test_load_ticker_joins_what_exists_and_says_what_is_missing(small_lake):
+    settings, _ = small_lake
+    td = data.load_ticker(settings, "AAPL.US")
+    assert td.frame.height == 120 and {"close", "tmf_21"} <= set(td.frame.columns)
+    assert td.available["bronze"] and td.available["indicators"]
+    assert not td.available["events"] and "events" in td.notes["events"]
+    assert not td.available["hmm"] and td.state_scores is None
+    nothing = data.load_ticker(settings, "ZZZ.US")
+    assert not nothing.has_bars
+    assert data.load_universe(settings) == ["AAPL.US"]  # Bronze folders without a master
+
+
+def test_file_ref_changes_when_the_file_is_rematerialized(small_lake):
+    settings, bronze = small_lake
+    before = data.lake_file(settings, "bronze", "AAPL.US")
+    os.utime(before.path, ns=(before.mtime_ns + 10**9, before.mtime_ns + 10**9))
+    after = data.lake_file(settings, "bronze", "AAPL.US")
+    assert after.path == before.path and after.mtime_ns != before.mtime_ns
+
+
+def test_optional_layers_from_settings_and_long_files(small_lake, tmp_path, monkeypatch):
+    settings, bronze = small_lake
+    assert all(path is None for path in sources.optional_layer_paths(settings).values())
+    long_file = tmp_path / "clusters.parquet"
+    both = pl.concat([bronze, viewer_lake.synthetic_bronze("MSFT.US", 50, seed=3)])
+    both.select("ticker", "trade_date", (pl.col("close") > 50).cast(pl.Int64)
+                .alias("cluster_label")).write_parquet(long_file)
+    monkeypatch.setenv("MF_PIPELINE_OVERLAY_VIEWER",
+                       f'{{"optional_layers": {{"cluster": "{long_file}"}}}}')
+    settings = load_settings()
+    assert sources.optional_layer_paths(settings)["cluster"] == long_file
+    td = data.load_ticker(settings, "AAPL.US")
+    assert td.available["cluster"] and td.frame.height == 120
+    assert td.frame["cluster_label"].null_count() == 0
+    stats_dir = settings.gold_root / sources.DEFAULT_GOLD_DATASETS["hmm_state_stats"]
+    stats = pl.DataFrame({"ticker": "AAPL.US", "exchange": "NASDAQ", "state": [0, 1],
+                          "score": [0.2, -0.1]})
+    lake.write_symbol_files(stats, stats_dir)
+    scores = data.load_state_scores(settings, "AAPL.US")
+    assert scores.rows() == [(0, 0.2), (1, -0.1)]
