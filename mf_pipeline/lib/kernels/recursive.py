@@ -39,6 +39,16 @@ def check_offsets(offsets: np.ndarray, n: int) -> None:
 
 
 @njit(cache=True)
+def _check_window_args(x: np.ndarray, out: np.ndarray, window: int) -> int:
+    """Shared argument checks of the rolling kernels; returns the row count."""
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out must have the same length as x")
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    return x.shape[0]
+
+
+@njit(cache=True)
 def _ewm_step(
     x: float, alpha: float, step: float, mean: float, weight: float, count: int
 ) -> tuple[float, float, int]:
@@ -238,11 +248,7 @@ def rolling_mean(
     The running sum is compensated (Neumaier) and reset per ticker, so results do not depend on
     earlier tickers or on how long the history is.
     """
-    n = x.shape[0]
-    if out.shape[0] != n:
-        raise ValueError("out must have the same length as x")
-    if window < 1:
-        raise ValueError("window must be >= 1")
+    n = _check_window_args(x, out, window)
     check_offsets(offsets, n)
     need = min_samples if min_samples > 1 else 1
     for t in range(offsets.shape[0] - 1):
@@ -285,11 +291,7 @@ def rolling_std(
     and a constant window gives exactly 0, which a running sum of squares would not:
     ``volume_z_20``'s zero guard relies on that.
     """
-    n = x.shape[0]
-    if out.shape[0] != n:
-        raise ValueError("out must have the same length as x")
-    if window < 1:
-        raise ValueError("window must be >= 1")
+    n = _check_window_args(x, out, window)
     if ddof < 0:
         raise ValueError("ddof must be >= 0")
     check_offsets(offsets, n)
@@ -424,11 +426,7 @@ def _rolling_extreme(
     ending at ``i`` is the suffix of the previous block from ``i - window + 1`` joined with the
     prefix of ``i``'s block, so every row costs O(1) whatever the window length.
     """
-    n = x.shape[0]
-    if out.shape[0] != n:
-        raise ValueError("out must have the same length as x")
-    if window < 1:
-        raise ValueError("window must be >= 1")
+    n = _check_window_args(x, out, window)
     check_offsets(offsets, n)
     need = min_samples if min_samples > 1 else 1
     suffix = np.empty(window, dtype=np.float64)  # small: one block of the previous window

@@ -27,6 +27,7 @@ import polars as pl
 from mf_pipeline.lib.kernels.counters import run_length
 from mf_pipeline.lib.kernels.events_kernels import rolling_sum_float
 from mf_pipeline.lib.layers.events import (
+    EVENT_COLUMNS,
     KEYS,
     bars_since_series,
     bool_array,
@@ -43,25 +44,8 @@ FEATURE_CALC_VERSION = "gold_features_v1"
 FIXED_WINDOWS: tuple[int, int] = (5, 20)  # always computed, whatever activity_windows says
 LONG_WINDOW = 20  # persistence, oscillation, respect-fail balance, flow bias/activity
 
-# the 16 event flags §8.1 reads; absent ones count as False
-FEATURE_EVENT_FLAGS: tuple[str, ...] = (
-    "ev_tmf_zero_up",
-    "ev_tmf_zero_down",
-    "ev_tmf_respect_zero_up",
-    "ev_tmf_respect_zero_down",
-    "ev_tmf_respect_fail_up",
-    "ev_tmf_respect_fail_down",
-    "ev_tmf_burst_up",
-    "ev_tmf_burst_down",
-    "ev_tmf_hold_pos",
-    "ev_tmf_hold_neg",
-    "ev_tti_zero_up",
-    "ev_tti_zero_down",
-    "ev_tti_burst_up",
-    "ev_tti_burst_down",
-    "ev_tti_hold_pos",
-    "ev_tti_hold_neg",
-)
+# the 16 event flags §8.1 reads (all but the pivots); absent ones count as False
+FEATURE_EVENT_FLAGS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if "pivot" not in c)
 
 # recency output -> bars-since counter (absent counters count as null)
 RECENCY_SOURCES: dict[str, str] = {
