@@ -101,6 +101,21 @@ def test_rerun_is_a_noop_and_an_append_reprocesses_one_ticker(ingested):
     assert bars.height == target["rows_valid"] + 1
 
 
+def test_run_summary_artifacts(ingested):
+    settings, _raw = ingested
+    [summary_path] = (settings.artifacts_root / "run_summaries").glob("*_bronze_run_summary.json")
+    summary = json.loads(summary_path.read_text())
+    ledger = pl.read_parquet(bronze_step.paths(settings).ledger)
+    processed = ledger.filter(pl.col("ticker").is_not_null())
+    assert summary["files_selected_total"] == processed.height
+    assert summary["rows_valid"] == processed["rows_valid"].sum()
+    assert summary["files_processed_failed"] == processed.filter(
+        pl.col("status") == "FAILED").height > 0
+    run_id = summary["run_id"]
+    results = pl.read_parquet(summary_path.with_name(f"{run_id}_ticker_results.parquet"))
+    assert results.height == processed.height and results["success"].sum() < results.height
+
+
 def test_dry_run_and_qa_commands(ingested):
     settings, _raw = ingested
     invoke("bronze-run", "--dry-run")

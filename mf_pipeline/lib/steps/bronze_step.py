@@ -230,7 +230,7 @@ def run_bronze(
     if promote_manifest:
         _promote(settings, classified, result.ledger, gone["source_file"].to_list())
     ledger = result.ledger
-    return BronzeOutcome(
+    outcome = BronzeOutcome(
         run_id=run_id,
         tickers_requested=len(tickers),
         files_processed=ledger.height,
@@ -245,6 +245,60 @@ def run_bronze(
         compute_seconds=computed - started,
         write_seconds=time.perf_counter() - computed,
     )
+    write_run_summary(settings, outcome, classified, written)
+    return outcome
+
+
+def write_run_summary(settings: Settings, outcome: BronzeOutcome, classified: pl.DataFrame,
+                      written: dict[str, Path]) -> Path:
+    """The old run artifacts in ``<artifacts_root>/run_summaries/``: summary JSON, failed files
+    and per-file results (the ledger rows of this run, with the Bronze path)."""
+    folder = settings.artifacts_root / "run_summaries"
+    ledger = outcome.ledger
+    failed = ledger.filter(pl.col("status") == "FAILED").select(
+        "source_file", error=pl.col("reasons"))
+    results = ledger.select(
+        "ticker", "exchange", "source_file",
+        rows_total=pl.col("rows_valid") + pl.col("rows_invalid") + pl.col("rows_rejected"),
+        rows_valid="rows_valid", rows_invalid="rows_invalid",
+        bronze_path=pl.col("ticker").replace_strict(
+            {t: str(p) for t, p in written.items()}, default=None, return_dtype=pl.String),
+        success=pl.col("status") != "FAILED", error_message=pl.col("reasons"),
+    )
+    dates = ledger.select(pl.col("min_trade_date").min(), pl.col("max_trade_date").max()).row(0)
+    problems = ledger.filter((pl.col("rows_invalid") > 0) | (pl.col("rows_rejected") > 0)
+                             | (pl.col("status") == "FAILED"))["ticker"].drop_nulls()
+    summary = {
+        "run_id": outcome.run_id,
+        "finished_ts": dt.datetime.now(dt.UTC),
+        "duration_sec": round(outcome.compute_seconds + outcome.write_seconds, 3),
+        "raw_root": str(settings.raw_root),
+        "files_discovered_total": classified.filter(pl.col("manifest_status") != mf.DELETED).height,
+        "files_selected_total": outcome.files_processed,
+        "files_processed_success": outcome.files_processed - outcome.files_failed,
+        "files_processed_failed": outcome.files_failed,
+        "status_counts": mf.status_counts(classified),
+        "exchange_counts": mf.exchange_counts(classified),
+        "tickers_processed_count": len(outcome.tickers_written),
+        "rows_valid": outcome.rows_valid,
+        "rows_invalid": outcome.rows_invalid,
+        "rows_rejected": outcome.rows_rejected,
+        "tickers_with_problems": sorted(set(problems.to_list()))[:200],
+        "failed_files": failed.head(200).to_dicts(),
+        "global_min_trade_date": dates[0],
+        "global_max_trade_date": dates[1],
+        "outputs": {
+            "manifest_current_path": str(paths(settings).current_manifest),
+            "manifest_stable_path": str(paths(settings).stable_manifest),
+            "bronze_root": str(settings.bronze_root),
+            "ledger_path": str(paths(settings).ledger),
+            "rejects_path": str(paths(settings).rejects),
+        },
+    }
+    lake.write_json({"run_id": outcome.run_id, "failed_files": failed.to_dicts()},
+                    folder / f"{outcome.run_id}_failed_files.json")
+    lake.write_parquet(results, folder / f"{outcome.run_id}_ticker_results.parquet")
+    return lake.write_json(summary, folder / f"{outcome.run_id}_bronze_run_summary.json")
 
 
 def reconciliation_failures(settings: Settings) -> pl.DataFrame:
