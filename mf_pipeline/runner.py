@@ -164,3 +164,35 @@ def run_partitioned(
         log(f"  done in {time.perf_counter() - run_started:.2f}s (Dagster run {result.run_id})")
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def run_assets(
+    settings: Settings,
+    selection: Sequence[str],
+    partition_key: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    log: Log = print,
+    log_level: str = "WARNING",
+) -> RunOutcome:
+    """Materialize ``selection`` in one Dagster run, for one partition of a static partitions
+    definition (e.g. a research split) or unpartitioned."""
+    started = time.perf_counter()
+    inst = instance(settings)
+    defs = definitions()
+    config = dict(run_config or {})
+    config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    where = f" [{partition_key}]" if partition_key else ""
+    log(f"run 1/1: {', '.join(selection)}{where}")
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        run_config=config,
+        instance=inst,
+        partition_key=partition_key,
+        asset_selection=[dg.AssetKey(name) for name in selection],
+        raise_on_error=True,
+    )
+    outcome = RunOutcome(run_ids=[result.run_id])
+    _collect_metadata(result, outcome.metadata)
+    outcome.seconds = time.perf_counter() - started
+    log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
+    return outcome

@@ -9,7 +9,13 @@ import polars as pl
 import typer
 
 from mf_pipeline.cli.app import app, fail, say, settings_of, show
-from mf_pipeline.cli.pipeline import UNTIL_CHOICES, Selection, everything, tickers_needing_work
+from mf_pipeline.cli.pipeline import (
+    UNTIL_CHOICES,
+    Selection,
+    everything,
+    split_assets,
+    tickers_needing_work,
+)
 
 
 def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit: int | None = None,
@@ -45,6 +51,13 @@ def demo(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     metadata = _execute(ctx, everything(runner.definitions()))
+    research = split_assets(runner.definitions())
+    if research:  # the in-sample `full` split: the viewer's regime overlays
+        metadata |= runner.run_assets(settings, research, "full", log=say).metadata
+        ari = {k: round(v, 3) for k, v in metadata.get("hmm_model", {}).items()
+               if k.startswith("ari_") and v is not None}
+        if ari:
+            say(f"HMM regime recovery on the sample (ARI vs true regimes, in-sample): {ari}")
     bronze = metadata.get("bronze", {})
     say(f"bronze: {bronze.get('rows_valid', 0):,} valid rows from "
         f"{bronze.get('files_processed', 0)} files")

@@ -38,6 +38,16 @@ def _asset_names(defs: dg.Definitions) -> tuple[list[str], list[str]]:
     return partitioned, plain
 
 
+def split_assets(defs: dg.Definitions) -> tuple[str, ...]:
+    """Research assets partitioned by split (static keys including ``full``)."""
+    names = []
+    for spec in defs.resolve_all_asset_specs():
+        pdef = spec.partitions_def
+        if isinstance(pdef, dg.StaticPartitionsDefinition) and "full" in pdef.get_partition_keys():
+            names.append(spec.key.to_user_string())
+    return tuple(names)
+
+
 def until(defs: dg.Definitions, layer: str) -> Selection:
     """manifest → per-ticker layers up to ``layer`` (→ ml_dataset), those that exist."""
     partitioned, plain = _asset_names(defs)

@@ -1,0 +1,94 @@
+"""Research commands end to end on the tiny demo sample: artifacts, causal columns, recovery."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+import mf_pipeline.cli.research_commands  # noqa: F401  (registers the commands)
+from mf_pipeline.cli import app
+from mf_pipeline.lib import lake
+from mf_pipeline.lib.settings import load_settings
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def newest(folder: Path, pattern: str) -> Path:
+    return max(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+
+
+def test_research_commands_on_the_demo_sample(isolated, monkeypatch):
+    isolated  # noqa: B018
+    monkeypatch.delenv("MF_PIPELINE_PATHS__RAW_ROOT", raising=False)
+    monkeypatch.setenv("MF_PIPELINE_SAMPLE__TICKERS", "6")
+    monkeypatch.setenv("MF_PIPELINE_SAMPLE__YEARS", "1.5")
+    monkeypatch.setenv("MF_PIPELINE_RESEARCH_CLUSTERING__KMEANS__N_INIT", "4")
+    invoke("demo")  # also materializes the research assets for the `full` split
+    settings = load_settings()
+    art = settings.artifacts_root
+
+    # the demo's in-sample split feeds the viewer's per-ticker files
+    files = lake.symbol_files(settings.gold_root / "hmm_by_symbol")
+    assert files
+    cols = pl.read_parquet(files[0]).columns
+    assert {"ticker", "trade_date", "hmm_state", "hmm_state_filtered",
+            "hmm_prob_filtered_max"} <= set(cols)  # fmt: skip
+    assert lake.symbol_files(settings.gold_root / "cluster_by_symbol")
+
+    invoke("research-cluster-run", "--split", "full", "--n-clusters", "4", "--method", "gmm")
+    run = newest(art / "research_runs", "research-*_gmm_*")
+    for name in ("run_summary.json", "preprocess_summary.json", "clustering_metrics.json",
+                 "cluster_profile.parquet", "cluster_profile.csv", "split_summary.json",
+                 "robustness_summary.json", "clustered_dataset_sample.parquet"):
+        assert (run / name).exists(), name
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["split_kind"] == "full_in_sample" and summary["in_sample"] is True
+    rec = summary["regime_recovery"]["results"]
+    assert [r["label_col"] for r in rec] == ["cluster_id"] and rec[0]["rows_compared"] > 0
+    assert "silhouette" in json.loads((run / "clustering_metrics.json").read_text())["metrics"]
+    assert "fwd_ret_10_mean" in pl.read_parquet(run / "cluster_profile.parquet").columns
+    assert "top_fwd_ret_10" in invoke("research-cluster-sanity", "--run-dir", str(run))
+
+    invoke("research-hmm-run", "--split", "full", "--n-components", "3")
+    hrun = newest(art / "hmm_runs", "hmm-*_hmm_ml-*")
+    for name in ("run_summary.json", "split_summary.json", "hmm_model_meta.json",
+                 "decoded_rows.parquet", "hmm_state_profile.parquet", "transition_matrix.csv",
+                 "transition_matrix_fitted.csv", "transition_counts.csv", "dwell_stats.csv",
+                 "state_frequency.csv", "hmm_vs_flow_state_crosstab.csv",
+                 "robustness_summary.json"):
+        assert (hrun / name).exists(), name
+    decoded = pl.read_parquet(hrun / "decoded_rows.parquet")
+    for col in ("hmm_state", "hmm_state_filtered", "hmm_prob_filtered_max"):
+        assert decoded[col].null_count() == 0, col
+    hs = json.loads((hrun / "run_summary.json").read_text())
+    labels = {r["label_col"] for r in hs["regime_recovery"]["results"]}
+    assert labels == {"hmm_state_filtered", "hmm_state"}
+    meta = json.loads((hrun / "hmm_model_meta.json").read_text())
+    assert meta["aic"] is not None and meta["bic"] is not None
+    assert "dominant_flow_state" in invoke("research-hmm-sanity", "--run-dir", str(hrun))
+
+    # a walk-forward split that is not a partition runs outside Dagster; test after embargo
+    dates = decoded["trade_date"].unique().sort()
+    mid = dates[dates.len() // 2]
+    invoke("research-hmm-run", "--train-end", mid.isoformat(), "--n-components", "3",
+           "--min-sequence-length", "40")
+    wrun = newest(art / "hmm_runs", "hmm-*_hmm_ml-*")
+    split = json.loads((wrun / "split_summary.json").read_text())
+    assert split["split_kind"] == "walk_forward" and split["embargo_bars"] >= 20
+    assert split["test_start"] > split["embargo_last_date"] > mid.isoformat()
+    wdec = pl.read_parquet(wrun / "decoded_rows.parquet")
+    assert wdec["trade_date"].min().isoformat() >= split["test_start"]
+
+    assert '"failed": 0' in invoke("research-cluster-sweep", "--methods", "kmeans",
+                                   "--n-clusters-list", "3,4", "--split", "full")
+    assert "ari_mean" in invoke("research-cluster-stability", "--seeds", "2", "--n-clusters",
+                                "3", "--split", "full")
+    assert '"failed": 0' in invoke("research-hmm-sweep", "--components", "2,3")
+    assert "ari_mean" in invoke("research-hmm-stability", "--seeds", "2", "--n-components", "2")
+    assert list(art.glob("research_runs/*_cluster_sweep_summary.csv"))
+    assert list(art.glob("hmm_runs/*_hmm_stability_*/hmm_pairwise_ari.csv"))
