@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -719,54 +717,3 @@ def test_fuzz_every_line_accounted_once(contents: list[bytes]) -> None:
         valid = result.valid.filter(pl.col("source_file") == name)["source_line_no"].to_list()
         seen = skipped + rejected + valid
         assert sorted(seen) == list(range(1, _physical_lines(contents[i]) + 1))
-
-
-# --------------------------------------------------------------------------- speed
-
-
-def _write_universe(root: Path, n_files: int, n_rows: int) -> pl.DataFrame:
-    rng = np.random.default_rng(7)
-    dates = np.datetime64("2005-01-03") + np.arange(n_rows)
-    day_str = pl.Series(dates).dt.strftime("%Y%m%d")
-    sources, paths, tickers = [], [], []
-    for i in range(n_files):
-        ticker = f"T{i:05d}.US"
-        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n_rows)))
-        frame = pl.DataFrame(
-            {"t": ticker, "p": "D", "d": day_str, "tm": "000000",
-             "o": close * 1.001, "h": close * 1.01, "l": close * 0.99, "c": close,
-             "v": rng.lognormal(14, 1, n_rows), "oi": 0}
-        )
-        path = root / f"{ticker.lower()}.txt"
-        frame.write_csv(path, include_header=False, float_precision=6)
-        text = path.read_text()
-        path.write_text(HEADER + "\n" + text)
-        sources.append(path.name)
-        paths.append(str(path))
-        tickers.append(ticker)
-    return pl.DataFrame(
-        {"source_file": sources, "path": paths, "ticker": tickers,
-         "exchange": ["NYSE"] * n_files, "fail_reason": [None] * n_files},
-        schema_overrides={"fail_reason": pl.String},
-    )
-
-
-@pytest.mark.skipif(
-    not os.environ.get("MF_PIPELINE_BENCH"), reason="benchmark: set MF_PIPELINE_BENCH=1"
-)
-def test_speed_300_files(tmp_path: Path) -> None:
-    files = _write_universe(tmp_path, 300, 3600)
-    size_mb = sum(os.path.getsize(p) for p in files["path"]) / 1e6
-    timings, cpu = [], []
-    for _ in range(5):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        result = build_bronze(files, ValidationThresholds(), RUN, TS)
-        timings.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    assert result.valid.height == 300 * 3600
-    assert reconcile(result.ledger).height == 0
-    print(
-        f"\nbuild_bronze: 300 files, {result.ledger['lines_total'].sum():,} lines, "
-        f"{size_mb:.0f} MB: wall first {timings[0]:.3f} s, best {min(timings):.3f} s, "
-        f"median {sorted(timings)[2]:.3f} s; CPU (all threads) best {min(cpu):.3f} s"
-    )
