@@ -18,13 +18,18 @@ demo: setup
 	$(VENV)/bin/mf demo
 
 lint: setup
-	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests
+	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests bench
 
 test: setup lint
 	$(VENV)/bin/pytest
 
 ui: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+SIZE ?= small
+bench: setup
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(PY) -m bench.run --size $(SIZE)
 
 viewer: setup
 	$(VENV)/bin/mf viewer --port 8501 --address 127.0.0.1

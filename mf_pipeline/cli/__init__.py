@@ -1,6 +1,7 @@
 """The ``mf`` command line: the old tool's commands, executed through the Dagster assets."""
 
 from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
+    bench_commands,
     bronze_commands,
     derived_commands,
     qa_commands,

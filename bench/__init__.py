@@ -1,0 +1,1 @@
+"""Benchmark harness for mf_pipeline (``python -m bench.run``; see docs/BENCHMARKS.md)."""

@@ -1,0 +1,128 @@
+"""The whole pipeline as users run it: ``mf run --until ml_dataset`` in a child process.
+
+Each measurement uses fresh data, artifacts and ``DAGSTER_HOME`` folders (so the first run is
+a cold full build, every file NEW) and then reruns the same command unchanged (every file
+UNCHANGED). Wall time, the child's own CPU and peak RSS (``wait4``) and a timeline from the
+moment each output line arrived are recorded, with the per-asset metadata the command prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.common import last_json_object, run_child
+from bench.universe import mf_executable
+
+PER_TICKER_ASSETS = ("bronze", "silver", "indicators", "events", "features")
+RUN_LINE = re.compile(r"\brun \d+/\d+:")
+DONE_LINE = re.compile(r"done in ([\d.]+)s")
+
+
+def pipeline_env(raw: Path, work: Path) -> dict[str, str]:
+    """Environment pointing the pipeline at ``raw`` and fresh folders under ``work``."""
+    env = dict(os.environ)
+    env.update({
+        "MF_PIPELINE_PATHS__RAW_ROOT": str(raw),
+        "MF_PIPELINE_PATHS__DATA_ROOT": str(work / "data"),
+        "MF_PIPELINE_PATHS__ARTIFACTS_ROOT": str(work / "artifacts"),
+        "DAGSTER_HOME": str(work / "dagster_home"),
+    })
+    (work / "dagster_home").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _dir_mb(folder: Path) -> float:
+    if not folder.exists():
+        return 0.0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def asset_seconds(metadata: dict[str, Any]) -> dict[str, float]:
+    """Seconds each asset reports for its own work (Bronze: compute + write)."""
+    found: dict[str, float] = {}
+    for name, meta in metadata.items():
+        if not isinstance(meta, dict):
+            continue
+        if "compute_seconds" in meta or "write_seconds" in meta:
+            found[name] = float(meta.get("compute_seconds") or 0) + float(
+                meta.get("write_seconds") or 0)
+        elif isinstance(meta.get("seconds"), int | float):
+            found[name] = float(meta["seconds"])
+    return found
+
+
+def summarize(child: Any, work: Path) -> dict[str, Any]:
+    """One ``mf run`` child as a flat record (timeline, metadata, overhead estimate)."""
+    lines = child.lines
+    metadata = last_json_object(child.stdout) or {}
+    run_start = next((t for t, text in lines if RUN_LINE.search(text)), None)
+    dagster_run_s = sum(float(m.group(1)) for _, text in lines
+                        if (m := DONE_LINE.search(text)) and "finished" not in text) or None
+    seconds = asset_seconds(metadata)
+    bronze = metadata.get("bronze", {}) if isinstance(metadata.get("bronze"), dict) else {}
+    manifest = metadata.get("manifest", {}) if isinstance(metadata.get("manifest"), dict) else {}
+    tickers = int(manifest.get("tickers_to_process") or bronze.get("tickers") or 0)
+    partitioned = [a for a in PER_TICKER_ASSETS if a in metadata]
+    bars = int(bronze.get("rows_valid") or 0)
+    overhead = (dagster_run_s - sum(seconds.values())) if dagster_run_s else None
+    mats = tickers * len(partitioned)
+    return {
+        "returncode": child.returncode,
+        "wall_s": child.wall_s,
+        "cpu_s": child.user_s + child.sys_s,
+        "peak_rss_mb": child.peak_rss_mb,
+        "first_output_s": lines[0][0] if lines else None,
+        "run_start_s": run_start,
+        "dagster_run_s": dagster_run_s,
+        "after_run_s": (child.wall_s - run_start - dagster_run_s)
+        if run_start is not None and dagster_run_s else None,
+        "sum_asset_seconds": sum(seconds.values()),
+        "run_minus_asset_seconds": overhead,
+        "tickers": tickers,
+        "per_ticker_assets": len(partitioned),
+        "overhead_ms_per_asset_partition": 1000 * overhead / mats if overhead and mats else None,
+        "bars": bars,
+        "bars_per_s": bars / child.wall_s if bars else None,
+        "dagster_home_mb": _dir_mb(work / "dagster_home"),
+        "status_counts": manifest.get("status_counts"),
+        "asset_seconds": seconds,
+        "metadata": metadata,
+        **{k: v for k, v in child.meter.items() if k not in ("wall_s", "cpu_s")},
+    }
+
+
+def measure(raw: Path, work: Path, until: str = "ml_dataset", noop: bool = True,
+            keep: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A cold full ``mf run`` into fresh folders, then (``noop``) the unchanged rerun."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = pipeline_env(raw, work)
+    cmd = [mf_executable(), "run", "--until", until]
+    cold_child = run_child(cmd, env=env)
+    if cold_child.returncode != 0:
+        raise RuntimeError(f"mf run failed ({cold_child.returncode}):\n"
+                           f"{cold_child.stderr[-4000:]}")
+    cold = summarize(cold_child, work)
+    again = None
+    if noop:
+        child = run_child(cmd, env=env)
+        if child.returncode != 0:
+            raise RuntimeError(f"mf run (no change) failed:\n{child.stderr[-4000:]}")
+        again = summarize(child, work)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return cold, again
+
+
+def startup(repeat: int = 3) -> dict[str, Any]:
+    """Fixed cost of the CLI: ``mf --help`` wall time (imports of the command modules)."""
+    times = []
+    for _ in range(max(repeat, 1)):
+        child = run_child([mf_executable(), "--help"])
+        times.append(child.wall_s)
+    return {"mf_help_s": statistics.median(times), "runs": len(times)}

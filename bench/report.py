@@ -1,0 +1,340 @@
+"""Render ``docs/BENCHMARKS.md`` from ``bench/results.json`` (``python -m bench.report``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+SIZE_ORDER = ("tiny", "small", "medium", "large")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        if abs(value) < 0.0005:
+            return "0"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.{digits}f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
+    return str(value)
+
+
+def _rate(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "–"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M"
+    if value >= 1e3:
+        return f"{value / 1e3:.0f} k"
+    return f"{value:.0f}"
+
+
+def _pct(value: Any) -> str:
+    return "–" if not isinstance(value, int | float) else f"{100 * value:.0f}%"
+
+
+def _load(value: Any) -> str:
+    """First (1-minute) load average of one record, or the range over several runs."""
+    if not value:
+        return "–"
+    if isinstance(value[0], list):
+        ones = [v[0] for v in value if v]
+        lo, hi = min(ones), max(ones)
+        return f"{lo:.1f}" if lo == hi else f"{lo:.1f}–{hi:.1f}"
+    return f"{value[0]:.1f}"
+
+
+def _when(section: dict[str, Any]) -> str:
+    return f", measured {section['measured']}" if section.get("measured") else ""
+
+
+def _runs(d: dict[str, Any]) -> list[Any]:
+    return (d.get("with_subset_env") or d.get("without_subset_env") or {}).get("runs") or []
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out + [""]
+
+
+def _machine(entry: dict[str, Any]) -> str:
+    m = entry.get("machine") or {}
+    fs = m.get("filesystem") or {}
+    return (f"{m.get('usable_cpus') or m.get('logical_cpus')} CPUs ({m.get('cpu_model')}), "
+            f"{m.get('ram_gib')} GiB RAM ({m.get('ram_available_gib')} available), swap "
+            f"{m.get('swap_gib')} GiB, Linux {m.get('kernel')}, Python {m.get('python')}, "
+            f"THP `{m.get('thp')}`, {fs.get('fstype', '?')} on {fs.get('device', '?')}")
+
+
+def _layers(entry: dict[str, Any]) -> list[str]:
+    layers = entry.get("layers")
+    if not layers:
+        return []
+    out = [f"#### Layers through the pure functions (no Dagster) — median of "
+           f"{layers['repeat']} run(s){_when(layers)}", ""]
+    rows = []
+    for r in layers["median"]:
+        unit = r.get("unit", "rows")
+        rows.append([
+            f"**{r['layer']}**" if r["layer"] == "total" else r["layer"],
+            f"{_num(r['rows'])} {unit if unit != 'rows' else ''}".strip(),
+            _num(r["wall_s"]), _num(r["compute_wall_s"]), _num(r["write_wall_s"]),
+            _num(r["cpu_s"]), f"{_rate(r.get('rows_per_s'))}/s",
+            _num(r.get("peak_rss_mb")), _num(r.get("files_written")),
+            _num((r.get("bytes_written") or 0) / 1e6), _pct(r.get("others_cpu_frac")),
+            _load(r.get("load_before")),
+        ])
+    out += _table(["layer", "rows", "wall s", "compute s", "write s", "CPU s", "rows/s",
+                   "peak RSS MB", "files", "MB written", "others' CPU", "load"], rows)
+    imports = layers.get("import_s") or []
+    procs = layers.get("process") or []
+    if imports and procs:
+        out.append(f"Per process: imports {_num(min(imports))}–{_num(max(imports))} s, "
+                   f"warm-up pass {_num(min(layers['warmup_s']))} s, whole process peak RSS "
+                   f"{_num(max(p['peak_rss_mb'] for p in procs))} MB. `total` rows/s = Bronze "
+                   "bars / summed wall of every layer.")
+        out.append("")
+    return out
+
+
+def _mf_run(entry: dict[str, Any]) -> list[str]:
+    run = entry.get("mf_run")
+    if not run:
+        return []
+    out = [f"#### Whole pipeline: `mf run --until ml_dataset` (one process, through Dagster) — "
+           f"median of {run['repeat']} run(s){_when(run)}", ""]
+    rows = []
+    for label, key in (("cold (all NEW)", "cold"), ("no change (all UNCHANGED)", "no_change")):
+        r = (run.get(key) or {}).get("median")
+        if not r:
+            continue
+        rows.append([
+            label, _num(r.get("wall_s")), _num(r.get("cpu_s")), _num(r.get("peak_rss_mb")),
+            _num(r.get("run_start_s")), _num(r.get("dagster_run_s")),
+            _num(r.get("sum_asset_seconds")), _num(r.get("run_minus_asset_seconds")),
+            _num(r.get("overhead_ms_per_asset_partition")), f"{_rate(r.get('bars_per_s'))}/s",
+            _num(r.get("dagster_home_mb")), _pct(r.get("others_cpu_frac")),
+            _load(r.get("load_before")),
+        ])
+    out += _table(["run", "wall s", "CPU s", "peak RSS MB", "start → run s", "Dagster run s",
+                   "Σ asset s", "run − assets s", "ms / asset-partition", "bars/s",
+                   "DAGSTER_HOME MB", "others' CPU", "load"], rows)
+    cold_runs = (run.get("cold") or {}).get("runs") or []
+    if cold_runs:
+        per_asset: dict[str, list[float]] = {}
+        for rec in cold_runs:
+            for name, seconds in (rec.get("asset_seconds") or {}).items():
+                per_asset.setdefault(name, []).append(seconds)
+        pure = {r["layer"]: r for r in (entry.get("layers") or {}).get("median", [])}
+        rows = []
+        for name in ("manifest", "bronze", "silver", "indicators", "events", "features"):
+            if name not in per_asset:
+                continue
+            values = sorted(per_asset[name])
+            layer = pure.get(name, {})
+            pure_s = layer.get("wall_s")
+            if name == "silver" and "bronze_read" in pure and pure_s is not None:
+                pure_s += pure["bronze_read"]["wall_s"]
+            rows.append([name, _num(values[len(values) // 2]), _num(pure_s)])
+        out.append("Seconds each asset reports in the cold run (median) next to the same "
+                   "layer through the pure functions (silver includes reading Bronze back):")
+        out.append("")
+        out += _table(["asset", "in `mf run` s", "pure functions s"], rows)
+    startup = entry.get("startup")
+    if startup:
+        out.append(f"CLI start-up: `mf --help` takes {_num(startup['mf_help_s'])} s "
+                   f"(median of {startup['runs']}).")
+        out.append("")
+    return out
+
+
+def _dagster(entry: dict[str, Any]) -> list[str]:
+    d = entry.get("dagster")
+    if not d:
+        return []
+    out = [f"#### Dagster bookkeeping: no-IO partitioned asset, fresh SQLite `DAGSTER_HOME` "
+           f"({d['partitions']:,} partitions in one range run; {d['runs_per_partition']} "
+           f"one-partition runs; median of {len(_runs(d))} process(es)){_when(d)}", ""]
+    rows = []
+    for label, key in (("stock SQLite, env unset", "without_subset_env"),
+                       ("stock SQLite, env `=1`", "with_subset_env"),
+                       ("`mf`'s dagster.yaml, env `=1`", "project_with_subset_env")):
+        r = (d.get(key) or {}).get("median")
+        if not r:
+            continue
+        rows.append([
+            label, _num(r.get("one_partition_run_s")), _num(r.get("range_run_s")),
+            _num(r.get("range_ms_per_asset_partition")),
+            _num(r.get("range_marginal_ms_per_asset_partition")),
+            _num(r.get("per_partition_run_s")), _num(r.get("range_kb_per_materialization")),
+            _num(r.get("import_dagster_s")), _pct(r.get("others_cpu_frac")),
+            _load(r.get("load_before")),
+        ])
+    out += _table(["instance, EMIT_PARTITION_SUBSET", "1-partition run s", "range run s",
+                   "ms / asset-partition", "marginal ms", "s per 1-partition run",
+                   "KB / materialization", "import dagster s", "others' CPU", "load"], rows)
+    return out
+
+
+def _kernels(k: dict[str, Any] | None) -> list[str]:
+    if not k:
+        return []
+    bw = k["memory_bandwidth"]
+    panel = k["panel"]
+    out = ["## Kernel micro-benchmarks", "",
+           f"Synthetic panel {panel['tickers']:,} tickers x {panel['bars']:,} bars = "
+           f"{panel['rows']:,} rows (seed {panel['seed']}), measured {k.get('measured', '?')} "
+           f"at load {_load(bw.get('load_before'))}. Memory bandwidth on this machine: "
+           f"`np.copyto` of {bw['bytes'] / 2**30:.0f} GiB float64 in "
+           f"{_num(1000 * bw['seconds'])} ms = **{_num(bw['gb_per_s_copied'])} GB/s copied, "
+           f"{_num(bw['gb_per_s_read_write'])} GB/s read+write** (the 100% below).", "",
+           f"Machine: {_machine(k)}.", ""]
+    rows = []
+    for r in k["rows"]:
+        rows.append([
+            r["group"], r["method"], _num(1000 * r["seconds"]), _num(r["mrows_per_s"]),
+            _num(r["ns_per_row"]), str(r["bytes_per_row"]), _pct(r["bandwidth_fraction"]),
+            _pct(r.get("others_cpu_frac")), r.get("note") or "",
+        ])
+    out += _table(["group", "method", "ms", "Mrows/s", "ns/row", "bytes/row", "of bandwidth",
+                   "others' CPU", "note"], rows, align="llrrrrrrl")
+    if k.get("talib_note"):
+        out += [f"**{k['talib_note']}**", ""]
+    checks = k.get("checks") or {}
+    if checks:
+        out.append("Checks: " + "; ".join(f"{name} = {value:.2g}" for name, value in
+                                          sorted(checks.items())) + ".")
+        out.append("")
+    return out
+
+
+HOW = """\
+## How measured
+
+* **Universes** come from `mf sample-data --tickers N --years Y --seed 7` (clean, not messy),
+  generated once and cached in `bench/cache/<size>/raw` (git-ignored); `universe.json` there
+  records files, bars, bytes and generation time. Sizes: tiny 60 x 10 y (regression guard),
+  small 300 x 20 y (~1.1M bars), medium 2,000 x 20 y, large 8,000 x 25 y.
+* **Layers** (`bench/layers.py`): one child process per repetition runs raw → manifest
+  (`discover` + `classify`) → Bronze (`build_bronze`, then one Parquet file per ticker) →
+  Bronze read back (as the derived step reads it) → Silver → indicators → events → features
+  (each `build_*`, then cast to storage precision and written per ticker with
+  `lake.write_symbol_files`), Bronze to features in batches of 1,000 tickers like the
+  derived step (a layer's row sums its batches) → ML dataset
+  (`dataset_step.export_ml_dataset`, which reads the four layers back and writes one file).
+  A warm-up pass over 5 tickers runs first in the same process (Numba cache loads, first-call
+  costs). Wall = `time.perf_counter`, CPU =
+  `time.process_time` (all threads of the process), peak RSS = `VmHWM` reset before each layer
+  via `/proc/self/clear_refs` (so it is the layer's own peak, including the frames the chain
+  still holds: see `rss_before_mb` in the JSON). Median over repetitions, field by field.
+* **Whole pipeline** (`bench/mfrun.py`): `mf run --until ml_dataset` as a child process with
+  fresh `MF_PIPELINE_PATHS__DATA_ROOT`, `..._ARTIFACTS_ROOT` and `DAGSTER_HOME`, then the same
+  command again with nothing changed. CPU and peak RSS are the child's own (`wait4`); the
+  timeline uses the time each output line arrived ("start → run" = imports, settings, raw
+  classification and partition registration before the Dagster run starts). "Σ asset s" sums
+  the seconds each asset reports in its metadata (Bronze: compute + write); "run − assets" is
+  the Dagster run's wall minus that sum: Dagster bookkeeping plus anything the assets do not
+  report (the ML dataset export and the checks); "ms / asset-partition" divides it by tickers x
+  per-ticker assets.
+* **Dagster bookkeeping** (`bench/dagster_probe.py`): a throwaway code location with one no-IO
+  asset over a dynamic partition set (`BackfillPolicy.single_run()`), run in process
+  (`dg.materialize`, console log level WARNING) against a fresh SQLite `DAGSTER_HOME` in a new
+  process per repetition: a first 1-partition run, a timed 1-partition run, one range run over
+  N partitions (range tags, as `mf run` launches), then one-partition runs. "marginal ms" =
+  (range run − 1-partition run) / (N − 1); "KB / materialization" is the growth of
+  `DAGSTER_HOME` on disk over the range run (SQLite WAL files included, not checkpointed).
+  Measured on Dagster's stock SQLite instance with
+  `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` unset and `=1`, and with the `dagster.yaml`
+  that `mf` writes (`mf_pipeline.runner.DAGSTER_YAML`: its tuned event-log storage). The stock
+  instance commits (and fsyncs) every event, so its numbers swing with other processes' disk
+  traffic.
+* **Kernels** (`bench/kernels.py`): one process, seeded 10M-row panel, one warm-up call then the
+  median of 5 calls per method (perf_anchors' method). Bandwidth fraction = bytes/row (minimum
+  traffic: every input read once, every output written once) x rows / seconds / the measured
+  `np.copyto` read+write rate. Polars runs on its default pool (2 threads here); Numba kernels
+  and TA-Lib are single-threaded.
+* **Shared machine.** Other work runs on these cores (load 2–4 is normal). Every measurement
+  records the 1-minute load average before it ("load"), the share of all CPU time other
+  processes used while it ran ("others' CPU", from `/proc/stat` minus our own CPU) and the
+  hypervisor steal share (in the JSON). Numbers taken at high "others' CPU" are upper bounds;
+  compare like with like. Nothing asserts on time; CI only runs a tiny smoke version.
+"""
+
+RUN = """\
+## How to run
+
+```bash
+make bench                                   # small size, every section (~15 min)
+.venv/bin/mf bench --size medium             # or: .venv/bin/python -m bench.run --size medium
+.venv/bin/python -m bench.run --size large   # 1 repetition by default; the lead's scale target
+.venv/bin/python -m bench.run --size small --only layers,mf_run --repeat 3
+.venv/bin/python -m bench.guard              # < 60 s regression guard: rows/s per layer
+.venv/bin/python -m bench.report             # re-render this file from bench/results.json
+```
+
+Each run merges its size into `bench/results.json` (machine-readable: every repetition, not
+only the medians) and regenerates this file from it.
+"""
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole Markdown document for ``results`` (the merged ``bench/results.json``)."""
+    out = ["# Benchmarks", "",
+           "Generated by `python -m bench.run` (`make bench`, `mf bench`) from "
+           "`bench/results.json`; do not edit by hand. The machine is shared with other work: "
+           "every row carries the load it was measured under.", ""]
+    sizes = results.get("sizes") or {}
+    ordered = sorted(sizes, key=lambda s: (SIZE_ORDER.index(s) if s in SIZE_ORDER else 99, s))
+    newest = max(sizes.values(), key=lambda e: e.get("finished", ""), default=None)
+    versions = (newest or results.get("kernels") or {}).get("versions") or {}
+    if versions:
+        out += ["## Library versions", ""]
+        out += _table(["package", "version"],
+                      [[name, str(value)] for name, value in sorted(versions.items())], "ll")
+    for name in ordered:
+        entry = sizes[name]
+        u = entry.get("universe") or {}
+        out += [f"## {name}: {entry.get('label', '')}", ""]
+        if u:
+            out.append(f"Universe: {u.get('files', 0):,} files, {u.get('bars') or 0:,} bars, "
+                       f"{(u.get('bytes') or 0) / 1e6:.1f} MB of text (generated in "
+                       f"{u.get('generate_seconds')} s, cached in `bench/cache/{name}/`). "
+                       f"Last updated {entry.get('finished')}.")
+            out.append("")
+        out += [f"Machine: {_machine(entry)}.", ""]
+        out += _layers(entry) + _mf_run(entry) + _dagster(entry)
+    out += _kernels(results.get("kernels"))
+    out += [RUN, HOW]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bench.run import DEFAULT_DOC, DEFAULT_OUT
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--doc", type=Path, default=DEFAULT_DOC)
+    args = parser.parse_args(argv)
+    args.doc.write_text(render(json.loads(args.results.read_text())))
+    print(f"wrote {args.doc}")
+
+
+if __name__ == "__main__":
+    main()
