@@ -92,3 +92,99 @@ def test_research_commands_on_the_demo_sample(isolated, monkeypatch):
     assert "ari_mean" in invoke("research-hmm-stability", "--seeds", "2", "--n-components", "2")
     assert list(art.glob("research_runs/*_cluster_sweep_summary.csv"))
     assert list(art.glob("hmm_runs/*_hmm_stability_*/hmm_pairwise_ari.csv"))
+
+
+def invoke_fails(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code != 0, result.output
+    try:
+        return result.output + (result.stderr or "")
+    except ValueError:  # older click: stderr mixed into output
+        return result.output
+
+
+def test_research_split_and_sample_options(isolated, monkeypatch):
+    """--test-start/--test-end/--fit-on/--predict-on/--sample-frac and the full-output flags."""
+    from mf_pipeline.lib.steps.research_step import resolve_dataset
+
+    isolated  # noqa: B018
+    monkeypatch.delenv("MF_PIPELINE_PATHS__RAW_ROOT", raising=False)
+    monkeypatch.setenv("MF_PIPELINE_SAMPLE__TICKERS", "6")
+    monkeypatch.setenv("MF_PIPELINE_SAMPLE__YEARS", "1.5")
+    monkeypatch.setenv("MF_PIPELINE_RESEARCH_CLUSTERING__KMEANS__N_INIT", "4")
+    invoke("demo")
+    settings = load_settings()
+    art = settings.artifacts_root
+    dates = pl.read_parquet(resolve_dataset(settings), columns=["trade_date"])[
+        "trade_date"].cast(pl.Date).unique().sort()  # fmt: skip
+    n = dates.len()
+    mid, late, test_end = dates[n // 2], dates[n // 2 + 40], dates[n * 4 // 5]
+    time_split = ("--split-mode", "time", "--train-end", mid.isoformat())
+
+    # HMM: decode the train rows only, with the full decoded CSV
+    out = invoke("research-hmm-run", *time_split, "--n-components", "2",
+                 "--min-sequence-length", "40", "--predict-on", "TRAIN",
+                 "--write-full-decoded-csv")  # fmt: skip
+    assert "outside Dagster" in out
+    hrun = newest(art / "hmm_runs", "hmm-*_hmm_ml-*")
+    assert (hrun / "decoded_rows.csv").exists()
+    dec = pl.read_parquet(hrun / "decoded_rows.parquet")
+    assert dec.height and dec["trade_date"].max() <= mid
+    assert pl.read_csv(hrun / "decoded_rows.csv").height == dec.height
+    hs = json.loads((hrun / "run_summary.json").read_text())
+    assert hs["predict_on"] == "train" and hs["fit_on"] == "train"
+    assert hs["write_full_decoded_csv"] is True and hs["test_loglik"] is None
+    assert hs["filters"]["predict_on"] == "TRAIN" and hs["split_summary"]["predict_on"] == "train"
+
+    # clustering: test_start/test_end bound the test rows; fit on all rows; seeded sample
+    invoke("research-cluster-run", *time_split, "--n-clusters", "3",
+           "--test-start", late.isoformat(), "--test-end", test_end.isoformat(),
+           "--fit-on", "all", "--sample-frac", "0.8", "--random-state", "7",
+           "--write-full-clustered")  # fmt: skip
+    run = newest(art / "research_runs", "research-*_kmeans_*")
+    full = pl.read_parquet(run / "clustered_dataset_full.parquet")
+    assert full.height and late <= full["trade_date"].min()
+    assert full["trade_date"].max() <= test_end
+    cs = json.loads((run / "run_summary.json").read_text())
+    assert cs["filters"] == {"date_from": None, "date_to": None, "sample_frac": 0.8,
+                             "sample_seed": 7, "test_start": late.isoformat(),
+                             "test_end": test_end.isoformat(), "fit_on": "all",
+                             "predict_on": None, "embargo_bars": 20}  # fmt: skip
+    sp = cs["split_summary"]
+    assert (sp["fit_on"], sp["predict_on"]) == ("all", "test")
+    assert sp["test_end"] == test_end.isoformat() and sp["test_start"] >= late.isoformat()
+    assert sp["raw_stats"]["test"]["max_trade_date"] <= test_end.isoformat()
+    assert sp["raw_stats"]["fit_source"]["rows"] > sp["raw_stats"]["train"]["rows"]
+    assert cs["rows_loaded"] < pl.read_parquet(resolve_dataset(settings)).height
+    assert cs["write_full_clustered"] is True
+
+    # without the flag only the sample file is written
+    invoke("research-cluster-run", *time_split, "--n-clusters", "3", "--predict-on", "all")
+    run2 = newest(art / "research_runs", "research-*_kmeans_*")
+    assert run2 != run and (run2 / "clustered_dataset_sample.parquet").exists()
+    assert not (run2 / "clustered_dataset_full.parquet").exists()
+    assert json.loads((run2 / "run_summary.json").read_text())["predict_on"] == "all"
+
+    # sweeps and stability take the same options
+    assert '"failed": 0' in invoke("research-cluster-sweep", "--methods", "kmeans",
+                                   "--n-clusters-list", "3", *time_split,
+                                   "--test-end", test_end.isoformat())  # fmt: skip
+    sweep = newest(art / "research_runs", "*_cluster_sweep_summary.json")
+    assert json.loads(sweep.read_text())["filters"]["test_end"] == test_end.isoformat()
+
+    # bad values: clean errors naming the option
+    bad = [
+        (("research-cluster-run", *time_split, "--predict-on", "train"), "--predict-on"),
+        (("research-hmm-run", *time_split, "--fit-on", "test"), "--fit-on"),
+        (("research-cluster-run", "--sample-frac", "0"), "--sample-frac"),
+        (("research-hmm-run", "--sample-frac", "1.5"), "--sample-frac"),
+        (("research-cluster-run", *time_split, "--test-start", test_end.isoformat(),
+          "--test-end", late.isoformat()), "--test-end"),
+        (("research-cluster-run", "--split", "full", "--test-end", test_end.isoformat()),
+         "--test-end"),
+        (("research-hmm-run", *time_split, "--test-start", "2020-13-01"), "--test-start"),
+        (("research-hmm-sweep", *time_split, "--predict-on", "nope"), "--predict-on"),
+    ]  # fmt: skip
+    for args, option in bad:
+        message = invoke_fails(*args)
+        assert option in message and "Traceback" not in message, (args, message)

@@ -3,7 +3,11 @@
 ``research-cluster-run`` and ``research-hmm-run`` materialize the split-partitioned assets
 through Dagster when the split is a partition (``wf<train_end>`` of
 ``validation_walkforward.train_end_list_default``, or ``full``); another train end runs the
-same step outside Dagster. Sweeps and stability runs are pure steps (outside Dagster).
+same step outside Dagster. The options that change which rows a split fits or evaluates
+(``--test-start``, ``--test-end``, ``--fit-on``, ``--predict-on``, ``--sample-frac``) and the
+extra outputs (``--write-full-clustered``, ``--write-full-decoded-csv``) also run the step
+outside Dagster, so the published per-split labels always come from the standard split.
+Sweeps and stability runs are pure steps (outside Dagster).
 """
 
 from __future__ import annotations
@@ -29,6 +33,23 @@ Clip = Annotated[float | None, typer.Option(help="Clip |z| (default settings, 8)
 DateFrom = Annotated[str | None, typer.Option(help="YYYY-MM-DD, inclusive.")]
 DateTo = Annotated[str | None, typer.Option(help="YYYY-MM-DD, inclusive.")]
 Preset = Annotated[str, typer.Option(help="Only 'default' (the 25 features).")]
+TestStart = Annotated[str | None, typer.Option(
+    help="Time split: first test date YYYY-MM-DD (default: first date after the embargo; "
+         "an earlier date is moved to it).")]
+TestEnd = Annotated[str | None, typer.Option(
+    help="Time split: last test date YYYY-MM-DD; bounds the test rows and the prices their "
+         "labels read (default: end of data).")]
+FitOn = Annotated[str | None, typer.Option(help="train | all (default train; all when "
+                                           "--split-mode none).")]
+PredictOnCluster = Annotated[str | None, typer.Option(help="test | all (default test; all when "
+                                                      "--split-mode none).")]
+PredictOnHmm = Annotated[str | None, typer.Option(help="train | test | all (default test; all "
+                                                  "when --split-mode none).")]
+SampleFrac = Annotated[float | None, typer.Option(help="Seeded row sample of the loaded "
+                                                  "dataset, in (0, 1]; seed = random state.")]
+
+DIRECT_KEYS = ("test_start", "test_end", "fit_on", "predict_on", "sample_frac", "sample_seed")
+"""Prep options the Dagster assets do not take: set → the step runs outside Dagster."""
 
 
 def _split(split: str | None, train_end: str | None, split_mode: str | None) -> str:
@@ -66,10 +87,12 @@ def _dagster_or_direct(ctx: typer.Context, kind: str, split: str, config: dict[s
     from mf_pipeline.lib.steps import research_step as rs
 
     settings = settings_of(ctx)
-    config = {k: v for k, v in config.items() if v is not None}
+    config = {k: v for k, v in config.items() if v is not None and v is not False}
+    direct = [k for k in (*DIRECT_KEYS, "write_full_clustered", "write_full_decoded_csv")
+              if k in config and k != "sample_seed"]
     model, publish = (("cluster_model", "cluster_labels") if kind == "cluster"
                       else ("hmm_model", "hmm_states"))  # fmt: skip
-    if split in splits_partitions.get_partition_keys():
+    if split in splits_partitions.get_partition_keys() and not direct:
         try:
             outcome = runner.run_assets(settings, (model, publish), split,
                                         {"ops": {model: {"config": config}}}, log=say)
@@ -77,26 +100,53 @@ def _dagster_or_direct(ctx: typer.Context, kind: str, split: str, config: dict[s
             fail(f"{model} [{split}] failed: {error}")
             raise
         return Path(outcome.metadata[model]["output_dir"])
-    say(f"split {split} is not a partition: running the step outside Dagster")
+    if direct:
+        say(f"{', '.join('--' + k.replace('_', '-') for k in direct)} given: running the step "
+            f"outside Dagster (split {split}; nothing published)")
+    else:
+        say(f"split {split} is not a partition: running the step outside Dagster")
     prep_keys = ("scaler", "scaling_scope", "clip_zscore", "unseen_policy", "embargo_bars",
-                 "date_from", "date_to")  # fmt: skip
+                 "date_from", "date_to", *DIRECT_KEYS)  # fmt: skip
     prep_kw = {k: config.pop(k) for k in prep_keys if k in config}
     try:
         prep = rs.prepare(settings, config.pop("dataset_path", None), split,
                           rs.prep_options(settings, kind, **prep_kw))  # fmt: skip
         if kind == "cluster":
             method = config.pop("method")
-            out = rs.cluster_run(settings, prep, method, rs.cluster_config(settings, **config))
+            full = bool(config.pop("write_full_clustered", False))
+            out = rs.cluster_run(settings, prep, method, rs.cluster_config(settings, **config),
+                                 write_full=full)  # fmt: skip
         else:
             min_len = config.pop("min_sequence_length", None) or rs.min_sequence_length(settings)
             labels_file = config.pop("cluster_labels_file", None)
             labels = rs.read_cluster_labels(Path(labels_file)) if labels_file else None
+            full_csv = bool(config.pop("write_full_decoded_csv", False))
             out = rs.hmm_run(settings, prep, rs.hmm_config(settings, **config), min_len,
-                             cluster_labels=labels)  # fmt: skip
+                             cluster_labels=labels, write_full_csv=full_csv)  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
         raise
     return out.output_dir
+
+
+def _seed(ctx: typer.Context, kind: str, random_state: int | None) -> int:
+    """The sample seed: the run's random state (default: settings)."""
+    from mf_pipeline.lib.steps import research_step as rs
+
+    if random_state is not None:
+        return random_state
+    settings = settings_of(ctx)
+    cfg = rs.cluster_config(settings) if kind == "cluster" else rs.hmm_config(settings)
+    return int(cfg.random_state)
+
+
+def _split_kw(ctx: typer.Context, kind: str, random_state: int | None, **kw: Any
+              ) -> dict[str, Any]:  # fmt: skip
+    """Split/sample options (non-None) plus the sample seed when sampling."""
+    out = {k: v for k, v in kw.items() if v is not None}
+    if "sample_frac" in out:
+        out["sample_seed"] = _seed(ctx, kind, random_state)
+    return out
 
 
 def _brief(summary: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -120,6 +170,13 @@ def research_cluster_run(
     embargo_bars: Embargo = None,
     date_from: DateFrom = None,
     date_to: DateTo = None,
+    test_start: TestStart = None,
+    test_end: TestEnd = None,
+    fit_on: FitOn = None,
+    predict_on: PredictOnCluster = None,
+    sample_frac: SampleFrac = None,
+    write_full_clustered: Annotated[bool, typer.Option(
+        help="Also write clustered_dataset_full.parquet (outside Dagster).")] = False,
     features_preset: Preset = "default",
 ) -> None:
     """Cluster one split (fit on train, evaluate on test; full = in-sample) → research_runs/."""
@@ -133,11 +190,13 @@ def research_cluster_run(
         "n_clusters": n_clusters, "random_state": random_state, "scaler": scaler,
         "scaling_scope": scaling_scope, "unseen_policy": unseen_policy,
         "clip_zscore": clip_zscore, "embargo_bars": embargo_bars, "date_from": date_from,
-        "date_to": date_to})  # fmt: skip
+        "date_to": date_to, "write_full_clustered": write_full_clustered,
+        **_split_kw(ctx, "cluster", random_state, test_start=test_start, test_end=test_end,
+                    fit_on=fit_on, predict_on=predict_on, sample_frac=sample_frac)})  # fmt: skip
     summary = read_run_summary(run_dir)
-    show(_brief(summary, ("run_id", "split_id", "split_kind", "method", "n_clusters_requested",
-                          "rows_fit", "rows_used", "metrics", "regime_recovery",
-                          "output_dir")))  # fmt: skip
+    show(_brief(summary, ("run_id", "split_id", "split_kind", "fit_on", "predict_on",
+                          "method", "n_clusters_requested", "rows_fit", "rows_used", "metrics",
+                          "regime_recovery", "output_dir")))  # fmt: skip
 
 
 @app.command("research-hmm-run")
@@ -162,6 +221,13 @@ def research_hmm_run(
     embargo_bars: Embargo = None,
     date_from: DateFrom = None,
     date_to: DateTo = None,
+    test_start: TestStart = None,
+    test_end: TestEnd = None,
+    fit_on: FitOn = None,
+    predict_on: PredictOnHmm = None,
+    sample_frac: SampleFrac = None,
+    write_full_decoded_csv: Annotated[bool, typer.Option(
+        help="Also write decoded_rows.csv (outside Dagster).")] = False,
     features_preset: Preset = "default",
 ) -> None:
     """Gaussian HMM on one split (Viterbi + causal filtered states) → hmm_runs/."""
@@ -177,9 +243,12 @@ def research_hmm_run(
         "cluster_labels_file": str(cluster_labels_file) if cluster_labels_file else None,
         "scaler": scaler, "scaling_scope": scaling_scope, "unseen_policy": unseen_policy,
         "clip_zscore": clip_zscore, "embargo_bars": embargo_bars, "date_from": date_from,
-        "date_to": date_to})  # fmt: skip
+        "date_to": date_to, "write_full_decoded_csv": write_full_decoded_csv,
+        **_split_kw(ctx, "hmm", random_state, test_start=test_start, test_end=test_end,
+                    fit_on=fit_on, predict_on=predict_on, sample_frac=sample_frac)})  # fmt: skip
     summary = read_run_summary(run_dir)
-    show(_brief(summary, ("run_id", "split_id", "split_kind", "n_components", "rows_fit",
+    show(_brief(summary, ("run_id", "split_id", "split_kind", "fit_on", "predict_on",
+                          "n_components", "rows_fit",
                           "rows_decoded", "train_loglik", "test_loglik", "aic", "bic",
                           "regime_recovery", "output_dir")))  # fmt: skip
 
@@ -207,6 +276,13 @@ def research_cluster_sweep(
     scaling_scope: Scope = None,
     scaler: Scaler = None,
     random_state: Annotated[int, typer.Option(help="Seed.")] = 42,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    test_start: TestStart = None,
+    test_end: TestEnd = None,
+    fit_on: FitOn = None,
+    predict_on: PredictOnCluster = None,
+    sample_frac: SampleFrac = None,
     features_preset: Preset = "default",
 ) -> None:
     """Method × k grid on one split (outside Dagster) → research_runs/<id>_cluster_sweep_*."""
@@ -214,7 +290,12 @@ def research_cluster_sweep(
 
     key = _split(split, train_end, split_mode)
     settings, prep = _prep(ctx, "cluster", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope)  # fmt: skip
+                           scaling_scope=scaling_scope,
+                           date_from=date_from, date_to=date_to,
+                           **_split_kw(ctx, "cluster", random_state, test_start=test_start,
+                                       test_end=test_end, fit_on=fit_on,
+                                       predict_on=predict_on,
+                                       sample_frac=sample_frac))  # fmt: skip
     ms = [m.strip().lower() for m in methods.split(",") if m.strip()]
     show(rs.cluster_sweep(settings, prep, ms, _ints(n_clusters_list, "--n-clusters-list"),
                           rs.cluster_config(settings, random_state=random_state)))
@@ -234,6 +315,13 @@ def research_cluster_stability(
     split_mode: SplitMode = None,
     scaling_scope: Scope = None,
     scaler: Scaler = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    test_start: TestStart = None,
+    test_end: TestEnd = None,
+    fit_on: FitOn = None,
+    predict_on: PredictOnCluster = None,
+    sample_frac: SampleFrac = None,
     features_preset: Preset = "default",
 ) -> None:
     """Refit per seed, pairwise ARI (outside Dagster) → research_runs/<id>_<method>_<tag>/."""
@@ -241,7 +329,12 @@ def research_cluster_stability(
 
     key = _split(split, train_end, split_mode)
     settings, prep = _prep(ctx, "cluster", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope)  # fmt: skip
+                           scaling_scope=scaling_scope,
+                           date_from=date_from, date_to=date_to,
+                           **_split_kw(ctx, "cluster", None, test_start=test_start,
+                                       test_end=test_end, fit_on=fit_on,
+                                       predict_on=predict_on,
+                                       sample_frac=sample_frac))  # fmt: skip
     st = dict((settings.research_clustering or {}).get("stability") or {})
     try:
         out = rs.cluster_stability(
@@ -292,6 +385,13 @@ def research_hmm_sweep(
     split_mode: SplitMode = None,
     scaling_scope: Scope = None,
     scaler: Scaler = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    test_start: TestStart = None,
+    test_end: TestEnd = None,
+    fit_on: FitOn = None,
+    predict_on: PredictOnHmm = None,
+    sample_frac: SampleFrac = None,
     features_preset: Preset = "default",
 ) -> None:
     """Fit each state count on one split (outside Dagster) → hmm_runs/<id>_hmm_sweep_<tag>/."""
@@ -299,7 +399,12 @@ def research_hmm_sweep(
 
     key = _split(split, train_end, split_mode)
     settings, prep = _prep(ctx, "hmm", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope)  # fmt: skip
+                           scaling_scope=scaling_scope,
+                           date_from=date_from, date_to=date_to,
+                           **_split_kw(ctx, "hmm", None, test_start=test_start,
+                                       test_end=test_end, fit_on=fit_on,
+                                       predict_on=predict_on,
+                                       sample_frac=sample_frac))  # fmt: skip
     default = ((settings.research_hmm or {}).get("sweep") or {}).get("components", [4, 5, 6, 8])
     ks = _ints(components, "--components") if components else [int(k) for k in default]
     show(rs.hmm_sweep(settings, prep, ks, rs.hmm_config(settings),
@@ -318,6 +423,13 @@ def research_hmm_stability(
     split_mode: SplitMode = None,
     scaling_scope: Scope = None,
     scaler: Scaler = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    test_start: TestStart = None,
+    test_end: TestEnd = None,
+    fit_on: FitOn = None,
+    predict_on: PredictOnHmm = None,
+    sample_frac: SampleFrac = None,
     features_preset: Preset = "default",
 ) -> None:
     """Refit per seed, pairwise ARI of Viterbi paths (outside Dagster) → hmm_runs/."""
@@ -325,7 +437,12 @@ def research_hmm_stability(
 
     key = _split(split, train_end, split_mode)
     settings, prep = _prep(ctx, "hmm", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope)  # fmt: skip
+                           scaling_scope=scaling_scope,
+                           date_from=date_from, date_to=date_to,
+                           **_split_kw(ctx, "hmm", None, test_start=test_start,
+                                       test_end=test_end, fit_on=fit_on,
+                                       predict_on=predict_on,
+                                       sample_frac=sample_frac))  # fmt: skip
     st = dict((settings.research_hmm or {}).get("stability") or {})
     out = rs.hmm_stability(
         settings, prep, rs.hmm_config(settings, n_components=n_components),

@@ -109,6 +109,65 @@ class PrepOptions:
     embargo_bars: int = DEFAULT_EMBARGO_BARS
     date_from: str | None = None
     date_to: str | None = None
+    test_start: str | None = None
+    """Time split: first test date wanted; the embargo may push the effective start later."""
+    test_end: str | None = None
+    """Time split: last test date; bounds the test rows and the prices their labels read."""
+    fit_on: str | None = None
+    """train | all (default train; forced to all for the in-sample split)."""
+    predict_on: str | None = None
+    """test | all (clustering) or train | test | all (HMM); default test (all in-sample)."""
+    sample_frac: float | None = None
+    """Seeded uniform row sample of the loaded dataset, in (0, 1]."""
+    sample_seed: int = 42
+    kind: str = "cluster"
+
+    def filters(self) -> dict[str, Any]:
+        """The row filters and split options as given (recorded in run summaries)."""
+        return {"date_from": self.date_from, "date_to": self.date_to,
+                "sample_frac": self.sample_frac,
+                "sample_seed": self.sample_seed if self.sample_frac is not None else None,
+                "test_start": self.test_start, "test_end": self.test_end,
+                "fit_on": self.fit_on, "predict_on": self.predict_on,
+                "embargo_bars": self.embargo_bars}  # fmt: skip
+
+
+FIT_ON_CHOICES = ("train", "all")
+PREDICT_ON_CHOICES = {"cluster": ("test", "all"), "hmm": ("train", "test", "all")}
+
+
+def _iso(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{option} must be a YYYY-MM-DD date, got {value!r}") from None
+
+
+def check_options(options: PrepOptions, in_sample: bool) -> tuple[str, str]:
+    """Validate the split/sample options; return the effective ``(fit_on, predict_on)``."""
+    if options.sample_frac is not None and not 0 < options.sample_frac <= 1:
+        raise ValueError(f"--sample-frac must be in (0, 1], got {options.sample_frac}")
+    fit_on = (options.fit_on or "train").strip().lower()
+    predict_on = (options.predict_on or "test").strip().lower()
+    if fit_on not in FIT_ON_CHOICES:
+        raise ValueError(f"--fit-on must be one of {'/'.join(FIT_ON_CHOICES)}, got {fit_on!r}")
+    allowed = PREDICT_ON_CHOICES.get(options.kind, PREDICT_ON_CHOICES["cluster"])
+    if predict_on not in allowed:
+        raise ValueError(f"--predict-on must be one of {'/'.join(allowed)}, got {predict_on!r}")
+    start = _iso(options.test_start, "--test-start")
+    end = _iso(options.test_end, "--test-end")
+    for name, value in (("--date-from", options.date_from), ("--date-to", options.date_to)):
+        _iso(value, name)
+    if start and end and end < start:
+        raise ValueError(f"--test-end {end} is before --test-start {start}")
+    if in_sample:
+        if start or end:
+            raise ValueError("--test-start/--test-end need a time split (--split-mode time "
+                             "--train-end ...)")
+        return "all", "all"
+    return fit_on, predict_on
 
 
 def _group(settings: Settings, name: str) -> dict[str, Any]:
@@ -129,6 +188,7 @@ def prep_options(settings: Settings, kind: str = "cluster", **overrides: Any) ->
         clip_zscore=rc.get("clip_zscore", 8.0),
         features=features,
         forward_windows=tuple(int(w) for w in rc.get("forward_windows", (5, 10, 20))),
+        kind=kind,
     )
     return replace(opts, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -215,6 +275,8 @@ class Prepared:
     options: PrepOptions
     split_summary: dict[str, Any]
     truth: pl.DataFrame | None = None
+    train: Preprocessed | None = None
+    test: Preprocessed | None = None
 
     @property
     def tag(self) -> str:
@@ -227,11 +289,20 @@ class Prepared:
 
     @property
     def fit_on(self) -> str:
-        return "all" if self.split.in_sample else "train"
+        return str(self.split_summary.get("fit_on") or
+                   ("all" if self.split.in_sample else "train"))
 
     @property
     def predict_on(self) -> str:
-        return "all" if self.split.in_sample else "test"
+        return str(self.split_summary.get("predict_on") or
+                   ("all" if self.split.in_sample else "test"))
+
+    def recorded(self) -> dict[str, Any]:
+        """Options and split boundaries every run summary records."""
+        keys = ("train_end", "test_start", "test_end", "embargo_bars", "test_start_requested")
+        return {"filters": self.options.filters(),
+                "split": {k: self.split_summary.get(k) for k in keys},
+                "split_summary": self.split_summary}
 
     def common(self) -> dict[str, Any]:
         """Fields every summary repeats."""
@@ -258,13 +329,24 @@ def _stats(df: pl.DataFrame | None) -> dict[str, Any] | None:
             "max_trade_date": str(hi) if hi else None}  # fmt: skip
 
 
+def _concat(*frames: pl.DataFrame | None) -> pl.DataFrame:
+    parts = [f for f in frames if f is not None]
+    return pl.concat(parts, how="diagonal_relaxed").sort("ticker", "trade_date")
+
+
 def prepare(
     settings: Settings,
     dataset: str | Path | None,
     split: str,
     options: PrepOptions,
 ) -> Prepared:
-    """Load → labels per split segment (embargo) → scaler fit on fit rows → transform both."""
+    """Load → (sample) → labels per split segment (embargo) → scaler fit on the fit source →
+    transform train, test and the fit/predict sources."""
+    spl = split_of(split, options.embargo_bars)
+    fit_on, predict_on = check_options(options, spl.in_sample)
+    test_end = _iso(options.test_end, "--test-end")
+    if test_end is not None:
+        spl = replace(spl, test_end=test_end)
     path = resolve_dataset(settings, dataset)
     meta = path.parent / "metadata.json"
     frame = pl.read_parquet(path)
@@ -275,22 +357,61 @@ def prepare(
         frame = frame.filter(pl.col("trade_date") >= dt.date.fromisoformat(options.date_from))
     if options.date_to:
         frame = frame.filter(pl.col("trade_date") <= dt.date.fromisoformat(options.date_to))
-    spl = split_of(split, options.embargo_bars)
+    if options.sample_frac is not None and options.sample_frac < 1 and frame.height:
+        frame = frame.sample(fraction=options.sample_frac, seed=options.sample_seed,
+                             shuffle=True).sort("ticker", "trade_date")  # fmt: skip
     frames = labelled_split(frame, spl, options.forward_windows, DEFAULT_VOL_HORIZON)
-    scaler = fit_scaler(frames.train, options.features, options.scaler, options.scaling_scope)
-    fit = transform(frames.train, scaler, options.clip_zscore, options.unseen_policy)
-    predict = fit
-    if frames.test is not None:
-        predict = transform(frames.test, scaler, options.clip_zscore, options.unseen_policy)
+    split_extra: dict[str, Any] = {}
+    test_start = _iso(options.test_start, "--test-start")
+    if test_start is not None and frames.test is not None:
+        embargo_start = frames.resolved.test_start
+        effective = max(test_start, embargo_start) if embargo_start else test_start
+        # labels only read forward, so dropping the test rows before ``effective`` leaves the
+        # labels of the kept rows unchanged (still bounded by test_end)
+        test = frames.test.filter(pl.col("trade_date") >= effective)
+        if test.height == 0:
+            raise ValueError(f"--test-start {test_start}: empty test segment")
+        first = test["trade_date"].min()
+        frames = replace(frames, test=test, summary={
+            **frames.summary, "test_start": str(first),
+            "raw_stats": {**frames.summary["raw_stats"], "test": _stats(test)}})  # fmt: skip
+        split_extra = {"test_start_requested": test_start.isoformat(),
+                       "test_start_after_embargo": str(embargo_start) if embargo_start else None,
+                       "test_start_clamped_to_embargo": bool(embargo_start
+                                                             and test_start < embargo_start)}
+    all_raw = frames.train if frames.test is None else _concat(frames.train, frames.test)
+    raw = {"train": frames.train, "test": frames.test, "all": all_raw}
+    fit_raw = raw[fit_on]
+    predict_raw = raw[predict_on]
+    scaler = fit_scaler(fit_raw, options.features, options.scaler, options.scaling_scope)
+
+    def tf(df: pl.DataFrame | None) -> Preprocessed | None:
+        if df is None:
+            return None
+        return transform(df, scaler, options.clip_zscore, options.unseen_policy)
+
+    train = tf(frames.train)
+    assert train is not None
+    test_p = tf(frames.test)
+    done: dict[str, Preprocessed | None] = {"train": train, "test": test_p}
+    done["all"] = train if frames.test is None else tf(all_raw)
+    fit = done[fit_on]
+    predict = done[predict_on]
+    assert fit is not None and predict is not None
     summary = {
         **frames.summary,
-        "fit_on": "all" if spl.in_sample else "train",
-        "predict_on": "all" if spl.in_sample else "test",
+        **split_extra,
+        "fit_on": fit_on,
+        "predict_on": predict_on,
+        "all_rows": "the train and test segments (embargo rows excluded; labels per segment)",
+        "filters": options.filters(),
+        "raw_stats": {**frames.summary["raw_stats"], "fit_source": _stats(fit_raw),
+                      "predict_source": _stats(predict_raw)},  # fmt: skip
         "processed_stats": {
             "fit_source": _stats(fit.frame),
             "predict_source": _stats(predict.frame),
-            "train": _stats(fit.frame),
-            "test": None if spl.in_sample else _stats(predict.frame),
+            "train": _stats(train.frame),
+            "test": None if test_p is None else _stats(test_p.frame),
         },
         "preprocess_scaler": options.scaler,
         "preprocess_scaling_scope": options.scaling_scope,
@@ -298,10 +419,13 @@ def prepare(
         "predict_unseen_tickers": predict.summary["unseen_tickers"],
         "predict_unseen_policy": predict.summary["unseen_policy"],
         "note": "IN-SAMPLE: fit and predict rows coincide" if spl.in_sample else
-        "walk-forward: labels computed per segment; embargo between train and test",
+        "walk-forward: labels computed per segment; embargo between train and test"
+        + ("" if (fit_on, predict_on) == ("train", "test") else
+           f"; fit_on={fit_on}, predict_on={predict_on}: metrics are (partly) in-sample"),
     }
     return Prepared(path, meta if meta.exists() else None, frame.height, spl, frames, scaler,
-                    fit, predict, options, summary, truth_regimes(settings))  # fmt: skip
+                    fit, predict, options, summary, truth_regimes(settings), train,
+                    test_p)  # fmt: skip
 
 
 def _regime_recovery(prep: Prepared, frame: pl.DataFrame, cols: tuple[str, ...]) -> dict | None:
@@ -392,7 +516,9 @@ def cluster_fit(prep: Prepared, method: str, config: cl.ClusterConfig,
     """Fit on the fit rows; label predict (and train for a walk-forward split)."""
     sets = {"predict": prep.predict.X}
     if with_train and not prep.split.in_sample:
-        sets["train"] = prep.fit.X
+        sets["train"] = (prep.train or prep.fit).X
+        if prep.test is not None:
+            sets["test"] = prep.test.X
     return cl.run_clustering(prep.fit.X, method, config, sets, "predict")
 
 
@@ -427,8 +553,9 @@ def cluster_run(
     for seg in ("train", "test"):
         outputs[f"cluster_profile_{seg}_parquet"] = outputs[f"cluster_profile_{seg}_csv"] = None
     if not prep.split.in_sample:
-        train = _clustered(prep, result, "train", prep.fit)
-        for seg, frame in (("train", train), ("test", clustered)):
+        train = _clustered(prep, result, "train", prep.train or prep.fit)
+        test = clustered if prep.test is None else _clustered(prep, result, "test", prep.test)
+        for seg, frame in (("train", train), ("test", test)):
             p = cluster_profiles(frame)["profile"]
             got = _write_table(p, folder, f"cluster_profile_{seg}", ("parquet", "csv"), settings)
             outputs |= {f"cluster_profile_{seg}_{k.rsplit('_', 1)[1]}": v for k, v in got.items()}
@@ -472,6 +599,8 @@ def cluster_run(
         "config": cl.config_payload(config),
         "metrics": m,
         "regime_recovery": _regime_recovery(prep, clustered, ("cluster_id",)),
+        "write_full_clustered": write_full,
+        **prep.recorded(),
         "output_dir": str(folder),
         "outputs": outputs,
     }
@@ -537,6 +666,7 @@ def cluster_sweep(settings: Settings, prep: Prepared, methods: list[str], ks: li
     payload = {**prep.common(), "run_id": run_id, "rows_loaded": prep.rows_loaded,
                "rows_fit": prep.fit.frame.height, "rows_used": prep.predict.frame.height,
                "features_count": len(prep.scaler.features), "split_summary": prep.split_summary,
+               "filters": prep.options.filters(),
                "results": rows}  # fmt: skip
     json_path = lake.write_json(payload, folder / f"{run_id}_cluster_sweep_summary.json")
     csv_path = lake.write_csv(pl.DataFrame(rows, infer_schema_length=None),
@@ -590,7 +720,8 @@ def cluster_stability(settings: Settings, prep: Prepared, method: str, config: c
                                         ari_summary["ari_mean"])  # fmt: skip
     out["robustness_summary_path"] = str(lake.write_json(robust,
                                                          folder / "robustness_summary.json"))
-    summary = {**prep.common(), "run_id": run_id, "started_ts": started, "finished_ts": _now(),
+    summary = {**prep.common(), "filters": prep.options.filters(),
+               "run_id": run_id, "started_ts": started, "finished_ts": _now(),
                "duration_sec": round(time.perf_counter() - t0, 3), "method": method,
                "n_clusters": config.n_clusters, "seed_start": seed_start, "seeds": seeds,
                "rows_fit": prep.fit.frame.height, "rows_used": prep.predict.frame.height,
@@ -662,10 +793,15 @@ def hmm_fit_decode(prep: Prepared, config: hm.HmmConfig, min_len: int
     fit_seqs = hm.build_sequences(prep.fit.frame, prep.fit.X, min_len, keep)
     fit = hm.fit_hmm(fit_seqs.X, fit_seqs.offsets, config)
     seqs = fit_seqs
-    if not prep.split.in_sample:
+    if prep.predict is not prep.fit:
         seqs = hm.build_sequences(prep.predict.frame, prep.predict.X, min_len, keep)
     dec = hm.decode(fit.params, seqs)
-    return fit, seqs, dec, (None if prep.split.in_sample else dec.loglik)
+    return fit, seqs, dec, (dec.loglik if _decodes_test(prep) else None)
+
+
+def _decodes_test(prep: Prepared) -> bool:
+    """True when the decoded rows are exactly the out-of-sample test rows."""
+    return not prep.split.in_sample and prep.predict_on == "test"
 
 
 def hmm_run(
@@ -716,14 +852,14 @@ def hmm_run(
     fitted = pl.DataFrame(fit.params.transmat, schema=[f"to_{j}" for j in range(k)]
                           ).insert_column(0, pl.Series("hmm_state_prev", np.arange(k)))
     out |= _write_table(fitted, folder, "transition_matrix_fitted", ("csv",), settings)
-    test_rows = 0 if prep.split.in_sample else seqs.n_rows
+    test_rows = seqs.n_rows if _decodes_test(prep) else 0
     robust = robustness_summary(diag, prof["profile"], fit.loglik, fit.fit_rows, test_ll,
                                 test_rows)  # fmt: skip
     robust["in_sample"] = prep.split.in_sample
     out["robustness_summary_path"] = str(lake.write_json(robust,
                                                          folder / "robustness_summary.json"))
     meta = {**fit.meta(config), "test_loglik": test_ll, "test_rows": test_rows,
-            "test_sequences": 0 if prep.split.in_sample else int(seqs.lengths.size),
+            "test_sequences": int(seqs.lengths.size) if _decodes_test(prep) else 0,
             "dropped_short_tickers_fit": len(seqs.dropped_tickers),
             "params": fit.params.payload(), "split_id": prep.split_key}  # fmt: skip
     out["hmm_model_meta"] = str(lake.write_json(meta, folder / "hmm_model_meta.json"))
@@ -748,6 +884,7 @@ def hmm_run(
         "aic": meta.get("aic"), "bic": meta.get("bic"), "config": hm.config_payload(config),
         "robustness_summary": robust,
         "regime_recovery": _regime_recovery(prep, frame, rec_cols),
+        "write_full_decoded_csv": write_full_csv, **prep.recorded(),
         "output_dir": str(folder), "outputs": out,
     }  # fmt: skip
     lake.write_json(summary, folder / "run_summary.json")
@@ -785,7 +922,7 @@ def _hmm_row(prep: Prepared, k: int, config: hm.HmmConfig, min_len: int) -> dict
     fit, seqs, dec, test_ll = hmm_fit_decode(prep, replace(config, n_components=k), min_len)
     prof = hmm_state_profiles(dec.frame)["profile"]
     diag = hmm_diagnostics(dec.frame, dec.offsets, fit.params)
-    test_rows = 0 if prep.split.in_sample else seqs.n_rows
+    test_rows = seqs.n_rows if _decodes_test(prep) else 0
     r = robustness_summary(diag, prof, fit.loglik, fit.fit_rows, test_ll, test_rows)
     return {"n_components": k, "rows_fit": fit.fit_rows, "rows_decoded": seqs.n_rows,
             "sequences_fit": fit.fit_sequences, "sequences_decoded": int(seqs.lengths.size),
@@ -819,7 +956,8 @@ def hmm_sweep(settings: Settings, prep: Prepared, components: list[int], config:
             rows.append({"n_components": k, "rows_decoded": 0, "status": "failed",
                          "error": str(error)})  # fmt: skip
     folder = settings.artifacts_root / "hmm_runs" / f"{run_id}_hmm_sweep_{prep.tag}"
-    payload = {**prep.common(), "run_id": run_id, "components": sorted(set(components)),
+    payload = {**prep.common(), "filters": prep.options.filters(),
+               "run_id": run_id, "components": sorted(set(components)),
                "rows": rows}  # fmt: skip
     lake.write_json(payload, folder / "hmm_sweep_summary.json")
     lake.write_csv(pl.DataFrame(rows, infer_schema_length=None), folder / "hmm_sweep_summary.csv")
@@ -847,7 +985,8 @@ def hmm_stability(settings: Settings, prep: Prepared, config: hm.HmmConfig, min_
     out = _write_table(pl.DataFrame(rows, infer_schema_length=None), folder,
                        "hmm_stability_by_seed", ("csv", "parquet"), settings)  # fmt: skip
     out |= _write_table(ari, folder, "hmm_pairwise_ari", ("csv", "parquet"), settings)
-    summary = {**prep.common(), "run_id": run_id, "n_components": config.n_components,
+    summary = {**prep.common(), "filters": prep.options.filters(),
+               "run_id": run_id, "n_components": config.n_components,
                "seeds": seeds, "seed_start": seed_start, "rows_fit": last["rows_fit"],
                "rows_decoded": last["rows_decoded"], "ari_summary": ari_summary,
                "output_dir": str(folder), "outputs": out}  # fmt: skip
