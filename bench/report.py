@@ -294,6 +294,15 @@ only the medians) and regenerates this file from it.
 """
 
 
+def _research(entry: dict[str, Any] | None) -> list[str]:
+    """Research model timings (issue #5), recorded in results.json by hand when re-measured."""
+    if not entry:
+        return []
+    out = ["## Research models", "", f"Measured: {entry.get('measured', '?')}.", ""]
+    out += _table(["run", "old tool", "ours", "target"], entry.get("rows") or [], "llll")
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole Markdown document for ``results`` (the merged ``bench/results.json``)."""
     out = ["# Benchmarks", "",
@@ -321,6 +330,7 @@ def render(results: dict[str, Any]) -> str:
         out += [f"Machine: {_machine(entry)}.", ""]
         out += _layers(entry) + _mf_run(entry) + _dagster(entry)
     out += _kernels(results.get("kernels"))
+    out += _research(results.get("research"))
     out += [RUN, HOW]
     return "\n".join(out).rstrip() + "\n"
 
