@@ -45,6 +45,7 @@ def test_demo_materializes_every_asset_and_checks_pass(isolated, monkeypatch):
 
     # Nothing changed: the layer commands have nothing to do; one ticker can be rebuilt.
     assert "0 tickers need silver" in invoke("silver-run")
+    assert "not exported again" in invoke("run", "--until", "ml_dataset")
     ticker = features["ticker"][0]
     assert '"rows"' in invoke("features-one", "--ticker", ticker.lower())
     assert "tmf_21" in invoke("sql", "SELECT ticker, avg(tmf_21) AS tmf_21 FROM indicators "

@@ -13,6 +13,7 @@ from mf_pipeline.cli.pipeline import (
     UNTIL_CHOICES,
     Selection,
     everything,
+    export_is_current,
     split_assets,
     tickers_needing_work,
 )
@@ -36,8 +37,12 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
     say(f"{classified.height} files: {dict(counts)}; {len(tickers)} tickers to process")
     run_config = {"ops": {"bronze": {"config": {"promote_manifest": promote}}}} \
         if "bronze" in selection.per_ticker and tickers else None
+    tail = selection.tail
+    if not tickers and "ml_dataset" in tail and export_is_current(settings):
+        say("ml_dataset is newer than every feature file: not exported again")
+        tail = tuple(name for name in tail if name != "ml_dataset")
     outcome = runner.run_partitioned(
-        settings, selection.head, selection.per_ticker if tickers else (), selection.tail,
+        settings, selection.head, selection.per_ticker if tickers else (), tail,
         tickers, all_tickers=all_tickers, run_config=run_config, log=say,
     )
     say(f"finished in {outcome.seconds:.2f}s over {len(outcome.run_ids)} Dagster run(s)")

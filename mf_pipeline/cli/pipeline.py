@@ -98,3 +98,14 @@ def tickers_needing_work(
         if layer in UPSTREAM:
             chosen |= stale_tickers(settings, layer)
     return sorted(chosen)
+
+
+def export_is_current(settings: Settings) -> bool:
+    """True when the newest ML dataset export is younger than every feature file."""
+    from mf_pipeline.lib.steps.dataset_step import latest_export
+
+    latest = latest_export(settings)
+    features = _mtimes(settings, "features")
+    if latest is None or not latest.exists() or not features:
+        return False
+    return latest.stat().st_mtime > max(features.values())
