@@ -149,6 +149,19 @@ def _split_kw(ctx: typer.Context, kind: str, random_state: int | None, **kw: Any
     return out
 
 
+def _prepare_options(ctx: typer.Context, kind: str, dataset: Path | None, preset: str,
+                     random_state: int | None, options: dict[str, Any]) -> Any:
+    """The shared split, filter and sample options of the sweep and stability commands."""
+    key = _split(options["split"], options["train_end"], options["split_mode"])
+    sample = {name: options[name] for name in SPLIT_SAMPLE_OPTIONS}
+    return _prep(ctx, kind, dataset, key, preset, scaler=options["scaler"],
+                 scaling_scope=options["scaling_scope"], date_from=options["date_from"],
+                 date_to=options["date_to"], **_split_kw(ctx, kind, random_state, **sample))
+
+
+SPLIT_SAMPLE_OPTIONS = ("test_start", "test_end", "fit_on", "predict_on", "sample_frac")
+
+
 def _brief(summary: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keys if k in summary}
 
@@ -288,14 +301,8 @@ def research_cluster_sweep(
     """Method × k grid on one split (outside Dagster) → research_runs/<id>_cluster_sweep_*."""
     from mf_pipeline.lib.steps import research_step as rs
 
-    key = _split(split, train_end, split_mode)
-    settings, prep = _prep(ctx, "cluster", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope,
-                           date_from=date_from, date_to=date_to,
-                           **_split_kw(ctx, "cluster", random_state, test_start=test_start,
-                                       test_end=test_end, fit_on=fit_on,
-                                       predict_on=predict_on,
-                                       sample_frac=sample_frac))  # fmt: skip
+    settings, prep = _prepare_options(ctx, "cluster", dataset, features_preset, random_state,
+                                      locals())
     ms = [m.strip().lower() for m in methods.split(",") if m.strip()]
     show(rs.cluster_sweep(settings, prep, ms, _ints(n_clusters_list, "--n-clusters-list"),
                           rs.cluster_config(settings, random_state=random_state)))
@@ -327,14 +334,8 @@ def research_cluster_stability(
     """Refit per seed, pairwise ARI (outside Dagster) → research_runs/<id>_<method>_<tag>/."""
     from mf_pipeline.lib.steps import research_step as rs
 
-    key = _split(split, train_end, split_mode)
-    settings, prep = _prep(ctx, "cluster", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope,
-                           date_from=date_from, date_to=date_to,
-                           **_split_kw(ctx, "cluster", None, test_start=test_start,
-                                       test_end=test_end, fit_on=fit_on,
-                                       predict_on=predict_on,
-                                       sample_frac=sample_frac))  # fmt: skip
+    settings, prep = _prepare_options(ctx, "cluster", dataset, features_preset, None,
+                                      locals())
     st = dict((settings.research_clustering or {}).get("stability") or {})
     try:
         out = rs.cluster_stability(
@@ -397,14 +398,8 @@ def research_hmm_sweep(
     """Fit each state count on one split (outside Dagster) → hmm_runs/<id>_hmm_sweep_<tag>/."""
     from mf_pipeline.lib.steps import research_step as rs
 
-    key = _split(split, train_end, split_mode)
-    settings, prep = _prep(ctx, "hmm", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope,
-                           date_from=date_from, date_to=date_to,
-                           **_split_kw(ctx, "hmm", None, test_start=test_start,
-                                       test_end=test_end, fit_on=fit_on,
-                                       predict_on=predict_on,
-                                       sample_frac=sample_frac))  # fmt: skip
+    settings, prep = _prepare_options(ctx, "hmm", dataset, features_preset, None,
+                                      locals())
     default = ((settings.research_hmm or {}).get("sweep") or {}).get("components", [4, 5, 6, 8])
     ks = _ints(components, "--components") if components else [int(k) for k in default]
     show(rs.hmm_sweep(settings, prep, ks, rs.hmm_config(settings),
@@ -435,14 +430,8 @@ def research_hmm_stability(
     """Refit per seed, pairwise ARI of Viterbi paths (outside Dagster) → hmm_runs/."""
     from mf_pipeline.lib.steps import research_step as rs
 
-    key = _split(split, train_end, split_mode)
-    settings, prep = _prep(ctx, "hmm", dataset, key, features_preset, scaler=scaler,
-                           scaling_scope=scaling_scope,
-                           date_from=date_from, date_to=date_to,
-                           **_split_kw(ctx, "hmm", None, test_start=test_start,
-                                       test_end=test_end, fit_on=fit_on,
-                                       predict_on=predict_on,
-                                       sample_frac=sample_frac))  # fmt: skip
+    settings, prep = _prepare_options(ctx, "hmm", dataset, features_preset, None,
+                                      locals())
     st = dict((settings.research_hmm or {}).get("stability") or {})
     out = rs.hmm_stability(
         settings, prep, rs.hmm_config(settings, n_components=n_components),
