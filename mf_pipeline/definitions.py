@@ -9,7 +9,7 @@ import dagster as dg
 # faster range runs here; see docs/DAGSTER.md).
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
-from mf_pipeline.defs.resources import PipelineSettings  # noqa: E402
+from mf_pipeline.defs.resources import PipelineSettings, TickerWork  # noqa: E402
 
 
 @dg.definitions
@@ -17,5 +17,6 @@ def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(
         loaded,
-        dg.Definitions(executor=dg.in_process_executor, resources={"settings": PipelineSettings()}),
+        dg.Definitions(executor=dg.in_process_executor, resources={"settings": PipelineSettings(),
+                                                              "ticker_work": TickerWork()}),
     )

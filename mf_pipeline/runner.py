@@ -6,6 +6,7 @@ same instance, so every CLI run shows up in the Dagster UI.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,8 +18,7 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
 import dagster as dg  # noqa: E402
 
-from mf_pipeline.defs.partitions import TICKERS  # noqa: E402
-from mf_pipeline.lib.partitions import KeyRange, plan_ranges  # noqa: E402
+from mf_pipeline.lib.partitions import shard_span  # noqa: E402
 from mf_pipeline.lib.settings import Settings  # noqa: E402
 
 Log = Callable[[str], None]
@@ -58,6 +58,7 @@ def instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+@functools.cache
 def definitions() -> dg.Definitions:
     from mf_pipeline.definitions import defs
 
@@ -67,49 +68,35 @@ def definitions() -> dg.Definitions:
 @dataclass
 class RunOutcome:
     run_ids: list[str] = field(default_factory=list)
-    ranges: list[KeyRange] = field(default_factory=list)
+    shards: tuple[str, str] | None = None
     seconds: float = 0.0
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _materialize(
-    defs: dg.Definitions,
-    inst: dg.DagsterInstance,
+def _execute(
     selection: Sequence[str],
-    key_range: KeyRange | None,
+    settings: Settings,
     run_config: dict[str, Any] | None,
     log_level: str,
-) -> dg.ExecuteInProcessResult:
-    tags = {RANGE_START: key_range.start, RANGE_END: key_range.end} if key_range else {}
+    **kwargs: Any,
+) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
+    """One in-process run of the implicit asset job; returns the result and asset metadata."""
     config = dict(run_config or {})
     config["loggers"] = {"console": {"config": {"log_level": log_level}}}
-    job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
+    job = definitions().resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
         run_config=config,
-        instance=inst,
-        tags=tags,
+        instance=instance(settings),
         asset_selection=[dg.AssetKey(name) for name in selection],
         raise_on_error=True,
+        **kwargs,
     )
-
-
-def _collect_metadata(result: dg.ExecuteInProcessResult, into: dict[str, dict[str, Any]]) -> None:
+    metadata: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = getattr(event.event_specific_data, "materialization", None)
-        if mat is None:
-            continue
-        into[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
-
-
-def register_tickers(inst: dg.DagsterInstance, tickers: Sequence[str]) -> list[str]:
-    """Add the tickers that are not partitions yet (one bulk call); return the ordered keys."""
-    known = inst.get_dynamic_partitions(TICKERS)
-    known_set = set(known)
-    new = [t for t in tickers if t not in known_set]
-    if new:
-        inst.add_dynamic_partitions(TICKERS, new)
-        return [*known, *new]
-    return list(known)
+        if mat is not None:
+            metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return result, metadata
 
 
 def run_partitioned(
@@ -118,51 +105,35 @@ def run_partitioned(
     per_ticker: Sequence[str],
     tail: Sequence[str],
     tickers: Sequence[str],
-    all_tickers: Sequence[str] = (),
     run_config: dict[str, Any] | None = None,
     log: Log = print,
     log_level: str = "WARNING",
 ) -> RunOutcome:
-    """Materialize ``head`` (unpartitioned, e.g. the manifest), the per-ticker assets over
-    ``tickers`` and ``tail`` (unpartitioned, e.g. the ML dataset). ``all_tickers`` are
-    registered as partitions first (sorted, so partition order follows ticker order).
+    """Materialize ``head`` (unpartitioned, e.g. the manifest), the per-ticker assets for
+    ``tickers`` and ``tail`` (unpartitioned, e.g. the ML dataset) in one Dagster run.
 
-    Usually one Dagster run; several only when the tickers are scattered over the partition
-    order (see :func:`plan_ranges`). ``head`` goes with the first run, ``tail`` with the last.
+    The per-ticker assets run over the contiguous range of shards that holds ``tickers`` and
+    process exactly those tickers (the ``ticker_work`` resource); no tickers, no shards.
     """
     started = time.perf_counter()
-    inst = instance(settings)
-    defs = definitions()
-    ordered = register_tickers(inst, sorted({*all_tickers, *tickers}))
-    ranges = plan_ranges(tickers, ordered) if per_ticker else []
-    outcome = RunOutcome(ranges=ranges)
-    plans: list[tuple[list[str], KeyRange | None]] = []
-    if not ranges:
-        if head or tail:
-            plans.append(([*head, *tail], None))
+    span = shard_span(tickers) if per_ticker else None
+    selection = [*head, *(per_ticker if span else ()), *tail]
+    outcome = RunOutcome(shards=span)
+    if not selection:
+        return outcome
+    config = dict(run_config or {})
+    tags = {}
+    if span is not None:
+        config["resources"] = {"ticker_work": {"config": {"tickers": sorted(set(tickers))}}}
+        tags = {RANGE_START: span[0], RANGE_END: span[1]}
+        log(f"run: {', '.join(selection)} for {len(set(tickers))} tickers "
+            f"in shards {span[0]}…{span[1]}")
     else:
-        for index, key_range in enumerate(ranges):
-            selection = list(per_ticker)
-            if index == 0:
-                selection = [*head, *selection]
-            if index == len(ranges) - 1:
-                selection = [*selection, *tail]
-            plans.append((selection, key_range))
-    for index, (selection, key_range) in enumerate(plans, start=1):
-        if key_range is not None:
-            log(
-                f"run {index}/{len(plans)}: {', '.join(selection)} over {len(key_range.keys)} "
-                f"tickers [{key_range.start} … {key_range.end}]"
-                + (f" ({key_range.extra} unchanged kept for contiguity)" if key_range.extra else "")
-            )
-        else:
-            log(f"run {index}/{len(plans)}: {', '.join(selection)}")
-        run_started = time.perf_counter()
-        result = _materialize(defs, inst, selection, key_range, run_config, log_level)
-        outcome.run_ids.append(result.run_id)
-        _collect_metadata(result, outcome.metadata)
-        log(f"  done in {time.perf_counter() - run_started:.2f}s (Dagster run {result.run_id})")
+        log(f"run: {', '.join(selection)}")
+    result, outcome.metadata = _execute(selection, settings, config, log_level, tags=tags)
+    outcome.run_ids.append(result.run_id)
     outcome.seconds = time.perf_counter() - started
+    log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
     return outcome
 
 
@@ -177,22 +148,11 @@ def run_assets(
     """Materialize ``selection`` in one Dagster run, for one partition of a static partitions
     definition (e.g. a research split) or unpartitioned."""
     started = time.perf_counter()
-    inst = instance(settings)
-    defs = definitions()
-    config = dict(run_config or {})
-    config["loggers"] = {"console": {"config": {"log_level": log_level}}}
     where = f" [{partition_key}]" if partition_key else ""
-    log(f"run 1/1: {', '.join(selection)}{where}")
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
-        run_config=config,
-        instance=inst,
-        partition_key=partition_key,
-        asset_selection=[dg.AssetKey(name) for name in selection],
-        raise_on_error=True,
-    )
-    outcome = RunOutcome(run_ids=[result.run_id])
-    _collect_metadata(result, outcome.metadata)
+    log(f"run: {', '.join(selection)}{where}")
+    result, metadata = _execute(selection, settings, run_config, log_level,
+                                partition_key=partition_key)
+    outcome = RunOutcome(run_ids=[result.run_id], metadata=metadata)
     outcome.seconds = time.perf_counter() - started
     log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
     return outcome

@@ -1,33 +1,34 @@
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mf_pipeline.lib.partitions import plan_ranges
-
-KEYS = [f"T{i:03d}" for i in range(200)]
+from mf_pipeline.lib.partitions import SHARD_KEYS, in_shards, shard_of, shard_span
 
 
-def test_contiguous_and_bridged_ranges():
-    ranges = plan_ranges(["T005", "T007", "T100"], KEYS, max_gap=3)
-    assert [(r.start, r.end, r.selected, r.extra) for r in ranges] == [
-        ("T005", "T007", 2, 1), ("T100", "T100", 1, 0)]
+def test_shard_is_the_lake_prefix_letter():
+    assert shard_of("AAPL.US") == "A"
+    assert shard_of("ZZZZ.US") == "Z"
+    assert shard_of("3M.US") == "0"
+    assert shard_of("^SPX") == "0"
+    assert len(SHARD_KEYS) == 27 and len(set(SHARD_KEYS)) == 27
 
 
-def test_single_key_and_empty():
-    assert [(r.start, r.end) for r in plan_ranges(["T042"], KEYS)] == [("T042", "T042")]
-    assert plan_ranges([], KEYS) == []
+def test_span_covers_first_to_last_shard():
+    assert shard_span(["MSFT.US", "AAPL.US", "IBM.US"]) == ("A", "M")
+    assert shard_span(["KO.US"]) == ("K", "K")
+    assert shard_span(["1AB.US", "ZZ.US"]) == ("Z", "0")
+    assert shard_span([]) is None
 
 
-def test_unknown_key_is_an_error():
-    with pytest.raises(KeyError, match="ZZZ"):
-        plan_ranges(["ZZZ"], KEYS)
+def test_in_shards_filters_and_sorts():
+    tickers = ["MSFT.US", "AAPL.US", "AMZN.US", "9X.US"]
+    assert in_shards(tickers, ["A", "0"]) == ["9X.US", "AAPL.US", "AMZN.US"]
+    assert in_shards(tickers, []) == []
 
 
-@given(st.sets(st.sampled_from(KEYS), min_size=1), st.integers(0, 20), st.integers(1, 6))
-def test_every_selected_key_is_covered_once(selected, max_gap, max_ranges):
-    ranges = plan_ranges(selected, KEYS, max_gap=max_gap, max_ranges=max_ranges)
-    covered = [key for r in ranges for key in r.keys]
-    assert len(covered) == len(set(covered))
-    assert selected <= set(covered)
-    assert len(ranges) <= max_ranges
-    assert sum(r.selected for r in ranges) == len(selected)
+@given(st.lists(st.from_regex(r"[A-Z0-9^][A-Z0-9.]{0,6}", fullmatch=True), min_size=1))
+def test_every_ticker_falls_inside_its_span(tickers):
+    start, end = shard_span(tickers)
+    lo, hi = SHARD_KEYS.index(start), SHARD_KEYS.index(end)
+    covered = SHARD_KEYS[lo : hi + 1]
+    assert all(shard_of(t) in covered for t in tickers)
+    assert in_shards(tickers, covered) == sorted(set(tickers))

@@ -1,4 +1,5 @@
-"""The raw-files sensor: a changed file requests its ticker only; no change requests nothing."""
+"""The raw-files sensor: a changed file requests its shards only; no change requests nothing;
+the requested run rebuilds exactly the changed tickers."""
 
 import shutil
 
@@ -6,11 +7,13 @@ import dagster as dg
 import polars as pl
 from typer.testing import CliRunner
 
+from mf_pipeline import runner
 from mf_pipeline.cli import app
 from mf_pipeline.defs.automation.sensors import raw_files_sensor
-from mf_pipeline.defs.partitions import TICKERS
 from mf_pipeline.defs.resources import PipelineSettings
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.steps import bronze_step
+from mf_pipeline.lib.steps.derived_step import file_mtimes
 
 
 def evaluate(instance):
@@ -39,13 +42,19 @@ def test_sensor_requests_only_changed_tickers(isolated, messy_universe, tmp_path
 
     outcome = evaluate(instance)
     assert isinstance(outcome, dg.SensorResult)
-    covered = set()
-    for request in outcome.run_requests:
-        start = request.tags["dagster/asset_partition_range_start"]
-        end = request.tags["dagster/asset_partition_range_end"]
-        covered |= {start, end}
-        assert request.asset_selection == [dg.AssetKey("manifest"), dg.AssetKey("bronze")]
-    assert covered == {target["ticker"], "ZZZZ.US"}
-    [add] = outcome.dynamic_partitions_requests
-    assert add.partitions_def_name == TICKERS and list(add.partition_keys) == ["ZZZZ.US"]
-    assert evaluate(instance).run_requests[0].run_key == outcome.run_requests[0].run_key
+    [request] = outcome.run_requests
+    assert request.asset_selection == [dg.AssetKey("manifest"), dg.AssetKey("bronze")]
+    shards = (request.tags["dagster/asset_partition_range_start"],
+              request.tags["dagster/asset_partition_range_end"])
+    assert shards == tuple(sorted({shard_of(target["ticker"]), "Z"}))
+    assert evaluate(instance).run_requests[0].run_key == request.run_key
+
+    # The requested run, as the daemon would launch it: only the changed tickers are rebuilt.
+    before = {t: m for t, m in file_mtimes(settings, "bronze").items()}
+    job = runner.definitions().resolve_implicit_global_asset_job_def()
+    job.execute_in_process(instance=instance, tags=request.tags,
+                           asset_selection=request.asset_selection)
+    after = file_mtimes(settings, "bronze")
+    changed = {t for t, m in after.items() if before.get(t) != m}
+    assert changed == {target["ticker"], "ZZZZ.US"}
+    assert isinstance(evaluate(instance), dg.SkipReason)

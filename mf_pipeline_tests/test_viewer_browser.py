@@ -65,7 +65,7 @@ def materialized(isolated, tmp_path):
     tickers = sorted(p.stem.upper() for p in raw.rglob("*.txt"))
     selection = everything(runner.definitions())
     runner.run_partitioned(settings, selection.head, per_ticker_assets(), selection.tail,
-                           tickers, all_tickers=tickers, log=lambda _: None)
+                           tickers, log=lambda _: None)
     bronze = lake.read_layer(settings, "bronze")
     assert bronze.height > 0
     missing = [layer for layer in viewer_lake.LAYER_ORDER[1:]

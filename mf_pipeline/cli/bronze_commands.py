@@ -28,8 +28,6 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
     settings = settings_of(ctx)
     say(f"raw root: {settings.raw_root}")
     classified = bronze_step.classify_raw(settings, say)
-    present = classified.filter(pl.col("manifest_status") != "DELETED")
-    all_tickers = sorted(set(present["ticker"].drop_nulls().to_list()))
     tickers = tickers_needing_work(settings, classified, selection.per_ticker, full, only_status)
     if limit is not None:
         tickers = tickers[:limit]
@@ -43,7 +41,7 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
         tail = tuple(name for name in tail if name != "ml_dataset")
     outcome = runner.run_partitioned(
         settings, selection.head, selection.per_ticker if tickers else (), tail,
-        tickers, all_tickers=all_tickers, run_config=run_config, log=say,
+        tickers, run_config=run_config, log=say,
     )
     say(f"finished in {outcome.seconds:.2f}s over {len(outcome.run_ids)} Dagster run(s)")
     return outcome.metadata
@@ -202,7 +200,7 @@ def bronze_one(
     ctx: typer.Context,
     file: Annotated[Path, typer.Option(help="A raw file under the raw root.")],
 ) -> None:
-    """Rebuild Bronze for the ticker of one raw file (a one-partition Dagster run)."""
+    """Rebuild Bronze for the ticker of one raw file (a Dagster run on its shard)."""
     from mf_pipeline import runner
     from mf_pipeline.lib.lake import ticker_from_file_name
 
@@ -213,5 +211,5 @@ def bronze_one(
              "files outside the raw tree")
     ticker = ticker_from_file_name(path.name)
     outcome = runner.run_partitioned(settings, ("manifest",), ("bronze",), (), [ticker],
-                                     all_tickers=[ticker], log=say)
+                                     log=say)
     show(outcome.metadata.get("bronze", {}))

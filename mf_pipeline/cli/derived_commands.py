@@ -17,16 +17,15 @@ LAYER_HELP = {
 
 
 def _layer_tickers(ctx: typer.Context, layer: str, full: bool, limit: int | None) -> list[str]:
-    from mf_pipeline.cli.pipeline import stale_tickers
     from mf_pipeline.lib import lake
-    from mf_pipeline.lib.steps.derived_step import UPSTREAM
+    from mf_pipeline.lib.steps.derived_step import UPSTREAM, stale_tickers
 
     settings = settings_of(ctx)
     if full:
         upstream = lake.symbol_files(lake.LAYERS[UPSTREAM[layer]].root(settings))
         tickers = sorted({p.parent.name.removeprefix("ticker=") for p in upstream})
     else:
-        tickers = sorted(stale_tickers(settings, layer))
+        tickers = stale_tickers(settings, [layer])
     return tickers[:limit] if limit else tickers
 
 
@@ -35,8 +34,8 @@ def _materialize(ctx: typer.Context, assets: tuple[str, ...], tickers: list[str]
     from mf_pipeline import runner
 
     settings = settings_of(ctx)
-    outcome = runner.run_partitioned(settings, (), assets if tickers else (), tail, tickers,
-                                     all_tickers=tickers, run_config=run_config, log=say)
+    outcome = runner.run_partitioned(settings, (), assets, tail, tickers,
+                                     run_config=run_config, log=say)
     return outcome.metadata
 
 
@@ -67,7 +66,7 @@ def _register(layer: str) -> None:
         show(_materialize(ctx, (), [], tail=(f"{layer}_sanity",)).get(f"{layer}_sanity", {}))
 
     layer_run.__doc__ = f"Rebuild {label} for stale tickers (or all with --full), via Dagster."
-    layer_one.__doc__ = f"Rebuild {label} for one ticker (a one-partition Dagster run)."
+    layer_one.__doc__ = f"Rebuild {label} for one ticker (a Dagster run on its shard)."
     layer_sanity.__doc__ = f"Sanity summary of {label} over the whole lake (artifacts)."
     app.command(f"{layer}-run")(layer_run)
     app.command(f"{layer}-one")(layer_one)

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from mf_pipeline.defs.partitions import TICKERS
-from mf_pipeline.lib import lake
 from mf_pipeline.lib.layers import manifest as mf
+from mf_pipeline.lib.partitions import SHARD_KEYS
 from mf_pipeline.lib.settings import Settings
-from mf_pipeline.lib.steps.derived_step import UPSTREAM
+from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, file_mtimes, stale_tickers
 
 PER_TICKER_LAYERS = ("bronze", "silver", "indicators", "events", "features")
 UNTIL_CHOICES = (*PER_TICKER_LAYERS, "ml_dataset")
@@ -26,12 +25,13 @@ class Selection:
 
 
 def _asset_names(defs: dg.Definitions) -> tuple[list[str], list[str]]:
-    """(ticker-partitioned, unpartitioned) asset names defined in the code location."""
+    """(shard-partitioned per-ticker, unpartitioned) asset names defined in the code location."""
     partitioned, plain = [], []
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
         pdef = spec.partitions_def
-        if isinstance(pdef, dg.DynamicPartitionsDefinition) and pdef.name == TICKERS:
+        if isinstance(pdef, dg.StaticPartitionsDefinition) and \
+                pdef.get_partition_keys() == list(SHARD_KEYS):
             partitioned.append(name)
         elif pdef is None:
             plain.append(name)
@@ -66,23 +66,6 @@ def everything(defs: dg.Definitions) -> Selection:
                      tuple(name for name in plain if name != "manifest"))
 
 
-def _mtimes(settings: Settings, layer: str) -> dict[str, float]:
-    files = lake.symbol_files(lake.LAYERS[layer].root(settings))
-    return {path.parent.name.removeprefix("ticker="): path.stat().st_mtime for path in files}
-
-
-def stale_tickers(settings: Settings, layer: str) -> set[str]:
-    """Tickers whose ``layer`` file is missing or older than any of its input files."""
-    inputs = ("indicators", "events") if layer == "features" else (UPSTREAM[layer],)
-    own = _mtimes(settings, layer)
-    stale: set[str] = set()
-    for upstream in inputs:
-        for ticker, mtime in _mtimes(settings, upstream).items():
-            if own.get(ticker, -1.0) < mtime:
-                stale.add(ticker)
-    return stale
-
-
 def tickers_needing_work(
     settings: Settings,
     classified: pl.DataFrame,
@@ -94,9 +77,7 @@ def tickers_needing_work(
     chosen = set(mf.tickers_to_process(classified, full=full, only_status=only_status))
     if full or only_status:
         return sorted(chosen)
-    for layer in layers:
-        if layer in UPSTREAM:
-            chosen |= stale_tickers(settings, layer)
+    chosen.update(stale_tickers(settings, [layer for layer in layers if layer in DERIVED_LAYERS]))
     return sorted(chosen)
 
 
@@ -105,7 +86,7 @@ def export_is_current(settings: Settings) -> bool:
     from mf_pipeline.lib.steps.dataset_step import latest_export
 
     latest = latest_export(settings)
-    features = _mtimes(settings, "features")
+    features = file_mtimes(settings, "features")
     if latest is None or not latest.exists() or not features:
         return False
     return latest.stat().st_mtime > max(features.values())

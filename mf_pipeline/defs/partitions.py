@@ -1,10 +1,10 @@
-"""Partition definitions shared by the per-ticker assets."""
+"""The shard partitions shared by the per-ticker assets (see ``lib/partitions.py`` for why)."""
 
 import dagster as dg
 
-TICKERS = "tickers"
+from mf_pipeline.lib.partitions import SHARD_KEYS
 
-tickers_partitions = dg.DynamicPartitionsDefinition(name=TICKERS)
+ticker_shards = dg.StaticPartitionsDefinition(list(SHARD_KEYS))
 
 
 def bronze_run_id(dagster_run_id: str, layer: str) -> str:

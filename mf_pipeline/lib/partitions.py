@@ -1,70 +1,42 @@
-"""Planning Dagster partition ranges for a set of tickers (pure; no Dagster import).
+"""Ticker shards: the Dagster partitions of the per-ticker layers (pure; no Dagster import).
 
-A Dagster run covers one *contiguous* range of a dynamic partitions definition, in the order the
-keys were registered. Changed tickers are rarely contiguous, so we cover them with as few ranges
-as is worth it: two runs of selected keys are merged when the unselected keys between them are
-cheaper to recompute than a separate run (~0.3 s of fixed cost per in-process run here, against
-a few ms per ticker of compute and bookkeeping).
+Dagster records every (asset, partition) materialization at a few milliseconds and kilobytes
+of SQLite, which at 8,000 tickers x 5 layers costs more than all of our computing
+(docs/BENCHMARKS.md). So the per-ticker layers are partitioned by *shard*, the first character
+of the ticker (the lake's own ``prefix=`` folder): 27 keys whatever the universe size. Inside a
+shard, work stays per ticker and incremental: only tickers whose raw files or inputs changed
+are recomputed, and every ticker keeps its own files in the lake.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import string
+from collections.abc import Iterable
 
-DEFAULT_MAX_GAP = 16
-DEFAULT_MAX_RANGES = 32
-
-
-@dataclass(frozen=True)
-class KeyRange:
-    start: str
-    end: str
-    keys: tuple[str, ...]  # every key the range covers, selected or not
-    selected: int  # how many of them were asked for
-
-    @property
-    def extra(self) -> int:
-        """Keys recomputed only to keep the range contiguous."""
-        return len(self.keys) - self.selected
+OTHER_SHARD = "0"
+"""Tickers that do not start with a letter (digits, ``^`` indices)."""
+SHARD_KEYS: tuple[str, ...] = (*string.ascii_uppercase, OTHER_SHARD)
 
 
-def plan_ranges(
-    selected: Iterable[str],
-    ordered_keys: Sequence[str],
-    max_gap: int = DEFAULT_MAX_GAP,
-    max_ranges: int = DEFAULT_MAX_RANGES,
-) -> list[KeyRange]:
-    """Cover ``selected`` with contiguous ranges of ``ordered_keys``.
+def shard_of(ticker: str) -> str:
+    """The shard key of a ticker: its first letter, or ``0`` for anything else."""
+    first = ticker[:1].upper()
+    return first if len(first) == 1 and first in string.ascii_uppercase else OTHER_SHARD
 
-    Gaps of at most ``max_gap`` unselected keys are bridged; if that still leaves more than
-    ``max_ranges`` ranges, the smallest gaps are bridged until it does not.
+
+def in_shards(tickers: Iterable[str], shards: Iterable[str]) -> list[str]:
+    """The tickers that belong to ``shards``, sorted."""
+    wanted = set(shards)
+    return sorted({t for t in tickers if shard_of(t) in wanted})
+
+
+def shard_span(tickers: Iterable[str]) -> tuple[str, str] | None:
+    """The smallest contiguous range of shard keys covering ``tickers``; None when empty.
+
+    One Dagster run covers one contiguous range; shards in the middle with nothing to do cost a
+    few milliseconds of bookkeeping and no work, which is cheaper than a second run.
     """
-    position = {key: index for index, key in enumerate(ordered_keys)}
-    missing = [key for key in selected if key not in position]
-    if missing:
-        raise KeyError(f"keys not registered as partitions: {sorted(missing)[:10]}")
-    indices = sorted({position[key] for key in selected})
-    if not indices:
-        return []
-    gaps = [(b - a - 1, i) for i, (a, b) in enumerate(zip(indices, indices[1:], strict=False))]
-    bridged = {i for gap, i in gaps if gap <= max_gap}
-    open_gaps = sorted((gap, i) for gap, i in gaps if i not in bridged)
-    while len(open_gaps) + 1 > max_ranges:
-        bridged.add(open_gaps.pop(0)[1])
-    ranges: list[KeyRange] = []
-    start = indices[0]
-    count = 1
-    for i, (a, b) in enumerate(zip(indices, indices[1:], strict=False)):
-        if i in bridged:
-            count += 1
-            continue
-        ranges.append(_range(ordered_keys, start, a, count))
-        start, count = b, 1
-    ranges.append(_range(ordered_keys, start, indices[-1], count))
-    return ranges
-
-
-def _range(ordered_keys: Sequence[str], first: int, last: int, selected: int) -> KeyRange:
-    keys = tuple(ordered_keys[first : last + 1])
-    return KeyRange(start=keys[0], end=keys[-1], keys=keys, selected=selected)
+    positions = sorted({SHARD_KEYS.index(shard_of(t)) for t in tickers})
+    if not positions:
+        return None
+    return SHARD_KEYS[positions[0]], SHARD_KEYS[positions[-1]]

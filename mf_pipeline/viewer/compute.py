@@ -1,4 +1,4 @@
-""""Compute this ticker": materialize one ticker's partitions through Dagster.
+""""Compute this ticker": materialize one ticker through Dagster.
 
 The viewer has no private compute pipeline: it runs the same per-ticker assets the CLI,
 schedules and UI run, recorded in the same Dagster instance. Tests stub this function.
@@ -12,7 +12,7 @@ from mf_pipeline.lib.settings import Settings
 
 
 def per_ticker_assets() -> tuple[str, ...]:
-    """The ticker-partitioned assets of the code location, in graph order."""
+    """The per-ticker (shard-partitioned) assets of the code location, in graph order."""
     from mf_pipeline import runner
     from mf_pipeline.cli.pipeline import everything
 
@@ -39,7 +39,6 @@ def compute_ticker(settings: Settings, ticker: str, log: Callable[[str], None]) 
         per_ticker=per_ticker,
         tail=(),
         tickers=[ticker],
-        all_tickers=[ticker],
         run_config=run_config,
         log=log,
     )

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from mf_pipeline.defs.manifest.assets import manifest
-from mf_pipeline.defs.partitions import bronze_run_id, tickers_partitions
-from mf_pipeline.defs.resources import PipelineSettings
+from mf_pipeline.defs.partitions import bronze_run_id, ticker_shards
+from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.steps import bronze_step
 
 
@@ -14,19 +14,22 @@ class BronzeConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=tickers_partitions,
+    partitions_def=ticker_shards,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[manifest],
     group_name="ingest",
     kinds={"polars", "parquet"},
 )
 def bronze(
-    context: dg.AssetExecutionContext, config: BronzeConfig, settings: PipelineSettings
+    context: dg.AssetExecutionContext, config: BronzeConfig, settings: PipelineSettings,
+    ticker_work: TickerWork,
 ) -> dg.MaterializeResult:
-    """Parse, normalise and validate the raw files of the run's tickers in one vectorised pass;
-    write valid rows per ticker, and the ledger and rejects for every file."""
+    """Parse, normalise and validate the raw files of the shards' changed tickers (vectorised,
+    in batches of bounded size); write valid rows per ticker, and the ledger and rejects for
+    every file. Tickers whose files did not change are not touched."""
     cfg = settings.get()
-    tickers = context.partition_keys
+    tickers = ticker_work.select(context.partition_keys,
+                                 lambda: bronze_step.pending_tickers(cfg))
     outcome = bronze_step.run_bronze(
         cfg, tickers, bronze_run_id(context.run_id, "bronze"), config.promote_manifest,
         context.log.info,

@@ -9,10 +9,10 @@ import dagster as dg
 import polars as pl
 
 from mf_pipeline.defs.bronze.assets import bronze
-from mf_pipeline.defs.partitions import bronze_run_id, tickers_partitions
-from mf_pipeline.defs.resources import PipelineSettings
+from mf_pipeline.defs.partitions import bronze_run_id, ticker_shards
+from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.layers.sanity import sanity_failures
-from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, run_derived
+from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, run_derived, stale_tickers
 
 DEPS = {"silver": [bronze.key], "indicators": ["silver"], "events": ["indicators"],
         "features": ["indicators", "events"]}
@@ -31,7 +31,7 @@ class DerivedConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(layer, deps=DEPS[layer], partitions_def=tickers_partitions,
+        dg.AssetSpec(layer, deps=DEPS[layer], partitions_def=ticker_shards,
                      group_name="derive", description=DESCRIPTIONS[layer],
                      kinds={"polars", "numba", "parquet"}, skippable=True)
         for layer in DERIVED_LAYERS
@@ -39,14 +39,18 @@ class DerivedConfig(dg.Config):
     check_specs=[dg.AssetCheckSpec("sanity", asset=layer, blocking=True)
                  for layer in DERIVED_LAYERS],
     can_subset=True,
-    partitions_def=tickers_partitions,
+    partitions_def=ticker_shards,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
-                  settings: PipelineSettings):
+                  settings: PipelineSettings, ticker_work: TickerWork):
+    """The selected layers for the shards' tickers whose inputs changed (or the configured
+    tickers), computed as one chain in memory, batch by batch."""
     cfg = settings.get()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     layers = [layer for layer in DERIVED_LAYERS if layer in selected]
+    tickers = ticker_work.select(context.partition_keys, lambda: stale_tickers(cfg, layers))
+    context.log.info(f"{len(tickers)} tickers to rebuild in {', '.join(layers)}")
     run_ids = {layer: bronze_run_id(context.run_id, layer) for layer in layers}
     problems: dict[str, list[str]] = {layer: [] for layer in layers}
     checked_rows: dict[str, int] = dict.fromkeys(layers, 0)
@@ -55,7 +59,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
         problems[layer].extend(sanity_failures(layer, frame))
         checked_rows[layer] += frame.height
 
-    outcome = run_derived(cfg, context.partition_keys, layers, run_ids, config.batch_tickers,
+    outcome = run_derived(cfg, tickers, layers, run_ids, config.batch_tickers,
                           inspect=inspect, log=context.log.info)
     checked = {key.asset_key.to_user_string() for key in context.selected_asset_check_keys}
     for layer in layers:
@@ -67,6 +71,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
             metadata={
                 "run_id": run_ids[layer],
                 "rows": stats.rows,
+                "tickers": len(tickers),
                 "tickers_written": stats.tickers_written,
                 "tickers_removed": stats.tickers_removed,
                 "min_trade_date": str(stats.min_date),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,17 +195,39 @@ class BronzeOutcome:
     write_seconds: float = 0.0
 
 
+DEFAULT_BATCH_BYTES = 256 * 2**20
+"""Raw bytes parsed together: about 1.5 GB of peak memory per batch, whatever the universe."""
+
+
+def pending_tickers(settings: Settings) -> list[str]:
+    """Tickers the current manifest says need Bronze (changed, new, appended or deleted)."""
+    current = paths(settings).current_manifest
+    return mf.tickers_to_process(pl.read_parquet(current)) if current.exists() else []
+
+
+def byte_batches(files: pl.DataFrame, budget: int) -> list[pl.DataFrame]:
+    """Split ``files`` into batches of about ``budget`` raw bytes, never splitting a ticker
+    (two files claiming one ticker must meet in one batch to be caught)."""
+    sizes = (files.group_by("ticker").agg(pl.col("file_size_bytes").sum()).sort("ticker")
+             .with_columns(batch=(pl.col("file_size_bytes").cum_sum() - 1) // max(budget, 1)))
+    tagged = files.join(sizes.select("ticker", "batch"), on="ticker").sort("batch", "source_file")
+    return [part.drop("batch") for part in tagged.partition_by("batch", maintain_order=True)]
+
+
 def run_bronze(
     settings: Settings,
     tickers: Sequence[str],
     run_id: str,
     promote_manifest: bool = True,
     log: Log = print,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> BronzeOutcome:
     """Rebuild Bronze for ``tickers`` from their current raw files.
 
-    A ticker with no present file (deleted source) has its Bronze file removed. A ticker whose
-    files all failed (e.g. two sources claim it) gets no Bronze file rather than a wrong one.
+    Files are parsed in batches of about ``batch_bytes`` (bounded memory on any universe); the
+    files of one batch are written while the next batch is parsed. A ticker with no present
+    file (deleted source) has its Bronze file removed. A ticker whose files all failed (e.g.
+    two sources claim it) gets no Bronze file rather than a wrong one.
     """
     bronze = paths(settings)
     if not bronze.current_manifest.exists():
@@ -216,20 +239,36 @@ def run_bronze(
     present = wanted.filter(pl.col("manifest_status") != mf.DELETED)
     gone = wanted.filter(pl.col("manifest_status") == mf.DELETED)
     started = time.perf_counter()
-    result = build_bronze(_bronze_input(present), _thresholds(settings), run_id,
-                          dt.datetime.now(dt.UTC))
-    computed = time.perf_counter()
-    ok_tickers = set(result.valid["ticker"].unique().to_list()) if result.valid.height else set()
+    batches = byte_batches(present, batch_bytes) or [present]
     metadata = {"schema_version": BRONZE_SCHEMA_VERSION, "run_id": run_id}
-    written = lake.write_symbol_files(result.valid, bronze.data, settings.parquet, metadata)
-    stale = sorted(set(tickers) - ok_tickers)
+    built_ts = dt.datetime.now(dt.UTC)
+    results: list[BronzeResult] = []
+    written: dict[str, Path] = {}
+    compute_seconds = 0.0
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future[dict[str, Path]] | None = None
+        for number, batch in enumerate(batches, start=1):
+            tick = time.perf_counter()
+            result = build_bronze(_bronze_input(batch), _thresholds(settings), run_id, built_ts)
+            compute_seconds += time.perf_counter() - tick
+            if pending is not None:
+                written |= pending.result()
+            pending = writer.submit(lake.write_symbol_files, result.valid, bronze.data,
+                                    settings.parquet, metadata)
+            results.append(BronzeResult(result.valid.clear(), result.rejects, result.ledger))
+            if len(batches) > 1:
+                log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")
+        if pending is not None:
+            written |= pending.result()
+    merged = _merge_results(results)
+    stale = sorted(set(tickers) - set(written))
     retired = lake.remove_symbol_files(bronze.data, stale)
     if retired:
         log(f"removed {len(retired)} Bronze files of tickers with no valid source now")
-    _store_accounting(settings, result, [*present["source_file"], *gone["source_file"]])
+    _store_accounting(settings, merged, [*present["source_file"], *gone["source_file"]])
     if promote_manifest:
-        _promote(settings, classified, result.ledger, gone["source_file"].to_list())
-    ledger = result.ledger
+        _promote(settings, classified, merged.ledger, gone["source_file"].to_list())
+    ledger = merged.ledger
     outcome = BronzeOutcome(
         run_id=run_id,
         tickers_requested=len(tickers),
@@ -242,11 +281,20 @@ def run_bronze(
         tickers_written=sorted(written),
         tickers_retired=sorted({p.parent.name.removeprefix("ticker=") for p in retired}),
         ledger=ledger,
-        compute_seconds=computed - started,
-        write_seconds=time.perf_counter() - computed,
+        compute_seconds=compute_seconds,
+        write_seconds=time.perf_counter() - started - compute_seconds,
     )
     write_run_summary(settings, outcome, classified, written)
     return outcome
+
+
+def _merge_results(results: Sequence[BronzeResult]) -> BronzeResult:
+    """One ledger and one rejects table from the batches (valid rows are already written)."""
+    return BronzeResult(
+        valid=results[0].valid,
+        rejects=pl.concat([r.rejects for r in results], how="vertical_relaxed"),
+        ledger=pl.concat([r.ledger for r in results], how="vertical_relaxed"),
+    )
 
 
 def write_run_summary(settings: Settings, outcome: BronzeOutcome, classified: pl.DataFrame,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -96,6 +97,32 @@ def _needed_inputs(layer: str) -> tuple[str, ...]:
     return ("indicators", "events") if layer == "features" else (UPSTREAM[layer],)
 
 
+def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
+    """``{ticker: mtime}`` of a per-ticker layer's files."""
+    files = lake.symbol_files(lake.LAYERS[layer].root(settings))
+    return {path.parent.name.removeprefix("ticker="): path.stat().st_mtime for path in files}
+
+
+def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
+    """Tickers that need any of ``layers`` rebuilt: the layer file is missing or older than an
+    input file, or it exists while an input is gone (a deleted source)."""
+    stale: set[str] = set()
+    mtimes: dict[str, dict[str, float]] = {}
+
+    def of(layer: str) -> dict[str, float]:
+        if layer not in mtimes:
+            mtimes[layer] = file_mtimes(settings, layer)
+        return mtimes[layer]
+
+    for layer in layers:
+        own = of(layer)
+        for upstream in _needed_inputs(layer):
+            inputs = of(upstream)
+            stale.update(t for t, mtime in inputs.items() if own.get(t, -1.0) < mtime)
+            stale.update(own.keys() - inputs.keys())
+    return sorted(stale)
+
+
 def _read(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.DataFrame:
     scan = lake.scan_layer(settings, layer, tickers)
     if scan is None:
@@ -125,46 +152,66 @@ def run_derived(
     outcome = DerivedOutcome(layers={layer: LayerStats() for layer in chosen})
     built_ts = dt.datetime.now(dt.UTC)
     batches = list(_batches(tickers, batch_tickers))
-    for number, batch in enumerate(batches, start=1):
-        stored: dict[str, pl.DataFrame] = {}
-        for layer in chosen:
-            for needed in _needed_inputs(layer):
-                if needed not in stored:
-                    stored[needed] = _read(settings, needed, batch)
-            stats = outcome.layers[layer]
-            tick = time.perf_counter()
-            inputs = {name: stored[name] for name in _needed_inputs(layer)}
-            if any(frame.is_empty() for frame in inputs.values()):
-                result = pl.DataFrame()
-            else:
-                result = _compute(layer, settings, inputs)
-            written = _write(settings, layer, result, run_ids[layer], built_ts, batch, stats)
-            stored[layer] = widen(written) if not written.is_empty() else written
-            if inspect is not None and not written.is_empty():
-                inspect(layer, written)
-            stats.seconds += time.perf_counter() - tick
-        if len(batches) > 1:
-            log(f"batch {number}/{len(batches)}: {len(batch)} tickers done")
+    # Files of one batch are written by a background thread while the next batch computes
+    # (Numba kernels and the Parquet encoder both release the GIL); at most two batches live.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        previous: list[Future[None]] = []
+        for number, batch in enumerate(batches, start=1):
+            stored: dict[str, pl.DataFrame] = {}
+            current: list[Future[None]] = []
+            for layer in chosen:
+                for needed in _needed_inputs(layer):
+                    if needed not in stored:
+                        stored[needed] = _read(settings, needed, batch)
+                stats = outcome.layers[layer]
+                tick = time.perf_counter()
+                inputs = {name: stored[name] for name in _needed_inputs(layer)}
+                if any(frame.is_empty() for frame in inputs.values()):
+                    result = pl.DataFrame()
+                else:
+                    result = _compute(layer, settings, inputs)
+                frame = _storage_frame(settings, layer, result, run_ids[layer], built_ts, stats)
+                current.append(writer.submit(_write, settings, layer, frame, batch, stats))
+                stored[layer] = widen(frame) if not frame.is_empty() else frame
+                if inspect is not None and not frame.is_empty():
+                    inspect(layer, frame)
+                stats.seconds += time.perf_counter() - tick
+            for future in previous:
+                future.result()
+            previous = current
+            if len(batches) > 1:
+                log(f"batch {number}/{len(batches)}: {len(batch)} tickers computed")
+        for future in previous:
+            future.result()
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-def _write(settings: Settings, layer: str, result: pl.DataFrame, run_id: str,
-           built_ts: dt.datetime, batch: Sequence[str], stats: LayerStats) -> pl.DataFrame:
-    root = lake.LAYERS[layer].root(settings)
+def _storage_frame(settings: Settings, layer: str, result: pl.DataFrame, run_id: str,
+                   built_ts: dt.datetime, stats: LayerStats) -> pl.DataFrame:
+    """The rows as stored (storage precision, run id, build time); counted in ``stats``."""
     if result.is_empty():
-        stats.tickers_removed += len(lake.remove_symbol_files(root, batch))
         return result
     frame = to_storage(result, storage_dtype(settings, layer)).with_columns(
         run_id=pl.lit(run_id),
         built_ts=pl.lit(built_ts, dtype=pl.Datetime("us", "UTC")),
     )
-    written = lake.write_symbol_files(frame, root, settings.parquet, {"run_id": run_id})
-    missing = sorted(set(batch) - set(written))
-    stats.tickers_removed += len(lake.remove_symbol_files(root, missing))
     stats.rows += frame.height
-    stats.tickers_written += len(written)
     low, high = frame["trade_date"].min(), frame["trade_date"].max()
     stats.min_date = low if stats.min_date is None else min(stats.min_date, low)
     stats.max_date = high if stats.max_date is None else max(stats.max_date, high)
     return frame
+
+
+def _write(settings: Settings, layer: str, frame: pl.DataFrame, batch: Sequence[str],
+           stats: LayerStats) -> None:
+    """Write one file per ticker of ``frame`` and remove the files of batch tickers without
+    rows. Runs on the writer thread, the only one that touches these two counters."""
+    root = lake.LAYERS[layer].root(settings)
+    written = {}
+    if not frame.is_empty():
+        written = lake.write_symbol_files(frame, root, settings.parquet,
+                                          {"run_id": str(frame["run_id"][0])})
+    missing = sorted(set(batch) - set(written))
+    stats.tickers_removed += len(lake.remove_symbol_files(root, missing))
+    stats.tickers_written += len(written)
