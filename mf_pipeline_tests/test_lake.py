@@ -73,3 +73,57 @@ def test_symbol_files_roundtrip(tmp_path):
     assert lake.symbol_files(tmp_path, ["B.US"]) == [written["B.US"]]
     assert lake.remove_symbol_files(tmp_path, ["B.US"]) == [written["B.US"]]
     assert lake.symbol_files(tmp_path) == [written["A.US"]]
+
+
+def _bars(ticker: str, days: list[int], value: float = 1.0) -> pl.DataFrame:
+    import datetime as dt
+
+    return pl.DataFrame({
+        "ticker": [ticker] * len(days), "exchange": ["NYSE"] * len(days),
+        "trade_date": [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in days],
+        "x": [value] * len(days),
+    })
+
+
+def test_append_writes_dated_deltas_read_in_order(tmp_path):
+    lake.write_symbol_files(_bars("A.US", [0, 1]), tmp_path)
+    lake.write_symbol_files(_bars("A.US", [2]), tmp_path, append=True)
+    lake.write_symbol_files(_bars("A.US", [3, 4]), tmp_path, append=True)
+    files = lake.symbol_files(tmp_path, ["A.US"])
+    assert [p.name for p in files] == ["part-000.parquet", "part-d20240103.parquet",
+                                       "part-d20240104.parquet"]
+    assert pl.read_parquet(files)["trade_date"].dt.day().to_list() == [1, 2, 3, 4, 5]
+    assert lake.symbol_tickers(tmp_path) == ["A.US"]
+    assert lake.inconsistent_tickers(tmp_path) == []
+
+
+def test_rerun_of_an_append_rewrites_the_same_delta(tmp_path):
+    lake.write_symbol_files(_bars("A.US", [0, 1]), tmp_path)
+    lake.write_symbol_files(_bars("A.US", [2], 1.0), tmp_path, append=True)
+    lake.write_symbol_files(_bars("A.US", [2], 2.0), tmp_path, append=True)
+    frame = pl.read_parquet(lake.symbol_files(tmp_path, ["A.US"]))
+    assert frame["x"].to_list() == [1.0, 1.0, 2.0]
+
+
+def test_append_compacts_beyond_max_parts(tmp_path):
+    lake.write_symbol_files(_bars("A.US", [0]), tmp_path)
+    for day in range(1, 6):
+        lake.write_symbol_files(_bars("A.US", [day]), tmp_path, append=True, max_parts=3)
+    files = lake.symbol_files(tmp_path, ["A.US"])
+    assert len(files) <= 3
+    assert pl.read_parquet(files)["trade_date"].dt.day().to_list() == [1, 2, 3, 4, 5, 6]
+
+
+def test_full_rewrite_removes_deltas_and_killed_rewrite_is_detected(tmp_path):
+    import os
+
+    lake.write_symbol_files(_bars("A.US", [0]), tmp_path)
+    lake.write_symbol_files(_bars("A.US", [1]), tmp_path, append=True)
+    lake.write_symbol_files(_bars("A.US", [0, 1, 2]), tmp_path)
+    assert [p.name for p in lake.symbol_files(tmp_path)] == ["part-000.parquet"]
+    # A rewrite killed after the base was replaced but before its deltas were removed:
+    lake.write_symbol_files(_bars("A.US", [3]), tmp_path, append=True)
+    base, delta = lake.symbol_files(tmp_path)
+    os.utime(delta, (base.stat().st_mtime - 10, base.stat().st_mtime - 10))
+    assert lake.inconsistent_tickers(tmp_path) == ["A.US"]
+    assert lake.file_mtimes(tmp_path)["A.US"] == base.stat().st_mtime

@@ -4,6 +4,12 @@ Per-ticker layers live hive-style, as in the old tool:
 ``<layer_root>/<dataset>/exchange=<EX>/prefix=<P>/ticker=<TICKER>/part-000.parquet``.
 Every write goes to a hidden temp file in the target folder and is renamed over the target, so a
 killed run never leaves a half-written file and a rerun simply replaces what it finds.
+
+A ticker folder holds its base file ``part-000.parquet`` and, after nightly appends, delta files
+``part-d<YYYYMMDD>.parquet`` named after the first trade date they hold: they sort after the base
+and in date order, and re-running the same append rewrites the same file (idempotent). Readers
+take every ``part-*.parquet`` of the folder; a full rewrite removes the deltas, and an append
+that would exceed ``max_parts`` files compacts the folder back into one base file.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import polars as pl
 from mf_pipeline.lib.settings import ParquetSettings, Settings
 
 PART_FILE = "part-000.parquet"
+PART_GLOB = "part-*.parquet"
+DELTA_FILE_RE = r"part-d\d{8}\.parquet$"
+DEFAULT_MAX_PARTS = 8
 _TICKER_RE = re.compile(r"^[A-Z0-9^](?:[A-Z0-9_\-^=]|\.(?!\.))*$")
 _MAX_TICKER_LEN = 32
 
@@ -181,6 +190,44 @@ def upsert_parquet(
     return merged
 
 
+def delta_name(first_date: Any) -> str:
+    """File name of a delta holding rows from ``first_date`` on (sorts after the base)."""
+    return f"part-d{first_date:%Y%m%d}.parquet"
+
+
+def ticker_parts(folder: Path) -> list[Path]:
+    """The data files of one ticker folder in read order (base first, then deltas by date)."""
+    return sorted(folder.glob(PART_GLOB)) if folder.is_dir() else []
+
+
+def _replace_ticker(part: pl.DataFrame, folder: Path, parquet: ParquetSettings | None,
+                    metadata: dict[str, str] | None) -> Path:
+    """Write ``part`` as the folder's base file, then remove its deltas.
+
+    A kill in between leaves deltas older than the base: :func:`inconsistent_tickers` finds
+    them and the next run rebuilds that ticker, so rows are never lost nor silently doubled.
+    """
+    target = write_parquet(part, folder / PART_FILE, parquet, metadata)
+    for old in ticker_parts(folder):
+        if old.name != PART_FILE:
+            old.unlink()
+    return target
+
+
+def _append_ticker(part: pl.DataFrame, folder: Path, parquet: ParquetSettings | None,
+                   metadata: dict[str, str] | None, max_parts: int) -> Path:
+    """Add ``part`` as the delta file named after its first date (rewriting that same file
+    when a killed append is re-run). A folder that would exceed ``max_parts`` files first
+    has its old files compacted into the base."""
+    target = folder / delta_name(part["trade_date"][0])
+    older = [p for p in ticker_parts(folder) if p != target]
+    if not older:
+        return write_parquet(part, folder / PART_FILE, parquet, metadata)
+    if len(older) + 1 > max_parts:
+        _replace_ticker(pl.read_parquet(older), folder, parquet, metadata)
+    return write_parquet(part, target, parquet, metadata)
+
+
 def write_symbol_files(
     frame: pl.DataFrame,
     layer_root: Path,
@@ -188,11 +235,15 @@ def write_symbol_files(
     metadata: dict[str, str] | None = None,
     threads: int = 4,
     on_written: Callable[[int], None] | None = None,
+    append: bool = False,
+    max_parts: int = DEFAULT_MAX_PARTS,
 ) -> dict[str, Path]:
-    """Write one file per ticker of a long frame (must hold ``ticker`` and ``exchange``).
+    """Write the rows of each ticker of a long frame (must hold ``ticker`` and ``exchange``).
 
-    Tickers are written by a small thread pool: the Parquet encoder releases the GIL, so this
-    overlaps compression with I/O. Returns ``{ticker: path}``.
+    By default each ticker's folder is replaced by one file. With ``append`` the rows are new
+    bars after the stored ones and go to a delta file (see the module docstring). Tickers are
+    written by a small thread pool: the Parquet encoder releases the GIL, so this overlaps
+    compression with I/O. Returns ``{ticker: path written}``.
     """
     if frame.is_empty():
         return {}
@@ -200,9 +251,10 @@ def write_symbol_files(
 
     def write_one(item: tuple[tuple[Any, ...], pl.DataFrame]) -> tuple[str, Path]:
         (ticker,), part = item
-        path = symbol_file(layer_root, part["exchange"][0], ticker)
-        write_parquet(part, path, parquet, metadata)
-        return ticker, path
+        folder = symbol_dir(layer_root, part["exchange"][0], ticker)
+        if append:
+            return ticker, _append_ticker(part, folder, parquet, metadata, max_parts)
+        return ticker, _replace_ticker(part, folder, parquet, metadata)
 
     written: dict[str, Path] = {}
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -214,26 +266,64 @@ def write_symbol_files(
 
 
 def remove_symbol_files(layer_root: Path, tickers: Iterable[str]) -> list[Path]:
-    """Delete the files of ``tickers`` in any exchange folder (used for deleted sources)."""
+    """Delete every file of ``tickers`` in any exchange folder (used for deleted sources)."""
     removed = []
-    for ticker in tickers:
-        if not is_valid_ticker(ticker):
-            continue
-        for path in layer_root.glob(f"exchange=*/prefix={ticker[0]}/ticker={ticker}/{PART_FILE}"):
-            path.unlink()
-            removed.append(path)
+    for path in symbol_files(layer_root, tickers):
+        path.unlink()
+        removed.append(path)
     return removed
 
 
+def _ticker_of(path: Path) -> str:
+    return path.parent.name.removeprefix("ticker=")
+
+
 def symbol_files(layer_root: Path, tickers: Iterable[str] | None = None) -> list[Path]:
-    """Existing per-ticker files of a layer, optionally only for ``tickers``, sorted by path."""
+    """Existing per-ticker data files of a layer (all parts), optionally only for ``tickers``,
+    sorted by path (so each ticker's base comes before its deltas)."""
+    if not layer_root.is_dir():
+        return []
     if tickers is None:
-        return sorted(layer_root.glob(f"exchange=*/prefix=*/ticker=*/{PART_FILE}"))
-    files: list[Path] = []
-    for ticker in tickers:
-        if is_valid_ticker(ticker):
-            files.extend(layer_root.glob(f"exchange=*/prefix={ticker[0]}/ticker={ticker}/{PART_FILE}"))
+        return sorted(layer_root.glob(f"exchange=*/prefix=*/ticker=*/{PART_GLOB}"))
+    wanted = {t for t in tickers if is_valid_ticker(t)}
+    if not wanted:
+        return []
+    prefixes = sorted({t[0] for t in wanted})
+    files = [
+        path
+        for prefix in prefixes
+        for path in layer_root.glob(f"exchange=*/prefix={prefix}/ticker=*/{PART_GLOB}")
+        if _ticker_of(path) in wanted
+    ]
     return sorted(files)
+
+
+def symbol_tickers(layer_root: Path) -> list[str]:
+    """The tickers that have files in a layer, sorted."""
+    return sorted({_ticker_of(path) for path in symbol_files(layer_root)})
+
+
+def inconsistent_tickers(layer_root: Path) -> list[str]:
+    """Tickers whose folder holds a delta older than its base: a full rewrite was killed
+    between writing the base and removing the deltas. They must be rebuilt."""
+    base: dict[str, float] = {}
+    deltas: dict[str, float] = {}
+    for path in symbol_files(layer_root):
+        ticker, mtime = _ticker_of(path), path.stat().st_mtime
+        if path.name == PART_FILE:
+            base[ticker] = mtime
+        else:
+            deltas[ticker] = min(deltas.get(ticker, mtime), mtime)
+    return sorted(t for t, oldest in deltas.items() if t not in base or oldest < base[t])
+
+
+def file_mtimes(layer_root: Path) -> dict[str, float]:
+    """``{ticker: newest mtime of its files}`` of a per-ticker layer."""
+    out: dict[str, float] = {}
+    for path in symbol_files(layer_root):
+        ticker = _ticker_of(path)
+        out[ticker] = max(out.get(ticker, 0.0), path.stat().st_mtime)
+    return out
 
 
 def scan_layer(

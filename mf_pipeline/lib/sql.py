@@ -16,7 +16,7 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
         root = layer.root(settings)
         if not lake.symbol_files(root):
             continue
-        pattern = str(root / "exchange=*" / "prefix=*" / "ticker=*" / lake.PART_FILE)
+        pattern = str(root / "exchange=*" / "prefix=*" / "ticker=*" / lake.PART_GLOB)
         pattern = pattern.replace("'", "''")
         connection.execute(
             f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', "

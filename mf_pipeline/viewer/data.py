@@ -37,6 +37,16 @@ class FileRef:
         stat = path.stat()
         return cls(str(path), stat.st_mtime_ns, stat.st_size)
 
+    @classmethod
+    def of_parts(cls, parts: list[Path]) -> FileRef:
+        """One ticker's lake files (a base and its appended deltas) read as one: a glob path,
+        keyed by the newest mtime and the total size."""
+        if len(parts) == 1:
+            return cls.of(parts[0])
+        stats = [part.stat() for part in parts]
+        return cls(str(parts[0].parent / lake.PART_GLOB), max(s.st_mtime_ns for s in stats),
+                   sum(s.st_size for s in stats))
+
 
 def read_parquet_columns(
     path: str, mtime_ns: int, size: int, columns: tuple[str, ...], ticker: str | None = None
@@ -63,8 +73,7 @@ def load_universe(settings: Settings, reader: Reader = read_parquet_columns) -> 
         frame = read(reader, FileRef.of(master), ("ticker",))
         if "ticker" in frame.columns:
             return frame["ticker"].drop_nulls().str.to_uppercase().unique().sort().to_list()
-    files = lake.symbol_files(lake.LAYERS["bronze"].root(settings))
-    return sorted({path.parent.name.removeprefix("ticker=").upper() for path in files})
+    return [t.upper() for t in lake.symbol_tickers(lake.LAYERS["bronze"].root(settings))]
 
 
 def lake_file(settings: Settings, layer: str, ticker: str) -> FileRef | None:
@@ -72,7 +81,7 @@ def lake_file(settings: Settings, layer: str, ticker: str) -> FileRef | None:
     if not lake.is_valid_ticker(ticker):
         return None
     files = lake.symbol_files(lake.LAYERS[layer].root(settings), [ticker])
-    return FileRef.of(files[-1]) if files else None
+    return FileRef.of_parts(files) if files else None
 
 
 def optional_file(path: Path | None, ticker: str) -> FileRef | None:
@@ -84,7 +93,7 @@ def optional_file(path: Path | None, ticker: str) -> FileRef | None:
     if not lake.is_valid_ticker(ticker):
         return None
     files = lake.symbol_files(path, [ticker])
-    return FileRef.of(files[-1]) if files else None
+    return FileRef.of_parts(files) if files else None
 
 
 @dataclass

@@ -20,6 +20,7 @@ then aggregated with ``group_by``. Where we deliberately differ from the old too
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -206,12 +207,19 @@ def _path_identity(col: str = "bronze_path") -> list[pl.Expr]:
     ]
 
 
+def _base_file(path: str) -> str:
+    """A ticker's base file for any of its files (appended deltas count with their base)."""
+    return re.sub(lake.DELTA_FILE_RE, lake.PART_FILE, path)
+
+
 def _bronze_stats(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, list[Path]]:
-    """Per-file statistics of the Bronze files (empty files kept with row_count 0)."""
+    """Per-ticker statistics of the Bronze files, keyed by the ticker's base file (empty files
+    kept with row_count 0)."""
     prices = ["open", "high", "low", "close"]
 
     def query(scan: pl.LazyFrame) -> pl.LazyFrame:
-        return scan.group_by("bronze_path").agg(
+        base = pl.col("bronze_path").str.replace(lake.DELTA_FILE_RE, lake.PART_FILE)
+        return scan.with_columns(base).group_by("bronze_path").agg(
             pl.col("trade_date").min().alias("first_date"),
             pl.col("trade_date").max().alias("last_date"),
             pl.len().cast(pl.Int64).alias("row_count"),
@@ -231,7 +239,8 @@ def _bronze_stats(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, list[Path
     stats, bad = _scan_bronze(bronze_files, query, _BRONZE_READ_SCHEMA)
     bad_set = {str(path) for path in bad}
     listed = pl.DataFrame(
-        {"bronze_path": [str(path) for path in bronze_files if str(path) not in bad_set]},
+        {"bronze_path": sorted({_base_file(str(path)) for path in bronze_files
+                                if str(path) not in bad_set})},
         schema={"bronze_path": pl.String()},
     )
     if stats is None:  # nothing readable: same columns, typed by the query itself

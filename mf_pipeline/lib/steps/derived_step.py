@@ -98,9 +98,8 @@ def _needed_inputs(layer: str) -> tuple[str, ...]:
 
 
 def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
-    """``{ticker: mtime}`` of a per-ticker layer's files."""
-    files = lake.symbol_files(lake.LAYERS[layer].root(settings))
-    return {path.parent.name.removeprefix("ticker="): path.stat().st_mtime for path in files}
+    """``{ticker: newest mtime of its files}`` of a per-ticker layer."""
+    return lake.file_mtimes(lake.LAYERS[layer].root(settings))
 
 
 def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:

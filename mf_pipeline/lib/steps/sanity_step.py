@@ -24,6 +24,6 @@ def layer_sanity(settings: Settings, layer: str) -> tuple[dict, Path]:
     layers = ("features", "indicators") if layer == "features" else (layer,)
     panel = lake.read_panel(settings, layers)
     summary = summarise(panel, dt.datetime.now(dt.UTC))
-    summary["file_count"] = len(lake.symbol_files(lake.LAYERS[layer].root(settings)))
+    summary["file_count"] = len(lake.symbol_tickers(lake.LAYERS[layer].root(settings)))
     path = lake.write_json(summary, settings.artifacts_root / folder / name)
     return summary, path
