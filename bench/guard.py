@@ -31,7 +31,7 @@ def guard(tickers: int | None = None, years: float | None = None,
     result["layers"] = measure_layers(raw, work / "layers", repeat=1)["median"]
     if mf_run:
         say("mf run --until ml_dataset (cold)")
-        cold, _ = mfrun.measure(raw, work / "mf_run", noop=False)
+        cold, _, _ = mfrun.measure(raw, work / "mf_run", noop=False)
         result["mf_run"] = {k: v for k, v in cold.items() if k != "metadata"}
     shutil.rmtree(work, ignore_errors=True)
     return result

@@ -1,9 +1,11 @@
 """The whole pipeline as users run it: ``mf run --until ml_dataset`` in a child process.
 
 Each measurement uses fresh data, artifacts and ``DAGSTER_HOME`` folders (so the first run is
-a cold full build, every file NEW) and then reruns the same command unchanged (every file
-UNCHANGED). Wall time, the child's own CPU and peak RSS (``wait4``) and a timeline from the
-moment each output line arrived are recorded, with the per-asset metadata the command prints.
+a cold full build, every file NEW), then reruns the same command unchanged (every file
+UNCHANGED) and, on a copy of the universe, after one new bar was appended to every file (every
+file APPENDED: the nightly update). Wall time, the child's own CPU and peak RSS (``wait4``)
+and a timeline from the moment each output line arrived are recorded, with the per-asset
+metadata the command prints.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.append_bar import append_one_bar
 from bench.common import last_json_object, run_child
 from bench.universe import mf_executable
 
 PER_TICKER_ASSETS = ("bronze", "silver", "indicators", "events", "features")
-RUN_LINE = re.compile(r"\brun \d+/\d+:")
+RUN_LINE = re.compile(r"\brun: ")
 DONE_LINE = re.compile(r"done in ([\d.]+)s")
 
 
@@ -96,27 +99,35 @@ def summarize(child: Any, work: Path) -> dict[str, Any]:
     }
 
 
+def _run(cmd: list[str], env: dict[str, str], work: Path, label: str) -> dict[str, Any]:
+    child = run_child(cmd, env=env)
+    if child.returncode != 0:
+        raise RuntimeError(f"mf run ({label}) failed ({child.returncode}):\n"
+                           f"{child.stderr[-4000:]}")
+    return summarize(child, work)
+
+
 def measure(raw: Path, work: Path, until: str = "ml_dataset", noop: bool = True,
-            keep: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A cold full ``mf run`` into fresh folders, then (``noop``) the unchanged rerun."""
+            keep: bool = False, append: bool = False,
+            ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """A cold full ``mf run`` into fresh folders, then (``noop``) the unchanged rerun, then
+    (``append``) the run after one bar was appended to every file of a copy of ``raw``."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    if append:
+        shutil.copytree(raw, work / "raw")
+        raw = work / "raw"
     env = pipeline_env(raw, work)
     cmd = [mf_executable(), "run", "--until", until]
-    cold_child = run_child(cmd, env=env)
-    if cold_child.returncode != 0:
-        raise RuntimeError(f"mf run failed ({cold_child.returncode}):\n"
-                           f"{cold_child.stderr[-4000:]}")
-    cold = summarize(cold_child, work)
-    again = None
-    if noop:
-        child = run_child(cmd, env=env)
-        if child.returncode != 0:
-            raise RuntimeError(f"mf run (no change) failed:\n{child.stderr[-4000:]}")
-        again = summarize(child, work)
+    cold = _run(cmd, env, work, "cold")
+    again = _run(cmd, env, work, "no change") if noop else None
+    appended = None
+    if append:
+        append_one_bar(raw)
+        appended = _run(cmd, env, work, "append")
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    return cold, again
+    return cold, again, appended
 
 
 def startup(repeat: int = 3) -> dict[str, Any]:

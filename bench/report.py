@@ -121,7 +121,8 @@ def _mf_run(entry: dict[str, Any]) -> list[str]:
     out = [f"#### Whole pipeline: `mf run --until ml_dataset` (one process, through Dagster) — "
            f"median of {run['repeat']} run(s){_when(run)}", ""]
     rows = []
-    for label, key in (("cold (all NEW)", "cold"), ("no change (all UNCHANGED)", "no_change")):
+    for label, key in (("cold (all NEW)", "cold"), ("no change (all UNCHANGED)", "no_change"),
+                       ("one bar appended to every file (all APPENDED)", "append")):
         r = (run.get(key) or {}).get("median")
         if not r:
             continue

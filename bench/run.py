@@ -83,14 +83,17 @@ def _print_layers(layers: list[dict[str, Any]]) -> None:
 
 
 def measure_mf_run(raw: Path, work: Path, repeat: int, keep: bool = False) -> dict[str, Any]:
-    """``repeat`` cold ``mf run --until ml_dataset`` builds, each followed by a no-change rerun."""
-    cold, noop = [], []
+    """``repeat`` cold ``mf run --until ml_dataset`` builds, each followed by a no-change rerun
+    and a run after one bar was appended to every file."""
+    cold, noop, appends = [], [], []
     for index in range(repeat):
-        say(f"mf run --until ml_dataset: run {index + 1}/{repeat} (cold, then no change)")
-        first, again = mfrun.measure(raw, work / f"run-{index}", keep=keep)
+        say(f"mf run --until ml_dataset: run {index + 1}/{repeat} (cold, no change, append)")
+        first, again, appended = mfrun.measure(raw, work / f"run-{index}", keep=keep,
+                                               append=True)
         cold.append(first)
         noop.append(again)
-        for label, rec in (("cold", first), ("no change", again)):
+        appends.append(appended)
+        for label, rec in (("cold", first), ("no change", again), ("append", appended)):
             if rec is None:
                 continue
             per = rec.get("overhead_ms_per_asset_partition")
@@ -104,6 +107,8 @@ def measure_mf_run(raw: Path, work: Path, repeat: int, keep: bool = False) -> di
         "cold": {"median": median_records(_flat(cold)), "runs": cold},
         "no_change": {"median": median_records(_flat([r for r in noop if r])),
                       "runs": [r for r in noop if r]},
+        "append": {"median": median_records(_flat([r for r in appends if r])),
+                   "runs": [r for r in appends if r]},
     }
 
 

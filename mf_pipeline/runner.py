@@ -77,12 +77,13 @@ def _execute(
     selection: Sequence[str],
     settings: Settings,
     run_config: dict[str, Any] | None,
-    log_level: str,
+    log_level: str | None,
     **kwargs: Any,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
     """One in-process run of the implicit asset job; returns the result and asset metadata."""
     config = dict(run_config or {})
-    config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    level = log_level or os.environ.get("MF_LOG_LEVEL", "WARNING").upper()
+    config["loggers"] = {"console": {"config": {"log_level": level}}}
     job = definitions().resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         run_config=config,
@@ -107,7 +108,7 @@ def run_partitioned(
     tickers: Sequence[str],
     run_config: dict[str, Any] | None = None,
     log: Log = print,
-    log_level: str = "WARNING",
+    log_level: str | None = None,
 ) -> RunOutcome:
     """Materialize ``head`` (unpartitioned, e.g. the manifest), the per-ticker assets for
     ``tickers`` and ``tail`` (unpartitioned, e.g. the ML dataset) in one Dagster run.
@@ -143,7 +144,7 @@ def run_assets(
     partition_key: str | None = None,
     run_config: dict[str, Any] | None = None,
     log: Log = print,
-    log_level: str = "WARNING",
+    log_level: str | None = None,
 ) -> RunOutcome:
     """Materialize ``selection`` in one Dagster run, for one partition of a static partitions
     definition (e.g. a research split) or unpartitioned."""

@@ -12,7 +12,12 @@ from mf_pipeline.defs.bronze.assets import bronze
 from mf_pipeline.defs.partitions import bronze_run_id, ticker_shards
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.layers.sanity import sanity_failures
-from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, run_derived, stale_tickers
+from mf_pipeline.lib.steps.derived_step import (
+    DEFAULT_BATCH_TICKERS,
+    DERIVED_LAYERS,
+    run_derived,
+    stale_tickers,
+)
 
 DEPS = {"silver": [bronze.key], "indicators": ["silver"], "events": ["indicators"],
         "features": ["indicators", "events"]}
@@ -25,7 +30,7 @@ DESCRIPTIONS = {
 
 
 class DerivedConfig(dg.Config):
-    batch_tickers: int = 1000
+    batch_tickers: int = DEFAULT_BATCH_TICKERS
     """Tickers computed together in memory (bounds memory on large universes)."""
 
 

@@ -31,7 +31,7 @@ UPSTREAM = {"silver": "bronze", "indicators": "silver", "events": "indicators",
 # Columns of Bronze that Silver reads (Bronze also holds raw strings and flags Silver ignores).
 BRONZE_INPUT = ("ticker", "exchange", "trade_date", "trade_dt", "open", "high", "low", "close",
                 "volume", "openint", "source_line_no", "quality_warn_count")
-DEFAULT_BATCH_TICKERS = 1000
+DEFAULT_BATCH_TICKERS = 500
 
 
 @dataclass
