@@ -103,3 +103,19 @@ def test_stat_changes(tmp_path):
     changes = mf.stat_changes(tmp_path, stable)
     assert dict(zip(changes["ticker"], changes["change"], strict=True)) == {
         "CCC.US": "deleted", "BBB.US": "modified"}
+
+
+def test_second_discovery_in_a_process_reuses_hashes_of_unchanged_files(tmp_path, monkeypatch):
+    make_tree(tmp_path)
+    first = mf.discover(tmp_path)
+    hashed = []
+    real = mf.content_hash
+    monkeypatch.setattr(mf, "content_hash", lambda path, limit=None: hashed.append(path.name)
+                        or real(path, limit))
+    assert mf.discover(tmp_path)["content_hash"].to_list() == first["content_hash"].to_list()
+    assert hashed == []
+    aaa = tmp_path / "data" / "nasdaq stocks" / "1" / "aaa.us.txt"
+    aaa.write_text(HEADER + line("AAA.US", 3))  # same size, new content and mtime
+    again = mf.discover(tmp_path)
+    assert hashed == ["aaa.us.txt"]
+    assert again["content_hash"].to_list() != first["content_hash"].to_list()

@@ -86,6 +86,23 @@ def content_hash(path: Path, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+"""The last discovery's content hashes by (path, size, mtime_ns): the CLI classifies the raw
+tree to plan a run, then the manifest asset classifies it again inside that run (same process)."""
+
+
+def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result]) -> list[str]:
+    keys = [(str(p), st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True)]
+    todo = [(key, path) for key, path in zip(keys, paths, strict=True) if key not in _HASHES]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        fresh = dict(zip([k for k, _ in todo], pool.map(content_hash, [p for _, p in todo]),
+                         strict=True))
+    known = {key: _HASHES.get(key) or fresh[key] for key in keys}
+    _HASHES.clear()
+    _HASHES.update(known)
+    return [known[key] for key in keys]
+
+
 def discover(raw_root: Path, discovered_ts: dt.datetime | None = None) -> pl.DataFrame:
     """The current manifest of ``raw_root`` (no classification yet).
 
@@ -96,8 +113,7 @@ def discover(raw_root: Path, discovered_ts: dt.datetime | None = None) -> pl.Dat
     discovered_ts = discovered_ts or dt.datetime.now(dt.UTC)
     paths = list_raw_files(raw_root)
     stats = [path.stat() for path in paths]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        hashes = list(pool.map(content_hash, paths))
+    hashes = _hashes(paths, stats)
     tickers = [ticker_from_file_name(path.name) for path in paths]
     frame = pl.DataFrame(
         {
