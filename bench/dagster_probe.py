@@ -9,7 +9,9 @@ second is Dagster's (planning, events, SQLite). ``python -m bench.dagster_probe 
 * one single-run range over ``N`` partitions (``BackfillPolicy.single_run()``, range tags as
   ``mf run`` uses), giving ms per asset-partition (total and marginal over the 1-partition run),
 * ``K`` runs of one partition each (seconds per run),
-* ``DAGSTER_HOME`` size per materialization.
+* ``DAGSTER_HOME`` size per materialization,
+* the same chain over the 27 ticker *shards* the pipeline uses (one range run over all shards),
+  expressed per (asset, ticker) for ``N`` tickers: what ``mf run`` pays per ticker today.
 
 Set or unset ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`` in the environment of the
 process; the value it saw is recorded. ``--instance stock`` uses Dagster's own SQLite storage
@@ -36,15 +38,15 @@ INSTANCES = ("stock", "project")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def build_assets(n_assets: int) -> list[Any]:
-    """A chain of ``n_assets`` no-IO assets sharing one dynamic partition set."""
+def build_assets(n_assets: int, parts: Any = None, prefix: str = "bench_noop") -> list[Any]:
+    """A chain of ``n_assets`` no-IO assets sharing one partition set (default: dynamic)."""
     import dagster as dg
 
-    parts = dg.DynamicPartitionsDefinition(name=PARTITION_SET)
+    parts = parts or dg.DynamicPartitionsDefinition(name=PARTITION_SET)
     assets = []
     previous: list[str] = []
     for index in range(n_assets):
-        name = f"bench_noop_{index}"
+        name = f"{prefix}_{index}"
 
         @dg.asset(name=name, deps=previous, partitions_def=parts,
                   backfill_policy=dg.BackfillPolicy.single_run())
@@ -106,6 +108,7 @@ def probe(home: Path, partitions: int, runs: int, n_assets: int,
     done = instance.get_materialized_partitions(dg.AssetKey(f"bench_noop_{n_assets - 1}"))
     per_run = [one_run(partition_key=key) for key in keys[2 + partitions :]]
     mats = partitions * n_assets
+    shard_s = _shard_run(instance, n_assets)
     return {
         "instance": instance_kind,
         "emit_partition_subset": os.environ.get(EMIT_SUBSET) == "1",
@@ -125,8 +128,25 @@ def probe(home: Path, partitions: int, runs: int, n_assets: int,
         "per_partition_run_s": statistics.median(per_run) if per_run else None,
         "per_partition_ms_per_asset_partition":
             1000 * statistics.median(per_run) / n_assets if per_run else None,
+        "shard_range_run_s": shard_s,
+        "shard_ms_per_asset_ticker": 1000 * shard_s / mats,
         "dagster_home_mb": _dir_bytes(home) / 1e6,
     }
+
+
+def _shard_run(instance: Any, n_assets: int) -> float:
+    """Seconds of one range run of the no-IO chain over every ticker shard."""
+    import dagster as dg
+
+    from mf_pipeline.lib.partitions import SHARD_KEYS
+
+    shards = build_assets(n_assets, dg.StaticPartitionsDefinition(list(SHARD_KEYS)),
+                          "bench_shard")
+    start = time.perf_counter()
+    result = dg.materialize(shards, instance=instance, raise_on_error=True, run_config=QUIET,
+                            tags={RANGE_START: SHARD_KEYS[0], RANGE_END: SHARD_KEYS[-1]})
+    assert result.success
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:

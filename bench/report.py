@@ -185,12 +185,14 @@ def _dagster(entry: dict[str, Any]) -> list[str]:
             _num(r.get("range_ms_per_asset_partition")),
             _num(r.get("range_marginal_ms_per_asset_partition")),
             _num(r.get("per_partition_run_s")), _num(r.get("range_kb_per_materialization")),
+            _num(r.get("shard_range_run_s")), _num(r.get("shard_ms_per_asset_ticker")),
             _num(r.get("import_dagster_s")), _pct(r.get("others_cpu_frac")),
             _load(r.get("load_before")),
         ])
     out += _table(["instance, EMIT_PARTITION_SUBSET", "1-partition run s", "range run s",
                    "ms / asset-partition", "marginal ms", "s per 1-partition run",
-                   "KB / materialization", "import dagster s", "others' CPU", "load"], rows)
+                   "KB / materialization", "27-shard run s", "shards: ms / asset-ticker",
+                   "import dagster s", "others' CPU", "load"], rows)
     return out
 
 

@@ -124,7 +124,7 @@ DAGSTER_CONFIGS = (
 )
 
 
-def measure_dagster(work: Path, partitions: int, runs: int, repeat: int, assets: int = 1,
+def measure_dagster(work: Path, partitions: int, runs: int, repeat: int, assets: int = 5,
                     configs: set[str] | None = None) -> dict[str, Any]:
     """The no-IO probe in fresh processes: stock SQLite instance with and without the
     planned-events env var, and the instance configuration ``mf`` itself writes."""
