@@ -171,23 +171,19 @@ def _is_header(first_lines: pl.Series, delimiters: pl.Series) -> np.ndarray:
     return out.to_series().to_numpy().astype(bool)
 
 
-def split_lines(texts: pl.DataFrame) -> pl.DataFrame:
-    """Turn ``read_texts`` output into the line table (schema ``LINE_SCHEMA``).
+def _physical_lines(texts: pl.DataFrame, first_line_no: np.ndarray | None) -> pl.DataFrame:
+    """Trimmed physical lines (file_id, line_no, line, bom, cr) of the non-empty texts.
 
-    One row per physical line, ordered by (file_id, line_no). Files without text (empty or
-    unreadable) contribute no rows. ``n_fields`` and the ``raw_*`` fields are set on data lines
-    only; ``raw_*`` beyond ``n_fields`` are null. ``bom`` is true on line 1 of a file that
-    started with U+FEFF; ``cr`` marks lines that ended with ``\\r`` (CRLF files).
+    ``first_line_no`` (indexed by ``file_id``) numbers a text that continues a file; such a
+    text has no BOM. None: whole files, numbered from 1, a leading U+FEFF is a BOM.
     """
     present = texts.filter(pl.col("text").is_not_null() & (pl.col("text") != ""))
-    if present.height == 0:
-        return pl.DataFrame(schema=LINE_SCHEMA)
-
+    text = pl.col("text")
+    whole = first_line_no is None
     per_file = present.select(
         "file_id",
-        pl.col("text").str.starts_with(BOM).alias("bom"),
-        pl.col("text")
-        .str.strip_prefix(BOM)
+        (text.str.starts_with(BOM) if whole else pl.lit(False)).alias("bom"),
+        (text.str.strip_prefix(BOM) if whole else text)
         .str.strip_suffix("\n")
         .str.split("\n")
         .alias("line"),
@@ -196,12 +192,13 @@ def split_lines(texts: pl.DataFrame) -> pl.DataFrame:
     n_lines = per_file.get_column("n_lines").to_numpy().astype(np.int64)
     starts = np.cumsum(n_lines) - n_lines
     total = int(n_lines.sum())
-    line_no = np.arange(total, dtype=np.int64) - np.repeat(starts, n_lines) + 1
+    first = 1 if whole else first_line_no[per_file.get_column("file_id").to_numpy()]
+    line_no = np.arange(total, dtype=np.int64) - np.repeat(starts - first, n_lines)
 
-    lines = (
+    return (
         per_file.select("file_id", "bom", "line")
         .explode("line")
-        .with_columns(pl.Series("line_no", line_no))
+        .with_columns(pl.Series("line_no", line_no, dtype=pl.Int64))
         .select(
             "file_id",
             "line_no",
@@ -211,31 +208,21 @@ def split_lines(texts: pl.DataFrame) -> pl.DataFrame:
         )
     )
 
-    # First non-empty line of each file (rows are grouped by file, in line order).
-    nonblank = (lines.get_column("line").str.len_bytes() > 0).to_numpy()
-    file_ids = lines.get_column("file_id").to_numpy()
-    nz = np.flatnonzero(nonblank)
-    nz_files = file_ids[nz]
-    first_rows = nz[np.r_[True, nz_files[1:] != nz_files[:-1]]] if nz.size else nz
-    first_lines = lines.get_column("line").gather(first_rows)
 
-    delim_idx = _detect_delimiters(first_lines)
-    first_delims = pl.Series(list(DELIMITERS)).gather(delim_idx)
-    header_rows = first_rows[_is_header(first_lines, first_delims)]
+def _split_fields(lines: pl.DataFrame, kind_code: np.ndarray, file_delim: np.ndarray,
+                  used: np.ndarray) -> pl.DataFrame:
+    """The line table (``LINE_SCHEMA``) from physical lines and their kinds.
 
-    # Per-file delimiter, "," for files with no non-empty line (they have no data anyway).
-    n_files = int(texts.height)
-    file_delim = np.zeros(n_files, dtype=np.int64)
-    file_delim[file_ids[first_rows]] = delim_idx
-    used = np.unique(delim_idx) if delim_idx.size else np.zeros(1, dtype=np.int64)
-
-    kind_code = np.where(nonblank, 2, 0).astype(np.int8)
-    kind_code[header_rows] = 1
+    ``kind_code``: 0 blank, 1 header, 2 data per line; ``file_delim``: index into DELIMITERS
+    per file_id; ``used``: the distinct delimiters of the files with lines (one -> a literal).
+    """
     lines = lines.with_columns(pl.Series("kind_code", kind_code))
-    if used.size == 1:
-        delimiter: str | pl.Expr = DELIMITERS[int(used[0])]
-        delim_col = pl.lit(DELIMITERS[int(used[0])]).alias("delimiter")
+    if used.size <= 1:
+        only = DELIMITERS[int(used[0])] if used.size else DELIMITERS[0]
+        delimiter: str | pl.Expr = only
+        delim_col = pl.lit(only).alias("delimiter")
     else:
+        file_ids = lines.get_column("file_id").to_numpy()
         per_line = pl.Series("delimiter", list(DELIMITERS)).gather(file_delim[file_ids])
         lines = lines.with_columns(per_line)
         delimiter = pl.col("delimiter")
@@ -268,6 +255,63 @@ def split_lines(texts: pl.DataFrame) -> pl.DataFrame:
         .collect()
         .cast(LINE_SCHEMA)  # type: ignore[arg-type]
     )
+
+
+def _nonblank(lines: pl.DataFrame) -> np.ndarray:
+    return (lines.get_column("line").str.len_bytes() > 0).to_numpy()
+
+
+def split_lines(texts: pl.DataFrame) -> pl.DataFrame:
+    """Turn ``read_texts`` output into the line table (schema ``LINE_SCHEMA``).
+
+    One row per physical line, ordered by (file_id, line_no). Files without text (empty or
+    unreadable) contribute no rows. ``n_fields`` and the ``raw_*`` fields are set on data lines
+    only; ``raw_*`` beyond ``n_fields`` are null. ``bom`` is true on line 1 of a file that
+    started with U+FEFF; ``cr`` marks lines that ended with ``\\r`` (CRLF files).
+    """
+    lines = _physical_lines(texts, None)
+    if lines.height == 0:
+        return pl.DataFrame(schema=LINE_SCHEMA)
+
+    # First non-empty line of each file (rows are grouped by file, in line order).
+    nonblank = _nonblank(lines)
+    file_ids = lines.get_column("file_id").to_numpy()
+    nz = np.flatnonzero(nonblank)
+    nz_files = file_ids[nz]
+    first_rows = nz[np.r_[True, nz_files[1:] != nz_files[:-1]]] if nz.size else nz
+    first_lines = lines.get_column("line").gather(first_rows)
+
+    delim_idx = _detect_delimiters(first_lines)
+    first_delims = pl.Series(list(DELIMITERS)).gather(delim_idx)
+    header_rows = first_rows[_is_header(first_lines, first_delims)]
+
+    # Per-file delimiter, "," for files with no non-empty line (they have no data anyway).
+    file_delim = np.zeros(int(texts.height), dtype=np.int64)
+    file_delim[file_ids[first_rows]] = delim_idx
+
+    kind_code = np.where(nonblank, 2, 0).astype(np.int8)
+    kind_code[header_rows] = 1
+    return _split_fields(lines, kind_code, file_delim, np.unique(delim_idx))
+
+
+def split_continuations(
+    texts: pl.DataFrame, delimiters: pl.Series, first_line_no: np.ndarray
+) -> pl.DataFrame:
+    """Line table of texts that continue files whose first non-empty line came earlier.
+
+    For bytes appended to a file: no BOM, no header and no delimiter detection apply (they
+    belong to the file's first non-empty line), so every non-empty line is data, split on the
+    file's ``delimiters`` (indexed by ``file_id``) and numbered from ``first_line_no``.
+    Same line table as ``split_lines`` gives for those lines of the whole file.
+    """
+    lines = _physical_lines(texts, first_line_no)
+    if lines.height == 0:
+        return pl.DataFrame(schema=LINE_SCHEMA)
+    file_delim = np.array([DELIMITERS.index(d) for d in delimiters.to_list()], dtype=np.int64)
+    present = texts.filter(pl.col("text").is_not_null() & (pl.col("text") != ""))
+    used = np.unique(file_delim[present.get_column("file_id").to_numpy()])
+    kind_code = np.where(_nonblank(lines), 2, 0).astype(np.int8)
+    return _split_fields(lines, kind_code, file_delim, used)
 
 
 def read_lines(files: pl.DataFrame) -> pl.DataFrame:
