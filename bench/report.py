@@ -118,7 +118,8 @@ def _mf_run(entry: dict[str, Any]) -> list[str]:
     run = entry.get("mf_run")
     if not run:
         return []
-    out = [f"#### Whole pipeline: `mf run --until ml_dataset` (one process, through Dagster) — "
+    out = [f"#### Whole pipeline: `mf run --until {run.get('until', 'ml_dataset')}` "
+           f"(one process, through Dagster) — "
            f"median of {run['repeat']} run(s){_when(run)}", ""]
     rows = []
     for label, key in (("cold (all NEW)", "cold"), ("no change (all UNCHANGED)", "no_change"),

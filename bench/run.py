@@ -4,7 +4,8 @@ Generates (once, cached under ``bench/cache/<size>/``) a sample universe with ``
 then measures, each in child processes so every measurement gets its own peak RSS:
 
 * ``layers``  — every layer through the pure functions (no Dagster), ``bench.layers``;
-* ``mf_run``  — the whole ``mf run --until ml_dataset`` cold, then the no-change rerun;
+* ``mf_run``  — the whole ``mf run --until <last layer>`` cold, the no-change rerun and the
+  run after one bar was appended to every file;
 * ``startup`` — the CLI's fixed start-up cost (``mf --help``);
 * ``dagster`` — Dagster's own bookkeeping per asset-partition (``bench.dagster_probe``), with
   and without ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1``;
@@ -82,14 +83,15 @@ def _print_layers(layers: list[dict[str, Any]]) -> None:
               f"{rate:>12,.0f} {r['unit']}/s  peak {r['peak_rss_mb']:7.0f} MB", flush=True)
 
 
-def measure_mf_run(raw: Path, work: Path, repeat: int, keep: bool = False) -> dict[str, Any]:
-    """``repeat`` cold ``mf run --until ml_dataset`` builds, each followed by a no-change rerun
+def measure_mf_run(raw: Path, work: Path, repeat: int, keep: bool = False,
+                   until: str = "ml_dataset") -> dict[str, Any]:
+    """``repeat`` cold ``mf run --until <until>`` builds, each followed by a no-change rerun
     and a run after one bar was appended to every file."""
     cold, noop, appends = [], [], []
     for index in range(repeat):
-        say(f"mf run --until ml_dataset: run {index + 1}/{repeat} (cold, no change, append)")
-        first, again, appended = mfrun.measure(raw, work / f"run-{index}", keep=keep,
-                                               append=True)
+        say(f"mf run --until {until}: run {index + 1}/{repeat} (cold, no change, append)")
+        first, again, appended = mfrun.measure(raw, work / f"run-{index}", until=until,
+                                               keep=keep, append=True)
         cold.append(first)
         noop.append(again)
         appends.append(appended)
@@ -104,6 +106,7 @@ def measure_mf_run(raw: Path, work: Path, repeat: int, keep: bool = False) -> di
                   f"{per_text} ms", flush=True)
     return {
         "repeat": repeat,
+        "until": until,
         "cold": {"median": median_records(_flat(cold)), "runs": cold},
         "no_change": {"median": median_records(_flat([r for r in noop if r])),
                       "runs": [r for r in noop if r]},
@@ -190,7 +193,7 @@ def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = 
             entry["layers"] = measure_layers(raw, work / "layers", repeat, keep)
             entry["layers"]["measured"] = _now()
         if "mf_run" in sections:
-            entry["mf_run"] = measure_mf_run(raw, work / "mf_run", repeat, keep)
+            entry["mf_run"] = measure_mf_run(raw, work / "mf_run", repeat, keep, size.until)
             entry["mf_run"]["measured"] = _now()
     if "startup" in sections:
         say("start-up: mf --help")

@@ -22,6 +22,7 @@ class Size:
     name: str
     tickers: int
     years: float
+    until: str = "ml_dataset"  # the last layer of the whole-pipeline measurement
 
     @property
     def label(self) -> str:
@@ -32,7 +33,7 @@ SIZES: dict[str, Size] = {
     "tiny": Size("tiny", 60, 10),
     "small": Size("small", 300, 20),
     "medium": Size("medium", 2000, 20),
-    "large": Size("large", 8000, 25),
+    "large": Size("large", 8000, 25, until="features"),  # the scale targets
 }
 
 
