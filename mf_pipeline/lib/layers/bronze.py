@@ -175,7 +175,7 @@ def _by_file(values: pl.Series, name: str) -> pl.Expr:
     return pl.lit(values).gather(pl.col("file_id")).alias(name)
 
 
-def _file_meta(files: pl.DataFrame) -> pl.DataFrame:
+def file_meta(files: pl.DataFrame) -> pl.DataFrame:
     """Per-file metadata indexed by ``file_id`` (the row position in ``files``)."""
     exchange = pl.col("exchange").cast(pl.String).str.strip_chars().str.to_uppercase()
     ticker = pl.col("ticker").cast(pl.String)
@@ -468,8 +468,14 @@ def _duplicate_ticker_date(df: pl.DataFrame) -> pl.Series:
     return _scatter_true(n, dup.get_column("row"))
 
 
-def _gap_flags(df: pl.DataFrame, is_valid: pl.Series, gap_days: int) -> pl.Series:
-    """Gap warning among valid rows: days since the previous valid row of the file > gap."""
+def _gap_flags(
+    df: pl.DataFrame, is_valid: pl.Series, gap_days: int, prev_valid: pl.Series | None
+) -> pl.Series:
+    """Gap warning among valid rows: days since the previous valid row of the file > gap.
+
+    ``prev_valid`` (by ``file_id``) is the last valid date of a file before these rows, for
+    rows appended to a file; the first row of a file has no predecessor otherwise.
+    """
     n = df.height
     keys = (
         df.select(
@@ -481,10 +487,12 @@ def _gap_flags(df: pl.DataFrame, is_valid: pl.Series, gap_days: int) -> pl.Serie
         .filter(is_valid)
         .sort("file_id", "trade_date", "source_line_no")
     )
-    gap = keys.filter(
-        (pl.col("file_id") == pl.col("file_id").shift(1))
-        & ((pl.col("trade_date") - pl.col("trade_date").shift(1)).dt.total_days() > gap_days)
+    before = pl.when(pl.col("file_id") == pl.col("file_id").shift(1)).then(
+        pl.col("trade_date").shift(1)
     )
+    if prev_valid is not None:
+        before = before.otherwise(pl.lit(prev_valid).gather(pl.col("file_id")))
+    gap = keys.filter((pl.col("trade_date") - before).dt.total_days() > gap_days)
     return _scatter_true(n, gap.get_column("row"))
 
 
@@ -502,7 +510,7 @@ def normalize(
     """
     if "kind" in rows.columns:
         rows = rows_from_lines(rows)
-    meta = _file_meta(files)
+    meta = file_meta(files)
     data = rows.filter(_parsable(rows, meta))
     typed = _typed(data, meta).with_columns(data.select(line_text()).to_series().alias("raw_line"))
     return _attach_file_columns(typed, meta, run_id, ingest_ts).select(
@@ -510,13 +518,18 @@ def normalize(
     )
 
 
-def validate(normalized: pl.DataFrame, thresholds: ValidationThresholds) -> pl.DataFrame:
+def validate(
+    normalized: pl.DataFrame,
+    thresholds: ValidationThresholds,
+    prev_valid: pl.Series | None = None,
+) -> pl.DataFrame:
     """Add the quality flags (spec §4.2 plus our rules) to normalised rows, file order kept.
 
     Expects ``normalize`` output (needs the typed columns, ``raw_*``, ``source_line_no``,
     ``file_id`` and ``file_ticker``), duplicate lines already removed as ``build_bronze``
     does. Output: the value columns, ``QUALITY_COLUMNS``, then the helper columns. Warnings
-    never invalidate; the gap warning is computed among valid rows only (False elsewhere).
+    never invalidate; the gap warning is computed among valid rows only (False elsewhere),
+    ``prev_valid`` giving each file's last valid date before these rows (see ``_gap_flags``).
     """
     c = pl.col
     o, h, lo, cl, v = c("open"), c("high"), c("low"), c("close"), c("volume")
@@ -553,7 +566,7 @@ def validate(normalized: pl.DataFrame, thresholds: ValidationThresholds) -> pl.D
     df = df.with_columns(errors.alias("quality_error_count"))
     is_valid = df.get_column("quality_error_count") == 0
     df = df.with_columns(
-        _gap_flags(df, is_valid, thresholds.gap_days_warn).alias("q_gap_in_calendar")
+        _gap_flags(df, is_valid, thresholds.gap_days_warn, prev_valid).alias("q_gap_in_calendar")
     )
     warns = pl.sum_horizontal(*(c(f).cast(pl.Int64) for f in WARNING_FLAGS))
     values = [x for x in normalized.columns if x not in _INTERNAL_COLUMNS]
@@ -591,14 +604,16 @@ def _unsorted_counts(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _ledger(
+def file_stats(
     meta: pl.DataFrame,
     line_stats: pl.DataFrame,
     rejected: pl.DataFrame,
     validated: pl.DataFrame,
-    run_id: str,
 ) -> pl.DataFrame:
-    """One row per input file; see ``LEDGER_SCHEMA`` and ``reconcile``."""
+    """Per-file counts, reject reasons and flags seen, before they become ledger rows.
+
+    Sums over lines, so the stats of appended lines add to those of the old content.
+    """
     reject_stats = rejected.group_by("file_id").agg(
         pl.len().cast(pl.Int64).alias("rows_rejected"),
         pl.col("reason").unique().alias("reject_reasons"),
@@ -615,7 +630,7 @@ def _ledger(
     )
     counts = ("rows_rejected", "rows_valid", "rows_invalid", "rows_warned", "rows_unsorted")
     c = pl.col
-    df = (
+    return (
         meta.join(line_stats, on="file_id", how="left")
         .join(reject_stats, on="file_id", how="left")
         .join(row_stats, on="file_id", how="left")
@@ -625,8 +640,17 @@ def _ledger(
             *(c(name).fill_null(0) for name in counts),
             *(c(f).fill_null(False) for f in FLAG_COLUMNS),
         )
-        .with_columns((c("lines_total") - c("lines_header") - c("lines_blank")).alias("lines_data"))
     )
+
+
+def ledger_rows(df: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    """Ledger rows (``LEDGER_SCHEMA``) from ``file_stats``.
+
+    An optional list column ``prior_reasons`` joins the reasons (e.g. of a file's old content).
+    """
+    c = pl.col
+    lines_data = c("lines_total") - c("lines_header") - c("lines_blank")
+    df = df.with_columns(lines_data.alias("lines_data"))
     failed = c("fail_reason").is_not_null() | c("read_error").is_not_null()
     notes = {
         NOTE_MISSING_HEADER: (c("lines_data") > 0) & (c("lines_header") == 0),
@@ -643,11 +667,10 @@ def _ledger(
         c("fail_reason"),
         pl.when(c("read_error").is_not_null()).then(pl.lit(REASON_READ_ERROR)),
     ]
+    empty = pl.lit([], dtype=pl.List(pl.String))
+    prior = [c("prior_reasons").fill_null(empty)] if "prior_reasons" in df.columns else []
     reasons = (
-        pl.concat_list(
-            c("reject_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String))),
-            pl.concat_list(*codes),
-        )
+        pl.concat_list(*prior, c("reject_reasons").fill_null(empty), pl.concat_list(*codes))
         .list.drop_nulls()
         .list.unique()
         .list.sort()
@@ -706,26 +729,38 @@ def _sort_valid(valid: pl.DataFrame, file_tickers: pl.Series) -> pl.DataFrame:
     return valid[order]
 
 
-def build_bronze(
-    files: pl.DataFrame, thresholds: ValidationThresholds, run_id: str, ingest_ts: datetime
-) -> BronzeResult:
-    """Read, normalise and validate every file of ``files``; return valid rows, rejects, ledger.
+@dataclass
+class ParsedRows:
+    """Data rows of many files after the row rules, before the output tables.
 
-    ``files`` columns: ``source_file``, ``path``, ``ticker``, ``exchange``, ``fail_reason``.
-    Nothing raises per file: unreadable files are FAILED (``read_error``), files with a
-    ``fail_reason`` are FAILED with every data line rejected for that reason.
+    ``data``: the 10-field rows; ``validated``: ``validate`` output (duplicate lines removed,
+    ``_row`` indexes ``data``); ``rejected`` and ``invalid``: ``file_id, line_no, raw_line,
+    reason`` of rejected lines and invalid rows.
     """
-    meta = _file_meta(files)
-    raw = read_rows(files)
-    rows = raw.rows
+
+    data: pl.DataFrame
+    validated: pl.DataFrame
+    rejected: pl.DataFrame
+    invalid: pl.DataFrame
+
+
+def parse_rows(
+    rows: pl.DataFrame,
+    meta: pl.DataFrame,
+    thresholds: ValidationThresholds,
+    prev_valid: pl.Series | None = None,
+) -> ParsedRows:
+    """Type and validate ``RawRows.rows`` of the files in ``meta`` (``file_meta``).
+
+    ``prev_valid``: see ``validate``.
+    """
     ok = _parsable(rows, meta)
-    all_ok = bool(ok.all())
-    data = rows if all_ok else rows.filter(ok)
+    data = rows if bool(ok.all()) else rows.filter(ok)
     typed = _typed(data, meta)
 
     dup_mask = _duplicate_line_mask(typed, data)
     any_dup = bool(dup_mask.any())
-    validated = validate(typed.filter(~dup_mask) if any_dup else typed, thresholds)
+    validated = validate(typed.filter(~dup_mask) if any_dup else typed, thresholds, prev_valid)
 
     # Rejected lines: wrong field count or failed file, then duplicate lines.
     n = pl.col("n_fields")
@@ -754,7 +789,6 @@ def build_bronze(
                 pl.lit(REASON_DUPLICATE_LINE).alias("reason"),
             )
         )
-    rejected = pl.concat(rejected_parts, how="vertical")
 
     invalid = validated.filter(~pl.col("is_valid_row")).select(
         "file_id",
@@ -765,13 +799,21 @@ def build_bronze(
     invalid = invalid.with_columns(
         data[invalid.get_column("_row")].rechunk().select(line_text()).to_series().alias("raw_line")
     )
-    rejects = (
+    return ParsedRows(
+        data=data,
+        validated=validated,
+        rejected=pl.concat(rejected_parts, how="vertical"),
+        invalid=invalid.select("file_id", "line_no", "raw_line", "reason"),
+    )
+
+
+def rejects_table(parsed: ParsedRows, meta: pl.DataFrame) -> pl.DataFrame:
+    """``REJECTS_SCHEMA`` rows of the rejected lines and invalid rows, by file and line."""
+    return (
         pl.concat(
             [
-                rejected.with_columns(pl.lit("rejected").alias("kind")),
-                invalid.select("file_id", "line_no", "raw_line", "reason").with_columns(
-                    pl.lit("invalid").alias("kind")
-                ),
+                parsed.rejected.with_columns(pl.lit("rejected").alias("kind")),
+                parsed.invalid.with_columns(pl.lit("invalid").alias("kind")),
             ],
             how="vertical",
         )
@@ -784,16 +826,39 @@ def build_bronze(
         .cast(REJECTS_SCHEMA)  # type: ignore[arg-type]
     )
 
-    ledger = _ledger(meta, raw.files, rejected, validated, run_id)
 
-    # Per-file and constant columns are added after the sort (less to move).
+def valid_table(
+    parsed: ParsedRows, meta: pl.DataFrame, run_id: str, ingest_ts: datetime
+) -> pl.DataFrame:
+    """The Bronze rows (``BRONZE_COLUMNS``): valid rows, sorted, with per-file columns."""
+    validated = parsed.validated
     valid = validated.select(c for c in validated.columns if c not in ("file_ticker", "_row"))
-    if invalid.height:
+    if parsed.invalid.height:
         valid = valid.filter(pl.col("is_valid_row"))
     valid = _sort_valid(valid, meta.get_column("file_ticker"))
-    valid = (
+    # Per-file and constant columns are added after the sort (less to move).
+    return (
         _attach_file_columns(valid, meta, run_id, ingest_ts)
         .with_columns(pl.lit(SCHEMA_VERSION).alias("schema_version"))
         .select(BRONZE_COLUMNS)
     )
-    return BronzeResult(valid=valid, rejects=rejects, ledger=ledger)
+
+
+def build_bronze(
+    files: pl.DataFrame, thresholds: ValidationThresholds, run_id: str, ingest_ts: datetime
+) -> BronzeResult:
+    """Read, normalise and validate every file of ``files``; return valid rows, rejects, ledger.
+
+    ``files`` columns: ``source_file``, ``path``, ``ticker``, ``exchange``, ``fail_reason``.
+    Nothing raises per file: unreadable files are FAILED (``read_error``), files with a
+    ``fail_reason`` are FAILED with every data line rejected for that reason.
+    """
+    meta = file_meta(files)
+    raw = read_rows(files)
+    parsed = parse_rows(raw.rows, meta, thresholds)
+    stats = file_stats(meta, raw.files, parsed.rejected, parsed.validated)
+    return BronzeResult(
+        valid=valid_table(parsed, meta, run_id, ingest_ts),
+        rejects=rejects_table(parsed, meta),
+        ledger=ledger_rows(stats, run_id),
+    )
