@@ -14,6 +14,11 @@ layer turns negative values into nulls.
 import numpy as np
 from numba import njit
 
+from mf_pipeline.lib.kernels.recursive import begin_state, check_resume, whole_tickers
+
+TRUE_RUN_FRESH = np.array([0.0])  # consecutive True rows ending at the previous row
+SUM_FRESH = np.array([0.0, 0.0])  # (running sum, rows since the last re-summation)
+
 
 @njit(cache=True)
 def true_run_length(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
@@ -22,11 +27,29 @@ def true_run_length(flags: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> 
     ``out >= H`` is "the last H bars all satisfied the condition", which needs H real rows of
     the ticker, so it is never True on the first H-1 rows.
     """
+    start, scratch = whole_tickers(offsets, 1)
+    true_run_length_resume(flags, offsets, start, scratch, scratch, out)
+
+
+@njit(cache=True)
+def true_run_length_resume(
+    flags: np.ndarray,
+    offsets: np.ndarray,
+    start: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`true_run_length` emitting rows ``start[t]:`` from state ``init[t]`` (the run
+    at the row before; n_tickers x 1), the run after the last row going to ``final[t]``."""
+    check_resume(offsets, start, init, final, 1)
     for g in range(offsets.size - 1):
-        run = 0
-        for i in range(offsets[g], offsets[g + 1]):
+        begin_state(offsets, start, init, final, TRUE_RUN_FRESH, g)
+        run = int(final[g, 0])
+        for i in range(start[g], offsets[g + 1]):
             run = run + 1 if flags[i] else 0
             out[i] = run
+        final[g, 0] = run
 
 
 @njit(cache=True)
@@ -69,20 +92,43 @@ def rolling_sum_float(x: np.ndarray, offsets: np.ndarray, window: int, out: np.n
     The running sum is re-summed from scratch every ``window`` rows so rounding cannot drift
     over long series; for the default score weights (multiples of 0.5) it is exact anyway.
     """
+    start, scratch = whole_tickers(offsets, 2)
+    rolling_sum_float_resume(x, offsets, window, start, scratch, scratch, out)
+
+
+@njit(cache=True)
+def rolling_sum_float_resume(
+    x: np.ndarray,
+    offsets: np.ndarray,
+    window: int,
+    start: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`rolling_sum_float` emitting rows ``start[t]:`` from state ``init[t]``.
+
+    State per ticker: ``(running sum, rows since the last re-summation)`` (n_tickers x 2),
+    because both depend on the whole history; the window's values are read from the rows
+    before ``start[t]``, so a resumed ticker needs ``window`` context rows.
+    """
+    check_resume(offsets, start, init, final, 2)
     for g in range(offsets.size - 1):
-        start = offsets[g]
-        stop = offsets[g + 1]
-        acc = 0.0
-        since_reset = 0
-        for i in range(start, stop):
+        first = offsets[g]
+        begin_state(offsets, start, init, final, SUM_FRESH, g)
+        acc = final[g, 0]
+        since_reset = int(final[g, 1])
+        for i in range(start[g], offsets[g + 1]):
             if since_reset >= window:
                 acc = 0.0
-                for j in range(max(start, i - window + 1), i + 1):
+                for j in range(max(first, i - window + 1), i + 1):
                     acc += x[j]
                 since_reset = 0
             else:
                 acc += x[i]
-                if i - window >= start:
+                if i - window >= first:
                     acc -= x[i - window]
                 since_reset += 1
             out[i] = acc
+        final[g, 0] = acc
+        final[g, 1] = since_reset

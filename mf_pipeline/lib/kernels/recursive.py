@@ -39,6 +39,50 @@ def check_offsets(offsets: np.ndarray, n: int) -> None:
 
 
 @njit(cache=True)
+def check_resume(
+    offsets: np.ndarray, start: np.ndarray, init: np.ndarray, final: np.ndarray, k: int
+) -> None:
+    """Reject resume arguments that do not fit ``offsets`` (see :func:`begin_state`)."""
+    n_t = offsets.shape[0] - 1
+    if start.shape[0] != n_t or init.shape[0] != n_t or final.shape[0] != n_t:
+        raise ValueError("start, init and final need one entry per ticker")
+    if init.shape[1] != k or final.shape[1] != k:
+        raise ValueError("init and final need one column per state variable")
+    for t in range(n_t):
+        if start[t] < offsets[t] or start[t] > offsets[t + 1]:
+            raise ValueError("start must lie inside its ticker's rows")
+
+
+@njit(cache=True)
+def begin_state(
+    offsets: np.ndarray,
+    start: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    fresh: np.ndarray,
+    t: int,
+) -> None:
+    """Put ticker ``t``'s state at ``start[t]`` into ``final[t]`` (kernels update it in place).
+
+    Resumable kernels emit rows ``start[t]:offsets[t + 1]``; the rows before ``start[t]`` are
+    context (the ticker's previous bars, read by windows but not emitted). A ticker with no
+    context starts from ``fresh``, one with context continues from ``init[t]``.
+    """
+    if start[t] == offsets[t]:
+        for j in range(final.shape[1]):
+            final[t, j] = fresh[j]
+    else:
+        for j in range(final.shape[1]):
+            final[t, j] = init[t, j]
+
+
+@njit(cache=True)
+def whole_tickers(offsets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``start`` and a scratch state array for a plain (non-resumed) call of a resumable kernel."""
+    return offsets[:-1].copy(), np.empty((offsets.shape[0] - 1, k), dtype=np.float64)
+
+
+@njit(cache=True)
 def _check_window_args(x: np.ndarray, out: np.ndarray, window: int) -> int:
     """Shared argument checks of the rolling kernels; returns the row count."""
     if out.shape[0] != x.shape[0]:
@@ -84,6 +128,9 @@ def _ewm_no_gap_step(alpha: float) -> float:
     return alpha / (w + alpha)
 
 
+EWM_FRESH = np.array([0.0, 1.0, 0.0])  # (mean, weight, count) before a ticker's first bar
+
+
 @njit(cache=True)
 def ewm_adjust_false(
     x: np.ndarray, alpha: float, min_samples: int, offsets: np.ndarray, out: np.ndarray
@@ -100,24 +147,46 @@ def ewm_adjust_false(
       nulls the next value ``x`` gives ``(w s + alpha x) / (w + alpha)`` with
       ``w = (1 - alpha)^(g + 1)``.
     """
+    start, scratch = whole_tickers(offsets, 3)
+    ewm_adjust_false_resume(x, alpha, min_samples, offsets, start, scratch, scratch, out)
+
+
+@njit(cache=True)
+def ewm_adjust_false_resume(
+    x: np.ndarray,
+    alpha: float,
+    min_samples: int,
+    offsets: np.ndarray,
+    start: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`ewm_adjust_false` emitting rows ``start[t]:`` of each ticker from state ``init[t]``.
+
+    State per ticker is ``(mean, weight, count)`` (n_tickers x 3, see :func:`begin_state`);
+    the state after the ticker's last row goes to ``final[t]``. Rows before ``start[t]`` are
+    neither read nor written.
+    """
     n = x.shape[0]
     if out.shape[0] != n:
         raise ValueError("out must have the same length as x")
     if not (alpha > 0.0 and alpha <= 1.0):
         raise ValueError("alpha must be in (0, 1]")
     check_offsets(offsets, n)
+    check_resume(offsets, start, init, final, 3)
     step = _ewm_no_gap_step(alpha)
     for t in range(offsets.shape[0] - 1):
-        mean = 0.0
-        weight = 1.0
-        count = 0
-        for i in range(offsets[t], offsets[t + 1]):
+        begin_state(offsets, start, init, final, EWM_FRESH, t)
+        mean, weight, count = final[t, 0], final[t, 1], int(final[t, 2])
+        for i in range(start[t], offsets[t + 1]):
             xi = x[i]
             mean, weight, count = _ewm_step(xi, alpha, step, mean, weight, count)
             if xi == xi and count >= min_samples:
                 out[i] = mean
             else:
                 out[i] = _NAN
+        final[t, 0], final[t, 1], final[t, 2] = mean, weight, count
 
 
 @njit(cache=True)
@@ -131,6 +200,9 @@ def wilder(x: np.ndarray, n: int, offsets: np.ndarray, out: np.ndarray) -> None:
     if n < 1:
         raise ValueError("n must be >= 1")
     ewm_adjust_false(x, 1.0 / n, n, offsets, out)
+
+
+TMF_TTI_FRESH = np.array([0.0, 1.0, 0.0] * 4)  # four EWM states: ad, volume, proxy, |tr|
 
 
 @njit(cache=True)
@@ -161,6 +233,36 @@ def tmf_tti(
     than the best Polars form). Null inputs propagate as in Polars (a null high, low or close
     makes ``pos`` null; a null is skipped by the EMAs with absolute-position weights).
     """
+    start, scratch = whole_tickers(offsets, 12)
+    tmf_tti_resume(
+        high, low, close, volume, tr, period_tmf, period_proxy, eps,
+        offsets, start, scratch, scratch, out_tmf, out_tti,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def tmf_tti_resume(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    tr: np.ndarray,
+    period_tmf: int,
+    period_proxy: int,
+    eps: float,
+    offsets: np.ndarray,
+    start: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    out_tmf: np.ndarray,
+    out_tti: np.ndarray,
+) -> None:
+    """:func:`tmf_tti` emitting rows ``start[t]:`` of each ticker from state ``init[t]``.
+
+    State per ticker: the four EWM states ``(mean, weight, count)`` of ``ad``, ``volume``,
+    ``proxy`` and ``|tr|`` (n_tickers x 12). The previous close is read from the row before
+    ``start[t]`` (one context row), so it needs no state.
+    """
     n = close.shape[0]
     if (
         high.shape[0] != n
@@ -176,22 +278,25 @@ def tmf_tti(
     if not eps > 0.0:
         raise ValueError("eps must be > 0")
     check_offsets(offsets, n)
+    check_resume(offsets, start, init, final, 12)
     a_tmf = 1.0 / period_tmf
     a_prx = 1.0 / period_proxy
     s_tmf = _ewm_no_gap_step(a_tmf)
     s_prx = _ewm_no_gap_step(a_prx)
     for t in range(offsets.shape[0] - 1):
-        start = offsets[t]
-        ad_m, ad_w, ad_n = 0.0, 1.0, 0
-        vo_m, vo_w, vo_n = 0.0, 1.0, 0
-        pr_m, pr_w, pr_n = 0.0, 1.0, 0
-        pd_m, pd_w, pd_n = 0.0, 1.0, 0
-        for i in range(start, offsets[t + 1]):
+        first = offsets[t]
+        begin_state(offsets, start, init, final, TMF_TTI_FRESH, t)
+        st = final[t]
+        ad_m, ad_w, ad_n = st[0], st[1], int(st[2])
+        vo_m, vo_w, vo_n = st[3], st[4], int(st[5])
+        pr_m, pr_w, pr_n = st[6], st[7], int(st[8])
+        pd_m, pd_w, pd_n = st[9], st[10], int(st[11])
+        for i in range(start[t], offsets[t + 1]):
             h = high[i]
             lo = low[i]
             c = close[i]
             v = volume[i]
-            pc = close[i - 1] if i > start else _NAN
+            pc = close[i - 1] if i > first else _NAN
             if pc != pc:
                 trh = h
                 trl = lo
@@ -224,6 +329,10 @@ def tmf_tti(
                 out_tti[i] = pr_m / pd_m
             else:
                 out_tti[i] = _NAN
+        st[0], st[1], st[2] = ad_m, ad_w, ad_n
+        st[3], st[4], st[5] = vo_m, vo_w, vo_n
+        st[6], st[7], st[8] = pr_m, pr_w, pr_n
+        st[9], st[10], st[11] = pd_m, pd_w, pd_n
 
 
 @njit(cache=True)
@@ -237,6 +346,9 @@ def _neumaier_add(total: float, comp: float, v: float) -> tuple[float, float]:
     return s, comp
 
 
+MEAN_FRESH = np.array([0.0, 0.0, 0.0])  # (total, comp, count) of an empty window
+
+
 @njit(cache=True)
 def rolling_mean(
     x: np.ndarray, window: int, min_samples: int, offsets: np.ndarray, out: np.ndarray
@@ -248,21 +360,42 @@ def rolling_mean(
     The running sum is compensated (Neumaier) and reset per ticker, so results do not depend on
     earlier tickers or on how long the history is.
     """
+    start, scratch = whole_tickers(offsets, 3)
+    rolling_mean_resume(x, window, min_samples, offsets, start, scratch, scratch, out)
+
+
+@njit(cache=True)
+def rolling_mean_resume(
+    x: np.ndarray,
+    window: int,
+    min_samples: int,
+    offsets: np.ndarray,
+    start: np.ndarray,
+    init: np.ndarray,
+    final: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`rolling_mean` emitting rows ``start[t]:`` of each ticker from state ``init[t]``.
+
+    State per ticker: the compensated window sum and its count, ``(total, comp, count)``
+    (n_tickers x 3). The values leaving the window are read from the rows before
+    ``start[t]``, so a resumed ticker needs ``window`` context rows (or its whole history).
+    """
     n = _check_window_args(x, out, window)
     check_offsets(offsets, n)
+    check_resume(offsets, start, init, final, 3)
     need = min_samples if min_samples > 1 else 1
     for t in range(offsets.shape[0] - 1):
-        start = offsets[t]
-        total = 0.0
-        comp = 0.0
-        count = 0
-        for i in range(start, offsets[t + 1]):
+        first = offsets[t]
+        begin_state(offsets, start, init, final, MEAN_FRESH, t)
+        total, comp, count = final[t, 0], final[t, 1], int(final[t, 2])
+        for i in range(start[t], offsets[t + 1]):
             xi = x[i]
             if xi == xi:
                 total, comp = _neumaier_add(total, comp, xi)
                 count += 1
             j = i - window
-            if j >= start:
+            if j >= first:
                 xj = x[j]
                 if xj == xj:
                     total, comp = _neumaier_add(total, comp, -xj)
@@ -271,6 +404,7 @@ def rolling_mean(
                 out[i] = (total + comp) / count
             else:
                 out[i] = _NAN
+        final[t, 0], final[t, 1], final[t, 2] = total, comp, count
 
 
 @njit(cache=True)

@@ -19,13 +19,21 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.offsets import bar_index, kernel_array, ticker_offsets
+from mf_pipeline.lib.kernels.offsets import kernel_array
 from mf_pipeline.lib.kernels.recursive import (
     rolling_max,
-    rolling_mean,
+    rolling_mean_resume,
     rolling_min,
     rolling_std,
     true_range,
+)
+from mf_pipeline.lib.layers.carry import (
+    ABS_INDEX,
+    MEAN_STATE,
+    Carry,
+    Segments,
+    StateSpec,
+    open_segments,
 )
 
 SILVER_SCHEMA_VERSION = "v1"
@@ -44,6 +52,27 @@ REQUIRED_BRONZE_COLUMNS: tuple[str, ...] = (
     "volume",
 )
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+# Columns of the prepared Bronze frame, the rows a carry keeps as context.
+PREPARED_COLUMNS: tuple[str, ...] = (
+    *REQUIRED_BRONZE_COLUMNS, "openint", "quality_warn_count", "source_line_no",
+)  # fmt: skip
+
+WINDOW = 20  # volume, dollar-volume, high/low windows and the 20-bar SMA
+# (output, input, window) of every trailing mean; atr_14's input tr reads the previous close.
+ROLLING_MEANS: tuple[tuple[str, str, int], ...] = (
+    ("atr_14", "tr", 14),
+    ("vol_sma_20", "volume", WINDOW),
+    ("dollar_vol_sma_20", "dollar_volume", WINDOW),
+    ("close_sma_20", "close", 20),
+    ("close_sma_50", "close", 50),
+    ("close_sma_200", "close", 200),
+)
+RETURN_LAGS: tuple[int, ...] = (1, 5, 20)
+# Context rows a resumed ticker needs: a trailing mean reads the value leaving its window
+# (``window`` rows back, one more for tr's previous close); lags read ``k`` rows back.
+SILVER_CONTEXT = max(
+    *(w + (1 if col == "tr" else 0) for _, col, w in ROLLING_MEANS), WINDOW, *RETURN_LAGS
+)
 
 # Float columns of §5.4 (the caller casts them to ``precision.silver_float`` when storing).
 SILVER_FLOAT_COLUMNS: tuple[str, ...] = (
@@ -168,6 +197,23 @@ def _prepare(bronze: pl.DataFrame) -> pl.DataFrame:
     return sort_by_ticker_date(df, "source_line_no")
 
 
+def _rolling_means(
+    seg: Segments, df: pl.DataFrame, tr: np.ndarray
+) -> tuple[list[pl.Series], list[tuple[str, StateSpec, np.ndarray]]]:
+    """The :data:`ROLLING_MEANS` columns of ``df`` (the working frame), and their final states."""
+    outs: list[pl.Series] = []
+    states: list[tuple[str, StateSpec, np.ndarray]] = []
+    for name, col, window in ROLLING_MEANS:
+        x = kernel_array(tr if col == "tr" else df.get_column(col))
+        out = np.empty(df.height, dtype=np.float64)
+        final = seg.final(MEAN_STATE)
+        init = seg.init(name, MEAN_STATE)
+        rolling_mean_resume(x, window, window, seg.offsets, seg.start, init, final, out)
+        outs.append(_series(name, out))
+        states.append((name, MEAN_STATE, final))
+    return outs, states
+
+
 def build_silver(bronze: pl.DataFrame, eps: float = 1e-12) -> pl.DataFrame:
     """Compute the Silver base columns (§5.3) for every ticker of a long Bronze frame.
 
@@ -176,9 +222,22 @@ def build_silver(bronze: pl.DataFrame, eps: float = 1e-12) -> pl.DataFrame:
     real per-ticker bar counts (the old tool's were always False, weakness 2). An empty input
     gives an empty frame with the full schema; rejecting it is the caller's decision.
     """
+    return silver_step(bronze, eps, None)[0]
+
+
+def silver_step(
+    bronze: pl.DataFrame, eps: float, carry: Carry | None
+) -> tuple[pl.DataFrame, Carry]:
+    """:func:`build_silver` of new bars continuing from ``carry`` (None: first bars ever).
+
+    Returns the Silver rows of exactly the input's bars, identical to those of a full
+    rebuild, and the carry after them for every ticker of the input: its last
+    :data:`SILVER_CONTEXT` prepared Bronze rows and the trailing means' running sums.
+    """
     check_eps(eps)
-    df = _prepare(bronze)
-    offsets = ticker_offsets(df.get_column("ticker"))
+    seg = open_segments(_prepare(bronze), carry)
+    df = seg.frame
+    offsets = seg.offsets
     n = df.height
 
     c = pl.col("close")
@@ -187,12 +246,12 @@ def build_silver(bronze: pl.DataFrame, eps: float = 1e-12) -> pl.DataFrame:
     lo = pl.col("low")
     v = pl.col("volume")
 
-    df = df.with_columns(pl.Series("_i", bar_index(offsets)))
+    df = df.with_columns(
+        pl.Series("_i", seg.local_index()), pl.Series(ABS_INDEX, seg.absolute_index())
+    )
     df = df.with_columns(
         (h - lo).alias("hl_range"),
-        lag("close", 1).alias("prev_close"),
-        lag("close", 5).alias("_close_lag5"),
-        lag("close", 20).alias("_close_lag20"),
+        *(lag("close", k).alias(f"_close_lag{k}") for k in RETURN_LAGS),
         (c * v).alias("dollar_volume"),
     )
 
@@ -200,34 +259,29 @@ def build_silver(bronze: pl.DataFrame, eps: float = 1e-12) -> pl.DataFrame:
     def arr(col: str) -> np.ndarray:
         return kernel_array(df.get_column(col))
 
-    def run(
-        kernel: Callable[..., None], name: str, col: str | np.ndarray, *params: int
-    ) -> pl.Series:
+    def run(kernel: Callable[..., None], name: str, col: str, *params: int) -> pl.Series:
         out = np.empty(n, dtype=np.float64)
-        kernel(arr(col) if isinstance(col, str) else kernel_array(col), *params, offsets, out)
+        kernel(arr(col), *params, offsets, out)
         return _series(name, out)
 
     tr = np.empty(n, dtype=np.float64)
     true_range(arr("high"), arr("low"), arr("close"), offsets, tr)
+    means, states = _rolling_means(seg, df, tr)
     df = df.with_columns(
         _series("tr", tr),
-        run(rolling_mean, "atr_14", tr, 14, 14),
-        run(rolling_mean, "vol_sma_20", "volume", 20, 20),
-        run(rolling_mean, "dollar_vol_sma_20", "dollar_volume", 20, 20),
-        run(rolling_std, "_sd20", "volume", 20, 20, 0),
-        run(rolling_max, "high_20", "high", 20, 20),
-        run(rolling_min, "low_20", "low", 20, 20),
-        run(rolling_mean, "close_sma_20", "close", 20, 20),
-        run(rolling_mean, "close_sma_50", "close", 50, 50),
-        run(rolling_mean, "close_sma_200", "close", 200, 200),
+        *means,
+        run(rolling_std, "_sd20", "volume", WINDOW, WINDOW, 0),
+        run(rolling_max, "high_20", "high", WINDOW, WINDOW),
+        run(rolling_min, "low_20", "low", WINDOW, WINDOW),
     )
 
     # max(hl_range, eps), and eps for a null range, like max_horizontal but ~3x cheaper
     range_safe = pl.when(pl.col("hl_range") > eps).then(pl.col("hl_range")).otherwise(pl.lit(eps))
-    prev = pl.col("prev_close")
-    bar_no = pl.col("_i") + 1
+    prev = pl.col("_close_lag1")
+    bar_no = pl.col(ABS_INDEX) + 1
     # Lazy for the last stage: common subexpressions (c - o, range_safe...) are computed once.
-    lf = df.lazy().with_columns(
+    lf = seg.new_rows(df.lazy()).with_columns(
+        prev.alias("prev_close"),
         (c - o).alias("body"),
         (c - o).abs().alias("body_abs"),
         range_safe.alias("range_safe"),
@@ -257,4 +311,5 @@ def build_silver(bronze: pl.DataFrame, eps: float = 1e-12) -> pl.DataFrame:
         pl.lit(SILVER_SCHEMA_VERSION, dtype=pl.String).alias("schema_version"),
         pl.lit(SILVER_CALC_VERSION, dtype=pl.String).alias("silver_calc_version"),
     )
-    return lf.select(SILVER_COLUMNS).collect()
+    carry_out = seg.carry(PREPARED_COLUMNS, SILVER_CONTEXT, states)
+    return lf.select(SILVER_COLUMNS).collect(), carry_out
