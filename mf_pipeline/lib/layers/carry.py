@@ -128,14 +128,16 @@ class Segments:
 
     def carry(
         self,
+        frame: pl.DataFrame,
         columns: Sequence[str],
         length: int,
         states: Sequence[tuple[str, StateSpec, np.ndarray]],
     ) -> Carry:
         """The carry after these rows: ``columns`` of each ticker's last ``length`` rows of
-        the working frame and the kernels' final ``(prefix, spec, final)`` states."""
-        context = tail_rows(self.frame.select(columns), self.offsets, length)
-        tickers = self.frame.get_column("ticker").gather(self.offsets[:-1])
+        ``frame`` (the working frame or one derived from it, same rows) and the kernels' final
+        ``(prefix, spec, final)`` states."""
+        context = tail_rows(frame.select(columns), self.offsets, length)
+        tickers = frame.get_column("ticker").gather(self.offsets[:-1])
         cols: list[pl.Series] = [
             tickers,
             pl.Series("bars_total", self.bars_before + (self.offsets[1:] - self.start)),
@@ -175,10 +177,7 @@ def open_segments(new: pl.DataFrame, carry: Carry | None) -> Segments:
     ).sort("ticker", maintain_order=True)
     offsets = ticker_offsets(frame.get_column("ticker"))
     n_context = np.add.reduceat((~frame.get_column(NEW)).to_numpy().astype(np.int64), offsets[:-1])
-    state = (
-        pl.DataFrame(tickers)
-        .join(carry.state, on="ticker", how="left", maintain_order="left")
-    )
+    state = pl.DataFrame(tickers).join(carry.state, on="ticker", how="left", maintain_order="left")
     bars_before = state.get_column("bars_total").fill_null(0).to_numpy().astype(np.int64)
     if ((bars_before > 0) != (n_context > 0)).any():
         raise ValueError("carry is inconsistent: a ticker has state without context or vice versa")

@@ -12,8 +12,20 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.offsets import bar_index, kernel_array, ticker_offsets
-from mf_pipeline.lib.kernels.recursive import ewm_adjust_false, tmf_tti, true_range
+from mf_pipeline.lib.kernels.offsets import kernel_array
+from mf_pipeline.lib.kernels.recursive import (
+    ewm_adjust_false_resume,
+    tmf_tti_resume,
+    true_range,
+)
+from mf_pipeline.lib.layers.carry import (
+    EWM_STATE,
+    NEW,
+    TMF_TTI_STATE,
+    Carry,
+    Segments,
+    open_segments,
+)
 from mf_pipeline.lib.layers.silver import (
     KEY_COLUMNS,
     check_eps,
@@ -28,6 +40,11 @@ INDICATOR_SCHEMA_VERSION = "v1"
 INDICATOR_CALC_VERSION = "twiggs_indicators_v1"
 TMF_EMA_ALPHA = 2.0 / (5 + 1)  # span 5
 TMF_EMA_MIN_SAMPLES = 5
+TMF_LAGS: tuple[int, ...] = (1, 2, 5)  # slopes and respect candidates read tmf_21 this far back
+# Outputs that later rows lag on: a carry keeps them on its context rows, next to the inputs.
+LAGGED_OUTPUTS: tuple[str, ...] = ("tmf_21", "tti_proxy_v1_21")
+# Context rows a resumed ticker needs: the longest tmf lag (the previous close is one row).
+INDICATOR_CONTEXT = max(TMF_LAGS)
 
 REQUIRED_SILVER_COLUMNS: tuple[str, ...] = (
     "ticker",
@@ -136,14 +153,32 @@ def build_indicators(
     sorted by (ticker, trade_date), with :data:`INDICATOR_COLUMNS` in that order, floats
     Float64. Column names keep ``_21`` whatever the periods are (the old tool's contract).
     """
+    return indicators_step(silver, tmf_period, proxy_period, eps, None)[0]
+
+
+def indicators_step(
+    silver: pl.DataFrame,
+    tmf_period: int,
+    proxy_period: int,
+    eps: float,
+    carry: Carry | None,
+) -> tuple[pl.DataFrame, Carry]:
+    """:func:`build_indicators` of new bars continuing from ``carry`` (None: first bars ever).
+
+    Returns the rows of exactly the input's bars, identical to a full rebuild's, and the carry
+    after them: the last :data:`INDICATOR_CONTEXT` prepared input rows of each ticker with
+    their :data:`LAGGED_OUTPUTS`, and the states of the TMF/TTI and TMF-EMA recursions.
+    """
     _check_period("tmf_period", tmf_period)
     _check_period("proxy_period", proxy_period)
     check_eps(eps)
-    df = _prepare(silver)
-    offsets = ticker_offsets(df.get_column("ticker"))
+    prepared = _prepare(silver)
+    seg = open_segments(prepared, carry)
+    df = seg.frame
+    offsets = seg.offsets
     n = df.height
-    df = df.with_columns(pl.Series("_i", bar_index(offsets)))
-    if "tr" not in df.columns:
+    df = df.with_columns(pl.Series("_i", seg.local_index()))
+    if "tr" not in prepared.columns:
         tr = np.empty(n, dtype=np.float64)
         true_range(
             kernel_array(df.get_column("high")),
@@ -156,7 +191,8 @@ def build_indicators(
 
     tmf = np.empty(n, dtype=np.float64)
     tti = np.empty(n, dtype=np.float64)
-    tmf_tti(
+    tmf_tti_final = seg.final(TMF_TTI_STATE)
+    tmf_tti_resume(
         kernel_array(df.get_column("high")),
         kernel_array(df.get_column("low")),
         kernel_array(df.get_column("close")),
@@ -166,25 +202,63 @@ def build_indicators(
         int(proxy_period),
         float(eps),
         offsets,
+        seg.start,
+        seg.init("tmf_tti", TMF_TTI_STATE),
+        tmf_tti_final,
         tmf,
         tti,
     )
     ema = np.empty(n, dtype=np.float64)
-    ewm_adjust_false(kernel_array(tmf), TMF_EMA_ALPHA, TMF_EMA_MIN_SAMPLES, offsets, ema)
-
+    ema_final = seg.final(EWM_STATE)
+    ema_init = seg.init("tmf_ema_5", EWM_STATE)
+    ewm_adjust_false_resume(
+        kernel_array(tmf), TMF_EMA_ALPHA, TMF_EMA_MIN_SAMPLES, offsets, seg.start,
+        ema_init, ema_final, ema,
+    )  # fmt: skip
+    _restore_context_outputs(seg, df, {"tmf_21": tmf, "tti_proxy_v1_21": tti})
+    df = df.with_columns(
+        pl.Series("tmf_21", tmf, dtype=pl.Float64, nan_to_null=True),
+        pl.Series("tti_proxy_v1_21", tti, dtype=pl.Float64, nan_to_null=True),
+    )
+    carry_out = seg.carry(
+        df,
+        [*prepared.columns, *LAGGED_OUTPUTS],
+        INDICATOR_CONTEXT,
+        [("tmf_tti", TMF_TTI_STATE, tmf_tti_final), ("tmf_ema_5", EWM_STATE, ema_final)],
+    )
     df = df.select(
         *KEY_COLUMNS,
         "_i",
-        pl.Series("tmf_21", tmf, dtype=pl.Float64, nan_to_null=True),
-        pl.Series("tti_proxy_v1_21", tti, dtype=pl.Float64, nan_to_null=True),
+        NEW,
+        "tmf_21",
+        "tti_proxy_v1_21",
         pl.Series("tmf_ema_5", ema, dtype=pl.Float64, nan_to_null=True),
     )
+    return _derived(seg, df, tmf_period), carry_out
+
+
+def _restore_context_outputs(
+    seg: Segments, df: pl.DataFrame, outputs: dict[str, np.ndarray]
+) -> None:
+    """Put the carried output values back on the context rows (the kernels emit new rows only),
+    so lags of the outputs read them."""
+    if not seg.resumed:
+        return
+    context_rows = ~df.get_column(NEW).to_numpy()
+    for name, values in outputs.items():
+        carried = df.get_column(name).cast(pl.Float64).to_numpy()
+        values[context_rows] = carried[context_rows]
+
+
+def _derived(seg: Segments, df: pl.DataFrame, tmf_period: int) -> pl.DataFrame:
+    """The §6.4 columns derived from tmf_21 / tti (lags read the context rows), new rows only."""
     lf = df.lazy().with_columns(
         lag("tmf_21", 1).alias("_m1"),
         lag("tmf_21", 2).alias("_m2"),
         lag("tmf_21", 5).alias("_m5"),
         lag("tti_proxy_v1_21", 1).alias("_q1"),
     )
+    lf = seg.new_rows(lf)
     m = pl.col("tmf_21")
     slope_1 = m - pl.col("_m1")
     above = (m > 0).fill_null(False)

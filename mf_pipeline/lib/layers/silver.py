@@ -311,5 +311,5 @@ def silver_step(
         pl.lit(SILVER_SCHEMA_VERSION, dtype=pl.String).alias("schema_version"),
         pl.lit(SILVER_CALC_VERSION, dtype=pl.String).alias("silver_calc_version"),
     )
-    carry_out = seg.carry(PREPARED_COLUMNS, SILVER_CONTEXT, states)
+    carry_out = seg.carry(df, PREPARED_COLUMNS, SILVER_CONTEXT, states)
     return lf.select(SILVER_COLUMNS).collect(), carry_out
