@@ -1,4 +1,5 @@
 import polars as pl
+import pytest
 
 from mf_pipeline.lib.layers import manifest as mf
 
@@ -109,9 +110,9 @@ def test_second_discovery_in_a_process_reuses_hashes_of_unchanged_files(tmp_path
     make_tree(tmp_path)
     first = mf.discover(tmp_path)
     hashed = []
-    real = mf.content_hash
-    monkeypatch.setattr(mf, "content_hash", lambda path, limit=None: hashed.append(path.name)
-                        or real(path, limit))
+    real = mf.hash_with_prefix
+    monkeypatch.setattr(mf, "hash_with_prefix", lambda path, prefix: hashed.append(path.name)
+                        or real(path, prefix))
     assert mf.discover(tmp_path)["content_hash"].to_list() == first["content_hash"].to_list()
     assert hashed == []
     aaa = tmp_path / "data" / "nasdaq stocks" / "1" / "aaa.us.txt"
@@ -119,3 +120,20 @@ def test_second_discovery_in_a_process_reuses_hashes_of_unchanged_files(tmp_path
     again = mf.discover(tmp_path)
     assert hashed == ["aaa.us.txt"]
     assert again["content_hash"].to_list() != first["content_hash"].to_list()
+
+
+def test_appended_is_decided_from_the_prefix_hash_of_the_same_read(tmp_path, monkeypatch):
+    make_tree(tmp_path)
+    stable = mf.classify(mf.discover(tmp_path), mf.empty_manifest()).drop(
+        "manifest_status", "prev_size")
+    aaa = tmp_path / "data" / "nasdaq stocks" / "1" / "aaa.us.txt"
+    old_size = aaa.stat().st_size
+    with open(aaa, "a") as handle:
+        handle.write(line("AAA.US", 3))
+    sizes = dict(zip(stable["path"], stable["file_size_bytes"], strict=True))
+    current = mf.discover(tmp_path, prefixes=sizes)
+    row = current.filter(pl.col("ticker") == "AAA.US").row(0, named=True)
+    assert row["prefix_hash"] == mf.content_hash(aaa, limit=old_size) != row["content_hash"]
+    monkeypatch.setattr(mf, "content_hash", lambda *a, **k: pytest.fail("read twice"))
+    status = mf.classify(current, stable).filter(pl.col("ticker") == "AAA.US")
+    assert status["manifest_status"].to_list() == [mf.APPENDED]

@@ -129,7 +129,7 @@ def discover_files(ctx: typer.Context) -> None:
     from mf_pipeline.lib.steps import bronze_step
 
     settings = settings_of(ctx)
-    current = mf.discover(bronze_step.ensure_raw_root(settings, say))
+    current = mf.discover(bronze_step.ensure_raw_root(settings, say)).drop("prefix_hash")
     out = settings.bronze_root / "manifests" / "file_manifest_discovered.parquet"
     from mf_pipeline.lib import lake
 

@@ -86,25 +86,57 @@ def content_hash(path: Path, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-"""The last discovery's content hashes by (path, size, mtime_ns): the CLI classifies the raw
+def hash_with_prefix(path: Path, prefix: int | None) -> tuple[str, str | None]:
+    """(hash of the whole file, hash of its first ``prefix`` bytes) in one read.
+
+    The prefix hash (None without ``prefix`` or when the file is shorter) is what decides
+    ``APPENDED`` without reading the old part of the file a second time.
+    """
+    digest = xxhash.xxh3_64()
+    prefix_hex = None
+    done = 0
+    with open(path, "rb") as handle:
+        while True:
+            size = _HASH_CHUNK
+            if prefix is not None and prefix_hex is None:
+                if done == prefix:
+                    prefix_hex = digest.hexdigest()
+                else:
+                    size = min(size, prefix - done)
+            chunk = handle.read(size)
+            if not chunk:
+                break
+            digest.update(chunk)
+            done += len(chunk)
+    return digest.hexdigest(), prefix_hex
+
+
+HashKey = tuple[str, int, int, int | None]
+_HASHES: dict[HashKey, tuple[str, str | None]] = {}
+"""The last discovery's hashes by (path, size, mtime_ns, prefix): the CLI classifies the raw
 tree to plan a run, then the manifest asset classifies it again inside that run (same process)."""
 
 
-def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result]) -> list[str]:
-    keys = [(str(p), st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True)]
-    todo = [(key, path) for key, path in zip(keys, paths, strict=True) if key not in _HASHES]
+def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result],
+            prefixes: dict[str, int]) -> list[tuple[str, str | None]]:
+    keys: list[HashKey] = [(str(p), st.st_size, st.st_mtime_ns, prefixes.get(str(p)))
+                           for p, st in zip(paths, stats, strict=True)]
+    todo = [key for key in keys if key not in _HASHES]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        fresh = dict(zip([k for k, _ in todo], pool.map(content_hash, [p for _, p in todo]),
-                         strict=True))
+        computed = pool.map(lambda key: hash_with_prefix(Path(key[0]), key[3]), todo)
+        fresh = dict(zip(todo, computed, strict=True))
     known = {key: _HASHES.get(key) or fresh[key] for key in keys}
     _HASHES.clear()
     _HASHES.update(known)
     return [known[key] for key in keys]
 
 
-def discover(raw_root: Path, discovered_ts: dt.datetime | None = None) -> pl.DataFrame:
+def discover(raw_root: Path, discovered_ts: dt.datetime | None = None,
+             prefixes: dict[str, int] | None = None) -> pl.DataFrame:
     """The current manifest of ``raw_root`` (no classification yet).
+
+    ``prefixes`` (``{path: size at the last ingest}``, from the stable manifest) adds a
+    ``prefix_hash`` column: the hash of each file's first ``size`` bytes, read in the same pass.
 
     ``fail_reason`` marks files that cannot become a ticker partition: a name that is not a
     valid ticker, or two files naming the same ticker (both are reported, neither is trusted).
@@ -113,7 +145,7 @@ def discover(raw_root: Path, discovered_ts: dt.datetime | None = None) -> pl.Dat
     discovered_ts = discovered_ts or dt.datetime.now(dt.UTC)
     paths = list_raw_files(raw_root)
     stats = [path.stat() for path in paths]
-    hashes = _hashes(paths, stats)
+    hashes = _hashes(paths, stats, prefixes or {})
     tickers = [ticker_from_file_name(path.name) for path in paths]
     frame = pl.DataFrame(
         {
@@ -125,10 +157,11 @@ def discover(raw_root: Path, discovered_ts: dt.datetime | None = None) -> pl.Dat
             "ticker": [t if is_valid_ticker(t) else None for t in tickers],
             "file_size_bytes": [st.st_size for st in stats],
             "file_mtime": [dt.datetime.fromtimestamp(st.st_mtime, dt.UTC) for st in stats],
-            "content_hash": hashes,
+            "content_hash": [full for full, _ in hashes],
+            "prefix_hash": [prefix for _, prefix in hashes],
             "file_ext": [path.suffix.lower() for path in paths],
         },
-        schema_overrides={"file_mtime": pl.Datetime("us", "UTC")},
+        schema_overrides={"file_mtime": pl.Datetime("us", "UTC"), "prefix_hash": pl.String()},
     )
     duplicated = pl.col("ticker").is_not_null() & (pl.len().over("ticker") > 1)
     return frame.with_columns(
@@ -139,15 +172,19 @@ def discover(raw_root: Path, discovered_ts: dt.datetime | None = None) -> pl.Dat
         .when(duplicated)
         .then(pl.lit(DUPLICATE_SOURCE_TICKER))
         .otherwise(pl.lit(None, dtype=pl.String)),
-    ).select(list(MANIFEST_SCHEMA))
+    ).select(*MANIFEST_SCHEMA, "prefix_hash")
 
 
 def empty_manifest() -> pl.DataFrame:
     return pl.DataFrame(schema=MANIFEST_SCHEMA)
 
 
-def _is_append(path: str, old_size: int, old_hash: str, new_size: int) -> bool:
-    """The old content is an exact prefix of the new one and ends on a line boundary."""
+def _is_append(path: str, old_size: int, old_hash: str, new_size: int,
+               prefix_hash: str | None = None) -> bool:
+    """The old content is an exact prefix of the new one and ends on a line boundary.
+
+    ``prefix_hash`` is the hash of the first ``old_size`` bytes when discovery computed it.
+    """
     if new_size <= old_size or old_size == 0:
         return False
     try:
@@ -156,7 +193,9 @@ def _is_append(path: str, old_size: int, old_hash: str, new_size: int) -> bool:
             boundary = handle.read(2)
         if b"\n" not in boundary:
             return False
-        return content_hash(Path(path), limit=old_size) == old_hash
+        if prefix_hash is None:
+            prefix_hash = content_hash(Path(path), limit=old_size)
+        return prefix_hash == old_hash
     except OSError:
         return False
 
@@ -173,6 +212,8 @@ def classify(current: pl.DataFrame, stable: pl.DataFrame) -> pl.DataFrame:
         prev_hash=pl.col("content_hash"),
         prev_fingerprint=pl.col("fingerprint"),
     ).unique("source_file", keep="last")
+    if "prefix_hash" not in current.columns:
+        current = current.with_columns(prefix_hash=pl.lit(None, dtype=pl.String))
     joined = current.join(previous, on="source_file", how="left")
     changed = joined.filter(
         pl.col("prev_fingerprint").is_not_null()
@@ -181,7 +222,8 @@ def classify(current: pl.DataFrame, stable: pl.DataFrame) -> pl.DataFrame:
     appended = {
         row["source_file"]
         for row in changed.iter_rows(named=True)
-        if _is_append(row["path"], row["prev_size"], row["prev_hash"], row["file_size_bytes"])
+        if _is_append(row["path"], row["prev_size"], row["prev_hash"], row["file_size_bytes"],
+                      row["prefix_hash"])
     }
     status = (
         pl.when(pl.col("prev_fingerprint").is_null())

@@ -100,8 +100,9 @@ class ManifestOutcome:
 def classify_raw(settings: Settings, log: Log = print) -> pl.DataFrame:
     """Discover, fingerprint and classify the raw tree against the stable manifest (no writes)."""
     root = ensure_raw_root(settings, log)
-    current = mf.discover(root)
-    return mf.classify(current, _read_or_empty(paths(settings).stable_manifest))
+    stable = _read_or_empty(paths(settings).stable_manifest)
+    sizes = dict(zip(stable["path"].to_list(), stable["file_size_bytes"].to_list(), strict=True))
+    return mf.classify(mf.discover(root, prefixes=sizes), stable)
 
 
 def run_manifest(settings: Settings, run_id: str, log: Log = print) -> ManifestOutcome:
