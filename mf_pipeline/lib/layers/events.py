@@ -28,19 +28,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.counters import bars_since
+from mf_pipeline.lib.kernels.counters import bars_since_resume
 from mf_pipeline.lib.kernels.events_kernels import (
     event_in_lookback,
     rolling_sum_int,
-    true_run_length,
+    true_run_length_resume,
 )
 from mf_pipeline.lib.kernels.offsets import bar_index, ticker_offsets
+from mf_pipeline.lib.layers.carry import COUNTER_STATE, Carry, Segments, StateSpec, open_segments
+
+# (state column prefix, spec, final state array) of one resumable kernel call
+KernelState = tuple[str, StateSpec, np.ndarray]
 
 KEYS: tuple[str, str, str] = ("ticker", "exchange", "trade_date")
 EVENT_SCHEMA_VERSION = "v1"
 EVENT_CALC_VERSION = "event_grammar_v1"
 STATE_WINDOW = 20  # the flow-state rules compare 20-bar long/short event counts (spec §7.6)
 RECENT_CROSS_BARS = 3  # "recent" zero cross for early states: within t-3 .. t
+POINT_LOOKBACK = 2  # point events (pivots) read bars t-2 .. t
 
 STATE_LABELS: dict[int, str] = {
     0: "S0_QUIET",
@@ -215,12 +220,14 @@ def bool_array(df: pl.DataFrame, name: str) -> np.ndarray:
     return s.to_numpy()
 
 
-def bars_since_series(name: str, flags: np.ndarray, offsets: np.ndarray) -> pl.Series:
-    """Int32 bars-since counter with nulls before the first event."""
+def bars_since_series(name: str, flags: np.ndarray, seg: Segments) -> tuple[pl.Series, KernelState]:
+    """Int32 bars-since counter with nulls before the first event, and its final state."""
     out = np.empty(flags.size, dtype=np.int32)
-    bars_since(flags, offsets, out)
+    final = seg.final(COUNTER_STATE)
+    init = seg.init(name, COUNTER_STATE)
+    bars_since_resume(flags, seg.offsets, seg.start, init, final, out)
     s = pl.Series(name, out)
-    return s.set(s < 0, None) if (out < 0).any() else s
+    return (s.set(s < 0, None) if (out < 0).any() else s), (name, COUNTER_STATE, final)
 
 
 def rolling_count_series(name: str, x: np.ndarray, offsets: np.ndarray, window: int) -> pl.Series:
@@ -247,18 +254,38 @@ def build_events(indicators: pl.DataFrame, params: EventParams | None = None) ->
     ``flow_state_label``, ``event_schema_version`` and ``event_calc_version``, sorted by
     (ticker, trade_date), one row per input row.
     """
-    p = params or EventParams()
+    return events_step(indicators, params or EventParams(), None)[0]
+
+
+def event_context(params: EventParams) -> int:
+    """Context rows a resumed ticker needs: every window (activity counts, respect-fail
+    look-back) must cover rows whose point events are exact, i.e. have their own look-back."""
+    longest = max(*params.activity_windows, STATE_WINDOW) - 1
+    return max(longest, params.respect_fail_lookback_bars) + POINT_LOOKBACK
+
+
+def events_step(
+    indicators: pl.DataFrame, params: EventParams, carry: Carry | None
+) -> tuple[pl.DataFrame, Carry]:
+    """:func:`build_events` of new bars continuing from ``carry`` (None: first bars ever).
+
+    Returns the rows of exactly the input's bars, identical to a full rebuild's, and the carry
+    after them: the last :func:`event_context` input rows of each ticker and the hold-run and
+    bars-since counters.
+    """
     missing = [c for c in REQUIRED_INPUT_COLUMNS if c not in indicators.columns]
     if missing:
         raise ValueError(f"build_events: missing input columns {missing}")
     present = [c for c in OPTIONAL_INPUT_COLUMNS if c in indicators.columns]
-    df, offsets = prepare_panel(indicators.select(*REQUIRED_INPUT_COLUMNS, *present))
-    df = df.with_columns(pl.Series("_i", row_positions(offsets)))
+    prepared, _ = prepare_panel(indicators.select(*REQUIRED_INPUT_COLUMNS, *present))
+    seg = open_segments(prepared, carry)
+    df = seg.frame.with_columns(pl.Series("_i", seg.local_index().astype(np.int32)))
     df = _indicator_inputs(df)
-    df = _point_events(df, p)
-    df = _windowed_events(df, offsets, p)
-    df = _flow_state(df)
-    return _order_output(df, p)
+    df = _point_events(df, params)
+    df, states = _windowed_events(df, seg, params)
+    df = _flow_state(seg.new_rows(df))
+    carry_out = seg.carry(seg.frame, prepared.columns, event_context(params), states)
+    return _order_output(df, params), carry_out
 
 
 def _indicator_inputs(df: pl.DataFrame) -> pl.DataFrame:
@@ -340,9 +367,14 @@ def _point_events(df: pl.DataFrame, p: EventParams) -> pl.DataFrame:
     )
 
 
-def _windowed_events(df: pl.DataFrame, offsets: np.ndarray, p: EventParams) -> pl.DataFrame:
-    """Holds, respect fails, bars-since counters and activity counts (Numba kernels)."""
+def _windowed_events(
+    df: pl.DataFrame, seg: Segments, p: EventParams
+) -> tuple[pl.DataFrame, list[KernelState]]:
+    """Holds, respect fails, bars-since counters and activity counts (Numba kernels), and the
+    counters' final states."""
     n = df.height
+    offsets = seg.offsets
+    states: list[KernelState] = []
     point = (*BARS_SINCE_SOURCES.values(), "ev_tti_burst_up", "ev_tti_burst_down")
     flags = {c: bool_array(df, c) for c in point}
     new: list[pl.Series] = []
@@ -354,7 +386,10 @@ def _windowed_events(df: pl.DataFrame, offsets: np.ndarray, p: EventParams) -> p
         ("_tti_neg", "ev_tti_hold_neg"),
     ):
         run = np.empty(n, dtype=np.int32)
-        true_run_length(bool_array(df, src), offsets, run)
+        final = seg.final(COUNTER_STATE)
+        init = seg.init(name, COUNTER_STATE)
+        true_run_length_resume(bool_array(df, src), offsets, seg.start, init, final, run)
+        states.append((name, COUNTER_STATE, final))
         flags[name] = run >= p.hold_consecutive_bars
         new.append(pl.Series(name, flags[name]))
 
@@ -368,7 +403,9 @@ def _windowed_events(df: pl.DataFrame, offsets: np.ndarray, p: EventParams) -> p
         new.append(pl.Series(name, recent & flags[cross]))
 
     for name, src in BARS_SINCE_SOURCES.items():
-        new.append(bars_since_series(name, flags[src], offsets))
+        series, state = bars_since_series(name, flags[src], seg)
+        new.append(series)
+        states.append(state)
 
     long_base = (
         flags["ev_tmf_zero_up"].astype(np.int8)
@@ -408,7 +445,7 @@ def _windowed_events(df: pl.DataFrame, offsets: np.ndarray, p: EventParams) -> p
                 "tmf_event_activity_20"
             )
         )
-    return df.with_columns(derived) if derived else df
+    return (df.with_columns(derived) if derived else df), states
 
 
 def _flow_state(df: pl.DataFrame) -> pl.DataFrame:

@@ -24,11 +24,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.counters import run_length
-from mf_pipeline.lib.kernels.events_kernels import rolling_sum_float
+from mf_pipeline.lib.kernels.counters import run_length_resume
+from mf_pipeline.lib.kernels.events_kernels import rolling_sum_float_resume
+from mf_pipeline.lib.layers.carry import (
+    ABS_INDEX,
+    COUNTER_STATE,
+    SUM_STATE,
+    Carry,
+    Segments,
+    open_segments,
+)
 from mf_pipeline.lib.layers.events import (
     EVENT_COLUMNS,
     KEYS,
+    KernelState,
     bars_since_series,
     bool_array,
     is_positive_int,
@@ -36,13 +45,13 @@ from mf_pipeline.lib.layers.events import (
     normalize_windows,
     prepare_panel,
     rolling_count_series,
-    row_positions,
 )
 
 FEATURE_SCHEMA_VERSION = "v1"
 FEATURE_CALC_VERSION = "gold_features_v1"
 FIXED_WINDOWS: tuple[int, int] = (5, 20)  # always computed, whatever activity_windows says
 LONG_WINDOW = 20  # persistence, oscillation, respect-fail balance, flow bias/activity
+LEVEL_LOOKBACK = 10  # tmf_slope_10 reads bar t-10, the longest lag of §8.2
 
 # the 16 event flags §8.1 reads (all but the pivots); absent ones count as False
 FEATURE_EVENT_FLAGS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if "pivot" not in c)
@@ -126,13 +135,37 @@ def build_features(
     Returns the keys, the §8 feature columns (see ``feature_output_columns``) and the two
     version constants, sorted by (ticker, trade_date).
     """
-    p = params or FeatureParams()
-    df, offsets = _merge_inputs(indicators, events)
-    df = df.with_columns(pl.Series("_i", row_positions(offsets)))
+    return features_step(indicators, events, params or FeatureParams(), None)[0]
+
+
+def feature_context(params: FeatureParams) -> int:
+    """Context rows a resumed ticker needs: the longest lag or window (a flow score's running
+    sum also reads the value leaving its window, ``window`` rows back)."""
+    return max(LEVEL_LOOKBACK, LONG_WINDOW, *params.activity_windows)
+
+
+def features_step(
+    indicators: pl.DataFrame, events: pl.DataFrame, params: FeatureParams, carry: Carry | None
+) -> tuple[pl.DataFrame, Carry]:
+    """:func:`build_features` of new bars continuing from ``carry`` (None: first bars ever).
+
+    Returns the rows of exactly the input's bars, identical to a full rebuild's, and the carry
+    after them: the last :func:`feature_context` merged input rows of each ticker, the flow
+    scores' running sums and the state run-length and bars-since counters.
+    """
+    merged, _ = _merge_inputs(indicators, events)
+    seg = open_segments(merged, carry)
+    df = seg.frame.with_columns(
+        pl.Series("_i", seg.local_index().astype(np.int32)),
+        pl.Series(ABS_INDEX, seg.absolute_index()),
+    )
     df = _level_features(df)
-    df = _window_features(df, offsets, p)
-    df = _state_features(df, offsets)
-    return df.select(feature_output_columns(p))
+    df, window_states = _window_features(df, seg, params)
+    df, state_states = _state_features(df, seg)
+    carry_out = seg.carry(
+        seg.frame, merged.columns, feature_context(params), [*window_states, *state_states]
+    )
+    return seg.new_rows(df).select(feature_output_columns(params)), carry_out
 
 
 def _merge_inputs(
@@ -206,9 +239,14 @@ def _level_features(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _window_features(df: pl.DataFrame, offsets: np.ndarray, p: FeatureParams) -> pl.DataFrame:
-    """§8.3-8.5: flow scores, recency, burst counts, persistence, oscillation, balance."""
+def _window_features(
+    df: pl.DataFrame, seg: Segments, p: FeatureParams
+) -> tuple[pl.DataFrame, list[KernelState]]:
+    """§8.3-8.5: flow scores, recency, burst counts, persistence, oscillation, balance; and
+    the flow scores' final running sums."""
     n = df.height
+    offsets = seg.offsets
+    states: list[KernelState] = []
     f = {c: bool_array(df, c) for c in FEATURE_EVENT_FLAGS}
     w = p.score_weights
     long_base = (
@@ -226,9 +264,13 @@ def _window_features(df: pl.DataFrame, offsets: np.ndarray, p: FeatureParams) ->
     new: list[pl.Series] = []
     for win in p.activity_windows:
         for side, base in (("long", long_base), ("short", short_base)):
+            name = f"{side}_flow_score_{win}"
             out = np.empty(n, dtype=np.float64)
-            rolling_sum_float(base, offsets, win, out)
-            new.append(pl.Series(f"{side}_flow_score_{win}", out))
+            final = seg.final(SUM_STATE)
+            init = seg.init(name, SUM_STATE)
+            rolling_sum_float_resume(base, offsets, win, seg.start, init, final, out)
+            new.append(pl.Series(name, out))
+            states.append((name, SUM_STATE, final))
     for win in FIXED_WINDOWS:
         new.append(rolling_count_series(f"long_burst_{win}", f["ev_tmf_burst_up"], offsets, win))
         new.append(rolling_count_series(f"short_burst_{win}", f["ev_tmf_burst_down"], offsets, win))
@@ -252,7 +294,7 @@ def _window_features(df: pl.DataFrame, offsets: np.ndarray, p: FeatureParams) ->
     df = df.with_columns(new)
 
     k = float(p.recency_clip_bars)
-    rows_in_window = pl.min_horizontal(pl.col("_i") + 1, pl.lit(lw)).cast(pl.Float64)
+    rows_in_window = pl.min_horizontal(pl.col(ABS_INDEX) + 1, pl.lit(lw)).cast(pl.Float64)
     delta20 = pl.col("long_flow_score_20") - pl.col("short_flow_score_20")
     activity20 = pl.col("long_flow_score_20") + pl.col("short_flow_score_20")
     return df.with_columns(
@@ -268,11 +310,12 @@ def _window_features(df: pl.DataFrame, offsets: np.ndarray, p: FeatureParams) ->
         (pl.col("_hold_neg_n") / rows_in_window).alias("persistence_neg_20"),
         pl.col("_zero_cross_n").cast(pl.Float64).alias("oscillation_index_20"),
         pl.col("_fail_balance").cast(pl.Float64).alias("respect_fail_balance_20"),
-    )
+    ), states
 
 
-def _state_features(df: pl.DataFrame, offsets: np.ndarray) -> pl.DataFrame:
-    """§8.6: previous state, change flag, run length, transition code, bars since change."""
+def _state_features(df: pl.DataFrame, seg: Segments) -> tuple[pl.DataFrame, list[KernelState]]:
+    """§8.6: previous state, change flag, run length, transition code, bars since change; and
+    the two counters' final states."""
     code = pl.col("flow_state_code")
     prev = lag(code, 1).alias("state_prev")
     df = df.with_columns(
@@ -282,13 +325,17 @@ def _state_features(df: pl.DataFrame, offsets: np.ndarray) -> pl.DataFrame:
     )
     codes = df.get_column("flow_state_code").fill_null(-1).to_numpy()
     run = np.empty(df.height, dtype=np.int32)
-    run_length(codes, offsets, run)
-    return df.with_columns(
+    run_final = seg.final(COUNTER_STATE)
+    run_init = seg.init("state_run_length", COUNTER_STATE)
+    run_length_resume(codes, seg.offsets, seg.start, run_init, run_final, run)
+    since, since_state = bars_since_series("bs_state_change", bool_array(df, "state_changed"), seg)
+    df = df.with_columns(
         pl.Series("state_run_length", run),
-        bars_since_series("bs_state_change", bool_array(df, "state_changed"), offsets),
+        since,
         pl.lit(FEATURE_SCHEMA_VERSION).alias("feature_schema_version"),
         pl.lit(FEATURE_CALC_VERSION).alias("feature_calc_version"),
     )
+    return df, [("state_run_length", COUNTER_STATE, run_final), since_state]
 
 
 def feature_output_columns(params: FeatureParams) -> list[str]:
