@@ -55,7 +55,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     layers = [layer for layer in DERIVED_LAYERS if layer in selected]
     tickers = ticker_work.select(context.partition_keys, lambda: stale_tickers(cfg, layers))
-    context.log.info(f"{len(tickers)} tickers to rebuild in {', '.join(layers)}")
+    context.log.info(f"{len(tickers)} tickers to update in {', '.join(layers)}")
     run_ids = {layer: bronze_run_id(context.run_id, layer) for layer in layers}
     problems: dict[str, list[str]] = {layer: [] for layer in layers}
     checked_rows: dict[str, int] = dict.fromkeys(layers, 0)
@@ -79,6 +79,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
                 "tickers": len(tickers),
                 "tickers_written": stats.tickers_written,
                 "tickers_removed": stats.tickers_removed,
+                "tickers_appended": outcome.tickers_appended,
                 "min_trade_date": str(stats.min_date),
                 "max_trade_date": str(stats.max_date),
                 "seconds": round(stats.seconds, 3),

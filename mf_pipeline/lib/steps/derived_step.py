@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ import polars as pl
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.layers import events as events_layer
 from mf_pipeline.lib.layers import features as features_layer
-from mf_pipeline.lib.layers.indicators import build_indicators
-from mf_pipeline.lib.layers.silver import build_silver
+from mf_pipeline.lib.layers.carry import Carry
+from mf_pipeline.lib.layers.indicators import indicators_step
+from mf_pipeline.lib.layers.silver import silver_step
 from mf_pipeline.lib.settings import Settings
+from mf_pipeline.lib.steps import carry_store
 
 Log = Callable[[str], None]
 DERIVED_LAYERS = ("silver", "indicators", "events", "features")
@@ -48,6 +51,7 @@ class LayerStats:
 class DerivedOutcome:
     layers: dict[str, LayerStats] = field(default_factory=dict)
     seconds: float = 0.0
+    tickers_appended: int = 0  # tickers extended from their carries (new bars only)
 
 
 def storage_dtype(settings: Settings, layer: str) -> pl.DataType:
@@ -80,17 +84,19 @@ def _batches(tickers: Sequence[str], size: int) -> Iterator[list[str]]:
         yield ordered[start : start + size]
 
 
-def _compute(layer: str, settings: Settings, inputs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def _compute(layer: str, settings: Settings, inputs: dict[str, pl.DataFrame],
+             carry: Carry | None) -> tuple[pl.DataFrame, Carry]:
+    """One layer's rows for ``inputs`` (continuing from ``carry``), and the carry after them."""
     if layer == "silver":
-        return build_silver(inputs["bronze"], eps=settings.indicators.eps)
+        return silver_step(inputs["bronze"], settings.indicators.eps, carry)
     if layer == "indicators":
         cfg = settings.indicators
-        return build_indicators(inputs["silver"], cfg.tmf_period, cfg.proxy_period, cfg.eps)
+        return indicators_step(inputs["silver"], cfg.tmf_period, cfg.proxy_period, cfg.eps, carry)
     if layer == "events":
         params = events_layer.EventParams.from_settings(settings.event_grammar.model_dump())
-        return events_layer.build_events(inputs["indicators"], params)
+        return events_layer.events_step(inputs["indicators"], params, carry)
     params = features_layer.FeatureParams.from_settings(settings.gold_features.model_dump())
-    return features_layer.build_features(inputs["indicators"], inputs["events"], params)
+    return features_layer.features_step(inputs["indicators"], inputs["events"], params, carry)
 
 
 def _needed_inputs(layer: str) -> tuple[str, ...]:
@@ -119,6 +125,7 @@ def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
             inputs = of(upstream)
             stale.update(t for t, mtime in inputs.items() if own.get(t, -1.0) < mtime)
             stale.update(own.keys() - inputs.keys())
+        stale.update(lake.inconsistent_tickers(lake.LAYERS[layer].root(settings)))
     return sorted(stale)
 
 
@@ -142,48 +149,91 @@ def run_derived(
 ) -> DerivedOutcome:
     """Rebuild ``layers`` (a subset of :data:`DERIVED_LAYERS`) for ``tickers``.
 
-    A ticker without input rows (no valid Bronze bars, or a deleted source) gets its files in
-    the rebuilt layers removed, so no layer keeps a stale copy. ``inspect(layer, frame)`` sees
-    each written batch (for checks) without the run holding every batch in memory.
+    When the whole chain is rebuilt, tickers whose only change is new Bronze bars after what
+    every layer already processed take the append path: only the new rows are computed, from
+    the stored carries, and written as delta files (bit-identical to a full rebuild). Every
+    other ticker is rebuilt in full, in batches of ``batch_tickers``. A ticker without input
+    rows (no valid Bronze bars, or a deleted source) gets its files in the rebuilt layers
+    removed, so no layer keeps a stale copy. ``inspect(layer, frame)`` sees each written batch
+    (for checks) without the run holding every batch in memory.
     """
     started = time.perf_counter()
     chosen = [layer for layer in DERIVED_LAYERS if layer in layers]
-    outcome = DerivedOutcome(layers={layer: LayerStats() for layer in chosen})
-    built_ts = dt.datetime.now(dt.UTC)
-    batches = list(_batches(tickers, batch_tickers))
+    run = _Run(settings, chosen, run_ids, inspect,
+               DerivedOutcome(layers={layer: LayerStats() for layer in chosen}))
+    appendable, full = pl.DataFrame(), sorted(tickers)
+    if chosen == list(carry_store.CHAIN) and tickers:
+        appendable, full = carry_store.split_appendable(settings, tickers)
+    batches = list(_batches(full, batch_tickers))
     # Files of one batch are written by a background thread while the next batch computes
     # (Numba kernels and the Parquet encoder both release the GIL); at most two batches live.
     with ThreadPoolExecutor(max_workers=1) as writer:
-        previous: list[Future[None]] = []
+        run.writer = writer
+        if appendable.height:
+            new = carry_store.new_bronze_rows(settings, appendable, BRONZE_INPUT)
+            run.batch(appendable["ticker"].to_list(), {"bronze": widen(new)} if new.height
+                      else {}, append=True)
+            run.outcome.tickers_appended = new["ticker"].n_unique() if new.height else 0
+            log(f"append path: {run.outcome.tickers_appended} tickers extended by "
+                f"{new.height} new bars")
         for number, batch in enumerate(batches, start=1):
-            stored: dict[str, pl.DataFrame] = {}
-            current: list[Future[None]] = []
-            for layer in chosen:
-                for needed in _needed_inputs(layer):
-                    if needed not in stored:
-                        stored[needed] = _read(settings, needed, batch)
-                stats = outcome.layers[layer]
-                tick = time.perf_counter()
-                inputs = {name: stored[name] for name in _needed_inputs(layer)}
-                if any(frame.is_empty() for frame in inputs.values()):
-                    result = pl.DataFrame()
-                else:
-                    result = _compute(layer, settings, inputs)
-                frame = _storage_frame(settings, layer, result, run_ids[layer], built_ts, stats)
-                current.append(writer.submit(_write, settings, layer, frame, batch, stats))
-                stored[layer] = widen(frame) if not frame.is_empty() else frame
-                if inspect is not None and not frame.is_empty():
-                    inspect(layer, frame)
-                stats.seconds += time.perf_counter() - tick
-            for future in previous:
-                future.result()
-            previous = current
+            run.batch(batch, {}, append=False)
             if len(batches) > 1:
                 log(f"batch {number}/{len(batches)}: {len(batch)} tickers computed")
-        for future in previous:
+        run.drain()
+    for layer in chosen:
+        carry_store.save(settings, layer, run.carries[layer], full)
+    run.outcome.seconds = time.perf_counter() - started
+    return run.outcome
+
+
+@dataclass
+class _Run:
+    """The state of one :func:`run_derived` call shared by its batches."""
+
+    settings: Settings
+    chosen: list[str]
+    run_ids: dict[str, str]
+    inspect: Callable[[str, pl.DataFrame], None] | None
+    outcome: DerivedOutcome
+    built_ts: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    writer: ThreadPoolExecutor | None = None
+    pending: list[Future[None]] = field(default_factory=list)
+    carries: dict[str, list[Carry]] = field(default_factory=lambda: defaultdict(list))
+
+    def batch(self, tickers: list[str], stored: dict[str, pl.DataFrame], append: bool) -> None:
+        """Compute the chosen layers for ``tickers``: from ``stored`` inputs (the new rows on
+        the append path) or, for inputs not given, from the lake (full rebuild)."""
+        assert self.writer is not None
+        current: list[Future[None]] = []
+        for layer in self.chosen:
+            for needed in _needed_inputs(layer):
+                if needed not in stored:
+                    stored[needed] = (pl.DataFrame() if append
+                                      else _read(self.settings, needed, tickers))
+            stats = self.outcome.layers[layer]
+            tick = time.perf_counter()
+            inputs = {name: stored[name] for name in _needed_inputs(layer)}
+            result = pl.DataFrame()
+            if not any(frame.is_empty() for frame in inputs.values()):
+                carry_in = carry_store.load(self.settings, layer, tickers) if append else None
+                result, carry = _compute(layer, self.settings, inputs, carry_in)
+                self.carries[layer].append(carry)
+            frame = _storage_frame(self.settings, layer, result, self.run_ids[layer],
+                                   self.built_ts, stats)
+            current.append(self.writer.submit(_write, self.settings, layer, frame,
+                                              [] if append else tickers, stats, append))
+            stored[layer] = widen(frame) if not frame.is_empty() else frame
+            if self.inspect is not None and not frame.is_empty():
+                self.inspect(layer, frame)
+            stats.seconds += time.perf_counter() - tick
+        self.drain()
+        self.pending = current
+
+    def drain(self) -> None:
+        for future in self.pending:
             future.result()
-    outcome.seconds = time.perf_counter() - started
-    return outcome
+        self.pending = []
 
 
 def _storage_frame(settings: Settings, layer: str, result: pl.DataFrame, run_id: str,
@@ -203,14 +253,15 @@ def _storage_frame(settings: Settings, layer: str, result: pl.DataFrame, run_id:
 
 
 def _write(settings: Settings, layer: str, frame: pl.DataFrame, batch: Sequence[str],
-           stats: LayerStats) -> None:
-    """Write one file per ticker of ``frame`` and remove the files of batch tickers without
-    rows. Runs on the writer thread, the only one that touches these two counters."""
+           stats: LayerStats, append: bool) -> None:
+    """Write the rows of ``frame`` per ticker (delta files when ``append``) and remove the
+    files of ``batch`` tickers without rows. Runs on the writer thread, the only one that
+    touches these two counters."""
     root = lake.LAYERS[layer].root(settings)
     written = {}
     if not frame.is_empty():
         written = lake.write_symbol_files(frame, root, settings.parquet,
-                                          {"run_id": str(frame["run_id"][0])})
+                                          {"run_id": str(frame["run_id"][0])}, append=append)
     missing = sorted(set(batch) - set(written))
     stats.tickers_removed += len(lake.remove_symbol_files(root, missing))
     stats.tickers_written += len(written)
