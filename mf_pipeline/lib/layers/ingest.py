@@ -119,7 +119,8 @@ def _read_bytes(files: pl.DataFrame) -> tuple[list[bytes | None], list[str | Non
     return data, errors
 
 
-def _texts_frame(data: list[bytes | None], errors: list[str | None]) -> pl.DataFrame:
+def texts_frame(data: list[bytes | None], errors: list[str | None]) -> pl.DataFrame:
+    """``TEXTS_SCHEMA`` frame of byte strings (None: no text), decoded as the files are."""
     texts = [None if d is None else d.decode("utf-8", errors="replace") for d in data]
     return pl.DataFrame(
         {"file_id": np.arange(len(texts), dtype=np.uint32), "text": texts, "read_error": errors},
@@ -134,7 +135,7 @@ def read_texts(files: pl.DataFrame) -> pl.DataFrame:
     path) gets a null ``text`` and the error message in ``read_error``; it is not raised, so
     one bad file never stops a run.
     """
-    return _texts_frame(*_read_bytes(files))
+    return texts_frame(*_read_bytes(files))
 
 
 def _detect_delimiters(first_lines: pl.Series) -> np.ndarray:
@@ -450,14 +451,21 @@ def read_rows(files: pl.DataFrame, fast: bool = True) -> RawRows:
             parts_stats.append(result[1])
 
     slow_data = [None if p else d for d, p in zip(data, plain, strict=True)]
-    lines = split_lines(_texts_frame(slow_data, [None] * n_files))
+    lines = split_lines(texts_frame(slow_data, [None] * n_files))
     parts_rows.append(rows_from_lines(lines))
     parts_stats.append(line_stats(lines))
 
+    return _raw_rows(parts_rows, parts_stats, errors)
+
+
+def _raw_rows(
+    parts_rows: list[pl.DataFrame], parts_stats: list[pl.DataFrame], errors: list[str | None]
+) -> RawRows:
+    """``RawRows`` from row and line-stat parts; files without lines get zero counts."""
     counts = ("lines_total", "lines_header", "lines_blank")
     stats = (
         pl.DataFrame(
-            {"file_id": np.arange(n_files, dtype=np.uint32), "read_error": errors},
+            {"file_id": np.arange(len(errors), dtype=np.uint32), "read_error": errors},
             schema={"file_id": pl.UInt32(), "read_error": pl.String()},
         )
         .join(pl.concat(parts_stats, how="vertical"), on="file_id", how="left")
@@ -474,3 +482,89 @@ def read_rows(files: pl.DataFrame, fast: bool = True) -> RawRows:
     # columns holding an empty chunk next to a non-empty one.
     parts_rows = [part for part in parts_rows if part.height] or parts_rows[:1]
     return RawRows(rows=pl.concat(parts_rows, how="vertical", rechunk=False), files=stats)
+
+
+# --------------------------------------------------------------------------- appended bytes
+
+HEAD_BYTES = 4096
+"""Bytes read at the start of an appended file to find its first non-empty line."""
+
+
+@dataclass
+class AppendedRows:
+    """The lines appended to files, parsed as they are parsed inside the whole file.
+
+    ``rows``: ``RawRows`` of the appended lines only (line numbers continue the file's).
+    ``delimiter`` / ``header`` (per file): delimiter of the file's first non-empty line and
+    whether that line is a header, null when it is not within ``HEAD_BYTES``. ``ok`` (per
+    file): readable, the old content ends with ``\\n``, something follows it and the first
+    non-empty line was found; ``rows`` holds lines of ``ok`` files only.
+    """
+
+    rows: RawRows
+    delimiter: pl.Series
+    header: pl.Series
+    ok: pl.Series
+
+
+def _read_head_tail(
+    paths: list[str | None], offsets: list[int | None]
+) -> tuple[list[bytes], list[bytes], list[str | None]]:
+    """Per file: up to HEAD_BYTES of the old content, the bytes from its last one on, error."""
+    heads: list[bytes] = []
+    tails: list[bytes] = []
+    errors: list[str | None] = []
+    for path, offset in zip(paths, offsets, strict=True):
+        head = tail = b""
+        error = None
+        try:
+            if path is None or offset is None or offset <= 0:
+                raise OSError("no path or no previous content")
+            with open(path, "rb") as handle:
+                head = handle.read(min(offset, HEAD_BYTES))
+                handle.seek(offset - 1)
+                tail = handle.read()
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        heads.append(head)
+        tails.append(tail)
+        errors.append(error)
+    return heads, tails, errors
+
+
+def _first_lines(heads: list[bytes]) -> tuple[pl.Series, pl.Series]:
+    """Delimiter and header flag of each file's first non-empty line, from complete lines."""
+    complete = [h[: h.rfind(b"\n") + 1] for h in heads]
+    lines = split_lines(texts_frame(list(complete), [None] * len(heads)))
+    first = lines.filter(pl.col("kind") != KIND_BLANK).unique(
+        "file_id", keep="first", maintain_order=True
+    )
+    per_file = pl.DataFrame(
+        {"file_id": np.arange(len(heads), dtype=np.uint32)}, schema={"file_id": pl.UInt32()}
+    ).join(first, on="file_id", how="left")
+    return per_file.get_column("delimiter"), per_file.get_column("kind") == KIND_HEADER
+
+
+def read_appended(files: pl.DataFrame, first_line_no: np.ndarray) -> AppendedRows:
+    """Read only what was appended to each file of ``files`` (``path``, ``prev_size``).
+
+    ``first_line_no`` (per file) is the number of the first appended line: the old content's
+    line count + 1. Seeks to ``prev_size - 1`` (the old content's last byte must be
+    ``\\n``, so the appended bytes start a line) plus a small read of the file's start.
+    """
+    heads, tails, errors = _read_head_tail(
+        files.get_column("path").to_list(), files.get_column("prev_size").to_list()
+    )
+    delimiter, header = _first_lines(heads)
+    known = delimiter.is_not_null().to_list()
+    ok = [
+        k and len(t) > 1 and t[:1] == b"\n" for k, t in zip(known, tails, strict=True)
+    ]
+    texts = texts_frame([t[1:] if o else None for t, o in zip(tails, ok, strict=True)], errors)
+    lines = split_continuations(texts, delimiter.fill_null(DELIMITERS[0]), first_line_no)
+    return AppendedRows(
+        rows=_raw_rows([rows_from_lines(lines)], [line_stats(lines)], errors),
+        delimiter=delimiter,
+        header=header,
+        ok=pl.Series("ok", ok, dtype=pl.Boolean),
+    )
