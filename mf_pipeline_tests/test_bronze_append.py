@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,7 +30,13 @@ from mf_pipeline.lib.layers.bronze import (
     build_bronze,
 )
 from mf_pipeline.lib.layers.bronze_append import AppendResult, build_bronze_append
-from mf_pipeline.lib.layers.ingest import HEAD_BYTES
+from mf_pipeline.lib.layers.ingest import (
+    HEAD_BYTES,
+    read_appended,
+    rows_from_lines,
+    split_lines,
+    texts_frame,
+)
 from mf_pipeline.lib.layers.manifest import discover
 
 HEADER = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>"
@@ -369,3 +376,44 @@ def test_hand_made_lines_cut_anywhere(tmp_path: Path, kinds: list[str], cut_at: 
     _, old, app = split_build(tmp_path, content, cut)
     if "dup" not in kinds and old.ledger["status"][0] == "OK":
         assert app.fallback == []
+
+
+_PIECES = ["a", "1", ",", "\t", ";", "|", " ", "\r", '"', "\ufeff", "<TICKER>", "é"]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.lists(st.sampled_from(_PIECES), max_size=14).map("".join), min_size=1,
+                   max_size=8),
+    junk=st.booleans(),
+    split=st.integers(1, 7),
+    header=st.booleans(),
+)
+def test_appended_lines_parse_as_inside_the_whole_file(
+    tmp_path: Path, lines: list[str], junk: bool, split: int, header: bool
+) -> None:
+    """The line reader on the appended bytes alone agrees with it on the whole file."""
+    lines = ([HEADER] if header else []) + lines
+    split = min(split, len(lines) - 1) if len(lines) > 1 else 1
+    old = text(*lines[:split]) + (b"\xff\xfe" if junk else b"")
+    whole = old + b"\n" + text(*lines[split:])
+    path = tmp_path / "f.txt"
+    path.write_bytes(whole)
+    files = pl.DataFrame({"path": [str(path)], "prev_size": [len(old) + 1]})
+    n_old = old.count(b"\n") + 1
+    got = read_appended(files, np.array([n_old + 1]))
+    expected = split_lines(texts_frame([whole], [None]))
+    first = expected.filter(pl.col("kind") != "blank").head(1)
+    appended_any = len(whole) > len(old) + 1
+    assert got.ok[0] == (first.height == 1 and first["line_no"][0] <= n_old and appended_any)
+    if not got.ok[0]:
+        return
+    assert got.delimiter[0] == first["delimiter"][0]
+    assert got.header[0] == (first["kind"][0] == "header")
+    tail = expected.filter(pl.col("line_no") > n_old)
+    assert_frame_equal(got.rows.rows, rows_from_lines(tail))
+    stats = got.rows.files.row(0, named=True)
+    assert stats["lines_total"] == tail.height
+    assert stats["lines_blank"] == tail.filter(pl.col("kind") == "blank").height
+    assert stats["has_cr"] == tail["cr"].any()

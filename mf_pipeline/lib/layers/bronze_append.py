@@ -45,6 +45,7 @@ from mf_pipeline.lib.layers.bronze import (
 )
 from mf_pipeline.lib.layers.ingest import (
     DELIMITERS,
+    AppendedRows,
     read_appended,
     rows_from_lines,
     split_continuations,
@@ -167,6 +168,49 @@ def _keep(parsed: ParsedRows, drop: pl.Series) -> ParsedRows:
     return ParsedRows(parsed.data, *kept)
 
 
+def _checks(
+    old: pl.DataFrame, eligible: pl.Series, appended: AppendedRows, invalid: pl.DataFrame
+) -> pl.DataFrame:
+    """Per file: ``ok`` (the fast path may apply) and ``latest``, its latest earlier date.
+
+    The header seen at the file's start and the stored invalid rows must match the ledger,
+    else the ledger does not describe this file's old content.
+    """
+    c = pl.col
+    return old.with_columns(
+        eligible.alias("_eligible"),
+        appended.ok.alias("_ok"),
+        appended.header.alias("_header"),
+        invalid.get_column("_n_invalid"),
+        invalid.get_column("_max_invalid"),
+    ).select(
+        "file_id",
+        "file_ticker",
+        (
+            c("_eligible") & c("_ok") & (c("_header") == (c("old_lines_header") > 0))
+            & (c("_n_invalid") == c("old_rows_invalid"))
+        ).fill_null(False).alias("ok"),
+        pl.max_horizontal("old_max_trade_date", "_max_invalid").alias("latest"),
+    )
+
+
+def _fallback(checks: pl.DataFrame, late: pl.Series) -> tuple[list[str], pl.Series]:
+    """Tickers to rebuild, and the ids of every file not answered here.
+
+    Files without a ticker are never answered (they cannot be partitions; the caller
+    accounts for them with ``build_bronze``).
+    """
+    c = pl.col
+    bad = checks.filter(~c("ok") | c("file_id").is_in(late.implode()))
+    fallback = sorted(set(bad.get_column("file_ticker").drop_nulls().to_list()))
+    drop = checks.filter(
+        c("file_id").is_in(bad.get_column("file_id").implode())
+        | c("file_ticker").is_in(fallback)
+        | c("file_ticker").is_null()
+    ).get_column("file_id")
+    return fallback, drop
+
+
 def build_bronze_append(
     files: pl.DataFrame,
     context: pl.DataFrame,
@@ -185,45 +229,21 @@ def build_bronze_append(
     meta = file_meta(files)
     old = _previous(meta, ledger)
     eligible = _eligible(old)
-    first_line_no = (old.get_column("old_lines_total").fill_null(0) + 1).to_numpy()
-    readable = files.with_columns(
+    readable = files.with_columns(  # ineligible files are not read
         pl.when(pl.Series(eligible)).then(pl.col("path")).alias("path"),
         pl.col("prev_size").cast(pl.Int64),
     )
+    first_line_no = (old.get_column("old_lines_total").fill_null(0) + 1).to_numpy()
     appended = read_appended(readable, first_line_no)
     invalid = _invalid_dates(context, files, old, appended.delimiter, ingest_ts)
-    c = pl.col
-    ok = old.with_columns(
-        eligible.alias("_eligible"),
-        appended.ok.alias("_ok"),
-        appended.header.alias("_header"),
-        invalid.get_column("_n_invalid"),
-        invalid.get_column("_max_invalid"),
-    ).select(
-        "file_id",
-        "file_ticker",
-        (
-            c("_eligible") & c("_ok") & (c("_header") == (c("old_lines_header") > 0))
-            & (c("_n_invalid") == c("old_rows_invalid"))
-        ).fill_null(False).alias("ok"),
-        pl.max_horizontal("old_max_trade_date", "_max_invalid").alias("latest"),
-    )
+    checks = _checks(old, eligible, appended, invalid)
 
-    parsed = parse_rows(
-        appended.rows.rows, meta, thresholds, old.get_column("old_max_trade_date")
-    )
-    late = _not_after(parsed.validated, ok.get_column("latest"))
-    bad = ok.filter(~c("ok") | c("file_id").is_in(late.implode()))
-    fallback = sorted(set(bad.get_column("file_ticker").drop_nulls().to_list()))
-    drop = ok.filter(
-        c("file_id").is_in(bad.get_column("file_id").implode())
-        | c("file_ticker").is_in(fallback)
-        | c("file_ticker").is_null()
-    ).get_column("file_id")
-
+    last_valid = old.get_column("old_max_trade_date")
+    parsed = parse_rows(appended.rows.rows, meta, thresholds, last_valid)
+    fallback, drop = _fallback(checks, _not_after(parsed.validated, checks.get_column("latest")))
     kept = _keep(parsed, drop)
     stats = file_stats(meta, appended.rows.files, kept.rejected, kept.validated)
-    kept_files = ~ok.get_column("file_id").is_in(drop.implode())
+    kept_files = ~checks.get_column("file_id").is_in(drop.implode())
     return AppendResult(
         valid=valid_table(kept, meta, run_id, ingest_ts),
         rejects=rejects_table(kept, meta),

@@ -24,6 +24,10 @@ than ``\\n``, no quotes, no BOM, ``,`` delimiter, exactly 9 commas on every line
 lines) skip the line table and go through polars' multi-threaded CSV reader in one call; every
 other file goes through the line table. Both give the same rows (a property test checks it),
 so the fast path is only an optimisation: about a third less CPU for Bronze on clean dumps.
+
+``read_appended`` reads only the bytes appended to files that grew (plus the start of each file,
+for its delimiter) and gives the line table those lines have inside the whole file; Bronze's
+append fast path (``bronze_append``) is built on it.
 """
 
 from __future__ import annotations
