@@ -327,7 +327,7 @@ def _line_cut(data: bytes, fraction: float) -> int:
     return ends[min(int(fraction * len(ends)), len(ends) - 1)] if ends else 0
 
 
-@settings(max_examples=12, deadline=None,
+@settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fractions=st.lists(st.floats(0.02, 1), min_size=64, max_size=64))
 def test_messy_universe_cut_anywhere(
