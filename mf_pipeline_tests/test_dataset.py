@@ -6,14 +6,18 @@ import json
 import polars as pl
 import pytest
 
+from mf_pipeline.lib import lake
 from mf_pipeline.lib.layers.dataset import (
     EXPORT_COLUMNS,
     export_metadata,
+    keys_sorted,
     new_export_run_id,
+    plan_batches,
     sample_rows,
     sample_tickers,
     select_export,
 )
+from mf_pipeline.lib.steps.dataset_step import export_ml_dataset
 
 
 def panel(days: int = 5) -> pl.DataFrame:
@@ -80,7 +84,9 @@ def test_sample_rows_fixed_seed() -> None:
     assert a.height == int(df.height * 0.3)
     assert a.equals(a.sort("ticker", "trade_date"))
     assert not a.equals(sample_rows(df, 0.3, seed=1))
-    assert a.join(df, on=df.columns, how="anti").height == 0  # rows come from the input
+    assert a.join(df, on=df.columns, how="anti", nulls_equal=True).height == 0  # input rows
+    for (ticker,), rows in df.group_by("ticker"):  # each ticker drawn alone, int(frac * n)
+        assert a.filter(pl.col("ticker") == ticker).equals(sample_rows(rows, 0.3))
     assert sample_rows(df, 1.0).equals(df.sort("ticker", "trade_date"))
     assert sample_rows(df, None).height == df.height
     for bad in (0, 0.0, -0.1, 1.5, float("nan")):
@@ -158,3 +164,158 @@ def test_bad_metadata_arguments_raise() -> None:
         export_metadata(panel(), run_id="r", dataset_path="p", symbols_limit=0)
     with pytest.raises(ValueError, match="sample_frac"):
         export_metadata(panel(), run_id="r", dataset_path="p", sample_frac=2)
+
+
+# --- the batched export over a lake on disk -------------------------------------------------
+
+PANEL_LAYERS = ("features", "events", "indicators", "silver")
+# "A" < "A.US" < "AB.US" by ticker but not by path; both exchanges interleave in ticker order
+LAKE_TICKERS = (("AB.US", "NYSE"), ("A.US", "NASDAQ"), ("A", "NYSE"), ("ZZ.US", "NASDAQ"),
+                ("B.US", "NASDAQ"), ("C.US", "NYSE"))
+
+
+def _layer_rows(ticker: str, exchange: str, days: int, offset: int) -> dict[str, pl.DataFrame]:
+    """One ticker's four layer frames over the same ``days`` bars (warm-up null in tmf_21)."""
+    dates = [dt.date(2021, 1, 4) + dt.timedelta(days=offset + i) for i in range(days)]
+    keys = {"ticker": [ticker] * days, "exchange": [exchange] * days, "trade_date": dates}
+    seed = sum(map(ord, ticker))
+    values = [float((seed * (i + 3)) % 17) for i in range(days)]
+    f32, i8 = pl.Float32, pl.Int8
+    return {
+        "features": pl.DataFrame({**keys, "long_flow_score_20": values, "delta_flow_20": values,
+                                  "flow_activity_20": values, "state_prev": [1] * days,
+                                  "feature_calc_version": ["gold_features_v1"] * days},
+                                 schema_overrides={"long_flow_score_20": f32, "state_prev": i8}),
+        "events": pl.DataFrame({**keys, "flow_state_code": [i % 5 for i in range(days)],
+                                "flow_state_label": ["S0"] * days},
+                               schema_overrides={"flow_state_code": i8}),
+        "indicators": pl.DataFrame({**keys, "tmf_21": [None if i < 2 else v / 17
+                                                       for i, v in enumerate(values)],
+                                    "close": [-1.0] * days},  # silver's close is not taken
+                                   schema_overrides={"tmf_21": f32}),
+        "silver": pl.DataFrame({**keys, "trade_dt": [dt.datetime(d.year, d.month, d.day)
+                                                     for d in dates],
+                                "close": [10 + v for v in values],
+                                "quality_warn_count": [0] * days},
+                               schema_overrides={"close": f32}),
+    }
+
+
+def _write_lake(settings, tickers=LAKE_TICKERS, days: int = 9) -> None:
+    """The four layers for ``tickers``; the last ticker also gets a delta file per layer."""
+    for index, (ticker, exchange) in enumerate(tickers):
+        for layer, frame in _layer_rows(ticker, exchange, days + index, 0).items():
+            lake.write_symbol_files(frame, lake.LAYERS[layer].root(settings))
+    ticker, exchange = tickers[-1]
+    for layer, frame in _layer_rows(ticker, exchange, 3, days + len(tickers)).items():
+        lake.write_symbol_files(frame, lake.LAYERS[layer].root(settings), append=True)
+
+
+def _reference(settings, tickers=None, start=None, end=None) -> pl.DataFrame:
+    """Today's export rows: the whole panel joined, filtered, collected and sorted."""
+    panel = lake.scan_panel(settings, PANEL_LAYERS, EXPORT_COLUMNS, tickers)
+    return select_export(panel, start, end, True).collect().sort("ticker", "trade_date")
+
+
+def _export(settings, batch_rows: int, **options) -> tuple[pl.DataFrame, dict]:
+    outcome = export_ml_dataset(settings, f"run-{batch_rows}", batch_rows=batch_rows, **options)
+    frame = pl.read_parquet(outcome.dataset_path)
+    meta = {k: v for k, v in outcome.metadata.items()
+            if k not in ("run_id", "generated_ts", "dataset_path")}
+    assert meta["row_count"] == frame.height and meta["columns"] == frame.columns
+    return frame, meta
+
+
+@pytest.fixture
+def lake_settings(isolated, tmp_path):
+    settings = isolated(tmp_path / "raw")
+    _write_lake(settings)
+    return settings
+
+
+@pytest.mark.parametrize("options", [{}, {"start_date": "2021-01-07", "end_date": "2021-01-12"},
+                                     {"symbols_limit": 3}])
+def test_export_equals_the_joined_panel_whatever_the_batch_size(lake_settings, options) -> None:
+    whole, meta = _export(lake_settings, 10**9, **options)
+    tickers = (sample_tickers([t for t, _ in LAKE_TICKERS], options["symbols_limit"])
+               if "symbols_limit" in options else None)
+    expected = _reference(lake_settings, tickers, options.get("start_date"),
+                          options.get("end_date"))
+    assert whole.equals(expected) and whole.schema == expected.schema
+    assert whole.height > 0 and keys_sorted(whole)
+    assert meta["symbol_count"] == expected["ticker"].n_unique()
+    assert meta["global_min_trade_date"] == expected["trade_date"].min().isoformat()
+    assert meta["global_max_trade_date"] == expected["trade_date"].max().isoformat()
+    for batch_rows in (1, 12, 40):  # one ticker per batch, a few, about half
+        batched, batched_meta = _export(lake_settings, batch_rows, **options)
+        assert batched.equals(whole) and batched.schema == whole.schema
+        assert batched_meta == meta
+
+
+def test_export_row_order_is_ticker_then_date(lake_settings) -> None:
+    frame, _ = _export(lake_settings, 1)
+    assert frame["ticker"].unique(maintain_order=True).to_list() == sorted(
+        t for t, _ in LAKE_TICKERS)
+    assert frame.equals(frame.sort("ticker", "trade_date"))
+    last = frame.filter(pl.col("ticker") == "C.US")["trade_date"]  # base + delta file
+    assert last.is_sorted() and last.n_unique() == last.len() == (9 + 5 - 2) + (3 - 2)
+
+
+def test_export_with_a_ticker_missing_from_layers(lake_settings) -> None:
+    """Left join semantics: the missing layers' columns are null for that ticker only; a
+    layer that lost one row of a ticker still joins on the keys."""
+    for layer, ticker in (("events", "A.US"), ("silver", "A.US"), ("silver", "B.US")):
+        lake.remove_symbol_files(lake.LAYERS[layer].root(lake_settings), [ticker])
+    root = lake.LAYERS["indicators"].root(lake_settings)
+    [path] = lake.symbol_files(root, ["ZZ.US"])
+    pl.read_parquet(path).slice(1).write_parquet(path)  # ZZ.US loses a row in indicators only
+    expected = _reference(lake_settings)
+    gone = expected.filter(pl.col("ticker") == "A.US")
+    assert gone["flow_state_code"].null_count() == gone["trade_dt"].null_count() == gone.height
+    no_silver = expected.filter(pl.col("trade_dt").is_null())["ticker"].unique().sort()
+    assert gone.height > 0 and no_silver.to_list() == ["A.US", "B.US"]
+    # batch_rows=1: A.US's batch has no events nor silver file at all, yet gets their columns
+    for batch_rows in (1, 10**9):
+        frame, meta = _export(lake_settings, batch_rows)
+        assert frame.equals(expected) and frame.schema == expected.schema
+        assert meta["symbol_count"] == 6
+
+
+def test_export_of_an_empty_lake(isolated, tmp_path) -> None:
+    frame, meta = _export(isolated(tmp_path / "raw"), 1)
+    assert frame.height == 0 and frame.columns == list(EXPORT_COLUMNS)
+    assert set(frame.schema.values()) == {pl.String}
+    assert meta["row_count"] == meta["symbol_count"] == 0
+    assert meta["global_min_trade_date"] is None and meta["columns"] == list(EXPORT_COLUMNS)
+
+
+def test_export_with_no_row_left_keeps_the_dtypes(lake_settings) -> None:
+    frame, meta = _export(lake_settings, 1, start_date="2030-01-01")
+    assert frame.height == 0 and frame.schema == _reference(lake_settings).schema
+    assert meta["row_count"] == meta["symbol_count"] == 0
+    assert meta["global_max_trade_date"] is None
+
+
+def test_export_sample_is_per_ticker_and_batch_independent(lake_settings) -> None:
+    whole, meta = _export(lake_settings, 10**9, sample_frac=0.5)
+    full = _reference(lake_settings)
+    assert whole.join(full, on=full.columns, how="anti", nulls_equal=True).height == 0
+    for ticker, rows in full.group_by("ticker"):
+        picked = whole.filter(pl.col("ticker") == ticker[0])
+        assert picked.height == int(0.5 * rows.height)
+        assert picked.equals(sample_rows(rows, 0.5))  # the ticker alone draws the same rows
+    batched, batched_meta = _export(lake_settings, 1, sample_frac=0.5)
+    assert batched.equals(whole) and batched_meta == meta
+    assert meta["filters"]["sample_frac"] == 0.5
+
+
+def test_plan_batches_and_keys_sorted() -> None:
+    rows = {"B": 5, "A": 3, "D": 20, "C": 1}
+    assert plan_batches(rows, 8) == [["A", "B"], ["C"], ["D"]]
+    assert plan_batches(rows, 10**6) == [["A", "B", "C", "D"]]
+    assert plan_batches(rows, 1) == [["A"], ["B"], ["C"], ["D"]]
+    with pytest.raises(ValueError, match="batch_rows"):
+        plan_batches(rows, 0)
+    df = panel(days=3)
+    assert keys_sorted(df) and keys_sorted(df.head(1)) and keys_sorted(df.head(0))
+    assert not keys_sorted(df.reverse()) and not keys_sorted(pl.concat([df, df.tail(1)]))

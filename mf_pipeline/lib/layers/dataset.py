@@ -1,14 +1,17 @@
 """ML dataset export v1 (spec/etl.md §9) as pure functions, no Dagster and no file I/O.
 
 The caller (asset/CLI) reads the joined per-ticker panel (silver + indicators + events +
-features) lazily, optionally restricts it to ``sample_tickers(...)``, applies
-``select_export``, collects, applies ``sample_rows``, writes the Parquet file and
-``export_metadata(...)`` as JSON.
+features) in batches of tickers (``plan_batches``), optionally restricted to
+``sample_tickers(...)``; on each batch it applies ``select_export`` and ``sample_rows``,
+appends it to the Parquet file and to an ``ExportStats``, and finally writes
+``export_metadata(...)`` as JSON. Every rule works ticker by ticker, so the result does not
+depend on the batch size.
 
 Deliberate differences from the old tool (documented for docs/):
 * ``--symbols-limit N`` draws a deterministic *random* sample of N tickers (``sample_tickers``,
   seeded), not the first N file paths (weakness 21: those were all NASDAQ).
 * Filters are pushed into one lazy scan instead of loading every file first.
+* ``--sample-frac F`` samples each ticker on its own (``sample_rows``), not the whole stack.
 * An empty result keeps the real column dtypes instead of 44 String columns.
 """
 
@@ -16,9 +19,12 @@ import datetime as dt
 import random
 import re
 import uuid
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from mf_pipeline.lib.layers.events import is_positive_int
@@ -85,6 +91,7 @@ KEY_FEATURES: tuple[str, ...] = (
     "flow_activity_20",
 )
 EXPORT_SEED = 42
+KEYS = ("ticker", "trade_date")
 RUN_ID_PREFIX = "ml-dataset-v1"
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -185,21 +192,87 @@ def sample_tickers(tickers: Sequence[str], n: int, seed: int = EXPORT_SEED) -> l
     return sorted(random.Random(seed).sample(universe, n))
 
 
-def sample_rows(df: pl.DataFrame, frac: float | None, seed: int = EXPORT_SEED) -> pl.DataFrame:
-    """Row sample of fraction ``frac`` without replacement, then sorted by (ticker, trade_date).
+def keys_sorted(df: pl.DataFrame) -> bool:
+    """True when the rows are in strictly increasing (ticker, trade_date) order (so unique)."""
+    ticker, date = pl.col("ticker"), pl.col("trade_date")
+    later = (ticker > ticker.shift()) | ((ticker == ticker.shift()) & (date > date.shift()))
+    return bool(df.select(later.slice(1).fill_null(False).all()).item())
 
-    Only ``0 < frac < 1`` samples (``None`` or 1 keep every row), over the whole frame, not
-    stratified by ticker. The frame is first put in the old tool's stacking order (exchange,
-    prefix, ticker as in the partition paths, then date) so the same seed draws the same
-    rows as the old per-file concatenation did, given the same polars sampler.
+
+def sort_keys(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` by (ticker, trade_date), skipping the sort when it is already in that order."""
+    return df if keys_sorted(df) else df.sort(list(KEYS), maintain_order=True)
+
+
+def _ticker_rng(ticker: str, seed: int) -> np.random.Generator:
+    """A generator that depends only on the ticker and the seed (crc32 is stable across runs,
+    unlike ``hash``)."""
+    return np.random.default_rng([seed, zlib.crc32(ticker.encode())])
+
+
+def sample_rows(df: pl.DataFrame, frac: float | None, seed: int = EXPORT_SEED) -> pl.DataFrame:
+    """Row sample of fraction ``frac`` without replacement, sorted by (ticker, trade_date).
+
+    Only ``0 < frac < 1`` samples (``None`` or 1 keep every row). Each ticker is sampled on
+    its own: of its ``n`` rows (by date) ``int(frac * n)`` are drawn by a generator seeded
+    with ``seed`` and the ticker. A ticker's sample therefore depends only on its own rows,
+    whatever else is exported with it and however the export is batched. (The old tool drew
+    ``int(frac * N)`` rows over the whole stacked frame, which a batched export cannot.)
     """
     frac = validate_sample_frac(frac)
-    if frac is not None and frac < 1 and df.height > 0:
-        order = [pl.col("ticker").str.slice(0, 1), pl.col("ticker") + "/", "trade_date"]
-        if "exchange" in df.columns:
-            order.insert(0, pl.col("exchange"))
-        df = df.sort(order).sample(fraction=frac, with_replacement=False, shuffle=True, seed=seed)
-    return df.sort("ticker", "trade_date") if df.height else df
+    df = sort_keys(df)
+    if frac is None or frac == 1 or df.height == 0:
+        return df
+    keep = np.zeros(df.height, dtype=bool)
+    start = 0
+    for ticker, n in df.group_by("ticker", maintain_order=True).len().iter_rows():
+        picked = _ticker_rng(ticker, seed).choice(n, size=int(frac * n), replace=False)
+        keep[start + picked] = True
+        start += n
+    return df.filter(pl.Series(keep))
+
+
+def plan_batches(rows: dict[str, int], batch_rows: int) -> list[list[str]]:
+    """Tickers in sorted order cut into consecutive batches of about ``batch_rows`` rows
+    (``rows`` per ticker, an estimate is fine); a bigger ticker gets a batch of its own."""
+    if not is_positive_int(batch_rows):
+        raise ValueError(f"batch_rows must be an integer >= 1, got {batch_rows!r}")
+    batches: list[list[str]] = []
+    total = 0
+    for ticker in sorted(rows):
+        if not batches or (total and total + rows[ticker] > batch_rows):
+            batches.append([])
+            total = 0
+        batches[-1].append(ticker)
+        total += rows[ticker]
+    return batches
+
+
+@dataclass
+class ExportStats:
+    """What ``export_metadata`` records, accumulated batch by batch (no frame kept)."""
+
+    columns: list[str]
+    row_count: int = 0
+    tickers: set[str | None] = field(default_factory=set)
+    min_date: dt.date | None = None
+    max_date: dt.date | None = None
+
+    @classmethod
+    def of(cls, df: pl.DataFrame) -> "ExportStats":
+        stats = cls(list(df.columns))
+        stats.add(df)
+        return stats
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        self.row_count += frame.height
+        self.tickers.update(frame.get_column("ticker").unique().to_list())
+        dates = frame.get_column("trade_date")
+        # filter(None) skips a missing bound (no rows yet, or a batch of null dates)
+        self.min_date = min(filter(None, (self.min_date, dates.min())), default=None)
+        self.max_date = max(filter(None, (self.max_date, dates.max())), default=None)
 
 
 def new_export_run_id() -> str:
@@ -212,7 +285,7 @@ def _iso(value: dt.date | None) -> str | None:
 
 
 def export_metadata(
-    df: pl.DataFrame,
+    data: pl.DataFrame | ExportStats,
     *,
     run_id: str,
     dataset_path: str,
@@ -224,21 +297,21 @@ def export_metadata(
     read_errors: int = 0,
     generated_ts: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """The §9 ``metadata.json`` content for the exported frame ``df`` (JSON-ready values)."""
+    """The §9 ``metadata.json`` content for the exported rows (JSON-ready values): a whole
+    frame, or the ``ExportStats`` of the batches written."""
     start, end = validate_date_range(start_date, end_date)
     validate_symbols_limit(symbols_limit)
     validate_sample_frac(sample_frac)
+    stats = data if isinstance(data, ExportStats) else ExportStats.of(data)
     ts = generated_ts or dt.datetime.now(dt.UTC)
-    has_rows = df.height > 0
-    dates = df.get_column("trade_date") if has_rows and "trade_date" in df.columns else None
     return {
         "run_id": run_id,
         "generated_ts": ts.astimezone(dt.UTC).isoformat(),
-        "row_count": df.height,
-        "symbol_count": df.get_column("ticker").n_unique() if has_rows else 0,
-        "columns": list(df.columns),
-        "global_min_trade_date": _iso(dates.min()) if dates is not None else None,
-        "global_max_trade_date": _iso(dates.max()) if dates is not None else None,
+        "row_count": stats.row_count,
+        "symbol_count": len(stats.tickers),
+        "columns": stats.columns,
+        "global_min_trade_date": _iso(stats.min_date),
+        "global_max_trade_date": _iso(stats.max_date),
         "feature_calc_version": FEATURE_CALC_VERSION,
         "feature_schema_version": FEATURE_SCHEMA_VERSION,
         "filters": {
