@@ -49,6 +49,8 @@ def bronze(
             "rows_invalid": outcome.rows_invalid,
             "rows_rejected": outcome.rows_rejected,
             "tickers_retired": outcome.tickers_retired[:200],
+            "tickers_appended": outcome.tickers_appended,
+            "rows_appended": outcome.rows_appended,
             "compute_seconds": round(outcome.compute_seconds, 3),
             "write_seconds": round(outcome.write_seconds, 3),
         }

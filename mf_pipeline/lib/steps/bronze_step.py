@@ -23,7 +23,14 @@ import polars as pl
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.layers import manifest as mf
-from mf_pipeline.lib.layers.bronze import BronzeResult, ValidationThresholds, build_bronze
+from mf_pipeline.lib.layers.bronze import (
+    LEDGER_SCHEMA,
+    REJECTS_SCHEMA,
+    BronzeResult,
+    ValidationThresholds,
+    build_bronze,
+)
+from mf_pipeline.lib.layers.bronze_append import AppendResult, build_bronze_append
 from mf_pipeline.lib.settings import Settings
 
 Log = Callable[[str], None]
@@ -194,6 +201,8 @@ class BronzeOutcome:
     ledger: pl.DataFrame = field(default_factory=pl.DataFrame)
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    tickers_appended: int = 0  # tickers whose new lines alone were parsed (append path)
+    rows_appended: int = 0  # valid rows those new lines gave
 
 
 DEFAULT_BATCH_BYTES = 256 * 2**20
@@ -225,10 +234,13 @@ def run_bronze(
 ) -> BronzeOutcome:
     """Rebuild Bronze for ``tickers`` from their current raw files.
 
-    Files are parsed in batches of about ``batch_bytes`` (bounded memory on any universe); the
-    files of one batch are written while the next batch is parsed. A ticker with no present
-    file (deleted source) has its Bronze file removed. A ticker whose files all failed (e.g.
-    two sources claim it) gets no Bronze file rather than a wrong one.
+    Tickers whose files only grew (``APPENDED``) take the append path: only the new lines are
+    parsed, validated and written as a delta file (exactly what a full rebuild gives; anything
+    doubtful falls back). The others are parsed in batches of about ``batch_bytes`` (bounded
+    memory on any universe); the files of one batch are written while the next batch is
+    parsed. A ticker with no present file (deleted source) has its Bronze file removed. A
+    ticker whose files all failed (e.g. two sources claim it) gets no Bronze file rather than
+    a wrong one.
     """
     bronze = paths(settings)
     if not bronze.current_manifest.exists():
@@ -240,14 +252,20 @@ def run_bronze(
     present = wanted.filter(pl.col("manifest_status") != mf.DELETED)
     gone = wanted.filter(pl.col("manifest_status") == mf.DELETED)
     started = time.perf_counter()
-    batches = byte_batches(present, batch_bytes) or [present]
     metadata = {"schema_version": BRONZE_SCHEMA_VERSION, "run_id": run_id}
     built_ts = dt.datetime.now(dt.UTC)
-    results: list[BronzeResult] = []
+    appended, extended, old_ledger = _append_path(settings, present, run_id, built_ts)
     written: dict[str, Path] = {}
-    compute_seconds = 0.0
+    if appended is not None and appended.valid.height:
+        written |= lake.write_symbol_files(appended.valid, bronze.data, settings.parquet,
+                                           metadata, append=True)
+        log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
+    full = present.filter(~pl.col("ticker").is_in(extended))
+    results: list[BronzeResult] = []
+    compute_seconds = time.perf_counter() - started
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future[dict[str, Path]] | None = None
+        batches = byte_batches(full, batch_bytes) if full.height else []
         for number, batch in enumerate(batches, start=1):
             tick = time.perf_counter()
             result = build_bronze(_bronze_input(batch), _thresholds(settings), run_id, built_ts)
@@ -261,15 +279,22 @@ def run_bronze(
                 log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")
         if pending is not None:
             written |= pending.result()
-    merged = _merge_results(results)
-    stale = sorted(set(tickers) - set(written))
+    stale = sorted(set(tickers) - set(written) - set(extended))
     retired = lake.remove_symbol_files(bronze.data, stale)
     if retired:
         log(f"removed {len(retired)} Bronze files of tickers with no valid source now")
-    _store_accounting(settings, merged, [*present["source_file"], *gone["source_file"]])
+    if results:
+        _store_accounting(settings, _merge_results(results),
+                          [*full["source_file"], *gone["source_file"]])
+    elif gone.height:
+        _store_accounting(settings, _empty_result(), gone["source_file"].to_list())
+    ledgers = [r.ledger for r in results]
+    if appended is not None:
+        _store_appended_accounting(settings, appended, old_ledger)
+        ledgers.append(appended.ledger)
+    ledger = pl.concat(ledgers, how="vertical_relaxed") if ledgers else _empty_result().ledger
     if promote_manifest:
-        _promote(settings, classified, merged.ledger, gone["source_file"].to_list())
-    ledger = merged.ledger
+        _promote(settings, classified, ledger, gone["source_file"].to_list())
     outcome = BronzeOutcome(
         run_id=run_id,
         tickers_requested=len(tickers),
@@ -284,9 +309,66 @@ def run_bronze(
         ledger=ledger,
         compute_seconds=compute_seconds,
         write_seconds=time.perf_counter() - started - compute_seconds,
+        tickers_appended=len(extended),
+        rows_appended=appended.valid.height if appended is not None else 0,
     )
     write_run_summary(settings, outcome, classified, written)
     return outcome
+
+
+def _append_path(settings: Settings, present: pl.DataFrame, run_id: str,
+                 built_ts: dt.datetime) -> tuple[AppendResult | None, list[str], pl.DataFrame]:
+    """The append-path result for the tickers whose every present file is APPENDED and whose
+    Bronze folder is consistent, the tickers it handled (the rest, fallbacks included, take the
+    full path) and the previous ledger rows of their files."""
+    bronze = paths(settings)
+    status = pl.col("manifest_status")
+    not_appended = present.filter((status != mf.APPENDED) | pl.col("fail_reason").is_not_null())
+    excluded = {*not_appended["ticker"].drop_nulls(), *lake.inconsistent_tickers(bronze.data)}
+    files = present.filter((status == mf.APPENDED) & ~pl.col("ticker").is_in(list(excluded)))
+    if files.is_empty() or not bronze.ledger.exists():
+        return None, [], pl.DataFrame(schema=LEDGER_SCHEMA)
+    stable = _read_or_empty(bronze.stable_manifest).select(
+        "source_file", prev_size=pl.col("file_size_bytes"))
+    files = files.join(stable, on="source_file", how="inner")
+    sources = files["source_file"].to_list()
+    ledger = pl.read_parquet(bronze.ledger).filter(pl.col("source_file").is_in(sources))
+    rejects = (pl.scan_parquet(bronze.rejects).filter(pl.col("source_file").is_in(sources))
+               .collect() if bronze.rejects.exists() else None)
+    if rejects is None:
+        rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
+    result = build_bronze_append(files.select(*_bronze_input(files).columns, "prev_size"),
+                                 rejects, ledger, _thresholds(settings), run_id, built_ts)
+    handled = sorted(set(files["ticker"]) - set(result.fallback))
+    return result, handled, ledger
+
+
+def _store_appended_accounting(settings: Settings, result: AppendResult,
+                               old_ledger: pl.DataFrame) -> None:
+    """Update the ledger rows of appended files and add the rejects of their new lines.
+
+    Reject rows already stored for lines past a file's old end (a killed run re-run) are
+    replaced, not doubled.
+    """
+    bronze = paths(settings)
+    files = result.ledger["source_file"].to_list()
+    lake.upsert_parquet(bronze.ledger, result.ledger, "source_file", files, settings.parquet,
+                        sort_by=["source_file"])
+    old_end = old_ledger.filter(pl.col("source_file").is_in(files)).select(
+        "source_file", old_lines=pl.col("lines_total"))
+    with lake.file_lock(bronze.rejects):
+        old = pl.read_parquet(bronze.rejects) if bronze.rejects.exists() else result.rejects.clear()
+        kept = old.join(old_end, on="source_file", how="left").filter(
+            pl.col("old_lines").is_null() | (pl.col("line_no") <= pl.col("old_lines"))
+        ).drop("old_lines")
+        merged = pl.concat([kept, result.rejects], how="diagonal_relaxed")
+        lake.write_parquet(merged.sort("source_file", "line_no"), bronze.rejects,
+                           settings.parquet)
+
+
+def _empty_result() -> BronzeResult:
+    return BronzeResult(valid=pl.DataFrame(), rejects=pl.DataFrame(schema=REJECTS_SCHEMA),
+                        ledger=pl.DataFrame(schema=LEDGER_SCHEMA))
 
 
 def _merge_results(results: Sequence[BronzeResult]) -> BronzeResult:
