@@ -137,3 +137,15 @@ def test_appended_is_decided_from_the_prefix_hash_of_the_same_read(tmp_path, mon
     monkeypatch.setattr(mf, "content_hash", lambda *a, **k: pytest.fail("read twice"))
     status = mf.classify(current, stable).filter(pl.col("ticker") == "AAA.US")
     assert status["manifest_status"].to_list() == [mf.APPENDED]
+
+
+def test_growth_of_a_file_without_final_newline_is_a_change_not_an_append(tmp_path):
+    make_tree(tmp_path)
+    aaa = tmp_path / "data" / "nasdaq stocks" / "1" / "aaa.us.txt"
+    aaa.write_text(HEADER + line("AAA.US", 2).rstrip("\n"))
+    stable = mf.classify(mf.discover(tmp_path), mf.empty_manifest()).drop(
+        "manifest_status", "prev_size")
+    with open(aaa, "a") as handle:
+        handle.write("\n" + line("AAA.US", 3))
+    status = mf.classify(mf.discover(tmp_path), stable).filter(pl.col("ticker") == "AAA.US")
+    assert status["manifest_status"].to_list() == [mf.CHANGED]

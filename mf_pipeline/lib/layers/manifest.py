@@ -190,8 +190,8 @@ def _is_append(path: str, old_size: int, old_hash: str, new_size: int,
     try:
         with open(path, "rb") as handle:
             handle.seek(old_size - 1)
-            boundary = handle.read(2)
-        if b"\n" not in boundary:
+            last_old_byte = handle.read(1)
+        if last_old_byte != b"\n":
             return False
         if prefix_hash is None:
             prefix_hash = content_hash(Path(path), limit=old_size)
