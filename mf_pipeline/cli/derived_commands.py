@@ -84,7 +84,7 @@ def export_ml_dataset(
                                                       "(seeded), not the first N.")] = None,
     start_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD, inclusive.")] = None,
     end_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD, inclusive.")] = None,
-    sample_frac: Annotated[float | None, typer.Option(help="Row sample in (0, 1], per ticker, seed 42.")]
+    sample_frac: Annotated[float | None, typer.Option(help="Per-ticker row sample in (0, 1].")]
     = None,
 ) -> None:
     """Materialize the ML dataset (gold/datasets/ml_dataset_v1/<run_id>/)."""
