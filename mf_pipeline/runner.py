@@ -109,12 +109,16 @@ def run_partitioned(
     run_config: dict[str, Any] | None = None,
     log: Log = print,
     log_level: str | None = None,
+    explicit: bool = True,
 ) -> RunOutcome:
     """Materialize ``head`` (unpartitioned, e.g. the manifest), the per-ticker assets for
     ``tickers`` and ``tail`` (unpartitioned, e.g. the ML dataset) in one Dagster run.
 
-    The per-ticker assets run over the contiguous range of shards that holds ``tickers`` and
-    process exactly those tickers (the ``ticker_work`` resource); no tickers, no shards.
+    The per-ticker assets run over the contiguous range of shards that holds ``tickers``. With
+    ``explicit`` they process exactly those tickers (the ``ticker_work`` resource); without,
+    ``tickers`` only chooses the shards and each asset finds its own work, which gives the same
+    list for a plain incremental run and spares Dagster validating thousands of config values
+    (~1.4 s for 8,000 tickers). No tickers, no shards.
     """
     started = time.perf_counter()
     span = shard_span(tickers) if per_ticker else None
@@ -125,7 +129,8 @@ def run_partitioned(
     config = dict(run_config or {})
     tags = {}
     if span is not None:
-        config["resources"] = {"ticker_work": {"config": {"tickers": sorted(set(tickers))}}}
+        if explicit:
+            config["resources"] = {"ticker_work": {"config": {"tickers": sorted(set(tickers))}}}
         tags = {RANGE_START: span[0], RANGE_END: span[1]}
         log(f"run: {', '.join(selection)} for {len(set(tickers))} tickers "
             f"in shards {span[0]}…{span[1]}")

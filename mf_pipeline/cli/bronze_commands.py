@@ -42,6 +42,7 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
     outcome = runner.run_partitioned(
         settings, selection.head, selection.per_ticker if tickers else (), tail,
         tickers, run_config=run_config, log=say,
+        explicit=bool(full or limit is not None or only_status),
     )
     say(f"finished in {outcome.seconds:.2f}s over {len(outcome.run_ids)} Dagster run(s)")
     return outcome.metadata

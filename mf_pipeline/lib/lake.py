@@ -83,17 +83,21 @@ def ticker_from_file_name(name: str) -> str:
     return stem.strip().upper()
 
 
+_EXCHANGE_RE = re.compile(r"[A-Z0-9_]+")
+
+
 def symbol_dir(layer_root: Path, exchange: str, ticker: str) -> Path:
-    """The hive folder of one ticker; refuses any ticker that could escape the lake."""
+    """The hive folder of one ticker; refuses any ticker that could escape the lake.
+
+    Both parts are validated character by character (no separator, no ``..``), so the path
+    cannot leave ``layer_root``; no filesystem call is needed (this runs once per file write).
+    """
     if not is_valid_ticker(ticker):
         raise ValueError(f"unsafe ticker for a lake path: {ticker!r}")
     exchange = (exchange or "UNKNOWN").strip().upper() or "UNKNOWN"
-    if not re.fullmatch(r"[A-Z0-9_]+", exchange):
+    if not _EXCHANGE_RE.fullmatch(exchange):
         raise ValueError(f"unsafe exchange for a lake path: {exchange!r}")
-    path = layer_root / f"exchange={exchange}" / f"prefix={ticker[0]}" / f"ticker={ticker}"
-    if layer_root.resolve() not in path.resolve().parents:
-        raise ValueError(f"ticker path escapes the lake: {path}")
-    return path
+    return layer_root / f"exchange={exchange}" / f"prefix={ticker[0]}" / f"ticker={ticker}"
 
 
 def symbol_file(layer_root: Path, exchange: str, ticker: str) -> Path:
@@ -197,7 +201,13 @@ def delta_name(first_date: Any) -> str:
 
 def ticker_parts(folder: Path) -> list[Path]:
     """The data files of one ticker folder in read order (base first, then deltas by date)."""
-    return sorted(folder.glob(PART_GLOB)) if folder.is_dir() else []
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries
+                     if e.name.startswith("part-") and e.name.endswith(".parquet")]
+    except FileNotFoundError:
+        return []
+    return [folder / name for name in sorted(names)]
 
 
 def _replace_ticker(part: pl.DataFrame, folder: Path, parquet: ParquetSettings | None,
@@ -300,30 +310,73 @@ def symbol_files(layer_root: Path, tickers: Iterable[str] | None = None) -> list
 
 def symbol_tickers(layer_root: Path) -> list[str]:
     """The tickers that have files in a layer, sorted."""
-    return sorted({_ticker_of(path) for path in symbol_files(layer_root)})
+    return sorted(folder_times(layer_root))
+
+
+@dataclass(frozen=True)
+class FolderTimes:
+    """The mtimes of one ticker folder's files (what staleness and append checks need)."""
+
+    newest: float
+    base: float | None  # part-000.parquet, None when the folder has no base
+    oldest_delta: float | None  # the oldest part-d*.parquet, None without deltas
+
+    @property
+    def consistent(self) -> bool:
+        """False when a delta is older than the base (a killed full rewrite) or has no base."""
+        if self.oldest_delta is None:
+            return True
+        return self.base is not None and self.oldest_delta >= self.base
+
+
+def _scan_dirs(folder: str, prefix: str) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        yield from (e for e in entries if e.name.startswith(prefix) and e.is_dir())
+
+
+def folder_times(layer_root: Path) -> dict[str, FolderTimes]:
+    """``{ticker: FolderTimes}`` of every ticker folder of a layer, in one directory walk
+    (``os.scandir``: ~10x faster than globbing and stat-ing paths, which matters at 8,000
+    tickers x several parts x 5 layers every run)."""
+    out: dict[str, FolderTimes] = {}
+    if not layer_root.is_dir():
+        return out
+    for exchange in _scan_dirs(str(layer_root), "exchange="):
+        for prefix in _scan_dirs(exchange.path, "prefix="):
+            for folder in _scan_dirs(prefix.path, "ticker="):
+                times = _times_of(folder.path)
+                if times is not None:
+                    out[folder.name.removeprefix("ticker=")] = times
+    return out
+
+
+def _times_of(folder: str) -> FolderTimes | None:
+    base = None
+    deltas = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith("part-") and name.endswith(".parquet")):
+                continue
+            mtime = entry.stat().st_mtime
+            if name == PART_FILE:
+                base = mtime
+            else:
+                deltas.append(mtime)
+    if base is None and not deltas:
+        return None
+    return FolderTimes(max([*deltas, base or 0.0]), base, min(deltas) if deltas else None)
 
 
 def inconsistent_tickers(layer_root: Path) -> list[str]:
     """Tickers whose folder holds a delta older than its base: a full rewrite was killed
     between writing the base and removing the deltas. They must be rebuilt."""
-    base: dict[str, float] = {}
-    deltas: dict[str, float] = {}
-    for path in symbol_files(layer_root):
-        ticker, mtime = _ticker_of(path), path.stat().st_mtime
-        if path.name == PART_FILE:
-            base[ticker] = mtime
-        else:
-            deltas[ticker] = min(deltas.get(ticker, mtime), mtime)
-    return sorted(t for t, oldest in deltas.items() if t not in base or oldest < base[t])
+    return sorted(t for t, times in folder_times(layer_root).items() if not times.consistent)
 
 
 def file_mtimes(layer_root: Path) -> dict[str, float]:
     """``{ticker: newest mtime of its files}`` of a per-ticker layer."""
-    out: dict[str, float] = {}
-    for path in symbol_files(layer_root):
-        ticker = _ticker_of(path)
-        out[ticker] = max(out.get(ticker, 0.0), path.stat().st_mtime)
-    return out
+    return {t: times.newest for t, times in folder_times(layer_root).items()}
 
 
 def scan_layer(

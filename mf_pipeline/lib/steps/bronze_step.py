@@ -255,6 +255,7 @@ def run_bronze(
     metadata = {"schema_version": BRONZE_SCHEMA_VERSION, "run_id": run_id}
     built_ts = dt.datetime.now(dt.UTC)
     appended, extended, old_ledger = _append_path(settings, present, run_id, built_ts)
+    compute_seconds = time.perf_counter() - started
     written: dict[str, Path] = {}
     if appended is not None and appended.valid.height:
         written |= lake.write_symbol_files(appended.valid, bronze.data, settings.parquet,
@@ -262,7 +263,6 @@ def run_bronze(
         log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
     full = present.filter(~pl.col("ticker").is_in(extended))
     results: list[BronzeResult] = []
-    compute_seconds = time.perf_counter() - started
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future[dict[str, Path]] | None = None
         batches = byte_batches(full, batch_bytes) if full.height else []

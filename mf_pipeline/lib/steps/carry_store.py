@@ -73,25 +73,28 @@ def _last_dates(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.Da
 
 
 def _carries_current(settings: Settings, tickers: Sequence[str]) -> set[str]:
-    """Tickers whose carries describe their files: Silver saw the whole Bronze base (the base
-    is not newer than its Silver files), and no layer file is newer than the layer's stored
-    carries (a run killed after writing files but before saving carries fails this)."""
-    newest = {layer: lake.file_mtimes(lake.LAYERS[layer].root(settings)) for layer in CHAIN}
-    base = {
-        path.parent.name.removeprefix("ticker="): path.stat().st_mtime
-        for path in lake.symbol_files(lake.LAYERS["bronze"].root(settings), tickers)
-        if path.name == lake.PART_FILE
-    }
+    """Tickers whose carries describe their files: every folder is consistent, Silver saw the
+    whole Bronze base (the base is not newer than its Silver files), and no layer file is newer
+    than the layer's stored carries (a run killed after writing files but before saving
+    carries fails this)."""
     saved = {layer: carry_paths(settings, layer)[1] for layer in CHAIN}
     if not all(path.exists() for path in saved.values()):
         return set()
     saved_at = {layer: path.stat().st_mtime for layer, path in saved.items()}
-    silver = newest["silver"]
-    return {
-        t for t, mtime in base.items()
-        if t in silver and mtime <= silver[t]
-        and all(t in newest[layer] and newest[layer][t] <= saved_at[layer] for layer in CHAIN)
-    }
+    times = {layer: lake.folder_times(lake.LAYERS[layer].root(settings))
+             for layer in ("bronze", *CHAIN)}
+    bronze, silver = times["bronze"], times["silver"]
+
+    def current(ticker: str) -> bool:
+        base = bronze.get(ticker)
+        if base is None or base.base is None or not base.consistent:
+            return False
+        if ticker not in silver or base.base > silver[ticker].newest:
+            return False
+        return all(ticker in times[layer] and times[layer][ticker].consistent
+                   and times[layer][ticker].newest <= saved_at[layer] for layer in CHAIN)
+
+    return {t for t in tickers if current(t)}
 
 
 def split_appendable(settings: Settings, tickers: Sequence[str]) -> tuple[pl.DataFrame, list[str]]:
@@ -102,13 +105,10 @@ def split_appendable(settings: Settings, tickers: Sequence[str]) -> tuple[pl.Dat
     frame = pl.DataFrame({"ticker": sorted(set(tickers))}, schema={"ticker": pl.String()})
     for layer in CHAIN:
         frame = frame.join(_last_dates(settings, layer, tickers), on="ticker", how="left")
-    bad: set[str] = set()
-    for layer in ("bronze", *CHAIN):
-        bad.update(lake.inconsistent_tickers(lake.LAYERS[layer].root(settings)))
     same = pl.all_horizontal(pl.col(layer).is_not_null() for layer in CHAIN) & pl.all_horizontal(
         pl.col(layer) == pl.col(CHAIN[0]) for layer in CHAIN[1:]
     )
-    ok = _carries_current(settings, frame["ticker"].to_list()) - bad
+    ok = _carries_current(settings, frame["ticker"].to_list())
     appendable = frame.filter(same & pl.col("ticker").is_in(list(ok))).select(
         "ticker", after=pl.col(CHAIN[0])
     )

@@ -110,22 +110,24 @@ def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
 
 def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
     """Tickers that need any of ``layers`` rebuilt: the layer file is missing or older than an
-    input file, or it exists while an input is gone (a deleted source)."""
+    input file, it exists while an input is gone (a deleted source), or its folder is
+    inconsistent (a killed rewrite)."""
     stale: set[str] = set()
-    mtimes: dict[str, dict[str, float]] = {}
+    times: dict[str, dict[str, lake.FolderTimes]] = {}
 
-    def of(layer: str) -> dict[str, float]:
-        if layer not in mtimes:
-            mtimes[layer] = file_mtimes(settings, layer)
-        return mtimes[layer]
+    def of(layer: str) -> dict[str, lake.FolderTimes]:
+        if layer not in times:
+            times[layer] = lake.folder_times(lake.LAYERS[layer].root(settings))
+        return times[layer]
 
     for layer in layers:
         own = of(layer)
         for upstream in _needed_inputs(layer):
             inputs = of(upstream)
-            stale.update(t for t, mtime in inputs.items() if own.get(t, -1.0) < mtime)
+            stale.update(t for t, got in inputs.items()
+                         if t not in own or own[t].newest < got.newest)
             stale.update(own.keys() - inputs.keys())
-        stale.update(lake.inconsistent_tickers(lake.LAYERS[layer].root(settings)))
+        stale.update(t for t, got in own.items() if not got.consistent)
     return sorted(stale)
 
 
