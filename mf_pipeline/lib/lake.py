@@ -14,6 +14,7 @@ that would exceed ``max_parts`` files compacts the folder back into one base fil
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -197,6 +198,11 @@ def upsert_parquet(
 def delta_name(first_date: Any) -> str:
     """File name of a delta holding rows from ``first_date`` on (sorts after the base)."""
     return f"part-d{first_date:%Y%m%d}.parquet"
+
+
+def delta_date(name: str) -> dt.date:
+    """The first date a delta file holds, from its name (``part-d20260102.parquet``)."""
+    return dt.datetime.strptime(name[len("part-d"):len("part-d") + 8], "%Y%m%d").date()
 
 
 def ticker_parts(folder: Path) -> list[Path]:

@@ -118,10 +118,18 @@ def split_appendable(settings: Settings, tickers: Sequence[str]) -> tuple[pl.Dat
 
 def new_bronze_rows(settings: Settings, appendable: pl.DataFrame,
                     columns: Sequence[str]) -> pl.DataFrame:
-    """Bronze rows after each ticker's ``after`` date, read from its delta files only."""
+    """Bronze rows after each ticker's ``after`` date, read from its delta files only.
+
+    A delta named after a date on or before ``after`` was complete when the layers last ran
+    (files appear atomically), so only the deltas named after a later date are read.
+    """
     root = lake.LAYERS["bronze"].root(settings)
-    deltas = [p for p in lake.symbol_files(root, appendable["ticker"].to_list())
-              if p.name != lake.PART_FILE]
+    after = dict(zip(appendable["ticker"].to_list(), appendable["after"].to_list(), strict=True))
+    deltas = [
+        path for path in lake.symbol_files(root, list(after))
+        if path.name != lake.PART_FILE
+        and lake.delta_date(path.name) > after[path.parent.name.removeprefix("ticker=")]
+    ]
     if not deltas:
         return pl.DataFrame()
     return (
