@@ -248,22 +248,29 @@ HOW = """\
   `time.process_time` (all threads of the process), peak RSS = `VmHWM` reset before each layer
   via `/proc/self/clear_refs` (so it is the layer's own peak, including the frames the chain
   still holds: see `rss_before_mb` in the JSON). Median over repetitions, field by field.
-* **Whole pipeline** (`bench/mfrun.py`): `mf run --until ml_dataset` as a child process with
+* **Whole pipeline** (`bench/mfrun.py`): `mf run --until ml_dataset` (large: `--until
+  features`, the issue's scale target) as a child process on a copy of the universe with
   fresh `MF_PIPELINE_PATHS__DATA_ROOT`, `..._ARTIFACTS_ROOT` and `DAGSTER_HOME`, then the same
-  command again with nothing changed. CPU and peak RSS are the child's own (`wait4`); the
-  timeline uses the time each output line arrived ("start → run" = imports, settings, raw
-  classification and partition registration before the Dagster run starts). "Σ asset s" sums
+  command again with nothing changed, then again after `bench/append_bar.py` appended one new
+  bar (the next weekday) to every raw file — the nightly update, which takes the append path.
+  CPU and peak RSS are the child's own (`wait4`); the
+  timeline uses the time each output line arrived ("start → run" = imports, settings and raw
+  classification before the Dagster run starts). "Σ asset s" sums
   the seconds each asset reports in its metadata (Bronze: compute + write); "run − assets" is
   the Dagster run's wall minus that sum: Dagster bookkeeping plus anything the assets do not
-  report (the ML dataset export and the checks); "ms / asset-partition" divides it by tickers x
-  per-ticker assets.
-* **Dagster bookkeeping** (`bench/dagster_probe.py`): a throwaway code location with one no-IO
-  asset over a dynamic partition set (`BackfillPolicy.single_run()`), run in process
+  report (the ML dataset export, the checks, derived-layer file writes that finish after the
+  last layer's compute, Numba's one-time start); "ms / asset-partition" divides it by tickers
+  x per-ticker assets.
+* **Dagster bookkeeping** (`bench/dagster_probe.py`): a throwaway code location with a chain
+  of 5 no-IO assets (like bronze → features) over a dynamic partition set
+  (`BackfillPolicy.single_run()`), run in process
   (`dg.materialize`, console log level WARNING) against a fresh SQLite `DAGSTER_HOME` in a new
   process per repetition: a first 1-partition run, a timed 1-partition run, one range run over
   N partitions (range tags, as `mf run` launches), then one-partition runs. "marginal ms" =
   (range run − 1-partition run) / (N − 1); "KB / materialization" is the growth of
   `DAGSTER_HOME` on disk over the range run (SQLite WAL files included, not checkpointed).
+  "27-shard run" is one range run of the same chain over the 27 ticker shards the pipeline
+  really uses; "shards: ms / asset-ticker" spreads it over N tickers × 5 assets.
   Measured on Dagster's stock SQLite instance with
   `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` unset and `=1`, and with the `dagster.yaml`
   that `mf` writes (`mf_pipeline.runner.DAGSTER_YAML`: its tuned event-log storage). The stock
