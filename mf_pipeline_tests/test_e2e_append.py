@@ -121,3 +121,20 @@ def test_append_path_equals_a_full_rebuild(isolated, messy_universe, tmp_path, m
     assert "bronze" not in again
     for layer in LAYERS:
         assert layer_rows(nightly, layer).equals(before[layer], null_equal=True), layer
+
+
+def test_a_layer_rebuilt_alone_is_caught_up_once(isolated, messy_universe, tmp_path, monkeypatch):
+    """A one-layer rebuild leaves later layers older than it without new bars: the next run
+    rebuilds them in full once, and then nothing is stale any more."""
+    from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, stale_tickers
+
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = isolated(raw)
+    run("run", "--until", "features")
+    ticker = lake.symbol_tickers(lake.LAYERS["silver"].root(settings))[0]
+    CliRunner().invoke(app, ["silver-one", "--ticker", ticker], catch_exceptions=False)
+    assert ticker in stale_tickers(settings, DERIVED_LAYERS)
+    outcome = run("run", "--until", "features")
+    assert outcome["features"]["tickers_written"] >= 1
+    assert stale_tickers(settings, DERIVED_LAYERS) == []

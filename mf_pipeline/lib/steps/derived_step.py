@@ -163,19 +163,22 @@ def run_derived(
     chosen = [layer for layer in DERIVED_LAYERS if layer in layers]
     run = _Run(settings, chosen, run_ids, inspect,
                DerivedOutcome(layers={layer: LayerStats() for layer in chosen}))
-    appendable, full = pl.DataFrame(), sorted(tickers)
+    new, full = pl.DataFrame(), sorted(tickers)
     if chosen == list(carry_store.CHAIN) and tickers:
         appendable, full = carry_store.split_appendable(settings, tickers)
+        if appendable.height:
+            new = carry_store.new_bronze_rows(settings, appendable, BRONZE_INPUT)
+        # Stale without new bars (e.g. one layer rebuilt alone): rebuilt in full, once.
+        extended = set(new["ticker"].unique()) if new.height else set()
+        full = sorted({*full, *(set(appendable["ticker"]) - extended)})
     batches = list(_batches(full, batch_tickers))
     # Files of one batch are written by a background thread while the next batch computes
     # (Numba kernels and the Parquet encoder both release the GIL); at most two batches live.
     with ThreadPoolExecutor(max_workers=1) as writer:
         run.writer = writer
-        if appendable.height:
-            new = carry_store.new_bronze_rows(settings, appendable, BRONZE_INPUT)
-            run.batch(appendable["ticker"].to_list(), {"bronze": widen(new)} if new.height
-                      else {}, append=True)
-            run.outcome.tickers_appended = new["ticker"].n_unique() if new.height else 0
+        if new.height:
+            run.batch(sorted(new["ticker"].unique()), {"bronze": widen(new)}, append=True)
+            run.outcome.tickers_appended = new["ticker"].n_unique()
             log(f"append path: {run.outcome.tickers_appended} tickers extended by "
                 f"{new.height} new bars")
         for number, batch in enumerate(batches, start=1):
