@@ -17,9 +17,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.append_bar import append_one_bar
 from bench.common import last_json_object, run_child
 from bench.universe import mf_executable
+from mf_pipeline.lib.sample_append import append_one_bar
 
 PER_TICKER_ASSETS = ("bronze", "silver", "indicators", "events", "features")
 RUN_LINE = re.compile(r"\brun: ")

@@ -251,9 +251,9 @@ HOW = """\
 * **Whole pipeline** (`bench/mfrun.py`): `mf run --until ml_dataset` (large: `--until
   features`, the issue's scale target) as a child process on a copy of the universe with
   fresh `MF_PIPELINE_PATHS__DATA_ROOT`, `..._ARTIFACTS_ROOT` and `DAGSTER_HOME`, then the same
-  command again with nothing changed, then again after `bench/append_bar.py` appended one new
-  bar (the next weekday) to every raw file — the nightly update, which takes the append path.
-  CPU and peak RSS are the child's own (`wait4`); the
+  command again with nothing changed, then again after `mf_pipeline/lib/sample_append.py`
+  appended one new bar (the next weekday) to every raw file — the nightly update, which takes
+  the append path. CPU and peak RSS are the child's own (`wait4`); the
   timeline uses the time each output line arrived ("start → run" = imports, settings and raw
   classification before the Dagster run starts). "Σ asset s" sums
   the seconds each asset reports in its metadata (Bronze: compute + write); "run − assets" is
