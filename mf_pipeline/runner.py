@@ -18,6 +18,7 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
 import dagster as dg  # noqa: E402
 
+from mf_pipeline.instance_template import seed_home, template_root  # noqa: E402
 from mf_pipeline.lib.partitions import shard_span  # noqa: E402
 from mf_pipeline.lib.settings import Settings  # noqa: E402
 
@@ -42,7 +43,9 @@ retention:
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """``DAGSTER_HOME`` (default ``<project>/dagster_home``), created with a dagster.yaml."""
+    """``DAGSTER_HOME`` (default ``<project>/dagster_home``), created with a dagster.yaml and,
+    when fresh, seeded with empty storage from a template (1.7 s less to open; see
+    :mod:`mf_pipeline.instance_template`)."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.project_root / "dagster_home")
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -50,6 +53,7 @@ def ensure_dagster_home(settings: Settings) -> Path:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+    seed_home(home, template_root(settings.project_root))
     return home
 
 

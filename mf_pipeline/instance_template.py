@@ -1,0 +1,186 @@
+"""Seed a fresh ``DAGSTER_HOME`` from an empty-instance template instead of creating its storage.
+
+Creating the SQLite run, event-log and schedule storage of a new instance (schema, indexes,
+alembic stamps, one fsynced commit each) takes ~1.7 s; opening existing files takes ~0.1 s.
+A user's first ``mf run`` paid that. So the empty databases are built once per (Dagster version,
+dagster.yaml) in a throw-away home, kept under ``<project>/.cache/dagster_instance/<key>/``
+(``MF_DAGSTER_TEMPLATE_DIR`` overrides the parent folder) and copied into each fresh home.
+
+The template holds no identity: Dagster's only stored id (``instance_info.run_storage_id``) is
+created lazily on first use and is cleared from the template anyway; the telemetry id lives
+outside the databases and is not copied. Any failure falls back to Dagster's own creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+log = logging.getLogger(__name__)
+TEMPLATE_DIR_ENV = "MF_DAGSTER_TEMPLATE_DIR"
+STORAGE_DIRS = ("history", "schedules", "storage")
+# Keys that could point storage outside DAGSTER_HOME (or at a server): never templated.
+UNSAFE_KEYS = ("storage", "run_storage", "schedule_storage")
+
+
+def template_root(project_root: Path | None = None) -> Path:
+    """Parent folder of the templates: ``$MF_DAGSTER_TEMPLATE_DIR`` or ``<project>/.cache/…``."""
+    if env := os.environ.get(TEMPLATE_DIR_ENV):
+        return Path(env)
+    if project_root is None:
+        from mf_pipeline.lib.settings import find_project_root
+
+        project_root = find_project_root()
+    return project_root / ".cache" / "dagster_instance"
+
+
+def template_key(dagster_yaml_text: str) -> str:
+    """Dagster version + hash of dagster.yaml: either change means another schema or layout."""
+    digest = hashlib.sha256(dagster_yaml_text.encode()).hexdigest()[:16]
+    return f"dagster-{dg.__version__}-{digest}"
+
+
+def _templatable(dagster_yaml_text: str) -> bool:
+    """Only all-SQLite-inside-the-home configs: anything else is not ours to pre-create."""
+    config = yaml.safe_load(dagster_yaml_text) or {}
+    event_log = config.get("event_log_storage") or {}
+    return not any(key in config for key in UNSAFE_KEYS) and "config" not in event_log
+
+
+def _databases(folder: Path) -> list[Path]:
+    return sorted(path.relative_to(folder) for path in folder.rglob("*.db"))
+
+
+@contextmanager
+def _dagster_home(home: Path) -> Iterator[None]:
+    """Point DAGSTER_HOME at ``home`` for a while (custom storages read it from the env)."""
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = before
+
+
+def _seal(database: Path) -> None:
+    """Fold the WAL into the file and drop any stored id, so the file alone is the template."""
+    with closing(sqlite3.connect(database)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if "instance_info" in tables:
+            conn.execute("DELETE FROM instance_info")
+            conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _check(database: Path) -> None:
+    """Raise unless ``database`` is an intact, alembic-stamped SQLite file."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro&immutable=1", uri=True)) as conn:
+        if conn.execute("PRAGMA quick_check").fetchone() != ("ok",):
+            raise sqlite3.DatabaseError(f"{database} fails quick_check")
+        if not conn.execute("SELECT version_num FROM alembic_version").fetchone():
+            raise sqlite3.DatabaseError(f"{database} has no alembic stamp")
+
+
+def build_template(dagster_yaml_text: str, root: Path | None = None) -> Path:
+    """The template folder for this dagster.yaml, built first if missing (atomic rename)."""
+    if not _templatable(dagster_yaml_text):
+        raise ValueError("dagster.yaml configures its own storage; not templated")
+    root = root or template_root()
+    target = root / template_key(dagster_yaml_text)
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        home, files = work / "home", work / "files"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(dagster_yaml_text)
+        with _dagster_home(home):
+            dg.DagsterInstance.from_config(str(home)).dispose()
+        databases = _databases(home)
+        if not databases:
+            raise RuntimeError("instance created no SQLite files")
+        for rel in databases:
+            _seal(home / rel)
+            (files / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(home / rel, files / rel)
+            _check(files / rel)
+        if any(files.rglob("*-wal")) or any(files.rglob("*-shm")):
+            raise RuntimeError("WAL files left after sealing")
+        try:
+            files.rename(target)
+        except OSError:
+            if not target.is_dir():  # else another process built it first: use theirs
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def has_storage(home: Path) -> bool:
+    """Whether ``home`` already holds (or starts to hold) instance storage: never seed it."""
+    return any((home / name).exists() for name in STORAGE_DIRS) or any(home.rglob("*.db"))
+
+
+def seed_home(home: Path, root: Path | None = None) -> bool:
+    """Copy the empty-instance template into a fresh ``home``; True if it did.
+
+    Never raises: a missing template is built, any failure is logged and leaves the home to
+    Dagster's normal creation. Files are placed with ``os.link``, which never overwrites, so a
+    concurrent process creating the same storage is not clobbered.
+    """
+    home = Path(home)
+    config = home / "dagster.yaml"
+    if not config.is_file() or has_storage(home):
+        return False
+    staging = home / ".seed-tmp"
+    try:
+        template = build_template(config.read_text(), root)
+        databases = _databases(template)
+        if not databases:
+            raise RuntimeError(f"empty template {template}")
+        for rel in databases:
+            _check(template / rel)
+        shutil.rmtree(staging, ignore_errors=True)
+        for rel in databases:
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(template / rel, staging / rel)
+        for rel in databases:
+            (home / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(staging / rel, home / rel)
+        return True
+    except Exception as error:  # noqa: BLE001 - the template is an optimisation only
+        log.warning("Dagster instance template not used (%s: %s); creating storage normally",
+                    type(error).__name__, error)
+        return False
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main() -> None:
+    """Pre-build the template for this project's dagster.yaml (e.g. from ``make setup``)."""
+    from mf_pipeline.lib.settings import find_project_root
+    from mf_pipeline.runner import DAGSTER_YAML
+
+    project = find_project_root()
+    config = Path(os.environ.get("DAGSTER_HOME") or project / "dagster_home") / "dagster.yaml"
+    text = config.read_text() if config.is_file() else DAGSTER_YAML
+    print(build_template(text, template_root(project)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
