@@ -1,8 +1,9 @@
+import os
 from pathlib import Path
 
 import pytest
 
-from mf_pipeline.lib.settings import SettingsError, load_settings
+from mf_pipeline.lib.settings import SettingsError, _memoized, load_settings
 
 
 def test_defaults_and_derived_roots(tmp_path, monkeypatch):
@@ -64,3 +65,32 @@ def test_repo_settings_file_loads():
     settings = load_settings(repo / "configs" / "settings.yaml")
     assert settings.research_clustering["forward_windows"] == [5, 10, 20]
     assert len(settings.validation_walkforward.train_end_list_default) == 5
+
+
+def test_cache_sees_env_file_and_dotenv_changes(tmp_path, monkeypatch):
+    """Memoized loads still follow every input: env vars, the YAML's bytes, ``.env``."""
+    (tmp_path / "configs").mkdir()
+    yaml_file = tmp_path / "configs" / "settings.yaml"
+    yaml_file.write_text("indicators:\n  tmf_period: 10\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MF_PIPELINE_SETTINGS_FILE", raising=False)
+    monkeypatch.delenv("MF_PIPELINE_INDICATORS__TMF_PERIOD", raising=False)
+    first = load_settings()
+    hits = _memoized.cache_info().hits
+    again = load_settings()
+    assert _memoized.cache_info().hits == hits + 1  # not validated again
+    assert again == first and again is not first
+    again.event_grammar.activity_windows.append(60)  # a caller's edit stays its own
+    assert load_settings().event_grammar.activity_windows == [5, 20]
+
+    stat = yaml_file.stat()
+    yaml_file.write_text("indicators:\n  tmf_period: 12\n")  # same size and mtime
+    os.utime(yaml_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert load_settings().indicators.tmf_period == 12
+    monkeypatch.setenv("MF_PIPELINE_INDICATORS__TMF_PERIOD", "14")
+    assert load_settings().indicators.tmf_period == 14
+    monkeypatch.delenv("MF_PIPELINE_INDICATORS__TMF_PERIOD")
+    (tmp_path / ".env").write_text("MF_PIPELINE_INDICATORS__TMF_PERIOD=16\n")
+    assert load_settings().indicators.tmf_period == 16
+    (tmp_path / ".env").unlink()
+    assert load_settings().indicators.tmf_period == 12

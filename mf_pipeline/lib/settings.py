@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -282,7 +282,13 @@ def _describe(error: ValidationError) -> str:
 
 
 def load_settings(settings_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Load the effective settings; raise :class:`SettingsError` naming any bad key and value."""
+    """Load the effective settings; raise :class:`SettingsError` naming any bad key and value.
+
+    Parsing and validating cost tens of milliseconds and every asset of a run asks again, so
+    the result is memoized on all it depends on: the file's path and bytes, the project root,
+    ``.env`` in the working directory and the ``MF_PIPELINE_*`` variables. Each call gets its
+    own deep copy, as when every call validated afresh.
+    """
     chosen = settings_file or os.environ.get(SETTINGS_FILE_ENV)
     if chosen:
         path = Path(chosen).expanduser()
@@ -296,6 +302,24 @@ def load_settings(settings_file: Path | str | None = None, **overrides: Any) -> 
         root = find_project_root()
         path = root / DEFAULT_SETTINGS_RELPATH
         path = path if path.is_file() else None
+    if overrides:
+        return _validated(path, root, **overrides)
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
+    cached = _memoized(path, root, _bytes(path), _bytes(Path(".env")), env)
+    return cached.model_copy(deep=True)
+
+
+def _bytes(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None and path.is_file() else None
+
+
+@lru_cache(maxsize=16)
+def _memoized(path: Path | None, root: Path, *inputs: object) -> Settings:
+    """:func:`_validated`, keyed also on ``inputs``: what pydantic-settings reads by itself."""
+    return _validated(path, root)
+
+
+def _validated(path: Path | None, root: Path, **overrides: Any) -> Settings:
     Settings._yaml_file = path
     try:
         return Settings(project_root=root, settings_file=path, **overrides)
