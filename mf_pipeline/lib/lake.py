@@ -253,13 +253,15 @@ def write_symbol_files(
     on_written: Callable[[int], None] | None = None,
     append: bool = False,
     max_parts: int = DEFAULT_MAX_PARTS,
+    keep: Callable[[str, Path, pl.DataFrame], None] | None = None,
 ) -> dict[str, Path]:
     """Write the rows of each ticker of a long frame (must hold ``ticker`` and ``exchange``).
 
     By default each ticker's folder is replaced by one file. With ``append`` the rows are new
     bars after the stored ones and go to a delta file (see the module docstring). Tickers are
     written by a small thread pool: the Parquet encoder releases the GIL, so this overlaps
-    compression with I/O. Returns ``{ticker: path written}``.
+    compression with I/O. ``keep(ticker, path, rows)`` is called once each file is in place
+    (e.g. :meth:`RecentWrites.remember`). Returns ``{ticker: path written}``.
     """
     if frame.is_empty():
         return {}
@@ -270,7 +272,10 @@ def write_symbol_files(
         folder = symbol_dir(layer_root, part["exchange"][0], ticker)
         if append:
             return ticker, _append_ticker(part, folder, parquet, metadata, max_parts)
-        return ticker, _replace_ticker(part, folder, parquet, metadata)
+        path = _replace_ticker(part, folder, parquet, metadata)
+        if keep is not None:
+            keep(ticker, path, part)
+        return ticker, path
 
     written: dict[str, Path] = {}
     with ThreadPoolExecutor(max_workers=threads) as pool:

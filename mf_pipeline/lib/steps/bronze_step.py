@@ -13,6 +13,7 @@ Shared tables of the Bronze root:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, recent_writes
 from mf_pipeline.lib.layers import manifest as mf
 from mf_pipeline.lib.layers.bronze import (
     LEDGER_SCHEMA,
@@ -273,7 +274,9 @@ def run_bronze(
             if pending is not None:
                 written |= pending.result()
             pending = writer.submit(lake.write_symbol_files, result.valid, bronze.data,
-                                    settings.parquet, metadata)
+                                    settings.parquet, metadata,
+                                    keep=functools.partial(recent_writes.BRONZE.remember,
+                                                           bronze.data))
             results.append(BronzeResult(result.valid.clear(), result.rejects, result.ledger))
             if len(batches) > 1:
                 log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, recent_writes
 from mf_pipeline.lib.layers import events as events_layer
 from mf_pipeline.lib.layers import features as features_layer
 from mf_pipeline.lib.layers.carry import Carry
@@ -132,6 +132,10 @@ def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
 
 
 def _read(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.DataFrame:
+    if layer == "bronze":  # written by this process moments ago (one `mf run`)?
+        kept = recent_writes.BRONZE.recall(lake.LAYERS[layer].root(settings), sorted(tickers))
+        if kept is not None:
+            return widen(kept.select(BRONZE_INPUT)).sort(["ticker", "trade_date"])
     scan = lake.scan_layer(settings, layer, tickers)
     if scan is None:
         return pl.DataFrame()
