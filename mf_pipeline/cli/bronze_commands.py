@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
 from mf_pipeline.cli.app import app, fail, say, settings_of, show
@@ -140,6 +139,8 @@ def discover_files(ctx: typer.Context) -> None:
 
 
 def _single_file(ctx: typer.Context, file: Path, exchange: str | None):
+    import polars as pl
+
     from mf_pipeline.lib.lake import is_valid_ticker, ticker_from_file_name
     from mf_pipeline.lib.layers.manifest import infer_exchange
 

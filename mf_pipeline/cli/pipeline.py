@@ -1,17 +1,22 @@
-"""Which assets a CLI command materializes, and for which tickers."""
+"""Which assets a CLI command materializes, and for which tickers.
+
+Dagster, Polars and the steps are imported where used, so that parsing a command does not
+load them (see ``app``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dagster as dg
-import polars as pl
-
-from mf_pipeline.lib.layers import manifest as mf
 from mf_pipeline.lib.partitions import SHARD_KEYS
-from mf_pipeline.lib.settings import Settings
-from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, file_mtimes, stale_tickers
+
+if TYPE_CHECKING:
+    import dagster as dg
+    import polars as pl
+
+    from mf_pipeline.lib.settings import Settings
 
 PER_TICKER_LAYERS = ("bronze", "silver", "indicators", "events", "features")
 UNTIL_CHOICES = (*PER_TICKER_LAYERS, "ml_dataset")
@@ -26,6 +31,8 @@ class Selection:
 
 def _asset_names(defs: dg.Definitions) -> tuple[list[str], list[str]]:
     """(shard-partitioned per-ticker, unpartitioned) asset names defined in the code location."""
+    import dagster as dg
+
     partitioned, plain = [], []
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
@@ -40,6 +47,8 @@ def _asset_names(defs: dg.Definitions) -> tuple[list[str], list[str]]:
 
 def split_assets(defs: dg.Definitions) -> tuple[str, ...]:
     """Research assets partitioned by split (static keys including ``full``)."""
+    import dagster as dg
+
     names = []
     for spec in defs.resolve_all_asset_specs():
         pdef = spec.partitions_def
@@ -74,6 +83,9 @@ def tickers_needing_work(
     only_status: Sequence[str] | None = None,
 ) -> list[str]:
     """Tickers with changed raw files, plus tickers whose derived layers are stale."""
+    from mf_pipeline.lib.layers import manifest as mf
+    from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, stale_tickers
+
     chosen = set(mf.tickers_to_process(classified, full=full, only_status=only_status))
     if full or only_status:
         return sorted(chosen)
@@ -84,6 +96,7 @@ def tickers_needing_work(
 def export_is_current(settings: Settings) -> bool:
     """True when the newest ML dataset export is younger than every feature file."""
     from mf_pipeline.lib.steps.dataset_step import latest_export
+    from mf_pipeline.lib.steps.derived_step import file_mtimes
 
     latest = latest_export(settings)
     features = file_mtimes(settings, "features")
