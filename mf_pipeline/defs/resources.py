@@ -9,7 +9,10 @@ from mf_pipeline.lib.settings import Settings, load_settings
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Loads the effective settings (YAML + MF_PIPELINE_* env) once per run."""
+    """The effective settings (YAML + MF_PIPELINE_* env) for each asset that asks.
+
+    ``load_settings`` memoizes on its inputs, so a call per asset costs ~1 ms, not a parse.
+    """
 
     settings_file: str | None = None
 
