@@ -207,7 +207,11 @@ class BronzeOutcome:
 
 
 DEFAULT_BATCH_BYTES = 256 * 2**20
-"""Raw bytes parsed together: about 1.5 GB of peak memory per batch, whatever the universe."""
+"""Raw bytes parsed together at most: about 1.5 GB of peak memory per batch."""
+PIPELINE_BATCHES = 4
+"""A smaller run is still split into this many batches (of at least ``MIN_BATCH_BYTES``), so
+one batch's files are written while the next is parsed."""
+MIN_BATCH_BYTES = 8 * 2**20
 
 
 def pending_tickers(settings: Settings) -> list[str]:
@@ -237,7 +241,7 @@ def run_bronze(
 
     Tickers whose files only grew (``APPENDED``) take the append path: only the new lines are
     parsed, validated and written as a delta file (exactly what a full rebuild gives; anything
-    doubtful falls back). The others are parsed in batches of about ``batch_bytes`` (bounded
+    doubtful falls back). The others are parsed in batches of at most ``batch_bytes`` (bounded
     memory on any universe); the files of one batch are written while the next batch is
     parsed. A ticker with no present file (deleted source) has its Bronze file removed. A
     ticker whose files all failed (e.g. two sources claim it) gets no Bronze file rather than
@@ -266,7 +270,9 @@ def run_bronze(
     results: list[BronzeResult] = []
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future[dict[str, Path]] | None = None
-        batches = byte_batches(full, batch_bytes) if full.height else []
+        total = int(full["file_size_bytes"].sum() or 0)
+        budget = min(batch_bytes, max(MIN_BATCH_BYTES, total // PIPELINE_BATCHES))
+        batches = byte_batches(full, budget) if full.height else []
         for number, batch in enumerate(batches, start=1):
             tick = time.perf_counter()
             result = build_bronze(_bronze_input(batch), _thresholds(settings), run_id, built_ts)

@@ -10,6 +10,7 @@ run gives.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -78,8 +79,16 @@ def widen(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col(pl.Float32).cast(pl.Float64))
 
 
-def _batches(tickers: Sequence[str], size: int) -> Iterator[list[str]]:
+PIPELINE_BATCHES = 4
+"""A run of few tickers is still split into this many batches (of at least
+``MIN_BATCH_TICKERS``), so one batch's files are written while the next computes instead of
+all files being written after the last computation."""
+MIN_BATCH_TICKERS = 25
+
+
+def _batches(tickers: Sequence[str], cap: int) -> Iterator[list[str]]:
     ordered = sorted(tickers)
+    size = max(1, min(cap, max(MIN_BATCH_TICKERS, math.ceil(len(ordered) / PIPELINE_BATCHES))))
     for start in range(0, len(ordered), size):
         yield ordered[start : start + size]
 
@@ -158,8 +167,8 @@ def run_derived(
     When the whole chain is rebuilt, tickers whose only change is new Bronze bars after what
     every layer already processed take the append path: only the new rows are computed, from
     the stored carries, and written as delta files (bit-identical to a full rebuild). Every
-    other ticker is rebuilt in full, in batches of ``batch_tickers``. A ticker without input
-    rows (no valid Bronze bars, or a deleted source) gets its files in the rebuilt layers
+    other ticker is rebuilt in full, in batches of at most ``batch_tickers``. A ticker without
+    input rows (no valid Bronze bars, or a deleted source) gets its files in the rebuilt layers
     removed, so no layer keeps a stale copy. ``inspect(layer, frame)`` sees each written batch
     (for checks) without the run holding every batch in memory.
     """
