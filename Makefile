@@ -10,6 +10,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m compileall -q mf_pipeline  # byte-code even where PYTHONDONTWRITEBYTECODE is set
 	$(PY) -m mf_pipeline.warmup  # compile the Numba kernels once, not in your first run
 	touch $@
 
