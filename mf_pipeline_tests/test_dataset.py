@@ -1,9 +1,11 @@
 """ML dataset export rules (spec/etl.md §9): column selection, filters, sampling, metadata."""
 
 import datetime as dt
+import itertools
 import json
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from mf_pipeline.lib import lake
@@ -17,7 +19,9 @@ from mf_pipeline.lib.layers.dataset import (
     sample_tickers,
     select_export,
 )
-from mf_pipeline.lib.steps.dataset_step import export_ml_dataset
+from mf_pipeline.lib.settings import ParquetSettings
+from mf_pipeline.lib.steps import panel_batches
+from mf_pipeline.lib.steps.dataset_step import export_ml_dataset, export_root
 
 
 def panel(days: int = 5) -> pl.DataFrame:
@@ -319,3 +323,31 @@ def test_plan_batches_and_keys_sorted() -> None:
     df = panel(days=3)
     assert keys_sorted(df) and keys_sorted(df.head(1)) and keys_sorted(df.head(0))
     assert not keys_sorted(df.reverse()) and not keys_sorted(pl.concat([df, df.tail(1)]))
+
+
+@pytest.mark.parametrize(("compression", "codec"), [("zstd", "ZSTD"), ("gzip", "GZIP"),
+                                                    ("none", "UNCOMPRESSED")])
+def test_export_honours_the_parquet_settings(lake_settings, compression, codec) -> None:
+    parquet = ParquetSettings(compression=compression, statistics=compression != "none")
+    settings = lake_settings.model_copy(update={"parquet": parquet})
+    meta = pq.read_metadata(export_ml_dataset(settings, "run-codec", batch_rows=12).dataset_path)
+    chunks = [meta.row_group(g).column(c)
+              for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
+    assert {chunk.compression for chunk in chunks} == {codec}
+    assert {chunk.is_stats_set for chunk in chunks} == {parquet.statistics}
+
+
+def test_a_batch_failing_mid_export_leaves_no_file(lake_settings, monkeypatch) -> None:
+    """The error of a batch read after others were encoded comes out of the sink as it is,
+    and the atomic write leaves neither the dataset nor its temp file."""
+    read_batch, calls = panel_batches.read_batch, itertools.count()
+
+    def failing_third(*args, **kwargs):
+        if next(calls) == 2:
+            raise OSError("disk gone")
+        return read_batch(*args, **kwargs)
+
+    monkeypatch.setattr(panel_batches, "read_batch", failing_third)
+    with pytest.raises(OSError, match="disk gone"):
+        export_ml_dataset(lake_settings, "run-fail", batch_rows=1)
+    assert not [path for path in export_root(lake_settings).rglob("*") if path.is_file()]
