@@ -83,16 +83,48 @@ def test_a_delta_file_or_a_second_exchange_folder_means_read_the_files(lake_with
     assert kept.recall(root, ["BBB.US"]) is None
 
 
-def test_budget_drops_the_oldest(tmp_path: Path) -> None:
+def test_exceeding_the_budget_drops_everything_until_cleared(tmp_path: Path) -> None:
     root = tmp_path / "bronze"
     first, second = _rows("AAA.US", 400), _rows("BBB.US", 400)
     kept = RecentWrites(budget_bytes=int(first.estimated_size() * 1.5))
     _write(root, first, kept)
-    _write(root, second, kept)
+    assert kept.recall(root, ["AAA.US"]) is not None
+    assert not kept.fits(first.estimated_size())
+    _write(root, second, kept)  # would exceed: a partial store is no use, so nothing is kept
     assert kept.recall(root, ["AAA.US"]) is None
-    assert kept.recall(root, ["BBB.US"]) is not None
-    kept.clear()
     assert kept.recall(root, ["BBB.US"]) is None
+    _write(root, _rows("CCC.US", 1), kept)  # stays off for the rest of the run
+    assert kept.recall(root, ["CCC.US"]) is None
+    kept.clear()
+    assert kept.fits(first.estimated_size())
+    _write(root, first, kept)
+    assert kept.recall(root, ["AAA.US"]) is not None
+
+
+def test_bronze_keeps_nothing_when_the_raw_text_exceeds_the_budget(
+        isolated, messy_universe, monkeypatch) -> None:
+    from mf_pipeline.lib import recent_writes
+    from mf_pipeline.lib.steps import bronze_step
+
+    settings = isolated(messy_universe)
+    tickers = bronze_step.run_manifest(settings, "m", log=lambda _: None).to_process
+    root = bronze_step.paths(settings).data
+    remembered: list[str] = []
+
+    class Spy(RecentWrites):
+        def remember(self, layer_root, ticker, path, frame) -> None:
+            remembered.append(ticker)
+            super().remember(layer_root, ticker, path, frame)
+
+    monkeypatch.setattr(recent_writes, "BRONZE", Spy(budget_bytes=1))
+    bronze_step.run_bronze(settings, tickers, "b", log=lambda _: None)
+    assert remembered == []
+    assert lake.symbol_files(root)  # Bronze itself was written
+
+    monkeypatch.setattr(recent_writes, "BRONZE", Spy())
+    bronze_step.run_bronze(settings, tickers, "b2", log=lambda _: None)
+    assert remembered
+    assert recent_writes.BRONZE.recall(root, sorted(remembered)) is not None
 
 
 def test_derived_step_takes_bronze_from_memory_with_the_same_result(

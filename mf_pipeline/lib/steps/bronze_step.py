@@ -268,9 +268,13 @@ def run_bronze(
         log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
     full = present.filter(~pl.col("ticker").is_in(extended))
     results: list[BronzeResult] = []
+    total = int(full["file_size_bytes"].sum() or 0)
+    # Parsed rows take ~3x their raw text: a run whose text alone exceeds the budget is not kept.
+    recent_writes.BRONZE.clear()
+    keep = (functools.partial(recent_writes.BRONZE.remember, bronze.data)
+            if recent_writes.BRONZE.fits(total) else None)
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future[dict[str, Path]] | None = None
-        total = int(full["file_size_bytes"].sum() or 0)
         budget = min(batch_bytes, max(MIN_BATCH_BYTES, total // PIPELINE_BATCHES))
         batches = byte_batches(full, budget) if full.height else []
         for number, batch in enumerate(batches, start=1):
@@ -280,9 +284,7 @@ def run_bronze(
             if pending is not None:
                 written |= pending.result()
             pending = writer.submit(lake.write_symbol_files, result.valid, bronze.data,
-                                    settings.parquet, metadata,
-                                    keep=functools.partial(recent_writes.BRONZE.remember,
-                                                           bronze.data))
+                                    settings.parquet, metadata, keep=keep)
             results.append(BronzeResult(result.valid.clear(), result.rejects, result.ledger))
             if len(batches) > 1:
                 log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")
