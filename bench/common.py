@@ -67,8 +67,26 @@ def _filesystem(path: Path) -> dict[str, str]:
     return {"mount": best.mountpoint, "device": best.device, "fstype": best.fstype}
 
 
+CPU_PROBE_STEPS = 2_000_000
+
+
+def cpu_probe_ms(steps: int = CPU_PROBE_STEPS, repeat: int = 3) -> float:
+    """Best-of-``repeat`` milliseconds of a fixed pure-Python loop: this shared VM's speed
+    varies by day (the same commit measured ~2x apart), so every entry records how fast one
+    core was when it ran."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        total = 0
+        for step in range(steps):
+            total += step
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
+
+
 def machine_info(path: Path = BENCH_DIR) -> dict[str, Any]:
-    """Cores, RAM, CPU model, kernel, Python, file system and the load average now."""
+    """Cores, RAM, CPU model, kernel, Python, file system, the load average and the speed of
+    one core now (:func:`cpu_probe_ms`)."""
     vm = psutil.virtual_memory()
     return {
         "cpu_model": _cpu_model(),
@@ -82,6 +100,8 @@ def machine_info(path: Path = BENCH_DIR) -> dict[str, Any]:
         "thp": _read_text("/sys/kernel/mm/transparent_hugepage/enabled"),
         "filesystem": _filesystem(path),
         "loadavg": list(os.getloadavg()),
+        "cpu_probe_ms": cpu_probe_ms(),
+        "cpu_probe_steps": CPU_PROBE_STEPS,
     }
 
 

@@ -80,7 +80,16 @@ def _machine(entry: dict[str, Any]) -> str:
     return (f"{m.get('usable_cpus') or m.get('logical_cpus')} CPUs ({m.get('cpu_model')}), "
             f"{m.get('ram_gib')} GiB RAM ({m.get('ram_available_gib')} available), swap "
             f"{m.get('swap_gib')} GiB, Linux {m.get('kernel')}, Python {m.get('python')}, "
-            f"THP `{m.get('thp')}`, {fs.get('fstype', '?')} on {fs.get('device', '?')}")
+            f"THP `{m.get('thp')}`, {fs.get('fstype', '?')} on {fs.get('device', '?')}"
+            f"{_probe(m)}")
+
+
+def _probe(machine: dict[str, Any]) -> str:
+    if machine.get("cpu_probe_ms") is None:
+        return ""
+    return (f"; CPU probe {machine['cpu_probe_ms']:.0f} ms ({machine['cpu_probe_steps']:,}-step "
+            "Python loop, best of 3; this shared VM's speed varies by day: compare entries "
+            "by it)")
 
 
 def _layers(entry: dict[str, Any]) -> list[str]:
@@ -285,7 +294,12 @@ HOW = """\
   records the 1-minute load average before it ("load"), the share of all CPU time other
   processes used while it ran ("others' CPU", from `/proc/stat` minus our own CPU) and the
   hypervisor steal share (in the JSON). Numbers taken at high "others' CPU" are upper bounds;
-  compare like with like. Nothing asserts on time; CI only runs a tiny smoke version.
+  compare like with like. The VM itself also runs faster on some days than on others with no
+  load or steal showing (the large cold run took 158 s one day and 339 s another although an
+  A/B of both commits on one day found the newer ~10% faster; `import dagster` took 0.5 s one
+  day and 1.0–1.8 s another), so each size also records a "CPU
+  probe" on its machine line: a fixed pure-Python loop, best of 3. Compare entries measured at
+  similar probes. Nothing asserts on time; CI only runs a tiny smoke version.
 """
 
 RUN = """\

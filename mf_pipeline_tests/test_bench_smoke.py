@@ -54,6 +54,8 @@ def test_harness_end_to_end(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "## custom-4x1" in text and "## Kernel micro-benchmarks" in text
     assert "## How measured" in text
+    assert entry["machine"]["cpu_probe_ms"] > 0
+    assert f"CPU probe {entry['machine']['cpu_probe_ms']:.0f} ms" in text
 
     # A second size merges into the same file; the first is kept.
     run.merge_results(out, {**entry, "size": "other"}, None)
