@@ -1,5 +1,6 @@
 """The ``mf`` command line: the old tool's commands, executed through the Dagster assets."""
 
+import gc
 import logging
 import os
 import sys
@@ -17,6 +18,19 @@ from mf_pipeline.cli.app import app
 __all__ = ["app", "run"]
 
 
+# Young-generation threshold for a CLI process (CPython's default is 700 allocations).
+GC_THRESHOLDS = (100_000, 50, 1_000)
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles rarely: a run builds hundreds of thousands of long-lived objects
+    (Dagster's definitions and events, imported modules) and the default thresholds make
+    CPython traverse them over and over: ~0.5 s of a 7.5 s cold ``mf run`` on 300 tickers.
+    Our data lives in Polars/NumPy buffers freed by reference counting, so memory is unchanged.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run() -> None:
     """The ``mf`` console script: the Typer app, then an exit without interpreter teardown.
 
@@ -26,6 +40,7 @@ def run() -> None:
     standard streams and log handlers need flushing. An exception still unwinds normally.
     """
     code: int = 0
+    tune_garbage_collector()
     try:
         app()
     except SystemExit as done:
