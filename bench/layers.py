@@ -26,6 +26,7 @@ from bench.common import Meter, peak_rss_mb, reset_peak_rss, rss_mb, write_json
 LAYER_ORDER = ("manifest", "bronze", "bronze_read", "silver", "indicators", "events",
                "features", "ml_dataset")
 RUN_ID = "bench-run-000000000000"
+ONE_FILE_KEYS = ("one_file_write_wall_s", "one_file_write_cpu_s", "one_file_bytes")
 
 
 def _paths_of(written: Any) -> list[Path]:
@@ -37,14 +38,26 @@ def _paths_of(written: Any) -> list[Path]:
 
 
 def measure(name: str, compute: Callable[[], Any], write: Callable[[Any], Any] | None,
-            rows: Callable[[Any], int], unit: str = "rows") -> tuple[Any, dict[str, Any]]:
-    """Run ``compute`` then ``write(result)``; return the result and the layer's record."""
+            rows: Callable[[Any], int], unit: str = "rows",
+            write_one_file: Callable[[Any], Path] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Run ``compute`` then ``write(result)``; return the result and the layer's record.
+
+    ``write_one_file(result)``, timed apart and not counted in the layer's wall, writes the
+    same rows as one Parquet file: what the per-ticker file layout costs, measured.
+    """
     reset_ok = reset_peak_rss()
     before = rss_mb()
     with Meter() as compute_meter:
         result = compute()
     with Meter() as write_meter:
         written = write(result) if write is not None else None
+    one_file: dict[str, Any] = {}
+    if write_one_file is not None:
+        with Meter() as one_meter:
+            path = write_one_file(result)
+        one_file = {"one_file_write_wall_s": one_meter.wall_s,
+                    "one_file_write_cpu_s": one_meter.cpu_s,
+                    "one_file_bytes": path.stat().st_size}
     paths = _paths_of(written)
     n = int(rows(result))
     wall = compute_meter.wall_s + write_meter.wall_s
@@ -73,6 +86,7 @@ def measure(name: str, compute: Callable[[], Any], write: Callable[[Any], Any] |
         "steal_frac": round(
             (compute_meter.steal_frac * compute_meter.wall_s
              + write_meter.steal_frac * write_meter.wall_s) / wall, 3) if wall > 0 else 0.0,
+        **one_file,
     }
     return result, record
 
@@ -93,7 +107,7 @@ def combine(records: list[dict[str, Any]]) -> dict[str, Any]:
     first = records[0]
     merged = dict(first)
     for key in ("rows", "compute_wall_s", "compute_cpu_s", "write_wall_s", "write_cpu_s",
-                "wall_s", "cpu_s", "files_written", "bytes_written", "input_mb"):
+                "wall_s", "cpu_s", "files_written", "bytes_written", "input_mb", *ONE_FILE_KEYS):
         if key in first:
             merged[key] = sum(r[key] for r in records)
     merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
@@ -150,6 +164,7 @@ def run_chain(raw: Path, work: Path, limit: int | None = None,
     tickers = sorted(files["ticker"].drop_nulls().unique().to_list())[:limit]
     per_layer: dict[str, list[dict[str, Any]]] = {name: [] for name in LAYER_ORDER[1:-1]}
     kept: dict[str, pl.DataFrame] = {}
+    stored_last: dict[str, pl.DataFrame] = {}
 
     def height(frame: pl.DataFrame) -> int:
         return frame.height
@@ -162,7 +177,17 @@ def run_chain(raw: Path, work: Path, limit: int | None = None,
             stored = to_storage(frame, storage_dtype(settings, layer)).with_columns(
                 run_id=pl.lit(run_id), built_ts=pl.lit(built_ts, dtype=pl.Datetime("us", "UTC")))
             kept[layer] = widen(stored)
+            stored_last[layer] = stored
             return lake.write_symbol_files(stored, root, settings.parquet, {"run_id": run_id})
+
+        return write
+
+    def one_file(layer: str) -> Callable[[Any], Path]:
+        """Write the rows the layer just stored per ticker as one file instead."""
+        def write(result: Any) -> Path:
+            rows = result.valid if layer == "bronze" else stored_last[layer]
+            target = work / "one_file" / layer / f"part-{len(per_layer[layer]):03d}.parquet"
+            return lake.write_parquet(rows, target, settings.parquet, {"run_id": RUN_ID})
 
         return write
 
@@ -182,29 +207,30 @@ def run_chain(raw: Path, work: Path, limit: int | None = None,
             lambda r: lake.write_symbol_files(r.valid, bronze_root, settings.parquet,
                                               {"run_id": RUN_ID}),
             lambda r: r.valid.height,
+            write_one_file=one_file("bronze"),
         )
         rec["input_mb"] = raw_bytes / 1e6
         per_layer["bronze"].append(rec)
         bronze, rec = measure("bronze_read", partial(read_bronze, batch), None, height)
         per_layer["bronze_read"].append(rec)
         _, rec = measure("silver", partial(build_silver, bronze, eps=ind_cfg.eps),
-                         store("silver"), height)
+                         store("silver"), height, write_one_file=one_file("silver"))
         per_layer["silver"].append(rec)
         del bronze
         _, rec = measure(
             "indicators",
             lambda: build_indicators(kept["silver"], ind_cfg.tmf_period, ind_cfg.proxy_period,
                                      ind_cfg.eps),
-            store("indicators"), height)
+            store("indicators"), height, write_one_file=one_file("indicators"))
         per_layer["indicators"].append(rec)
         kept.pop("silver")
         _, rec = measure("events", lambda: ev_layer.build_events(kept["indicators"], ev_params),
-                         store("events"), height)
+                         store("events"), height, write_one_file=one_file("events"))
         per_layer["events"].append(rec)
         _, rec = measure(
             "features",
             lambda: ft_layer.build_features(kept["indicators"], kept["events"], ft_params),
-            store("features"), height)
+            store("features"), height, write_one_file=one_file("features"))
         per_layer["features"].append(rec)
         kept.clear()
 
@@ -248,6 +274,8 @@ def total_record(records: list[dict[str, Any]]) -> dict[str, Any]:
                                  / wall, 3) if wall > 0 else 0.0,
         "steal_frac": round(sum(r["steal_frac"] * r["wall_s"] for r in records)
                             / wall, 3) if wall > 0 else 0.0,
+        # every layer's rows written as one file, against the write_* sums (per-ticker files)
+        **{key: sum(r.get(key, 0) for r in records) for key in ONE_FILE_KEYS},
     }
 
 

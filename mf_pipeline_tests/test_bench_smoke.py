@@ -43,6 +43,10 @@ def test_harness_end_to_end(tmp_path: Path) -> None:
     bronze = next(r for r in median if r["layer"] == "bronze")
     assert bronze["rows"] > 0 and bronze["files_written"] == 4
     assert all(r["wall_s"] >= 0 and r["peak_rss_mb"] > 0 for r in median)
+    per_ticker = [r for r in median if r["layer"] in LAYERS[1:7] and r["layer"] != "bronze_read"]
+    assert all(r["one_file_bytes"] > 0 and r["one_file_write_wall_s"] > 0 for r in per_ticker)
+    total = median[-1]
+    assert total["one_file_bytes"] == sum(r["one_file_bytes"] for r in per_ticker)
     stock = entry["dagster"]["without_subset_env"]["median"]
     project = entry["dagster"]["project_with_subset_env"]["median"]
     assert stock["range_partitions_materialized"] == project["range_partitions_materialized"] == 3
@@ -65,6 +69,24 @@ def test_harness_end_to_end(tmp_path: Path) -> None:
                           "loadavg": [1.0, 1.0, 1.0], "layers": median})
     assert len(lines) == 1 + len(LAYERS)
     assert all(line.startswith("bench-guard ") and "rows_per_s=" in line for line in lines[1:])
+
+
+def test_budget_takes_the_cold_run_apart() -> None:
+    from bench import report
+
+    entry = {
+        "machine": {"usable_cpus": 2},
+        "layers": {"median": [{"layer": "total", "compute_cpu_s": 2.0, "write_cpu_s": 5.0,
+                               "one_file_write_cpu_s": 1.0, "files_written": 1500}]},
+        "mf_run": {"cold": {"median": {"wall_s": 7.0, "cpu_s": 12.0}},
+                   "no_change": {"median": {"wall_s": 1.5}}},
+    }
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1]
+            for line in report._budget(entry) if line.startswith("| ")}
+    assert rows["target: the old tool's ~35 s / 15"] == "2.333"
+    assert rows["lower bound, per-ticker files: fixed + (compute + writes) / 2 cores"] == "5.000"
+    assert rows["lower bound, one file per layer"] == "3.000"
+    assert report._budget({**entry, "mf_run": {}}) == []
 
 
 def test_kernels_in_process_without_talib(monkeypatch: pytest.MonkeyPatch) -> None:
