@@ -84,8 +84,11 @@ def tickers_needing_work(
 ) -> list[str]:
     """Tickers with changed raw files, plus tickers whose derived layers are stale."""
     from mf_pipeline.lib.layers import manifest as mf
+    from mf_pipeline.lib.steps import calc_settings
     from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, stale_tickers
 
+    if "bronze" in layers and not only_status:
+        full = full or calc_settings.changes(settings, "bronze") is not None
     chosen = set(mf.tickers_to_process(classified, full=full, only_status=only_status))
     if full or only_status:
         return sorted(chosen)

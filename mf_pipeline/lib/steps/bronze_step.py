@@ -33,6 +33,7 @@ from mf_pipeline.lib.layers.bronze import (
 )
 from mf_pipeline.lib.layers.bronze_append import AppendResult, build_bronze_append
 from mf_pipeline.lib.settings import Settings
+from mf_pipeline.lib.steps import calc_settings
 
 Log = Callable[[str], None]
 BRONZE_SCHEMA_VERSION = "v1"
@@ -215,9 +216,13 @@ MIN_BATCH_BYTES = 8 * 2**20
 
 
 def pending_tickers(settings: Settings) -> list[str]:
-    """Tickers the current manifest says need Bronze (changed, new, appended or deleted)."""
+    """Tickers the current manifest says need Bronze (changed, new, appended or deleted);
+    every ticker when the validation thresholds changed since Bronze was built."""
     current = paths(settings).current_manifest
-    return mf.tickers_to_process(pl.read_parquet(current)) if current.exists() else []
+    if not current.exists():
+        return []
+    full = calc_settings.changes(settings, "bronze") is not None
+    return mf.tickers_to_process(pl.read_parquet(current), full=full)
 
 
 def byte_batches(files: pl.DataFrame, budget: int) -> list[pl.DataFrame]:
@@ -259,7 +264,12 @@ def run_bronze(
     started = time.perf_counter()
     metadata = {"schema_version": BRONZE_SCHEMA_VERSION, "run_id": run_id}
     built_ts = dt.datetime.now(dt.UTC)
-    appended, extended, old_ledger = _append_path(settings, present, run_id, built_ts)
+    changed = calc_settings.changes(settings, "bronze")
+    if changed is not None:
+        log(f"bronze: settings changed since its files were built ({'; '.join(changed)}): "
+            "every requested file is parsed in full")
+    appended, extended, old_ledger = _append_path(
+        settings, present if changed is None else present.clear(), run_id, built_ts)
     compute_seconds = time.perf_counter() - started
     written: dict[str, Path] = {}
     if appended is not None and appended.valid.height:
@@ -306,6 +316,7 @@ def run_bronze(
     ledger = pl.concat(ledgers, how="vertical_relaxed") if ledgers else _empty_result().ledger
     if promote_manifest:
         _promote(settings, classified, ledger, gone["source_file"].to_list())
+    calc_settings.record(settings, "bronze", tickers)
     outcome = BronzeOutcome(
         run_id=run_id,
         tickers_requested=len(tickers),

@@ -26,7 +26,7 @@ from mf_pipeline.lib.layers.carry import Carry
 from mf_pipeline.lib.layers.indicators import indicators_step
 from mf_pipeline.lib.layers.silver import silver_step
 from mf_pipeline.lib.settings import Settings
-from mf_pipeline.lib.steps import carry_store
+from mf_pipeline.lib.steps import calc_settings, carry_store
 
 Log = Callable[[str], None]
 DERIVED_LAYERS = ("silver", "indicators", "events", "features")
@@ -57,13 +57,7 @@ class DerivedOutcome:
 
 def storage_dtype(settings: Settings, layer: str) -> pl.DataType:
     """Float storage precision of a layer (arithmetic is always float64)."""
-    p = settings.precision
-    name = {
-        "silver": p.silver_float,
-        "indicators": settings.indicators.float_dtype_override or p.silver_float,
-        "events": p.gold_float,
-        "features": settings.gold_features.float_dtype_override or p.gold_float,
-    }[layer]
+    name = calc_settings.storage_float(settings, layer)
     return pl.Float32() if name == "float32" else pl.Float64()
 
 
@@ -119,8 +113,9 @@ def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
 
 def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
     """Tickers that need any of ``layers`` rebuilt: the layer file is missing or older than an
-    input file, it exists while an input is gone (a deleted source), or its folder is
-    inconsistent (a killed rewrite)."""
+    input file, it exists while an input is gone (a deleted source), its folder is
+    inconsistent (a killed rewrite), or the layer's settings changed since it was built (then
+    every ticker of the layer and of its inputs)."""
     stale: set[str] = set()
     times: dict[str, dict[str, lake.FolderTimes]] = {}
 
@@ -137,6 +132,10 @@ def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
                          if t not in own or own[t].newest < got.newest)
             stale.update(own.keys() - inputs.keys())
         stale.update(t for t, got in own.items() if not got.consistent)
+        if calc_settings.changes(settings, layer) is not None:
+            stale.update(own.keys())
+            for upstream in _needed_inputs(layer):
+                stale.update(of(upstream).keys())
     return sorted(stale)
 
 
@@ -177,7 +176,11 @@ def run_derived(
     run = _Run(settings, chosen, run_ids, inspect,
                DerivedOutcome(layers={layer: LayerStats() for layer in chosen}))
     new, full = pl.DataFrame(), sorted(tickers)
-    if chosen == list(carry_store.CHAIN) and tickers:
+    changed = calc_settings.changed_layers(settings, chosen)
+    for layer, lines in changed.items():
+        log(f"{layer}: settings changed since its files were built ({'; '.join(lines)}): "
+            "rebuilt in full")
+    if chosen == list(carry_store.CHAIN) and tickers and not changed:
         appendable, full = carry_store.split_appendable(settings, tickers)
         if appendable.height:
             new = carry_store.new_bronze_rows(settings, appendable, BRONZE_INPUT)
@@ -201,6 +204,7 @@ def run_derived(
         run.drain()
     for layer in chosen:
         carry_store.save(settings, layer, run.carries[layer], full)
+        calc_settings.record(settings, layer, tickers)
     run.outcome.seconds = time.perf_counter() - started
     return run.outcome
 

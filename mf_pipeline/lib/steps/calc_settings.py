@@ -1,0 +1,118 @@
+"""The settings each per-ticker layer's numbers depend on, recorded next to the layer.
+
+A layer's files are right only for the settings that computed them. Incremental runs rebuild
+tickers whose inputs changed and extend others from their stored state (the append path), so
+without a record a settings change (``indicators.tmf_period``, an event threshold, a storage
+precision, a validation threshold) would leave old numbers in place, or continue them with the
+new settings: a lake that silently mixes two definitions.
+
+Each step therefore writes ``<tier>/_calc/<layer>.json`` after a run: the fingerprint of the
+layer's own settings when every ticker of the layer was built with them, or ``mixed`` when only
+some were. A run whose settings differ from the record rebuilds every ticker of that layer in
+full (never the append path); layers downstream follow because their inputs are newer. A lake
+without a record (built before records existed) is trusted until a run covers all its tickers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mf_pipeline.lib import lake
+from mf_pipeline.lib.settings import Settings
+
+PER_TICKER_LAYERS = ("bronze", "silver", "indicators", "events", "features")
+MIXED = "mixed"
+
+
+def storage_float(settings: Settings, layer: str) -> str:
+    """Storage precision name (``float32``/``float64``) of a derived layer's float columns."""
+    p = settings.precision
+    return {
+        "silver": p.silver_float,
+        "indicators": settings.indicators.float_dtype_override or p.silver_float,
+        "events": p.gold_float,
+        "features": settings.gold_features.float_dtype_override or p.gold_float,
+    }[layer]
+
+
+def layer_settings(settings: Settings, layer: str) -> dict[str, Any]:
+    """The settings ``layer``'s stored values depend on (its inputs' settings excluded)."""
+    if layer == "bronze":
+        v = settings.validation
+        return {"validation.suspicious_range_pct_threshold": v.suspicious_range_pct_threshold,
+                "validation.suspicious_return_pct_threshold": v.suspicious_return_pct_threshold,
+                "validation.gap_days_warn_threshold": v.gap_days_warn_threshold}
+    own: dict[str, Any] = {f"storage_float.{layer}": storage_float(settings, layer)}
+    if layer == "silver":
+        return own | {"indicators.eps": settings.indicators.eps}
+    if layer == "indicators":
+        cfg = settings.indicators
+        return own | {"indicators.tmf_period": cfg.tmf_period,
+                      "indicators.proxy_period": cfg.proxy_period, "indicators.eps": cfg.eps}
+    if layer == "events":
+        grammar = settings.event_grammar.model_dump(mode="json")
+        return own | {f"event_grammar.{key}": value for key, value in grammar.items()}
+    if layer == "features":
+        features = settings.gold_features.model_dump(mode="json", exclude={"export"})
+        return own | {f"gold_features.{key}": value for key, value in features.items()}
+    raise ValueError(f"no per-ticker layer {layer!r}; choose one of {PER_TICKER_LAYERS}")
+
+
+def fingerprint(settings: Settings, layer: str) -> str:
+    text = json.dumps(layer_settings(settings, layer), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_path(settings: Settings, layer: str) -> Path:
+    return lake.LAYERS[layer].root(settings).parent / "_calc" / f"{layer}.json"
+
+
+def stored(settings: Settings, layer: str) -> dict[str, Any] | None:
+    path = record_path(settings, layer)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def changes(settings: Settings, layer: str) -> list[str] | None:
+    """What differs from the settings the layer's files were built with: ``None`` when nothing
+    does (or nothing was recorded), else one ``key: old → new`` line per key (or a line saying
+    the files were built with several settings)."""
+    record = stored(settings, layer)
+    if record is None or record["fingerprint"] == fingerprint(settings, layer):
+        return None
+    if record["fingerprint"] == MIXED:
+        return ["some tickers were last built with other settings than the rest"]
+    old, new = record.get("settings") or {}, layer_settings(settings, layer)
+    return [f"{key}: {old.get(key)!r} → {new.get(key)!r}"
+            for key in sorted({*old, *new}) if old.get(key) != new.get(key)]
+
+
+def changed_layers(settings: Settings, layers: Iterable[str]) -> dict[str, list[str]]:
+    """``{layer: changes}`` for the layers of ``layers`` whose settings changed."""
+    found = {layer: changes(settings, layer) for layer in layers}
+    return {layer: lines for layer, lines in found.items() if lines is not None}
+
+
+def record(settings: Settings, layer: str, built: Sequence[str]) -> None:
+    """Record the settings ``layer`` was just built with for the tickers ``built``.
+
+    The record names the current settings when every ticker the layer has was built in this
+    run (or the record already names them), ``mixed`` when only some were; a missing record
+    stays missing after a partial run (the other tickers' settings are unknown).
+    """
+    current = fingerprint(settings, layer)
+    before = stored(settings, layer)
+    if not built or (before is not None and before["fingerprint"] == current):
+        return
+    covered = set(lake.symbol_tickers(lake.LAYERS[layer].root(settings))) <= set(built)
+    if covered:
+        payload = {"layer": layer, "fingerprint": current,
+                   "settings": layer_settings(settings, layer)}
+    elif before is not None:
+        payload = {"layer": layer, "fingerprint": MIXED, "settings": None}
+    else:
+        return
+    lake.write_json(payload, record_path(settings, layer))
