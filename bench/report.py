@@ -302,6 +302,16 @@ HOW = """\
   `time.process_time` (all threads of the process), peak RSS = `VmHWM` reset before each layer
   via `/proc/self/clear_refs` (so it is the layer's own peak, including the frames the chain
   still holds: see `rss_before_mb` in the JSON). Median over repetitions, field by field.
+  After each per-ticker write the same rows are written once more as a single Parquet file
+  (same compression), timed apart: "as one file" shows what the one-file-per-ticker layout
+  costs. Most of that cost is per file: polars' writer estimates the cardinality of every
+  float and string column (a HyperLogLog sketch) to decide on dictionary encoding, ~30 µs per
+  column per file whatever its rows — over half the CPU of a one-row nightly delta file, about
+  a third of a 2,000-row file; polars 2.1 has no switch for it, and pyarrow's writer without
+  dictionaries costs more per file here.
+* **The 15x target** (small size): the issue's old-tool time (~35 s) / 15 against the cold run,
+  the no-change run as the fixed cost, and lower bounds that assume both cores stay busy:
+  fixed + (compute CPU + write CPU) / cores, with per-ticker files and with one file per layer.
 * **Whole pipeline** (`bench/mfrun.py`): `mf run --until ml_dataset` (large: `--until
   features`, the issue's scale target) as a child process on a copy of the universe with
   fresh `MF_PIPELINE_PATHS__DATA_ROOT`, `..._ARTIFACTS_ROOT` and `DAGSTER_HOME`, then the same
