@@ -51,6 +51,7 @@ def measure(name: str, compute: Callable[[], Any], write: Callable[[Any], Any] |
         result = compute()
     with Meter() as write_meter:
         written = write(result) if write is not None else None
+    peak = peak_rss_mb()  # the layer's own peak, before the comparison write below
     one_file: dict[str, Any] = {}
     if write_one_file is not None:
         with Meter() as one_meter:
@@ -74,7 +75,7 @@ def measure(name: str, compute: Callable[[], Any], write: Callable[[Any], Any] |
         "rows_per_s": n / wall if wall > 0 else None,
         "compute_rows_per_s": n / compute_meter.wall_s if compute_meter.wall_s > 0 else None,
         "rss_before_mb": before,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
         "peak_rss_is_per_layer": reset_ok,
         "files_written": len(paths),
         "bytes_written": sum(p.stat().st_size for p in paths if p.exists()),
