@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(PY) -m compileall -q mf_pipeline  # byte-code even where PYTHONDONTWRITEBYTECODE is set
 	$(PY) -m mf_pipeline.warmup  # compile the Numba kernels once, not in your first run
+	$(PY) -m mf_pipeline.orchestration.instance  # the project's DAGSTER_HOME and its template
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,6 +27,7 @@ test: setup lint
 	$(VENV)/bin/pytest
 
 ui: setup
+	$(PY) -m mf_pipeline.orchestration.instance
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 SIZE ?= small

@@ -16,7 +16,7 @@ second is Dagster's (planning, events, SQLite). ``python -m bench.dagster_probe 
 Set or unset ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`` in the environment of the
 process; the value it saw is recorded. ``--instance stock`` uses Dagster's own SQLite storage
 (``dagster.yaml`` with telemetry off only); ``--instance project`` uses the ``dagster.yaml`` the
-``mf`` CLI writes (``mf_pipeline.runner.DAGSTER_YAML``, e.g. its tuned event-log storage).
+``mf`` CLI writes (``orchestration/dagster.yaml``, e.g. its tuned event-log storage).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _dir_bytes(folder: Path) -> int:
 def project_yaml() -> str:
     """The ``dagster.yaml`` the CLI writes, without letting the import change the env var."""
     before = os.environ.get(EMIT_SUBSET)
-    from mf_pipeline.runner import DAGSTER_YAML
+    from mf_pipeline.orchestration.instance import DAGSTER_YAML
 
     if before is None:
         os.environ.pop(EMIT_SUBSET, None)

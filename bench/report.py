@@ -337,7 +337,7 @@ HOW = """\
   really uses; "shards: ms / asset-ticker" spreads it over N tickers × 5 assets.
   Measured on Dagster's stock SQLite instance with
   `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` unset and `=1`, and with the `dagster.yaml`
-  that `mf` writes (`mf_pipeline.runner.DAGSTER_YAML`: its tuned event-log storage). The stock
+  that `mf` writes (`orchestration/dagster.yaml`: its tuned event-log storage). The stock
   instance commits (and fsyncs) every event, so its numbers swing with other processes' disk
   traffic.
 * **Kernels** (`bench/kernels.py`): one process, seeded 10M-row panel, one warm-up call then the

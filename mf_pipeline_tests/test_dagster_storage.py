@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from mf_pipeline.dagster_storage import PooledSqliteEventLogStorage
-from mf_pipeline.runner import DAGSTER_YAML
+from mf_pipeline.orchestration.event_log import PooledSqliteEventLogStorage
+from mf_pipeline.orchestration.instance import DAGSTER_YAML
 
 PARTS = dg.DynamicPartitionsDefinition(name="probe")
 

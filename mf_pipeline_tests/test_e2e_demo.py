@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from mf_pipeline.cli import app
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.settings import load_settings
-from mf_pipeline.runner import definitions
+from mf_pipeline.orchestration.runner import definitions
 
 
 def invoke(*args: str) -> str:

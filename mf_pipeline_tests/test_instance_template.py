@@ -9,15 +9,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mf_pipeline import runner
-from mf_pipeline.instance_template import (
+from mf_pipeline.lib.settings import load_settings
+from mf_pipeline.orchestration import runner
+from mf_pipeline.orchestration.instance import (
+    DAGSTER_YAML,
     TEMPLATE_DIR_ENV,
     build_template,
+    ensure_dagster_home,
     seed_home,
     template_key,
 )
-from mf_pipeline.lib.settings import load_settings
-from mf_pipeline.runner import DAGSTER_YAML
 
 
 @dg.asset
@@ -80,7 +81,7 @@ def test_seeded_homes_work_end_to_end_and_share_nothing(template_root, tmp_path,
 def test_runner_seeds_a_fresh_home(template_root, tmp_path, monkeypatch):
     monkeypatch.setenv(TEMPLATE_DIR_ENV, str(template_root))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    home = runner.ensure_dagster_home(load_settings())
+    home = ensure_dagster_home(load_settings().project_root)
     assert (home / "history/runs.db").is_file() and (home / "schedules/schedules.db").is_file()
     instance = runner.instance(load_settings())  # second call: home has storage, left alone
     try:
@@ -117,7 +118,7 @@ def test_bad_template_falls_back_to_normal_creation(damage, template_root, tmp_p
     else:
         root.write_text("a file where the template folder should be")
     home = fresh_home(tmp_path / "home")
-    with caplog.at_level(logging.WARNING, logger="mf_pipeline.instance_template"):
+    with caplog.at_level(logging.WARNING, logger="mf_pipeline.orchestration.instance"):
         assert not seed_home(home, root)
     assert "template not used" in caplog.text
     # Untouched: exactly the fresh home Dagster creates storage in by itself.

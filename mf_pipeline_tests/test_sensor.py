@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 from typer.testing import CliRunner
 
-from mf_pipeline import runner
 from mf_pipeline.cli import app
 from mf_pipeline.defs.automation.sensors import raw_files_sensor
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.steps import bronze_step
 from mf_pipeline.lib.steps.derived_step import file_mtimes
+from mf_pipeline.orchestration import runner
 
 
 def evaluate(instance):

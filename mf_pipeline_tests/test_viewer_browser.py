@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mf_pipeline import runner
-from mf_pipeline.cli.pipeline import everything
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.sample import generate_universe
+from mf_pipeline.orchestration import runner
+from mf_pipeline.orchestration.planning import everything
 from mf_pipeline.viewer.compute import per_ticker_assets
 from mf_pipeline_tests import viewer_lake
 

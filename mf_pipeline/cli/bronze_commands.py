@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mf_pipeline.cli.app import app, fail, say, settings_of, show
-from mf_pipeline.cli.pipeline import (
+from mf_pipeline.orchestration.planning import (
     UNTIL_CHOICES,
     Selection,
     everything,
@@ -21,8 +21,8 @@ from mf_pipeline.cli.pipeline import (
 def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit: int | None = None,
              only_status: list[str] | None = None, promote: bool = True) -> dict:
     """Plan the tickers, then materialize ``selection`` through Dagster; returns metadata."""
-    from mf_pipeline import runner
     from mf_pipeline.lib.steps import bronze_step
+    from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
     say(f"raw root: {settings.raw_root}")
@@ -50,7 +50,7 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Generate the sample universe if needed and materialize every asset; say where to look."""
-    from mf_pipeline import runner
+    from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
     metadata = _execute(ctx, everything(runner.definitions()))
@@ -82,8 +82,8 @@ def run(
     limit: Annotated[int | None, typer.Option(min=1, help="At most N tickers.")] = None,
 ) -> None:
     """Materialize raw → manifest → … → LAYER for the tickers that need it, through Dagster."""
-    from mf_pipeline import runner
-    from mf_pipeline.cli import pipeline
+    from mf_pipeline.orchestration import planning as pipeline
+    from mf_pipeline.orchestration import runner
 
     try:
         selection = pipeline.until(runner.definitions(), until)
@@ -107,7 +107,7 @@ def bronze_run(
 
     The stable manifest is promoted only without --limit and --only-status, as before.
     """
-    from mf_pipeline import runner
+    from mf_pipeline.orchestration import runner
 
     del progress_every  # one vectorised pass: there is no per-file loop to report on
     statuses = [only_status.upper()] if only_status else None
@@ -203,8 +203,8 @@ def bronze_one(
     file: Annotated[Path, typer.Option(help="A raw file under the raw root.")],
 ) -> None:
     """Rebuild Bronze for the ticker of one raw file (a Dagster run on its shard)."""
-    from mf_pipeline import runner
     from mf_pipeline.lib.lake import ticker_from_file_name
+    from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
     path = file.resolve()

@@ -31,7 +31,7 @@ def _layer_tickers(ctx: typer.Context, layer: str, full: bool, limit: int | None
 
 def _materialize(ctx: typer.Context, assets: tuple[str, ...], tickers: list[str],
                  tail: tuple[str, ...] = (), run_config: dict | None = None) -> dict:
-    from mf_pipeline import runner
+    from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
     outcome = runner.run_partitioned(settings, (), assets, tail, tickers,

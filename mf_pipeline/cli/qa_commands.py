@@ -10,7 +10,7 @@ from mf_pipeline.cli.app import app, fail, say, settings_of, show
 
 
 def _materialize(ctx: typer.Context, *assets: str) -> dict:
-    from mf_pipeline import runner
+    from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
     outcome = runner.run_partitioned(settings, assets, (), (), [], log=say)

@@ -82,9 +82,9 @@ def _prep(ctx: typer.Context, kind: str, dataset: Path | None, split: str, prese
 
 def _dagster_or_direct(ctx: typer.Context, kind: str, split: str, config: dict[str, Any]) -> Path:
     """Run ``<kind>_model`` + labels/states for ``split``; return the run folder."""
-    from mf_pipeline import runner
     from mf_pipeline.defs.research.partitions import splits_partitions
     from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
     config = {k: v for k, v in config.items() if v is not None and v is not False}

@@ -13,8 +13,8 @@ from mf_pipeline.lib.settings import Settings
 
 def per_ticker_assets() -> tuple[str, ...]:
     """The per-ticker (shard-partitioned) assets of the code location, in graph order."""
-    from mf_pipeline import runner
-    from mf_pipeline.cli.pipeline import everything
+    from mf_pipeline.orchestration import runner
+    from mf_pipeline.orchestration.planning import everything
 
     return everything(runner.definitions()).per_ticker
 
@@ -25,7 +25,7 @@ def compute_ticker(settings: Settings, ticker: str, log: Callable[[str], None]) 
     The stable manifest is not promoted (a one-ticker run is a partial run, as the CLI's
     ``--limit``), so a later full run still sees the other changed files.
     """
-    from mf_pipeline import runner
+    from mf_pipeline.orchestration import runner
 
     per_ticker = per_ticker_assets()
     run_config = (

@@ -11,14 +11,12 @@ import dagster as dg
 import polars as pl
 import xxhash
 
+from mf_pipeline.defs.partitions import RANGE_END, RANGE_START
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.lake import is_valid_ticker
 from mf_pipeline.lib.layers import manifest as mf
 from mf_pipeline.lib.partitions import shard_span
 from mf_pipeline.lib.steps import bronze_step
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 def request_for_changes(changes: pl.DataFrame) -> dg.RunRequest | None:

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mf_pipeline.defs.manifest.assets import manifest
-from mf_pipeline.defs.partitions import bronze_run_id, ticker_shards
+from mf_pipeline.defs.partitions import layer_run_id, ticker_shards
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.steps import bronze_step
 
@@ -31,7 +31,7 @@ def bronze(
     tickers = ticker_work.select(context.partition_keys,
                                  lambda: bronze_step.pending_tickers(cfg))
     outcome = bronze_step.run_bronze(
-        cfg, tickers, bronze_run_id(context.run_id, "bronze"), config.promote_manifest,
+        cfg, tickers, layer_run_id(context.run_id, "bronze"), config.promote_manifest,
         context.log.info,
     )
     context.log.info(

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from mf_pipeline.defs.bronze.assets import bronze
-from mf_pipeline.defs.partitions import bronze_run_id, ticker_shards
+from mf_pipeline.defs.partitions import layer_run_id, ticker_shards
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.layers.sanity import sanity_failures
 from mf_pipeline.lib.steps.derived_step import (
@@ -56,7 +56,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     layers = [layer for layer in DERIVED_LAYERS if layer in selected]
     tickers = ticker_work.select(context.partition_keys, lambda: stale_tickers(cfg, layers))
     context.log.info(f"{len(tickers)} tickers to update in {', '.join(layers)}")
-    run_ids = {layer: bronze_run_id(context.run_id, layer) for layer in layers}
+    run_ids = {layer: layer_run_id(context.run_id, layer) for layer in layers}
     problems: dict[str, list[str]] = {layer: [] for layer in layers}
     checked_rows: dict[str, int] = dict.fromkeys(layers, 0)
 

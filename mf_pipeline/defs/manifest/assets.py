@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mf_pipeline.defs.partitions import bronze_run_id
+from mf_pipeline.defs.partitions import layer_run_id
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.steps import bronze_step
 
@@ -12,7 +12,7 @@ def manifest(context: dg.AssetExecutionContext, settings: PipelineSettings) -> d
     """Every raw file with its content fingerprint and status NEW/CHANGED/APPENDED/UNCHANGED/
     DELETED against the last successful ingest; Bronze then processes the changed tickers."""
     cfg = settings.get()
-    outcome = bronze_step.run_manifest(cfg, bronze_run_id(context.run_id, "manifest"),
+    outcome = bronze_step.run_manifest(cfg, layer_run_id(context.run_id, "manifest"),
                                        context.log.info)
     context.log.info(f"manifest: {outcome.status_counts}; "
                      f"{len(outcome.to_process)} tickers to process")

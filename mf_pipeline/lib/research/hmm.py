@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.offsets import ticker_offsets
-from mf_pipeline.lib.research.hmm_kernels import (
+from mf_pipeline.lib.kernels.hmm import (
     forward_filter_kernel,
     smoothed_posterior_kernel,
     viterbi_kernel,
 )
+from mf_pipeline.lib.kernels.offsets import ticker_offsets
 
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
 ROW_KEY_COLUMNS: tuple[str, ...] = (

@@ -1,4 +1,8 @@
-"""Seed a fresh ``DAGSTER_HOME`` from an empty-instance template instead of creating its storage.
+"""The project's Dagster instance: ``DAGSTER_HOME``, its one ``dagster.yaml`` text, and a fresh
+home seeded from an empty-instance template instead of creating its storage.
+
+``dagster.yaml`` beside this module is the only copy of the instance configuration: a home
+without one gets it (``make setup``, ``make ui`` and every ``mf`` run ensure the project's home).
 
 Creating the SQLite run, event-log and schedule storage of a new instance (schema, indexes,
 alembic stamps, one fsynced commit each) takes ~1.7 s; opening existing files takes ~0.1 s.
@@ -28,6 +32,7 @@ import dagster as dg
 import yaml
 
 log = logging.getLogger(__name__)
+DAGSTER_YAML = (Path(__file__).with_name("dagster.yaml")).read_text()
 TEMPLATE_DIR_ENV = "MF_DAGSTER_TEMPLATE_DIR"
 STORAGE_DIRS = ("history", "schedules", "storage")
 # Keys that could point storage outside DAGSTER_HOME (or at a server): never templated.
@@ -171,15 +176,32 @@ def seed_home(home: Path, root: Path | None = None) -> bool:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def ensure_dagster_home(project_root: Path) -> Path:
+    """``DAGSTER_HOME`` (default ``<project>/dagster_home``), created with the dagster.yaml and,
+    when fresh, seeded with empty storage from a template (1.7 s less to open)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or project_root / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    seed_home(home, template_root(project_root))
+    return home
+
+
+def get_instance(project_root: Path) -> dg.DagsterInstance:
+    """The project's instance (the one the UI shows), its home ensured first."""
+    ensure_dagster_home(project_root)
+    return dg.DagsterInstance.get()
+
+
 def main() -> None:
-    """Pre-build the template for this project's dagster.yaml (e.g. from ``make setup``)."""
+    """Ensure the project's home and pre-build its template (``make setup``, ``make ui``)."""
     from mf_pipeline.lib.settings import find_project_root
-    from mf_pipeline.runner import DAGSTER_YAML
 
     project = find_project_root()
-    config = Path(os.environ.get("DAGSTER_HOME") or project / "dagster_home") / "dagster.yaml"
-    text = config.read_text() if config.is_file() else DAGSTER_YAML
-    print(build_template(text, template_root(project)))
+    home = ensure_dagster_home(project)
+    print(build_template((home / "dagster.yaml").read_text(), template_root(project)))
 
 
 if __name__ == "__main__":
