@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mf_pipeline.lib import lake, recent_writes
+from mf_pipeline.lib import lake, recent_writes, registry
 from mf_pipeline.lib.steps import bronze_step, derived_step
 
 
@@ -27,7 +27,7 @@ def _lake(settings, tickers: list[str], batch_bytes: int, batch_tickers: int
           ) -> dict[str, pl.DataFrame]:
     recent_writes.BRONZE.clear()
     bronze_step.run_bronze(settings, tickers, "b", log=lambda _: None, batch_bytes=batch_bytes)
-    layers = list(derived_step.DERIVED_LAYERS)
+    layers = list(registry.DERIVED)
     derived_step.run_derived(settings, tickers, layers, dict.fromkeys(layers, "r"),
                              batch_tickers=batch_tickers, log=lambda _: None)
     paths = bronze_step.paths(settings)

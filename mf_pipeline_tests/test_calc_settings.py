@@ -5,11 +5,11 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.settings import load_settings
 from mf_pipeline.lib.steps import calc_settings as calc
 
-LAYERS = calc.PER_TICKER_LAYERS
+LAYERS = registry.PER_TICKER
 
 
 @pytest.fixture

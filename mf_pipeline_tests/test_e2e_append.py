@@ -126,7 +126,8 @@ def test_append_path_equals_a_full_rebuild(isolated, messy_universe, tmp_path, m
 def test_a_layer_rebuilt_alone_is_caught_up_once(isolated, messy_universe, tmp_path, monkeypatch):
     """A one-layer rebuild leaves later layers older than it without new bars: the next run
     rebuilds them in full once, and then nothing is stale any more."""
-    from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, stale_tickers
+    from mf_pipeline.lib.registry import DERIVED as DERIVED_LAYERS
+    from mf_pipeline.lib.steps.derived_step import stale_tickers
 
     raw = tmp_path / "raw"
     shutil.copytree(messy_universe, raw)

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.recent_writes import RecentWrites
 
 
@@ -136,7 +136,7 @@ def test_derived_step_takes_bronze_from_memory_with_the_same_result(
     recent_writes.BRONZE.clear()
     tickers = bronze_step.run_manifest(settings, "m", log=lambda _: None).to_process
     bronze_step.run_bronze(settings, tickers, "b", log=lambda _: None)
-    layers = list(derived_step.DERIVED_LAYERS)
+    layers = list(registry.DERIVED)
     run_ids = dict.fromkeys(layers, "r")
     scanned: list[str] = []
     real_scan = lake.scan_layer

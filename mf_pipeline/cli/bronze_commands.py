@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from mf_pipeline.cli.app import app, fail, say, settings_of, show
+from mf_pipeline.lib.registry import UNTIL_CHOICES
 from mf_pipeline.orchestration.planning import (
-    UNTIL_CHOICES,
     Selection,
     everything,
     export_is_current,

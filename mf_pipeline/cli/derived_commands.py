@@ -7,22 +7,16 @@ from typing import Annotated
 import typer
 
 from mf_pipeline.cli.app import app, fail, say, settings_of, show
-
-LAYER_HELP = {
-    "silver": "Silver base series",
-    "indicators": "TMF and TTI-proxy indicators",
-    "events": "event grammar and flow states",
-    "features": "Gold features",
-}
+from mf_pipeline.lib import registry
 
 
 def _layer_tickers(ctx: typer.Context, layer: str, full: bool, limit: int | None) -> list[str]:
     from mf_pipeline.lib import lake
-    from mf_pipeline.lib.steps.derived_step import UPSTREAM, stale_tickers
+    from mf_pipeline.lib.steps.derived_step import stale_tickers
 
     settings = settings_of(ctx)
     if full:
-        upstream = lake.symbol_files(lake.LAYERS[UPSTREAM[layer]].root(settings))
+        upstream = lake.symbol_files(lake.LAYERS[registry.LAYERS[layer].inputs[0]].root(settings))
         tickers = sorted({p.parent.name.removeprefix("ticker=") for p in upstream})
     else:
         tickers = stale_tickers(settings, [layer])
@@ -40,7 +34,7 @@ def _materialize(ctx: typer.Context, assets: tuple[str, ...], tickers: list[str]
 
 
 def _register(layer: str) -> None:
-    label = LAYER_HELP[layer]
+    label = registry.LAYERS[layer].title
 
     def layer_run(
         ctx: typer.Context,
@@ -73,7 +67,7 @@ def _register(layer: str) -> None:
     app.command(f"{layer}-sanity")(layer_sanity)
 
 
-for _layer in LAYER_HELP:
+for _layer in registry.DERIVED:
     _register(_layer)
 
 

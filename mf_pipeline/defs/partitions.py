@@ -3,8 +3,12 @@
 import dagster as dg
 
 from mf_pipeline.lib.partitions import SHARD_KEYS
+from mf_pipeline.orchestration import planning
 
 ticker_shards = dg.StaticPartitionsDefinition(list(SHARD_KEYS))
+PER_TICKER_TAG = {planning.PER_TICKER_TAG: "true"}
+"""Tag of the per-ticker layer assets (``lib/registry.py`` ``PER_TICKER``), shard-partitioned;
+the CLI's planning selects assets by it."""
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 """Run tags of a run over a contiguous range of shards (the CLI, the sensor)."""

@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from mf_pipeline.lib import registry
 from mf_pipeline.lib.settings import ParquetSettings, Settings
 
 PART_FILE = "part-000.parquet"
@@ -39,28 +40,9 @@ _TICKER_RE = re.compile(r"^[A-Z0-9^](?:[A-Z0-9_\-^=]|\.(?!\.))*$")
 _MAX_TICKER_LEN = 32
 
 
-@dataclass(frozen=True)
-class Layer:
-    """A per-ticker dataset of the lake."""
-
-    name: str
-    root_attr: str  # the Settings property holding the layer root
-    dataset: str
-
-    def root(self, settings: Settings) -> Path:
-        return getattr(settings, self.root_attr) / self.dataset
-
-
-LAYERS: dict[str, Layer] = {
-    layer.name: layer
-    for layer in (
-        Layer("bronze", "bronze_root", "ohlcv_by_symbol"),
-        Layer("silver", "silver_root", "base_series_by_symbol"),
-        Layer("indicators", "silver_root", "indicators_by_symbol"),
-        Layer("events", "gold_root", "events_by_symbol"),
-        Layer("features", "gold_root", "features_by_symbol"),
-    )
-}
+LAYERS: dict[str, registry.LayerSpec] = {name: registry.LAYERS[name]
+                                         for name in registry.PER_TICKER}
+"""The per-ticker layers (see ``lib/registry.py``), each with ``root(settings)``."""
 
 
 def is_valid_ticker(ticker: str | None) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mf_pipeline.lib.partitions import SHARD_KEYS
+from mf_pipeline.lib import registry
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
     from mf_pipeline.lib.settings import Settings
 
-PER_TICKER_LAYERS = ("bronze", "silver", "indicators", "events", "features")
-UNTIL_CHOICES = (*PER_TICKER_LAYERS, "ml_dataset")
+PER_TICKER_TAG = "mf/per_ticker"
+SPLIT_TAG = "mf/per_split"
+"""Asset tags (set in ``defs/``) that mark the shard-partitioned per-ticker layers and the
+split-partitioned research assets."""
 
 
 @dataclass(frozen=True)
@@ -29,50 +31,38 @@ class Selection:
     tail: tuple[str, ...]
 
 
-def _asset_names(defs: dg.Definitions) -> tuple[list[str], list[str]]:
-    """(shard-partitioned per-ticker, unpartitioned) asset names defined in the code location."""
-    import dagster as dg
+def _tagged(defs: dg.Definitions, tag: str) -> list[str]:
+    return [spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()
+            if spec.tags.get(tag) == "true"]
 
-    partitioned, plain = [], []
-    for spec in defs.resolve_all_asset_specs():
-        name = spec.key.to_user_string()
-        pdef = spec.partitions_def
-        if isinstance(pdef, dg.StaticPartitionsDefinition) and \
-                pdef.get_partition_keys() == list(SHARD_KEYS):
-            partitioned.append(name)
-        elif pdef is None:
-            plain.append(name)
-    return partitioned, plain
+
+def _unpartitioned(defs: dg.Definitions) -> list[str]:
+    return [spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()
+            if spec.partitions_def is None]
+
+
+def per_ticker_assets(defs: dg.Definitions) -> tuple[str, ...]:
+    """The per-ticker layer assets defined in the code location, in the registry's order."""
+    present = set(_tagged(defs, PER_TICKER_TAG))
+    return tuple(name for name in registry.PER_TICKER if name in present)
 
 
 def split_assets(defs: dg.Definitions) -> tuple[str, ...]:
-    """Research assets partitioned by split (static keys including ``full``)."""
-    import dagster as dg
-
-    names = []
-    for spec in defs.resolve_all_asset_specs():
-        pdef = spec.partitions_def
-        if isinstance(pdef, dg.StaticPartitionsDefinition) and "full" in pdef.get_partition_keys():
-            names.append(spec.key.to_user_string())
-    return tuple(names)
+    """Research assets partitioned by walk-forward split (``full`` included)."""
+    return tuple(_tagged(defs, SPLIT_TAG))
 
 
 def until(defs: dg.Definitions, layer: str) -> Selection:
     """manifest → per-ticker layers up to ``layer`` (→ ml_dataset), those that exist."""
-    partitioned, plain = _asset_names(defs)
-    if layer not in UNTIL_CHOICES:
-        raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(UNTIL_CHOICES)}")
-    stop = PER_TICKER_LAYERS.index(layer) + 1 if layer in PER_TICKER_LAYERS else None
-    wanted = PER_TICKER_LAYERS[:stop]
-    per_ticker = tuple(name for name in wanted if name in partitioned)
-    tail = ("ml_dataset",) if layer == "ml_dataset" and "ml_dataset" in plain else ()
-    return Selection(("manifest",), per_ticker, tail)
+    wanted = registry.chain_until(layer)
+    present = per_ticker_assets(defs)
+    tail = (layer,) if layer not in registry.PER_TICKER and layer in _unpartitioned(defs) else ()
+    return Selection(("manifest",), tuple(name for name in wanted if name in present), tail)
 
 
 def everything(defs: dg.Definitions) -> Selection:
-    partitioned, plain = _asset_names(defs)
-    return Selection(("manifest",), tuple(partitioned),
-                     tuple(name for name in plain if name != "manifest"))
+    return Selection(("manifest",), per_ticker_assets(defs),
+                     tuple(name for name in _unpartitioned(defs) if name != "manifest"))
 
 
 def tickers_needing_work(
@@ -85,14 +75,14 @@ def tickers_needing_work(
     """Tickers with changed raw files, plus tickers whose derived layers are stale."""
     from mf_pipeline.lib.layers import manifest as mf
     from mf_pipeline.lib.steps import calc_settings
-    from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS, stale_tickers
+    from mf_pipeline.lib.steps.derived_step import stale_tickers
 
     if "bronze" in layers and not only_status:
         full = full or calc_settings.changes(settings, "bronze") is not None
     chosen = set(mf.tickers_to_process(classified, full=full, only_status=only_status))
     if full or only_status:
         return sorted(chosen)
-    chosen.update(stale_tickers(settings, [layer for layer in layers if layer in DERIVED_LAYERS]))
+    chosen.update(stale_tickers(settings, [layer for layer in layers if layer in registry.DERIVED]))
     return sorted(chosen)
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mf_pipeline.defs.manifest.assets import manifest
-from mf_pipeline.defs.partitions import layer_run_id, ticker_shards
+from mf_pipeline.defs.partitions import PER_TICKER_TAG, layer_run_id, ticker_shards
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.steps import bronze_step
 
@@ -19,6 +19,7 @@ class BronzeConfig(dg.Config):
     deps=[manifest],
     group_name="ingest",
     kinds={"polars", "parquet"},
+    tags=PER_TICKER_TAG,
 )
 def bronze(
     context: dg.AssetExecutionContext, config: BronzeConfig, settings: PipelineSettings,

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mf_pipeline.defs.resources import PipelineSettings
+from mf_pipeline.lib.registry import LAYERS
 from mf_pipeline.lib.steps.dataset_step import export_ml_dataset
 
 
@@ -14,11 +15,11 @@ class MlDatasetConfig(dg.Config):
     sample_frac: float | None = None
 
 
-@dg.asset(deps=["features", "events", "indicators", "silver"], group_name="dataset",
-          kinds={"polars", "parquet"})
+@dg.asset(deps=list(LAYERS["ml_dataset"].inputs), group_name="dataset",
+          kinds={"polars", "parquet"}, description=LAYERS["ml_dataset"].description)
 def ml_dataset(context: dg.AssetExecutionContext, config: MlDatasetConfig,
                settings: PipelineSettings) -> dg.MaterializeResult:
-    """The 44 export columns for every ticker and bar with ready key features."""
+    # The 44 export columns for every ticker and bar with ready key features.
     run_id = "ml-dataset-v1-" + context.run_id.replace("-", "")[:12]
     outcome = export_ml_dataset(settings.get(), run_id, config.symbols_limit, config.start_date,
                                 config.end_date, config.sample_frac)

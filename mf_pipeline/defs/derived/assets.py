@@ -8,25 +8,11 @@ layer has a blocking sanity check computed on the rows the run just wrote.
 import dagster as dg
 import polars as pl
 
-from mf_pipeline.defs.bronze.assets import bronze
-from mf_pipeline.defs.partitions import layer_run_id, ticker_shards
+from mf_pipeline.defs.partitions import PER_TICKER_TAG, layer_run_id, ticker_shards
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.lib.layers.sanity import sanity_failures
-from mf_pipeline.lib.steps.derived_step import (
-    DEFAULT_BATCH_TICKERS,
-    DERIVED_LAYERS,
-    run_derived,
-    stale_tickers,
-)
-
-DEPS = {"silver": [bronze.key], "indicators": ["silver"], "events": ["indicators"],
-        "features": ["indicators", "events"]}
-DESCRIPTIONS = {
-    "silver": "Research-ready base series: returns, ranges, ATR-14, volume and SMA context.",
-    "indicators": "Twiggs Money Flow (TMF v1) and the TTI proxy v1 with crosses and slopes.",
-    "events": "Event grammar v1 (crosses, pivots, respects, bursts, holds) and flow states S0–S4.",
-    "features": "Gold features v1: flow scores, bursts, persistence, recency, state transitions.",
-}
+from mf_pipeline.lib.registry import DERIVED, LAYERS
+from mf_pipeline.lib.steps.derived_step import DEFAULT_BATCH_TICKERS, run_derived, stale_tickers
 
 
 class DerivedConfig(dg.Config):
@@ -36,13 +22,13 @@ class DerivedConfig(dg.Config):
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(layer, deps=DEPS[layer], partitions_def=ticker_shards,
-                     group_name="derive", description=DESCRIPTIONS[layer],
-                     kinds={"polars", "numba", "parquet"}, skippable=True)
-        for layer in DERIVED_LAYERS
+        dg.AssetSpec(layer, deps=list(LAYERS[layer].inputs), partitions_def=ticker_shards,
+                     group_name="derive", description=LAYERS[layer].description,
+                     kinds={"polars", "numba", "parquet"}, skippable=True, tags=PER_TICKER_TAG)
+        for layer in DERIVED
     ],
     check_specs=[dg.AssetCheckSpec("sanity", asset=layer, blocking=True)
-                 for layer in DERIVED_LAYERS],
+                 for layer in DERIVED],
     can_subset=True,
     partitions_def=ticker_shards,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -53,7 +39,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     tickers), computed as one chain in memory, batch by batch."""
     cfg = settings.get()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    layers = [layer for layer in DERIVED_LAYERS if layer in selected]
+    layers = [layer for layer in DERIVED if layer in selected]
     tickers = ticker_work.select(context.partition_keys, lambda: stale_tickers(cfg, layers))
     context.log.info(f"{len(tickers)} tickers to update in {', '.join(layers)}")
     run_ids = {layer: layer_run_id(context.run_id, layer) for layer in layers}

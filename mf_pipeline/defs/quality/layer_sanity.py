@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mf_pipeline.defs.resources import PipelineSettings
-from mf_pipeline.lib.steps.derived_step import DERIVED_LAYERS
+from mf_pipeline.lib import registry
 from mf_pipeline.lib.steps.sanity_step import layer_sanity
 
 HEADLINE = ("ticker_count", "symbol_count", "total_rows", "global_min_trade_date",
@@ -21,4 +21,5 @@ def _sanity_asset(layer: str) -> dg.AssetsDefinition:
     return summary_asset
 
 
-sanity_assets = [_sanity_asset(layer) for layer in DERIVED_LAYERS]
+sanity_assets = [_sanity_asset(layer) for layer in registry.PER_TICKER
+                 if registry.LAYERS[layer].sanity]

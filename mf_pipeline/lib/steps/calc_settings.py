@@ -21,49 +21,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.settings import Settings
 
-PER_TICKER_LAYERS = ("bronze", "silver", "indicators", "events", "features")
 MIXED = "mixed"
 
 
-def storage_float(settings: Settings, layer: str) -> str:
-    """Storage precision name (``float32``/``float64``) of a derived layer's float columns."""
-    p = settings.precision
-    return {
-        "silver": p.silver_float,
-        "indicators": settings.indicators.float_dtype_override or p.silver_float,
-        "events": p.gold_float,
-        "features": settings.gold_features.float_dtype_override or p.gold_float,
-    }[layer]
-
-
-def layer_settings(settings: Settings, layer: str) -> dict[str, Any]:
-    """The settings ``layer``'s stored values depend on (its inputs' settings excluded)."""
-    if layer == "bronze":
-        v = settings.validation
-        return {"validation.suspicious_range_pct_threshold": v.suspicious_range_pct_threshold,
-                "validation.suspicious_return_pct_threshold": v.suspicious_return_pct_threshold,
-                "validation.gap_days_warn_threshold": v.gap_days_warn_threshold}
-    own: dict[str, Any] = {f"storage_float.{layer}": storage_float(settings, layer)}
-    if layer == "silver":
-        return own | {"indicators.eps": settings.indicators.eps}
-    if layer == "indicators":
-        cfg = settings.indicators
-        return own | {"indicators.tmf_period": cfg.tmf_period,
-                      "indicators.proxy_period": cfg.proxy_period, "indicators.eps": cfg.eps}
-    if layer == "events":
-        grammar = settings.event_grammar.model_dump(mode="json")
-        return own | {f"event_grammar.{key}": value for key, value in grammar.items()}
-    if layer == "features":
-        features = settings.gold_features.model_dump(mode="json", exclude={"export"})
-        return own | {f"gold_features.{key}": value for key, value in features.items()}
-    raise ValueError(f"no per-ticker layer {layer!r}; choose one of {PER_TICKER_LAYERS}")
-
-
 def fingerprint(settings: Settings, layer: str) -> str:
-    text = json.dumps(layer_settings(settings, layer), sort_keys=True, default=str)
+    text = json.dumps(registry.layer_settings(settings, layer), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -85,7 +50,7 @@ def changes(settings: Settings, layer: str) -> list[str] | None:
         return None
     if record["fingerprint"] == MIXED:
         return ["some tickers were last built with other settings than the rest"]
-    old, new = record.get("settings") or {}, layer_settings(settings, layer)
+    old, new = record.get("settings") or {}, registry.layer_settings(settings, layer)
     return [f"{key}: {old.get(key)!r} → {new.get(key)!r}"
             for key in sorted({*old, *new}) if old.get(key) != new.get(key)]
 
@@ -110,7 +75,7 @@ def record(settings: Settings, layer: str, built: Sequence[str]) -> None:
     covered = set(lake.symbol_tickers(lake.LAYERS[layer].root(settings))) <= set(built)
     if covered:
         payload = {"layer": layer, "fingerprint": current,
-                   "settings": layer_settings(settings, layer)}
+                   "settings": registry.layer_settings(settings, layer)}
     elif before is not None:
         payload = {"layer": layer, "fingerprint": MIXED, "settings": None}
     else:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.layers.carry import Carry
 from mf_pipeline.lib.settings import Settings
-
-CHAIN = ("silver", "indicators", "events", "features")
 
 
 def carry_paths(settings: Settings, layer: str) -> tuple[Path, Path]:
@@ -77,12 +75,12 @@ def _carries_current(settings: Settings, tickers: Sequence[str]) -> set[str]:
     whole Bronze base (the base is not newer than its Silver files), and no layer file is newer
     than the layer's stored carries (a run killed after writing files but before saving
     carries fails this)."""
-    saved = {layer: carry_paths(settings, layer)[1] for layer in CHAIN}
+    saved = {layer: carry_paths(settings, layer)[1] for layer in registry.CARRIED}
     if not all(path.exists() for path in saved.values()):
         return set()
     saved_at = {layer: path.stat().st_mtime for layer, path in saved.items()}
     times = {layer: lake.folder_times(lake.LAYERS[layer].root(settings))
-             for layer in ("bronze", *CHAIN)}
+             for layer in ("bronze", *registry.CARRIED)}
     bronze, silver = times["bronze"], times["silver"]
 
     def current(ticker: str) -> bool:
@@ -92,7 +90,7 @@ def _carries_current(settings: Settings, tickers: Sequence[str]) -> set[str]:
         if ticker not in silver or base.base > silver[ticker].newest:
             return False
         return all(ticker in times[layer] and times[layer][ticker].consistent
-                   and times[layer][ticker].newest <= saved_at[layer] for layer in CHAIN)
+                   and times[layer][ticker].newest <= saved_at[layer] for layer in registry.CARRIED)
 
     return {t for t in tickers if current(t)}
 
@@ -103,14 +101,15 @@ def split_appendable(settings: Settings, tickers: Sequence[str]) -> tuple[pl.Dat
     ``after`` is the last date every derived layer has already processed.
     """
     frame = pl.DataFrame({"ticker": sorted(set(tickers))}, schema={"ticker": pl.String()})
-    for layer in CHAIN:
+    for layer in registry.CARRIED:
         frame = frame.join(_last_dates(settings, layer, tickers), on="ticker", how="left")
-    same = pl.all_horizontal(pl.col(layer).is_not_null() for layer in CHAIN) & pl.all_horizontal(
-        pl.col(layer) == pl.col(CHAIN[0]) for layer in CHAIN[1:]
+    chain = registry.CARRIED
+    same = pl.all_horizontal(pl.col(layer).is_not_null() for layer in chain) & pl.all_horizontal(
+        pl.col(layer) == pl.col(chain[0]) for layer in chain[1:]
     )
     ok = _carries_current(settings, frame["ticker"].to_list())
     appendable = frame.filter(same & pl.col("ticker").is_in(list(ok))).select(
-        "ticker", after=pl.col(CHAIN[0])
+        "ticker", after=pl.col(chain[0])
     )
     rest = sorted(set(frame["ticker"]) - set(appendable["ticker"]))
     return appendable, rest

@@ -20,12 +20,12 @@ from typing import Any
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.layers import dataset
 from mf_pipeline.lib.settings import ParquetSettings, Settings
 from mf_pipeline.lib.steps import panel_batches
 
-PANEL_LAYERS = ("features", "events", "indicators", "silver")
+PANEL_LAYERS = registry.LAYERS["ml_dataset"].inputs
 # two batches are alive at once (one read, one encoded); small ones keep both cores busy from
 # the first batch on and the peak low (~450 MB at 300 tickers, 820 MB with 1,000,000)
 DEFAULT_BATCH_ROWS = 250_000

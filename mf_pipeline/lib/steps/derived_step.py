@@ -19,19 +19,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from mf_pipeline.lib import lake, recent_writes
-from mf_pipeline.lib.layers import events as events_layer
-from mf_pipeline.lib.layers import features as features_layer
+from mf_pipeline.lib import lake, recent_writes, registry
 from mf_pipeline.lib.layers.carry import Carry
-from mf_pipeline.lib.layers.indicators import indicators_step
-from mf_pipeline.lib.layers.silver import silver_step
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps import calc_settings, carry_store
 
 Log = Callable[[str], None]
-DERIVED_LAYERS = ("silver", "indicators", "events", "features")
-UPSTREAM = {"silver": "bronze", "indicators": "silver", "events": "indicators",
-            "features": "events"}
 # Columns of Bronze that Silver reads (Bronze also holds raw strings and flags Silver ignores).
 BRONZE_INPUT = ("ticker", "exchange", "trade_date", "trade_dt", "open", "high", "low", "close",
                 "volume", "openint", "source_line_no", "quality_warn_count")
@@ -57,7 +50,7 @@ class DerivedOutcome:
 
 def storage_dtype(settings: Settings, layer: str) -> pl.DataType:
     """Float storage precision of a layer (arithmetic is always float64)."""
-    name = calc_settings.storage_float(settings, layer)
+    name = registry.storage_float(settings, layer)
     return pl.Float32() if name == "float32" else pl.Float64()
 
 
@@ -87,25 +80,6 @@ def _batches(tickers: Sequence[str], cap: int) -> Iterator[list[str]]:
         yield ordered[start : start + size]
 
 
-def _compute(layer: str, settings: Settings, inputs: dict[str, pl.DataFrame],
-             carry: Carry | None) -> tuple[pl.DataFrame, Carry]:
-    """One layer's rows for ``inputs`` (continuing from ``carry``), and the carry after them."""
-    if layer == "silver":
-        return silver_step(inputs["bronze"], settings.indicators.eps, carry)
-    if layer == "indicators":
-        cfg = settings.indicators
-        return indicators_step(inputs["silver"], cfg.tmf_period, cfg.proxy_period, cfg.eps, carry)
-    if layer == "events":
-        params = events_layer.EventParams.from_settings(settings.event_grammar.model_dump())
-        return events_layer.events_step(inputs["indicators"], params, carry)
-    params = features_layer.FeatureParams.from_settings(settings.gold_features.model_dump())
-    return features_layer.features_step(inputs["indicators"], inputs["events"], params, carry)
-
-
-def _needed_inputs(layer: str) -> tuple[str, ...]:
-    return ("indicators", "events") if layer == "features" else (UPSTREAM[layer],)
-
-
 def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
     """``{ticker: newest mtime of its files}`` of a per-ticker layer."""
     return lake.file_mtimes(lake.LAYERS[layer].root(settings))
@@ -126,7 +100,7 @@ def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
 
     for layer in layers:
         own = of(layer)
-        for upstream in _needed_inputs(layer):
+        for upstream in registry.LAYERS[layer].inputs:
             inputs = of(upstream)
             stale.update(t for t, got in inputs.items()
                          if t not in own or own[t].newest < got.newest)
@@ -134,7 +108,7 @@ def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
         stale.update(t for t, got in own.items() if not got.consistent)
         if calc_settings.changes(settings, layer) is not None:
             stale.update(own.keys())
-            for upstream in _needed_inputs(layer):
+            for upstream in registry.LAYERS[layer].inputs:
                 stale.update(of(upstream).keys())
     return sorted(stale)
 
@@ -161,7 +135,7 @@ def run_derived(
     inspect: Callable[[str, pl.DataFrame], None] | None = None,
     log: Log = print,
 ) -> DerivedOutcome:
-    """Rebuild ``layers`` (a subset of :data:`DERIVED_LAYERS`) for ``tickers``.
+    """Rebuild ``layers`` (a subset of :data:`registry.DERIVED`) for ``tickers``.
 
     When the whole chain is rebuilt, tickers whose only change is new Bronze bars after what
     every layer already processed take the append path: only the new rows are computed, from
@@ -172,7 +146,7 @@ def run_derived(
     (for checks) without the run holding every batch in memory.
     """
     started = time.perf_counter()
-    chosen = [layer for layer in DERIVED_LAYERS if layer in layers]
+    chosen = [layer for layer in registry.DERIVED if layer in layers]
     run = _Run(settings, chosen, run_ids, inspect,
                DerivedOutcome(layers={layer: LayerStats() for layer in chosen}))
     new, full = pl.DataFrame(), sorted(tickers)
@@ -180,7 +154,7 @@ def run_derived(
     for layer, lines in changed.items():
         log(f"{layer}: settings changed since its files were built ({'; '.join(lines)}): "
             "rebuilt in full")
-    if chosen == list(carry_store.CHAIN) and tickers and not changed:
+    if chosen == list(registry.CARRIED) and tickers and not changed:
         appendable, full = carry_store.split_appendable(settings, tickers)
         if appendable.height:
             new = carry_store.new_bronze_rows(settings, appendable, BRONZE_INPUT)
@@ -229,17 +203,17 @@ class _Run:
         assert self.writer is not None
         current: list[Future[None]] = []
         for layer in self.chosen:
-            for needed in _needed_inputs(layer):
+            for needed in registry.LAYERS[layer].inputs:
                 if needed not in stored:
                     stored[needed] = (pl.DataFrame() if append
                                       else _read(self.settings, needed, tickers))
             stats = self.outcome.layers[layer]
             tick = time.perf_counter()
-            inputs = {name: stored[name] for name in _needed_inputs(layer)}
+            inputs = {name: stored[name] for name in registry.LAYERS[layer].inputs}
             result = pl.DataFrame()
             if not any(frame.is_empty() for frame in inputs.values()):
                 carry_in = carry_store.load(self.settings, layer, tickers) if append else None
-                result, carry = _compute(layer, self.settings, inputs, carry_in)
+                result, carry = registry.compute(layer, self.settings, inputs, carry_in)
                 self.carries[layer].append(carry)
             frame = _storage_frame(self.settings, layer, result, self.run_ids[layer],
                                    self.built_ts, stats)
