@@ -21,7 +21,7 @@ demo: setup
 	$(VENV)/bin/mf demo
 
 lint: setup
-	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests bench
+	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests bench viewer
 
 test: setup lint
 	$(VENV)/bin/pytest

@@ -19,8 +19,8 @@ import streamlit as st
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.settings import Settings, SettingsError, load_settings
-from mf_pipeline.viewer import compute, core, data, registry
-from mf_pipeline.viewer.chart import ChartOptions, build_figure
+from viewer import compute, core, data, registry
+from viewer.chart import ChartOptions, build_figure
 
 TITLE = "mf_pipeline overlay viewer"
 PREVIEW_ROWS = 300
@@ -32,7 +32,6 @@ PREVIEW_COLUMNS = (
     "entry_signal", "entry_side", "candidate_marker_type", "blocked_reason",
     *registry.EVENT_COLUMNS,
 )  # fmt: skip
-LAKE_LAYERS = ("bronze", "silver", "indicators", "events")  # what "Compute this ticker" fills
 HELP = """
 - **Bands** behind the price: flow state S0–S4 (grey quiet, greens demand, orange/red
   supply), HMM states (one colour per state, or green LONG / slate NEUTRAL / red SHORT when
@@ -201,7 +200,7 @@ def main() -> None:
         st.success(f"Computed {done['ticker']} in {done['seconds']} s through Dagster "
                    f"(runs {', '.join(done['run_ids']) or 'none'}).")
     td = data.load_ticker(settings, ticker, cached_read)
-    missing = [layer for layer in LAKE_LAYERS if not td.available.get(layer)]
+    missing = [layer for layer in data.READ_LAYERS if not td.available.get(layer)]
     if not td.has_bars:
         st.error(f"No Bronze bars for {ticker}.")
         _compute_offer(settings, ticker, missing)

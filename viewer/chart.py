@@ -16,8 +16,8 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
-from mf_pipeline.viewer.core import segment_runs
-from mf_pipeline.viewer.registry import Band, Markers
+from viewer.core import segment_runs
+from viewer.registry import Band, Markers
 
 ROW_HEIGHTS: dict[str, float] = {"price": 0.62, "volume": 0.18, "tmf": 0.20}
 ROW_GAP = 0.03

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
@@ -23,8 +23,6 @@ HMM_MODES: tuple[str, ...] = ("RAW", "SMOOTHED", "GROUPED", "SMOOTHED+GROUPED")
 SMOOTHING_METHODS: tuple[str, ...] = ("mode", "median")
 GROUPING_SCHEMES: tuple[str, ...] = ("LONG_NEUTRAL_SHORT", "LONG_OTHER")
 MIN_SMOOTHING_WINDOW = 3
-
-GroupingScheme = Literal["LONG_NEUTRAL_SHORT", "LONG_OTHER"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,13 +15,18 @@ from pathlib import Path
 import polars as pl
 
 from mf_pipeline.lib import lake
-from mf_pipeline.lib.layers.bronze_qa import symbol_master_paths
+from mf_pipeline.lib import registry as lake_registry
+from mf_pipeline.lib.layers.bronze.qa import symbol_master_paths
 from mf_pipeline.lib.settings import Settings
-from mf_pipeline.viewer.registry import LAKE_COLUMNS, OPTIONAL_LAYERS, OptionalLayer
-from mf_pipeline.viewer.sources import optional_layer_paths
+from viewer.registry import LAKE_COLUMNS, OPTIONAL_LAYERS, OptionalLayer
+from viewer.sources import optional_layer_paths
 
 Reader = Callable[[str, int, int, tuple[str, ...], str | None], pl.DataFrame]
 STATE_STATS = "hmm_state_stats"
+READ_LAYERS: tuple[str, ...] = tuple(
+    name for name in lake_registry.PER_TICKER if name in LAKE_COLUMNS)
+"""The per-ticker layers the page reads, in the registry's dependency order (Bronze first);
+the ones "Compute this ticker" fills when missing."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +78,15 @@ def load_universe(settings: Settings, reader: Reader = read_parquet_columns) -> 
         frame = read(reader, FileRef.of(master), ("ticker",))
         if "ticker" in frame.columns:
             return frame["ticker"].drop_nulls().str.to_uppercase().unique().sort().to_list()
-    return [t.upper() for t in lake.symbol_tickers(lake.LAYERS["bronze"].root(settings))]
+    bronze = lake_registry.LAYERS["bronze"].root(settings)
+    return [t.upper() for t in lake.symbol_tickers(bronze)]
 
 
 def lake_file(settings: Settings, layer: str, ticker: str) -> FileRef | None:
     """The ticker's file of a lake layer, or None when that partition is not materialized."""
     if not lake.is_valid_ticker(ticker):
         return None
-    files = lake.symbol_files(lake.LAYERS[layer].root(settings), [ticker])
+    files = lake.symbol_files(lake_registry.LAYERS[layer].root(settings), [ticker])
     return FileRef.of_parts(files) if files else None
 
 
@@ -163,7 +169,8 @@ def load_ticker(settings: Settings, ticker: str, reader: Reader = read_parquet_c
     """Read a ticker's Bronze bars and left-join every available layer onto them."""
     data = TickerData(ticker, pl.DataFrame())
     paths = optional_layer_paths(settings)
-    for layer, columns in LAKE_COLUMNS.items():
+    for layer in READ_LAYERS:
+        columns = LAKE_COLUMNS[layer]
         ref = lake_file(settings, layer, ticker)
         data.files[layer] = ref
         if ref is None:

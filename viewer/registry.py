@@ -4,7 +4,8 @@ A layer declares its columns, how it is drawn (bands behind the price panel, mar
 panel) and optionally its own loader; the page builds its toggles, availability notes, reads
 and traces from this registry. Adding a later layer (cluster policy, execution realism,
 candidate signals…) is one ``OptionalLayer`` entry plus, when its file is not at the default
-place, one line in :mod:`mf_pipeline.viewer.sources`.
+place, one line in :mod:`viewer.sources`. The lake's own layers (names, folders, order) are
+``mf_pipeline.lib.registry``'s, not repeated here.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "ev_tmf_respect_zero_down",
 )
 
-# The lake layers the page reads (columns beyond the keys).
+# The per-ticker lake layers the page reads (columns beyond the keys); the names are
+# ``mf_pipeline.lib.registry`` layers (their folders come from there, see ``data``).
 LAKE_COLUMNS: dict[str, tuple[str, ...]] = {
     "bronze": ("open", "high", "low", "close", "volume"),
     "silver": ("ret_1d",),

@@ -1,44 +1,54 @@
 """Where the viewer's OPTIONAL layers live: the one place to point at new asset outputs.
 
-The research and backtest layers (HMM states, cluster labels, policy classes, execution
-realism, candidate signals) arrive after the viewer. Each is looked up here and nowhere else,
-so wiring a new asset output is a one-line change (or a settings entry, no code at all).
+The HMM states and cluster labels are written by the research assets (``hmm_states``,
+``cluster_labels``) to the folders :mod:`mf_pipeline.lib.registry` names
+(``STATE_BANDS`` / ``state_band_root``): the viewer reads them from there and nowhere else,
+so the producer and the viewer cannot disagree on a folder name. The later layers (HMM
+per-state statistics, policy classes, execution realism, candidate signals) have no producing
+asset yet; their default folders below are placeholders until those assets land (a settings
+entry can point at any file meanwhile).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mf_pipeline.lib import registry as lake_registry
 from mf_pipeline.lib.settings import Settings
 
-# name -> dataset folder under the Gold root (per-ticker hive files, as the lake's layers).
-# A guess at the future asset outputs; the lead re-points these when the assets land.
-DEFAULT_GOLD_DATASETS: dict[str, str] = {
-    "hmm": "hmm_states_by_symbol",
+# name -> dataset folder under the Gold root of the layers NO asset writes yet (placeholders).
+UNPRODUCED_GOLD_DATASETS: dict[str, str] = {
     "hmm_state_stats": "hmm_state_stats",
-    "cluster": "cluster_labels_by_symbol",
     "policy": "overlay_policy_by_symbol",
     "execution": "execution_realism_by_symbol",
     "signals": "candidate_signals_by_symbol",
 }
+OPTIONAL_SOURCES: tuple[str, ...] = (*lake_registry.STATE_BANDS, *UNPRODUCED_GOLD_DATASETS)
+
+
+def default_path(settings: Settings, name: str) -> Path:
+    """Where ``name`` is written by default: the registry's folder for the state bands."""
+    if name in lake_registry.STATE_BANDS:
+        return lake_registry.state_band_root(settings, name)
+    return settings.gold_root / UNPRODUCED_GOLD_DATASETS[name]
 
 
 def optional_layer_paths(settings: Settings) -> dict[str, Path | None]:
     """``{layer name: existing file or folder, or None}`` for every optional layer.
 
     Precedence: ``overlay_viewer.optional_layers.<name>`` in the settings (relative paths
-    resolve against the project root), then ``<gold_root>/<DEFAULT_GOLD_DATASETS[name]>``.
+    resolve against the project root), then :func:`default_path`.
     A path may be a per-ticker hive folder (``exchange=*/prefix=*/ticker=*/part-000.parquet``),
     a folder of Parquet files or a single long Parquet file holding ``ticker``.
     """
     configured = (settings.overlay_viewer or {}).get("optional_layers") or {}
     out: dict[str, Path | None] = {}
-    for name, dataset in DEFAULT_GOLD_DATASETS.items():
+    for name in OPTIONAL_SOURCES:
         raw = configured.get(name)
         if raw:
             path = Path(raw).expanduser()
             path = path if path.is_absolute() else settings.project_root / path
         else:
-            path = settings.gold_root / dataset
+            path = default_path(settings, name)
         out[name] = path if path.exists() else None
     return out

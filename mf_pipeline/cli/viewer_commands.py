@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -11,13 +12,19 @@ import typer
 
 from mf_pipeline.cli.app import app
 
-APP_FILE = Path(__file__).resolve().parents[1] / "viewer" / "app.py"
+
+def app_file() -> Path:
+    """The Streamlit script of the top-level ``viewer`` package (found, not imported)."""
+    found = importlib.util.find_spec("viewer")
+    if found is None or not found.submodule_search_locations:
+        raise RuntimeError("the `viewer` package is not installed: pip install -e . in the repo")
+    return Path(next(iter(found.submodule_search_locations))) / "app.py"
 
 
 def streamlit_command(port: int, address: str) -> list[str]:
     """The ``streamlit run`` command line: headless, usage statistics off."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP_FILE),
+        sys.executable, "-m", "streamlit", "run", str(app_file()),
         "--server.address", address,
         "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
