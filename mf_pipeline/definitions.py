@@ -1,4 +1,4 @@
-"""The one Definitions object: every asset, check, sensor and schedule under ``defs/``."""
+"""The one Definitions: every asset, check and sensor under ``defs/``, our resources."""
 
 import os
 from pathlib import Path
@@ -9,6 +9,7 @@ import dagster as dg
 # faster range runs here; see docs/DAGSTER.md).
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
+from mf_pipeline.defs.io_managers import LakeIOManager  # noqa: E402
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork  # noqa: E402
 
 
@@ -17,6 +18,8 @@ def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(
         loaded,
-        dg.Definitions(executor=dg.in_process_executor, resources={"settings": PipelineSettings(),
-                                                              "ticker_work": TickerWork()}),
+        dg.Definitions(executor=dg.in_process_executor, resources={
+            "settings": PipelineSettings(), "ticker_work": TickerWork(),
+            "lake_io": LakeIOManager(settings=PipelineSettings()),
+        }),
     )

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 from typer.testing import CliRunner
 
@@ -72,11 +73,14 @@ def test_research_commands_on_the_demo_sample(isolated, monkeypatch):
     assert meta["aic"] is not None and meta["bic"] is not None
     assert "dominant_flow_state" in invoke("research-hmm-sanity", "--run-dir", str(hrun))
 
-    # a walk-forward split that is not a partition runs outside Dagster; test after embargo
+    # a train end outside the defaults becomes a split partition of its own; test after embargo
     dates = decoded["trade_date"].unique().sort()
     mid = dates[dates.len() // 2]
-    invoke("research-hmm-run", "--train-end", mid.isoformat(), "--n-components", "3",
-           "--min-sequence-length", "40")
+    out = invoke("research-hmm-run", "--train-end", mid.isoformat(), "--n-components", "3",
+                 "--min-sequence-length", "40")
+    assert f"hmm_model, hmm_states [wf{mid.isoformat()}]" in out and "Dagster run" in out
+    instance = dg.DagsterInstance.get()
+    assert f"wf{mid.isoformat()}" in instance.get_dynamic_partitions("research_splits")
     wrun = newest(art / "hmm_runs", "hmm-*_hmm_ml-*")
     split = json.loads((wrun / "split_summary.json").read_text())
     assert split["split_kind"] == "walk_forward" and split["embargo_bars"] >= 20
@@ -89,6 +93,11 @@ def test_research_commands_on_the_demo_sample(isolated, monkeypatch):
     assert "ari_mean" in invoke("research-cluster-stability", "--seeds", "2", "--n-clusters",
                                 "3", "--split", "full")
     assert '"failed": 0' in invoke("research-hmm-sweep", "--components", "2,3")
+    # every research command was a Dagster run of the research assets (none outside Dagster)
+    ran = {key.to_user_string() for record in instance.get_run_records()
+           for key in (record.dagster_run.asset_selection or ())}
+    assert {"cluster_model", "cluster_labels", "hmm_model", "hmm_states", "cluster_sweep",
+            "cluster_stability", "hmm_sweep"} <= ran
     assert "ari_mean" in invoke("research-hmm-stability", "--seeds", "2", "--n-components", "2")
     assert list(art.glob("research_runs/*_cluster_sweep_summary.csv"))
     assert list(art.glob("hmm_runs/*_hmm_stability_*/hmm_pairwise_ari.csv"))
@@ -125,7 +134,7 @@ def test_research_split_and_sample_options(isolated, monkeypatch):
     out = invoke("research-hmm-run", *time_split, "--n-components", "2",
                  "--min-sequence-length", "40", "--predict-on", "TRAIN",
                  "--write-full-decoded-csv")  # fmt: skip
-    assert "outside Dagster" in out
+    assert "Dagster run" in out
     hrun = newest(art / "hmm_runs", "hmm-*_hmm_ml-*")
     assert (hrun / "decoded_rows.csv").exists()
     dec = pl.read_parquet(hrun / "decoded_rows.parquet")
@@ -134,7 +143,7 @@ def test_research_split_and_sample_options(isolated, monkeypatch):
     hs = json.loads((hrun / "run_summary.json").read_text())
     assert hs["predict_on"] == "train" and hs["fit_on"] == "train"
     assert hs["write_full_decoded_csv"] is True and hs["test_loglik"] is None
-    assert hs["filters"]["predict_on"] == "TRAIN" and hs["split_summary"]["predict_on"] == "train"
+    assert hs["filters"]["predict_on"] == "train" and hs["split_summary"]["predict_on"] == "train"
 
     # clustering: test_start/test_end bound the test rows; fit on all rows; seeded sample
     invoke("research-cluster-run", *time_split, "--n-clusters", "3",
@@ -158,11 +167,11 @@ def test_research_split_and_sample_options(isolated, monkeypatch):
     assert cs["rows_loaded"] < pl.read_parquet(resolve_dataset(settings)).height
     assert cs["write_full_clustered"] is True
 
-    # without the flag only the sample file is written
+    # the full clustered rows are always written: cluster_labels publishes them
     invoke("research-cluster-run", *time_split, "--n-clusters", "3", "--predict-on", "all")
     run2 = newest(art / "research_runs", "research-*_kmeans_*")
     assert run2 != run and (run2 / "clustered_dataset_sample.parquet").exists()
-    assert not (run2 / "clustered_dataset_full.parquet").exists()
+    assert (run2 / "clustered_dataset_full.parquet").exists()
     assert json.loads((run2 / "run_summary.json").read_text())["predict_on"] == "all"
 
     # sweeps and stability take the same options

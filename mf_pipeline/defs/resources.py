@@ -23,7 +23,7 @@ class PipelineSettings(dg.ConfigurableResource):
 class TickerWork(dg.ConfigurableResource):
     """Which tickers of the run's shards the per-ticker assets process.
 
-    Left empty (a run launched from the UI, a schedule or the sensor), each asset works out
+    Left empty (a run launched from the UI or the sensor), each asset works out
     its own list: tickers whose raw files changed for Bronze, tickers whose inputs are newer
     than their files for the derived layers. The CLI fills it with the list it planned, e.g.
     for ``--limit``, ``--full`` or one-ticker commands.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 PER_TICKER_TAG = "mf/per_ticker"
 SPLIT_TAG = "mf/per_split"
 """Asset tags (set in ``defs/``) that mark the shard-partitioned per-ticker layers and the
-split-partitioned research assets."""
+split-partitioned research models with their published labels."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def per_ticker_assets(defs: dg.Definitions) -> tuple[str, ...]:
 
 
 def split_assets(defs: dg.Definitions) -> tuple[str, ...]:
-    """Research assets partitioned by walk-forward split (``full`` included)."""
+    """The research models and their labels, partitioned by split (``mf demo`` fits ``full``)."""
     return tuple(_tagged(defs, SPLIT_TAG))
 
 

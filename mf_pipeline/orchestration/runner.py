@@ -1,6 +1,6 @@
 """Run the Dagster assets in process against the persistent instance (``DAGSTER_HOME``).
 
-This is how the CLI executes work: the same assets the UI and schedules run, recorded in the
+This is how the CLI executes work: the same assets the UI and the sensor run, recorded in the
 same instance, so every CLI run shows up in the Dagster UI.
 """
 
@@ -125,6 +125,8 @@ def run_assets(
     """Materialize ``selection`` in one Dagster run, for one partition of a static partitions
     definition (e.g. a research split) or unpartitioned."""
     started = time.perf_counter()
+    if partition_key is not None:
+        _register_dynamic_key(settings, selection, partition_key)
     where = f" [{partition_key}]" if partition_key else ""
     log(f"run: {', '.join(selection)}{where}")
     result, metadata = _execute(selection, settings, run_config, log_level,
@@ -133,3 +135,13 @@ def run_assets(
     outcome.seconds = time.perf_counter() - started
     log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
     return outcome
+
+
+def _register_dynamic_key(settings: Settings, selection: Sequence[str], key: str) -> None:
+    """Add ``key`` to the dynamic partitions of the selected assets (e.g. a research split
+    for a train end outside the defaults), so the run is a run on that partition."""
+    names = {dg.AssetKey(name) for name in selection}
+    for spec in definitions().resolve_all_asset_specs():
+        pdef = spec.partitions_def
+        if spec.key in names and isinstance(pdef, dg.DynamicPartitionsDefinition) and pdef.name:
+            instance(settings).add_dynamic_partitions(pdef.name, [key])

@@ -33,13 +33,6 @@ IMPLICIT_JOB_PREFIX = "__ASSET_JOB"
 BRONZE_CHECK = "ledger_reconciles"
 """Bronze's blocking check: every raw line accounted for (the derived layers have ``sanity``)."""
 DERIVED_CHECK = "sanity"
-MISSING_DESCRIPTION_KNOWN: frozenset[str] = frozenset(
-    {"silver_sanity", "indicators_sanity", "events_sanity", "features_sanity"}
-)
-"""Assets known to have no description today: ``defs/quality/layer_sanity.py`` sets
-``__doc__`` after ``@dg.asset`` has read it. Remove names here once they get one; a new asset
-without a description fails the invariant."""
-
 
 # --- the snapshot ----------------------------------------------------------------------------
 
@@ -198,8 +191,7 @@ def test_every_asset_has_a_group_and_a_description(graph):
     no_description = sorted(name for name, node in assets.items()
                             if not (node.description or "").strip())
     assert not no_group, f"assets without a group: {no_group}"
-    new = sorted(set(no_description) - MISSING_DESCRIPTION_KNOWN)
-    assert not new, f"assets without a description: {new}"
+    assert not no_description, f"assets without a description: {no_description}"
 
 
 def test_every_dependency_is_a_defined_asset(graph):

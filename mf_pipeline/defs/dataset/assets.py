@@ -2,9 +2,11 @@
 
 import dagster as dg
 
+from mf_pipeline.defs.research.partitions import research_splits
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.registry import LAYERS
 from mf_pipeline.lib.steps.dataset_step import export_ml_dataset
+from mf_pipeline.lib.steps.research_step import split_keys
 
 
 class MlDatasetConfig(dg.Config):
@@ -24,6 +26,8 @@ def ml_dataset(context: dg.AssetExecutionContext, config: MlDatasetConfig,
     outcome = export_ml_dataset(settings.get(), run_id, config.symbols_limit, config.start_date,
                                 config.end_date, config.sample_frac)
     meta = outcome.metadata
+    # The research assets' split partitions: full and the default walk-forward train ends.
+    context.instance.add_dynamic_partitions(research_splits.name, split_keys(settings.get()))
     return dg.MaterializeResult(metadata={
         "run_id": run_id,
         "row_count": meta["row_count"],

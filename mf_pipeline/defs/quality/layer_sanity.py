@@ -11,13 +11,13 @@ HEADLINE = ("ticker_count", "symbol_count", "total_rows", "global_min_trade_date
 
 
 def _sanity_asset(layer: str) -> dg.AssetsDefinition:
-    @dg.asset(name=f"{layer}_sanity", deps=[layer], group_name="quality", kinds={"polars"})
+    @dg.asset(name=f"{layer}_sanity", deps=[layer], group_name="quality", kinds={"polars"},
+              description=f"Sanity summary of `{layer}` over the whole lake (old "
+                          f"`{layer}-sanity` JSON artifact).")
     def summary_asset(settings: PipelineSettings) -> dg.MaterializeResult:
         summary, path = layer_sanity(settings.get(), layer)
         headline = {k: summary[k] for k in HEADLINE if k in summary}
         return dg.MaterializeResult(metadata={**headline, "path": str(path)})
-
-    summary_asset.__doc__ = f"Sanity summary of `{layer}` over the whole lake."
     return summary_asset
 
 

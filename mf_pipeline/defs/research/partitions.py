@@ -1,12 +1,18 @@
 """Walk-forward split partitions shared by every research asset (research.md §7.1).
 
-Keys: ``wf<train_end>`` for each ``validation_walkforward.train_end_list_default`` date (train
-= dates <= train_end, an embargo, then test to the end of data) and ``full``: fit and predict
-on every row, an IN-SAMPLE description, labelled as such in every artifact.
+Keys: ``wf<train_end>`` (train = dates <= train_end, an embargo, then test to the end of data)
+and ``full`` (fit and predict on every row: an IN-SAMPLE description, labelled as such in
+every artifact). The set is dynamic: the ``ml_dataset`` asset registers ``full`` and the
+default train ends (``validation_walkforward.train_end_list_default``), and a run for any
+other train end (``mf research-hmm-run --train-end 2019-06-30``) registers its key first, so
+every research run, standard or not, is a Dagster run on its own split partition.
 """
 
 import dagster as dg
 
-from mf_pipeline.lib.steps.research_step import split_keys
+from mf_pipeline.orchestration.planning import SPLIT_TAG
 
-splits_partitions = dg.StaticPartitionsDefinition(split_keys())
+research_splits = dg.DynamicPartitionsDefinition(name="research_splits")
+REGIME_TAGS = {SPLIT_TAG: "true"}
+"""Tags of the research models and their published labels: what ``mf demo`` fits on ``full``
+(the experiments — sweeps, stability — are not tagged)."""

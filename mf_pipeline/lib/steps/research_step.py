@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.research import clustering as cl
 from mf_pipeline.lib.research import hmm as hm
 from mf_pipeline.lib.research.features import (
@@ -62,19 +62,10 @@ CLUSTER_SYMBOL_COLUMNS = ("ticker", "exchange", "trade_date", "cluster_label")
 # --------------------------------------------------------------------------- splits and options
 
 
-def split_keys(settings: Settings | None = None) -> list[str]:
-    """Partition keys: ``wf<train_end>`` per configured train end, then ``full``."""
-    ends: list[Any] = list(DEFAULT_TRAIN_ENDS)
-    if settings is None:
-        try:
-            from mf_pipeline.lib.settings import load_settings
-
-            settings = load_settings()
-        except Exception:  # noqa: BLE001 - a broken settings file must not break imports
-            settings = None
-    if settings is not None:
-        ends = list(settings.validation_walkforward.train_end_list_default) or ends
-    isos = sorted({str(e)[:10] for e in ends})
+def split_keys(settings: Settings) -> list[str]:
+    """The default split keys: ``wf<train_end>`` per configured train end, then ``full``."""
+    ends = list(settings.validation_walkforward.train_end_list_default) or list(DEFAULT_TRAIN_ENDS)
+    isos = sorted({str(end)[:10] for end in ends})
     return [f"{WF_PREFIX}{d}" for d in isos] + [FULL_SPLIT_ID]
 
 
@@ -1033,15 +1024,16 @@ def hmm_sanity(run_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- lake outputs
 
 
-def write_state_files(settings: Settings, frame: pl.DataFrame, layer: str) -> dict[str, Any]:
-    """Per-ticker viewer files ``<gold_root>/<layer>/exchange=…/prefix=…/ticker=…`` for the
-    in-sample ``full`` split; files of tickers no longer present are removed."""
-    cols = HMM_SYMBOL_COLUMNS if layer == "hmm_by_symbol" else CLUSTER_SYMBOL_COLUMNS
+def write_state_files(settings: Settings, frame: pl.DataFrame, source: str) -> dict[str, Any]:
+    """Per-ticker viewer files of the ``hmm``/``cluster`` band
+    (``registry.state_band_root``, hive-style) for the in-sample ``full`` split; files of
+    tickers no longer present are removed."""
+    cols = HMM_SYMBOL_COLUMNS if source == "hmm" else CLUSTER_SYMBOL_COLUMNS
     if "cluster_label" in cols and "cluster_label" not in frame.columns:
         frame = frame.with_columns(pl.col("cluster_id").alias("cluster_label"))
     if "exchange" not in frame.columns:
         raise ValueError("per-ticker state files need an exchange column")
-    root = settings.gold_root / layer
+    root = registry.state_band_root(settings, source)
     out = frame.select(cols).sort("ticker", "trade_date")
     old = {p.parent.name.removeprefix("ticker=") for p in lake.symbol_files(root)}
     written = lake.write_symbol_files(out, root, settings.parquet)
@@ -1056,27 +1048,11 @@ def read_run_summary(output_dir: str | Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- split outputs
 
-POINTER_DIR = Path("research") / "latest"
-
-
-def record_latest(settings: Settings, kind: str, split_id: str, output_dir: Path) -> Path:
-    """Remember the run folder of the newest ``kind`` model for ``split_id`` (read by the
-    labels/states assets)."""
-    target = settings.gold_root / POINTER_DIR / f"{kind}_{split_id}.json"
-    return lake.write_json({"output_dir": str(output_dir), "recorded_ts": _now()}, target)
-
-
-def latest_run_dir(settings: Settings, kind: str, split_id: str) -> Path:
-    path = settings.gold_root / POINTER_DIR / f"{kind}_{split_id}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no {kind} model for split {split_id}; materialize it first")
-    return Path(json.loads(path.read_text())["output_dir"])
-
-
-def publish_cluster_labels(settings: Settings, split_id: str) -> dict[str, Any]:
-    """Split labels table ``<gold_root>/research/cluster_labels/split=<id>/`` from the newest
-    ``cluster_model`` run; for ``full`` also the per-ticker viewer files."""
-    run_dir = latest_run_dir(settings, "cluster", split_id)
+def publish_cluster_labels(settings: Settings, split_id: str, run_dir: str | Path
+                           ) -> dict[str, Any]:  # fmt: skip
+    """Split labels table ``<gold_root>/research/cluster_labels/split=<id>/`` from the
+    ``cluster_model`` run in ``run_dir``; for ``full`` also the per-ticker viewer files."""
+    run_dir = Path(run_dir)
     frame = pl.read_parquet(run_dir / "clustered_dataset_full.parquet")
     keep = [c for c in ("ticker", "exchange", "trade_date", "cluster_id", "cluster_prob_max",
                         "cluster_entropy") if c in frame.columns]  # fmt: skip
@@ -1085,14 +1061,14 @@ def publish_cluster_labels(settings: Settings, split_id: str) -> dict[str, Any]:
                               settings.parquet)  # fmt: skip
     out: dict[str, Any] = {"path": str(path), "rows": frame.height, "run_dir": str(run_dir)}
     if split_id == FULL_SPLIT_ID:
-        out["symbol_files"] = write_state_files(settings, frame, "cluster_by_symbol")
+        out["symbol_files"] = write_state_files(settings, frame, "cluster")
     return out
 
 
-def publish_hmm_states(settings: Settings, split_id: str) -> dict[str, Any]:
-    """Split states table ``<gold_root>/research/hmm_states/split=<id>/`` from the newest
-    ``hmm_model`` run; for ``full`` also the per-ticker viewer files."""
-    run_dir = latest_run_dir(settings, "hmm", split_id)
+def publish_hmm_states(settings: Settings, split_id: str, run_dir: str | Path) -> dict[str, Any]:
+    """Split states table ``<gold_root>/research/hmm_states/split=<id>/`` from the
+    ``hmm_model`` run in ``run_dir``; for ``full`` also the per-ticker viewer files."""
+    run_dir = Path(run_dir)
     frame = pl.read_parquet(run_dir / "decoded_rows.parquet")
     keep = [c for c in (*HMM_SYMBOL_COLUMNS, "hmm_state_prob_max", "split_id")
             if c in frame.columns]  # fmt: skip
@@ -1100,5 +1076,5 @@ def publish_hmm_states(settings: Settings, split_id: str) -> dict[str, Any]:
     path = lake.write_parquet(frame.select(keep), target / "hmm_states.parquet", settings.parquet)
     out: dict[str, Any] = {"path": str(path), "rows": frame.height, "run_dir": str(run_dir)}
     if split_id == FULL_SPLIT_ID:
-        out["symbol_files"] = write_state_files(settings, frame, "hmm_by_symbol")
+        out["symbol_files"] = write_state_files(settings, frame, "hmm")
     return out

@@ -1,0 +1,148 @@
+"""Typed run config of the research assets: every ``mf research-*`` option, once.
+
+The CLI passes its options here unchanged (same names), and the launchpad in the UI shows the
+same fields with their choices. ``None`` means "the settings default" (``research_clustering``,
+``research_hmm``), so a run records exactly what was given (:meth:`PrepConfig.given`).
+"""
+
+from typing import Any, Literal
+
+import dagster as dg
+
+from mf_pipeline.lib.research import clustering as cl
+from mf_pipeline.lib.research import hmm as hm
+from mf_pipeline.lib.settings import Settings
+from mf_pipeline.lib.steps import research_step as rs
+
+Kind = Literal["cluster", "hmm"]
+
+
+class PrepConfig(dg.Config):
+    """Which rows a split fits and evaluates, and how features are scaled."""
+
+    dataset_path: str | None = None
+    """ML dataset Parquet; default the newest export."""
+    scaler: Literal["standard", "robust"] | None = None
+    scaling_scope: Literal["global", "per_ticker"] | None = None
+    unseen_policy: Literal["drop", "global"] | None = None
+    """Per-ticker scope: tickers the fit never saw are dropped or scaled globally."""
+    clip_zscore: float | None = None
+    embargo_bars: int | None = None
+    """Bars between train and test (>= the longest forward label, 20)."""
+    date_from: str | None = None
+    date_to: str | None = None
+    test_start: str | None = None
+    """Time split: first test date (the embargo may move it later)."""
+    test_end: str | None = None
+    """Time split: last test date; bounds the test rows and the prices their labels read."""
+    fit_on: Literal["train", "all"] | None = None
+    """Default train; ``all`` fits on test rows too (then every figure is in-sample)."""
+    predict_on: Literal["train", "test", "all"] | None = None
+    """Default test (all for ``full``); clustering takes test or all."""
+    sample_frac: float | None = None
+    """Seeded row sample of the loaded dataset, in (0, 1]; seed = the run's random state."""
+
+    def given(self) -> dict[str, Any]:
+        """The options set for this run (recorded in the materialization's metadata)."""
+        return {key: value for key, value in self.model_dump().items()
+                if value is not None and value is not False}
+
+    def prepare(self, settings: Settings, kind: Kind, split: str, seed: int) -> rs.Prepared:
+        """Load the dataset and cut, label and scale ``split`` as configured."""
+        names = ("scaler", "scaling_scope", "unseen_policy", "clip_zscore", "embargo_bars",
+                 "date_from", "date_to", "test_start", "test_end", "fit_on", "predict_on",
+                 "sample_frac")
+        options = {name: getattr(self, name) for name in names}
+        if self.sample_frac is not None:
+            options["sample_seed"] = seed
+        return rs.prepare(settings, self.dataset_path, split,
+                          rs.prep_options(settings, kind, **options))
+
+    def seed(self, settings: Settings, kind: Kind) -> int:
+        """The run's random state: its own, else the settings default."""
+        own = getattr(self, "random_state", None)
+        if own is not None:
+            return int(own)
+        cfg = rs.cluster_config(settings) if kind == "cluster" else rs.hmm_config(settings)
+        return int(cfg.random_state)
+
+
+class ClusterModelConfig(PrepConfig):
+    method: Literal["kmeans", "gmm", "hdbscan"] = "kmeans"
+    n_clusters: int | None = None
+    random_state: int | None = None
+    silhouette_sample_max: int | None = None
+    kmeans_n_init: int | None = None
+    run_id: str | None = None
+
+    def cluster_config(self, settings: Settings) -> cl.ClusterConfig:
+        return rs.cluster_config(settings, n_clusters=self.n_clusters,
+                                 random_state=self.random_state,
+                                 silhouette_sample_max=self.silhouette_sample_max,
+                                 kmeans_n_init=self.kmeans_n_init)
+
+
+class HmmModelConfig(PrepConfig):
+    n_components: int | None = None
+    covariance_type: Literal["diag", "full", "tied", "spherical"] | None = None
+    n_iter: int | None = None
+    tol_per_row: float | None = None
+    random_state: int | None = None
+    fit_max_rows: int | None = None
+    min_sequence_length: int | None = None
+    cluster_labels_file: str | None = None
+    """Parquet/CSV with ticker, trade_date, cluster_label: cross-tabbed with the states."""
+    write_full_decoded_csv: bool = False
+    run_id: str | None = None
+
+    def hmm_config(self, settings: Settings) -> hm.HmmConfig:
+        return rs.hmm_config(settings, n_components=self.n_components,
+                             covariance_type=self.covariance_type, n_iter=self.n_iter,
+                             tol_per_row=self.tol_per_row, random_state=self.random_state,
+                             fit_max_rows=self.fit_max_rows)
+
+
+class StabilityConfig(PrepConfig):
+    seeds: int | None = None
+    seed_start: int | None = None
+
+    def seed_range(self, settings: Settings, group: str, default_seeds: int) -> tuple[int, int]:
+        """(number of seeds, first seed): the run's, else ``<group>.stability`` settings."""
+        stability = dict((getattr(settings, group) or {}).get("stability") or {})
+        seeds = self.seeds or int(stability.get("seeds", default_seeds))
+        start = self.seed_start if self.seed_start is not None \
+            else int(stability.get("seed_start", 42))
+        return seeds, start
+
+
+class ClusterSweepConfig(PrepConfig):
+    methods: list[Literal["kmeans", "gmm", "hdbscan"]] = ["kmeans", "gmm"]
+    n_clusters_list: list[int] = [4, 5, 6, 8]
+    random_state: int = 42
+
+
+class ClusterStabilityConfig(StabilityConfig):
+    method: Literal["kmeans", "gmm"] = "kmeans"
+    n_clusters: int = 5
+
+
+class HmmSweepConfig(PrepConfig):
+    components: list[int] | None = None
+    """State counts (default ``research_hmm.sweep.components``, 4,5,6,8)."""
+
+    def component_list(self, settings: Settings) -> list[int]:
+        default = ((settings.research_hmm or {}).get("sweep") or {}).get("components",
+                                                                        [4, 5, 6, 8])
+        return list(self.components) if self.components else [int(k) for k in default]
+
+
+class HmmStabilityConfig(StabilityConfig):
+    n_components: int | None = None
+
+
+CONFIGS: dict[str, type[PrepConfig]] = {
+    "cluster_model": ClusterModelConfig, "hmm_model": HmmModelConfig,
+    "cluster_sweep": ClusterSweepConfig, "cluster_stability": ClusterStabilityConfig,
+    "hmm_sweep": HmmSweepConfig, "hmm_stability": HmmStabilityConfig,
+}
+"""The run config class of each configurable research asset (the CLI checks options with it)."""
