@@ -21,6 +21,7 @@ from mf_pipeline.defs.research.config import (
     HmmModelConfig,
     HmmStabilityConfig,
     HmmSweepConfig,
+    plain,
 )
 from mf_pipeline.defs.research.partitions import REGIME_TAGS, research_splits
 from mf_pipeline.defs.resources import PipelineSettings
@@ -53,7 +54,7 @@ def cluster_model(context: dg.AssetExecutionContext, config: ClusterModelConfig,
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
     cfg = config.cluster_config(s)
-    out = rs.cluster_run(s, prep, config.method, cfg, run_id=config.run_id, write_full=True)
+    out = rs.cluster_run(s, prep, plain(config.method), cfg, run_id=config.run_id, write_full=True)
     metrics = out.summary["metrics"]
     record = _record(out, ("split_id", "split_kind", "in_sample", "method", "rows_fit",
                            "rows_used"))
@@ -116,10 +117,12 @@ def _published(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _experiment(out: dict[str, Any], config: Any) -> dg.MaterializeResult:
+    """Headline figures and the run folder of a sweep or stability run."""
+    folder = out.get("output_dir") or str(Path(out["summary_json"]).parent)
     return dg.MaterializeResult(metadata={
-        **{k: v for k, v in out.items() if isinstance(v, str | int | float | bool)},
-        "output_dir": dg.MetadataValue.path(str(out["output_dir"])),
-        "options": config.given(),
+        **{k: v for k, v in out.items() if isinstance(v, str | int | float | bool | dict)
+           and k not in ("outputs", "split_summary", "filters")},
+        "output_dir": dg.MetadataValue.path(folder), "options": config.given(),
     })
 
 
@@ -129,7 +132,7 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: ClusterSweepConfig,
     """Method × k grid on one split → research_runs/<id>_cluster_sweep_*/ (research.md §4.4)."""
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.random_state)
-    out = rs.cluster_sweep(s, prep, list(config.methods), list(config.n_clusters_list),
+    out = rs.cluster_sweep(s, prep, plain(config.methods), list(config.n_clusters_list),
                            rs.cluster_config(s, random_state=config.random_state))
     return _experiment(out, config)
 
@@ -141,7 +144,7 @@ def cluster_stability(context: dg.AssetExecutionContext, config: ClusterStabilit
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
     seeds, seed_start = config.seed_range(s, "research_clustering", default_seeds=10)
-    out = rs.cluster_stability(s, prep, config.method,
+    out = rs.cluster_stability(s, prep, plain(config.method),
                                rs.cluster_config(s, n_clusters=config.n_clusters),
                                seeds, seed_start)
     return _experiment(out, config)

@@ -5,16 +5,39 @@ same fields with their choices. ``None`` means "the settings default" (``researc
 ``research_hmm``), so a run records exactly what was given (:meth:`PrepConfig.given`).
 """
 
-from typing import Any, Literal
+from enum import Enum
+from typing import Any
 
 import dagster as dg
+import pydantic
 
 from mf_pipeline.lib.research import clustering as cl
 from mf_pipeline.lib.research import hmm as hm
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps import research_step as rs
 
-Kind = Literal["cluster", "hmm"]
+
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A choice type for run config (Dagster shows it as a drop-down; members named as the
+    values, which is what run config and the CLI pass)."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+Scaler = _choices("Scaler", "standard", "robust")
+ScalingScope = _choices("ScalingScope", "global", "per_ticker")
+UnseenPolicy = _choices("UnseenPolicy", "drop", "global")
+FitOn = _choices("FitOn", "train", "all")
+PredictOn = _choices("PredictOn", "train", "test", "all")
+ClusterMethod = _choices("ClusterMethod", "kmeans", "gmm", "hdbscan")
+StableMethod = _choices("StableMethod", "kmeans", "gmm")
+CovarianceType = _choices("CovarianceType", "diag", "full", "tied", "spherical")
+
+
+def plain(value: Any) -> Any:
+    """A choice as its string (lists element-wise); anything else unchanged."""
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value.value if isinstance(value, Enum) else value
 
 
 class PrepConfig(dg.Config):
@@ -22,9 +45,9 @@ class PrepConfig(dg.Config):
 
     dataset_path: str | None = None
     """ML dataset Parquet; default the newest export."""
-    scaler: Literal["standard", "robust"] | None = None
-    scaling_scope: Literal["global", "per_ticker"] | None = None
-    unseen_policy: Literal["drop", "global"] | None = None
+    scaler: Scaler | None = None
+    scaling_scope: ScalingScope | None = None
+    unseen_policy: UnseenPolicy | None = None
     """Per-ticker scope: tickers the fit never saw are dropped or scaled globally."""
     clip_zscore: float | None = None
     embargo_bars: int | None = None
@@ -35,30 +58,30 @@ class PrepConfig(dg.Config):
     """Time split: first test date (the embargo may move it later)."""
     test_end: str | None = None
     """Time split: last test date; bounds the test rows and the prices their labels read."""
-    fit_on: Literal["train", "all"] | None = None
+    fit_on: FitOn | None = None
     """Default train; ``all`` fits on test rows too (then every figure is in-sample)."""
-    predict_on: Literal["train", "test", "all"] | None = None
+    predict_on: PredictOn | None = None
     """Default test (all for ``full``); clustering takes test or all."""
     sample_frac: float | None = None
     """Seeded row sample of the loaded dataset, in (0, 1]; seed = the run's random state."""
 
     def given(self) -> dict[str, Any]:
         """The options set for this run (recorded in the materialization's metadata)."""
-        return {key: value for key, value in self.model_dump().items()
+        return {key: plain(value) for key, value in self.model_dump().items()
                 if value is not None and value is not False}
 
-    def prepare(self, settings: Settings, kind: Kind, split: str, seed: int) -> rs.Prepared:
+    def prepare(self, settings: Settings, kind: str, split: str, seed: int) -> rs.Prepared:
         """Load the dataset and cut, label and scale ``split`` as configured."""
         names = ("scaler", "scaling_scope", "unseen_policy", "clip_zscore", "embargo_bars",
                  "date_from", "date_to", "test_start", "test_end", "fit_on", "predict_on",
                  "sample_frac")
-        options = {name: getattr(self, name) for name in names}
+        options = {name: plain(getattr(self, name)) for name in names}
         if self.sample_frac is not None:
             options["sample_seed"] = seed
         return rs.prepare(settings, self.dataset_path, split,
                           rs.prep_options(settings, kind, **options))
 
-    def seed(self, settings: Settings, kind: Kind) -> int:
+    def seed(self, settings: Settings, kind: str) -> int:
         """The run's random state: its own, else the settings default."""
         own = getattr(self, "random_state", None)
         if own is not None:
@@ -68,7 +91,7 @@ class PrepConfig(dg.Config):
 
 
 class ClusterModelConfig(PrepConfig):
-    method: Literal["kmeans", "gmm", "hdbscan"] = "kmeans"
+    method: ClusterMethod = ClusterMethod.kmeans
     n_clusters: int | None = None
     random_state: int | None = None
     silhouette_sample_max: int | None = None
@@ -84,7 +107,7 @@ class ClusterModelConfig(PrepConfig):
 
 class HmmModelConfig(PrepConfig):
     n_components: int | None = None
-    covariance_type: Literal["diag", "full", "tied", "spherical"] | None = None
+    covariance_type: CovarianceType | None = None
     n_iter: int | None = None
     tol_per_row: float | None = None
     random_state: int | None = None
@@ -97,7 +120,7 @@ class HmmModelConfig(PrepConfig):
 
     def hmm_config(self, settings: Settings) -> hm.HmmConfig:
         return rs.hmm_config(settings, n_components=self.n_components,
-                             covariance_type=self.covariance_type, n_iter=self.n_iter,
+                             covariance_type=plain(self.covariance_type), n_iter=self.n_iter,
                              tol_per_row=self.tol_per_row, random_state=self.random_state,
                              fit_max_rows=self.fit_max_rows)
 
@@ -116,13 +139,20 @@ class StabilityConfig(PrepConfig):
 
 
 class ClusterSweepConfig(PrepConfig):
-    methods: list[Literal["kmeans", "gmm", "hdbscan"]] = ["kmeans", "gmm"]
+    methods: list[str] = ["kmeans", "gmm"]
+    """Each one of kmeans, gmm, hdbscan."""
     n_clusters_list: list[int] = [4, 5, 6, 8]
     random_state: int = 42
 
 
+    @pydantic.field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        return [ClusterMethod(method).value for method in methods]
+
+
 class ClusterStabilityConfig(StabilityConfig):
-    method: Literal["kmeans", "gmm"] = "kmeans"
+    method: StableMethod = StableMethod.kmeans
     n_clusters: int = 5
 
 
