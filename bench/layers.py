@@ -138,7 +138,8 @@ def run_chain(raw: Path, work: Path, limit: int | None = None,
     from mf_pipeline.lib.layers import events as ev_layer
     from mf_pipeline.lib.layers import features as ft_layer
     from mf_pipeline.lib.layers import manifest as mf
-    from mf_pipeline.lib.layers.bronze import ValidationThresholds, build_bronze
+    from mf_pipeline.lib.layers.bronze.build import build_bronze
+    from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
     from mf_pipeline.lib.layers.indicators import build_indicators
     from mf_pipeline.lib.layers.silver import build_silver
     from mf_pipeline.lib.steps import dataset_step

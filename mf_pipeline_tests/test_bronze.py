@@ -12,21 +12,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mf_pipeline.lib.layers.bronze import (
+from mf_pipeline.lib.layers.bronze.build import (
     BRONZE_COLUMNS,
-    HELPER_COLUMNS,
-    LEDGER_SCHEMA,
-    NORMALIZED_COLUMNS,
-    QUALITY_COLUMNS,
     REJECTS_SCHEMA,
     BronzeResult,
-    ValidationThresholds,
     build_bronze,
-    normalize,
-    reconcile,
+)
+from mf_pipeline.lib.layers.bronze.ledger import LEDGER_SCHEMA, reconcile
+from mf_pipeline.lib.layers.bronze.parse import HELPER_COLUMNS, NORMALIZED_COLUMNS, normalize
+from mf_pipeline.lib.layers.bronze.read import read_lines, read_rows
+from mf_pipeline.lib.layers.bronze.validate import (
+    QUALITY_COLUMNS,
+    ValidationThresholds,
     validate,
 )
-from mf_pipeline.lib.layers.ingest import read_lines, read_rows
 
 HEADER = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>"
 TS = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

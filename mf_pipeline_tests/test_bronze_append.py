@@ -21,22 +21,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from mf_pipeline.lib.layers.bronze import (
+from mf_pipeline.lib.layers.bronze.append import AppendResult, build_bronze_append
+from mf_pipeline.lib.layers.bronze.build import (
     BRONZE_COLUMNS,
-    LEDGER_SCHEMA,
     REJECTS_SCHEMA,
     BronzeResult,
-    ValidationThresholds,
     build_bronze,
 )
-from mf_pipeline.lib.layers.bronze_append import AppendResult, build_bronze_append
-from mf_pipeline.lib.layers.ingest import (
-    HEAD_BYTES,
-    read_appended,
-    rows_from_lines,
-    split_lines,
-    texts_frame,
-)
+from mf_pipeline.lib.layers.bronze.ledger import LEDGER_SCHEMA
+from mf_pipeline.lib.layers.bronze.lines import rows_from_lines, split_lines, texts_frame
+from mf_pipeline.lib.layers.bronze.read import HEAD_BYTES, read_appended
+from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
 from mf_pipeline.lib.layers.manifest import discover
 
 HEADER = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>"

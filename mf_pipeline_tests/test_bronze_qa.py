@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib import lake
-from mf_pipeline.lib.layers import bronze_qa as qa
+from mf_pipeline.lib.layers.bronze import qa
 
 BUILT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 D = dt.date

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from mf_pipeline.lib.layers import manifest as mf
-from mf_pipeline.lib.layers.bronze import ValidationThresholds, build_bronze
+from mf_pipeline.lib.layers.bronze.build import build_bronze
+from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
 from mf_pipeline.lib.layers.carry import Carry, merge_carries, tail_rows
 from mf_pipeline.lib.layers.events import EventParams, build_events, events_step
 from mf_pipeline.lib.layers.features import FeatureParams, build_features, features_step

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib.layers import manifest as mf
-from mf_pipeline.lib.layers.bronze import ValidationThresholds, build_bronze
+from mf_pipeline.lib.layers.bronze.build import build_bronze
+from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
 from mf_pipeline.lib.layers.events import EventParams, build_events
 from mf_pipeline.lib.layers.features import FeatureParams, build_features
 from mf_pipeline.lib.layers.indicators import build_indicators

@@ -13,18 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from mf_pipeline.lib.layers.bronze import normalize
-from mf_pipeline.lib.layers.ingest import (
-    FILE_LINES_SCHEMA,
+from mf_pipeline.lib.layers.bronze.lines import (
     LINE_SCHEMA,
     RAW_FIELDS,
     ROWS_SCHEMA,
     line_text,
+    rows_from_lines,
+    split_lines,
+)
+from mf_pipeline.lib.layers.bronze.parse import normalize
+from mf_pipeline.lib.layers.bronze.read import (
+    FILE_LINES_SCHEMA,
     read_lines,
     read_rows,
     read_texts,
-    rows_from_lines,
-    split_lines,
 )
 
 HEADER = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>"

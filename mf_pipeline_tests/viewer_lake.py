@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from mf_pipeline.lib import lake
-from mf_pipeline.lib.layers.bronze_qa import write_symbol_master
+from mf_pipeline.lib.layers.bronze.qa import write_symbol_master
 from mf_pipeline.lib.layers.events import build_events
 from mf_pipeline.lib.layers.indicators import build_indicators
 from mf_pipeline.lib.layers.silver import build_silver

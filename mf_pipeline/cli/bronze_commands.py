@@ -165,7 +165,7 @@ def parse_sample(
     exchange: Annotated[str | None, typer.Option(help="Override the inferred exchange.")] = None,
 ) -> None:
     """Parse one raw file and print its line accounting and first rows. Writes nothing."""
-    from mf_pipeline.lib.layers.ingest import read_lines
+    from mf_pipeline.lib.layers.bronze.read import read_lines
 
     _settings, files = _single_file(ctx, file, exchange)
     lines = read_lines(files)
@@ -182,7 +182,7 @@ def validate_sample(
     """Parse and validate one raw file; print counts, flag counts and its ledger row."""
     import datetime as dt
 
-    from mf_pipeline.lib.layers.bronze import build_bronze
+    from mf_pipeline.lib.layers.bronze.build import build_bronze
     from mf_pipeline.lib.steps.bronze_step import _thresholds
 
     settings, files = _single_file(ctx, file, exchange)

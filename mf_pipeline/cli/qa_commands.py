@@ -39,7 +39,7 @@ def list_problem_tickers(
     """Tickers with invalid, warned or rejected rows, or failed files (reads the symbol master)."""
     import polars as pl
 
-    from mf_pipeline.lib.layers.bronze_qa import problem_tickers
+    from mf_pipeline.lib.layers.bronze.qa import problem_tickers
     from mf_pipeline.lib.steps.qa_step import load_symbol_master
 
     try:

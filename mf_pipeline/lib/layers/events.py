@@ -34,7 +34,7 @@ from mf_pipeline.lib.kernels.events_kernels import (
     rolling_sum_int,
     true_run_length_resume,
 )
-from mf_pipeline.lib.kernels.offsets import bar_index, ticker_offsets
+from mf_pipeline.lib.kernels.offsets import ticker_offsets
 from mf_pipeline.lib.layers.carry import COUNTER_STATE, Carry, Segments, StateSpec, open_segments
 
 # (state column prefix, spec, final state array) of one resumable kernel call
@@ -197,11 +197,6 @@ def _dates_strictly_increasing(df: pl.DataFrame, offsets: np.ndarray) -> bool:
     bad = np.diff(phys) <= 0
     bad[offsets[1:-1] - 1] = False  # a new ticker may restart at any date
     return not bool(bad.any())
-
-
-def row_positions(offsets: np.ndarray) -> np.ndarray:
-    """``i_t`` (int32) for every row: its 0-based position inside its ticker."""
-    return bar_index(offsets).astype(np.int32)
 
 
 def lag(expr: pl.Expr, k: int, pos: str = "_i") -> pl.Expr:

@@ -24,19 +24,19 @@ import polars as pl
 
 from mf_pipeline.lib import lake, recent_writes
 from mf_pipeline.lib.layers import manifest as mf
-from mf_pipeline.lib.layers.bronze import (
-    LEDGER_SCHEMA,
+from mf_pipeline.lib.layers.bronze.append import AppendResult, build_bronze_append
+from mf_pipeline.lib.layers.bronze.build import (
     REJECTS_SCHEMA,
+    SCHEMA_VERSION,
     BronzeResult,
-    ValidationThresholds,
     build_bronze,
 )
-from mf_pipeline.lib.layers.bronze_append import AppendResult, build_bronze_append
+from mf_pipeline.lib.layers.bronze.ledger import LEDGER_SCHEMA
+from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps import calc_settings
 
 Log = Callable[[str], None]
-BRONZE_SCHEMA_VERSION = "v1"
 RETRIED_REASON = "read_error"
 
 
@@ -234,6 +234,32 @@ def byte_batches(files: pl.DataFrame, budget: int) -> list[pl.DataFrame]:
     return [part.drop("batch") for part in tagged.partition_by("batch", maintain_order=True)]
 
 
+@dataclass
+class _Requested:
+    """The current manifest and the rows of the tickers a Bronze run was asked for."""
+
+    classified: pl.DataFrame
+    present: pl.DataFrame  # files of those tickers that exist now
+    gone: pl.DataFrame  # their DELETED files
+
+
+@dataclass
+class _BronzeRun:
+    """What the stages of one ``run_bronze`` share: its settings, clock and written files."""
+
+    settings: Settings
+    run_id: str
+    log: Log
+    started: float
+    built_ts: dt.datetime
+    compute_seconds: float = 0.0
+    written: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"schema_version": SCHEMA_VERSION, "run_id": self.run_id}
+
+
 def run_bronze(
     settings: Settings,
     tickers: Sequence[str],
@@ -252,6 +278,24 @@ def run_bronze(
     ticker whose files all failed (e.g. two sources claim it) gets no Bronze file rather than
     a wrong one.
     """
+    requested = _requested(settings, tickers)
+    run = _BronzeRun(settings, run_id, log, started=time.perf_counter(),
+                     built_ts=dt.datetime.now(dt.UTC))
+    appended, extended, old_ledger = _run_append_path(run, requested.present)
+    full = requested.present.filter(~pl.col("ticker").is_in(extended))
+    results = _run_full_path(run, full, batch_bytes)
+    retired = _retire_stale(run, tickers, extended)
+    ledger = _store_run_accounting(run, full, requested.gone, results, appended, old_ledger)
+    if promote_manifest:
+        _promote(settings, requested.classified, ledger, requested.gone["source_file"].to_list())
+    calc_settings.record(settings, "bronze", tickers)
+    outcome = _outcome(run, tickers, ledger, retired, extended, appended)
+    write_run_summary(settings, outcome, requested.classified, run.written)
+    return outcome
+
+
+def _requested(settings: Settings, tickers: Sequence[str]) -> _Requested:
+    """The current manifest split into the present and deleted files of ``tickers``."""
     bronze = paths(settings)
     if not bronze.current_manifest.exists():
         raise FileNotFoundError(
@@ -259,66 +303,106 @@ def run_bronze(
         )
     classified = pl.read_parquet(bronze.current_manifest)
     wanted = classified.filter(pl.col("ticker").is_in(list(tickers)))
-    present = wanted.filter(pl.col("manifest_status") != mf.DELETED)
-    gone = wanted.filter(pl.col("manifest_status") == mf.DELETED)
-    started = time.perf_counter()
-    metadata = {"schema_version": BRONZE_SCHEMA_VERSION, "run_id": run_id}
-    built_ts = dt.datetime.now(dt.UTC)
-    changed = calc_settings.changes(settings, "bronze")
+    return _Requested(
+        classified=classified,
+        present=wanted.filter(pl.col("manifest_status") != mf.DELETED),
+        gone=wanted.filter(pl.col("manifest_status") == mf.DELETED),
+    )
+
+
+def _run_append_path(run: _BronzeRun, present: pl.DataFrame
+                     ) -> tuple[AppendResult | None, list[str], pl.DataFrame]:
+    """Parse and write the appended lines (``_append_path``) unless the settings changed,
+    which sends every file to the full path; its time counts as compute."""
+    changed = calc_settings.changes(run.settings, "bronze")
     if changed is not None:
-        log(f"bronze: settings changed since its files were built ({'; '.join(changed)}): "
-            "every requested file is parsed in full")
+        run.log(f"bronze: settings changed since its files were built ({'; '.join(changed)}): "
+                "every requested file is parsed in full")
     appended, extended, old_ledger = _append_path(
-        settings, present if changed is None else present.clear(), run_id, built_ts)
-    compute_seconds = time.perf_counter() - started
-    written: dict[str, Path] = {}
+        run.settings, present if changed is None else present.clear(), run.run_id, run.built_ts)
+    run.compute_seconds = time.perf_counter() - run.started
     if appended is not None and appended.valid.height:
-        written |= lake.write_symbol_files(appended.valid, bronze.data, settings.parquet,
-                                           metadata, append=True)
-        log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
-    full = present.filter(~pl.col("ticker").is_in(extended))
+        run.written |= lake.write_symbol_files(appended.valid, paths(run.settings).data,
+                                               run.settings.parquet, run.metadata, append=True)
+        run.log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
+    return appended, extended, old_ledger
+
+
+def _run_full_path(run: _BronzeRun, full: pl.DataFrame, batch_bytes: int
+                   ) -> list[BronzeResult]:
+    """Parse ``full`` in byte-bounded batches, each written while the next one is parsed.
+
+    Returns the batches' rejects and ledgers (their valid rows are written, not kept).
+    """
+    bronze = paths(run.settings)
     results: list[BronzeResult] = []
     total = int(full["file_size_bytes"].sum() or 0)
-    # Parsed rows take ~3x their raw text: a run whose text alone exceeds the budget is not kept.
-    recent_writes.BRONZE.clear()
-    keep = (functools.partial(recent_writes.BRONZE.remember, bronze.data)
-            if recent_writes.BRONZE.fits(total) else None)
+    keep = _recent_writes_keeper(bronze.data, total)
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: Future[dict[str, Path]] | None = None
         budget = min(batch_bytes, max(MIN_BATCH_BYTES, total // PIPELINE_BATCHES))
         batches = byte_batches(full, budget) if full.height else []
         for number, batch in enumerate(batches, start=1):
             tick = time.perf_counter()
-            result = build_bronze(_bronze_input(batch), _thresholds(settings), run_id, built_ts)
-            compute_seconds += time.perf_counter() - tick
+            result = build_bronze(_bronze_input(batch), _thresholds(run.settings), run.run_id,
+                                  run.built_ts)
+            run.compute_seconds += time.perf_counter() - tick
             if pending is not None:
-                written |= pending.result()
+                run.written |= pending.result()
             pending = writer.submit(lake.write_symbol_files, result.valid, bronze.data,
-                                    settings.parquet, metadata, keep=keep)
+                                    run.settings.parquet, run.metadata, keep=keep)
             results.append(BronzeResult(result.valid.clear(), result.rejects, result.ledger))
             if len(batches) > 1:
-                log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")
+                run.log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")
         if pending is not None:
-            written |= pending.result()
-    stale = sorted(set(tickers) - set(written) - set(extended))
-    retired = lake.remove_symbol_files(bronze.data, stale)
+            run.written |= pending.result()
+    return results
+
+
+def _recent_writes_keeper(data_root: Path, total: int
+                          ) -> Callable[[str, Path, pl.DataFrame], None] | None:
+    """Start this run's in-memory copy of the written Bronze files, or None when it would not
+    fit: parsed rows take ~3x their raw text, so a run whose text alone exceeds the budget is
+    not kept."""
+    recent_writes.BRONZE.clear()
+    if not recent_writes.BRONZE.fits(total):
+        return None
+    return functools.partial(recent_writes.BRONZE.remember, data_root)
+
+
+def _retire_stale(run: _BronzeRun, tickers: Sequence[str], extended: Sequence[str]
+                  ) -> list[Path]:
+    """Remove the Bronze files of requested tickers this run wrote nothing for."""
+    stale = sorted(set(tickers) - set(run.written) - set(extended))
+    retired = lake.remove_symbol_files(paths(run.settings).data, stale)
     if retired:
-        log(f"removed {len(retired)} Bronze files of tickers with no valid source now")
+        run.log(f"removed {len(retired)} Bronze files of tickers with no valid source now")
+    return retired
+
+
+def _store_run_accounting(run: _BronzeRun, full: pl.DataFrame, gone: pl.DataFrame,
+                          results: Sequence[BronzeResult], appended: AppendResult | None,
+                          old_ledger: pl.DataFrame) -> pl.DataFrame:
+    """Store the ledger and rejects rows of both paths and of deleted files; returns the
+    ledger rows of this run."""
     if results:
-        _store_accounting(settings, _merge_results(results),
+        _store_accounting(run.settings, _merge_results(results),
                           [*full["source_file"], *gone["source_file"]])
     elif gone.height:
-        _store_accounting(settings, _empty_result(), gone["source_file"].to_list())
+        _store_accounting(run.settings, _empty_result(), gone["source_file"].to_list())
     ledgers = [r.ledger for r in results]
     if appended is not None:
-        _store_appended_accounting(settings, appended, old_ledger)
+        _store_appended_accounting(run.settings, appended, old_ledger)
         ledgers.append(appended.ledger)
-    ledger = pl.concat(ledgers, how="vertical_relaxed") if ledgers else _empty_result().ledger
-    if promote_manifest:
-        _promote(settings, classified, ledger, gone["source_file"].to_list())
-    calc_settings.record(settings, "bronze", tickers)
-    outcome = BronzeOutcome(
-        run_id=run_id,
+    return pl.concat(ledgers, how="vertical_relaxed") if ledgers else _empty_result().ledger
+
+
+def _outcome(run: _BronzeRun, tickers: Sequence[str], ledger: pl.DataFrame,
+             retired: Sequence[Path], extended: Sequence[str],
+             appended: AppendResult | None) -> BronzeOutcome:
+    """The run's counts from its ledger rows; what is not compute counts as write time."""
+    return BronzeOutcome(
+        run_id=run.run_id,
         tickers_requested=len(tickers),
         files_processed=ledger.height,
         files_failed=ledger.filter(pl.col("status") == "FAILED").height,
@@ -326,16 +410,14 @@ def run_bronze(
         rows_valid=int(ledger["rows_valid"].sum() or 0),
         rows_invalid=int(ledger["rows_invalid"].sum() or 0),
         rows_rejected=int(ledger["rows_rejected"].sum() or 0),
-        tickers_written=sorted(written),
+        tickers_written=sorted(run.written),
         tickers_retired=sorted({p.parent.name.removeprefix("ticker=") for p in retired}),
         ledger=ledger,
-        compute_seconds=compute_seconds,
-        write_seconds=time.perf_counter() - started - compute_seconds,
+        compute_seconds=run.compute_seconds,
+        write_seconds=time.perf_counter() - run.started - run.compute_seconds,
         tickers_appended=len(extended),
         rows_appended=appended.valid.height if appended is not None else 0,
     )
-    write_run_summary(settings, outcome, classified, written)
-    return outcome
 
 
 def _append_path(settings: Settings, present: pl.DataFrame, run_id: str,

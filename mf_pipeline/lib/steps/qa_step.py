@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from mf_pipeline.lib import lake
-from mf_pipeline.lib.layers import bronze_qa
+from mf_pipeline.lib.layers.bronze import qa as bronze_qa
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.bronze_step import paths
 

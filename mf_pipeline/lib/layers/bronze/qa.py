@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import lake
+from mf_pipeline.lib.layers.bronze.parse import as_utc
 
 SYMBOL_MASTER_DIR = "symbol_master"
 SYMBOL_MASTER_NAME = "symbol_master"
@@ -122,17 +123,12 @@ _ENRICH_COUNTS: tuple[str, ...] = (
 _DATE_KEYS = frozenset({"global_min_trade_date", "global_max_trade_date"})
 
 
-def _utc(ts: dt.datetime) -> dt.datetime:
-    """Naive timestamps are taken as UTC, so every artifact carries a ``+00:00`` offset."""
-    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
-
-
 def _iso(value: Any) -> Any:
     """JSON-ready scalar: dates and datetimes as ISO strings, everything else unchanged."""
     return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
 
-def _typed(frame: pl.DataFrame | None, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def _as_schema(frame: pl.DataFrame | None, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """The ``schema`` columns of ``frame`` cast to their types; missing columns become null.
 
     Lets the caller pass ``None``, an empty ``pl.DataFrame()`` or an older table safely.
@@ -142,6 +138,13 @@ def _typed(frame: pl.DataFrame | None, schema: dict[str, pl.DataType]) -> pl.Dat
     return frame.select(
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()
+    )
+
+
+def _as_master(frame: pl.DataFrame | None) -> pl.DataFrame:
+    """``frame`` as a symbol master (``SYMBOL_MASTER_SCHEMA``), null counts read as 0."""
+    return _as_schema(frame, SYMBOL_MASTER_SCHEMA).with_columns(
+        pl.col("row_count", "warn_row_count", *_ENRICH_COUNTS).fill_null(0)
     )
 
 
@@ -255,7 +258,7 @@ def _bronze_stats(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, list[Path
 
 def _ledger_by_ticker(ledger: pl.DataFrame | None) -> pl.DataFrame:
     """Ledger sums per ticker (files without a ticker cannot join a symbol and are left out)."""
-    frame = _typed(ledger, _LEDGER_SCHEMA).with_columns(pl.col("ticker").str.to_uppercase())
+    frame = _as_schema(ledger, _LEDGER_SCHEMA).with_columns(pl.col("ticker").str.to_uppercase())
     counts = ["rows_valid", "rows_invalid", "rows_rejected"]
     return (
         frame.filter(pl.col("ticker").is_not_null())
@@ -288,7 +291,7 @@ def _reason_has(codes: Sequence[str]) -> pl.Expr:
 
 def _rejects_by_ticker(rejects: pl.DataFrame | None) -> pl.DataFrame:
     """Row-level reason counts per ticker over the invalid and rejected rows."""
-    frame = _typed(rejects, _REJECTS_SCHEMA).with_columns(pl.col("ticker").str.to_uppercase())
+    frame = _as_schema(rejects, _REJECTS_SCHEMA).with_columns(pl.col("ticker").str.to_uppercase())
     return (
         frame.filter(pl.col("ticker").is_not_null())
         .group_by("ticker")
@@ -331,12 +334,10 @@ def build_symbol_master_report(
             (pl.col("bronze_gaps").fill_null(0) + pl.col("rejects_gaps").fill_null(0)).alias(
                 "gap_rows_count"
             ),
-            pl.lit(_utc(built_ts)).alias("built_ts"),
+            pl.lit(as_utc(built_ts)).alias("built_ts"),
         )
     )
-    master = _typed(master, SYMBOL_MASTER_SCHEMA).with_columns(
-        pl.col("row_count", "warn_row_count", *_ENRICH_COUNTS).fill_null(0)
-    )
+    master = _as_master(master)
     return master.sort(["exchange", "ticker", "bronze_path"], nulls_last=True), bad
 
 
@@ -377,7 +378,7 @@ def _rows_by_year(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, int]:
         )
 
     counts, bad = _scan_bronze(bronze_files, query, {"trade_date": pl.Date()})
-    return _typed(counts, BY_YEAR_SCHEMA).sort("year"), len(bad)
+    return _as_schema(counts, BY_YEAR_SCHEMA).sort("year"), len(bad)
 
 
 def sanity_report(
@@ -391,9 +392,7 @@ def sanity_report(
     the old tool could not list as symbols). ``empty_bronze_files_count`` counts only rows
     that have a Bronze file.
     """
-    master = _typed(symbol_master, SYMBOL_MASTER_SCHEMA).with_columns(
-        pl.col("row_count", "warn_row_count", *_ENRICH_COUNTS).fill_null(0)
-    )
+    master = _as_master(symbol_master)
     has_file = pl.col("bronze_path").is_not_null()
     exchange_counts = master.group_by("exchange").len().sort("exchange")
     headline = master.select(
@@ -415,7 +414,7 @@ def sanity_report(
     )
     by_year, year_errors = _rows_by_year(bronze_files)
     summary: dict[str, Any] = {
-        "generated_ts": _utc(generated_ts).isoformat(),
+        "generated_ts": as_utc(generated_ts).isoformat(),
         "ticker_count": master.height,
         "exchange_counts": dict(exchange_counts.iter_rows()),
         "bronze_file_count": len(bronze_files),
@@ -438,7 +437,7 @@ def sanity_report(
         ),
         "rows_by_year_read_errors": year_errors,
     }
-    by_exchange = _typed(
+    by_exchange = _as_schema(
         master.group_by("exchange").agg(
             pl.len().alias("ticker_count"),
             pl.col("row_count").sum().alias("total_rows"),
@@ -462,9 +461,7 @@ def problem_tickers(
     """
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    master = _typed(symbol_master, SYMBOL_MASTER_SCHEMA).with_columns(
-        pl.col("row_count", "warn_row_count", *_ENRICH_COUNTS).fill_null(0)
-    )
+    master = _as_master(symbol_master)
     invalid = pl.col("invalid_row_count") > 0
     criterion = (
         invalid

@@ -30,27 +30,27 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.layers.bronze import (
-    LEDGER_SCHEMA,
-    STATUS_OK,
+from mf_pipeline.lib.layers.bronze.build import (
     ParsedRows,
-    ValidationThresholds,
-    file_meta,
-    file_stats,
-    ledger_rows,
-    normalize,
     parse_rows,
     rejects_table,
     valid_table,
 )
-from mf_pipeline.lib.layers.ingest import (
+from mf_pipeline.lib.layers.bronze.ledger import (
+    LEDGER_SCHEMA,
+    STATUS_OK,
+    file_stats,
+    ledger_rows,
+)
+from mf_pipeline.lib.layers.bronze.lines import (
     DELIMITERS,
-    AppendedRows,
-    read_appended,
     rows_from_lines,
     split_continuations,
     texts_frame,
 )
+from mf_pipeline.lib.layers.bronze.parse import file_meta, normalize
+from mf_pipeline.lib.layers.bronze.read import AppendedRows, read_appended
+from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
 
 _SUMMED = (
     "lines_total", "lines_blank", "rows_rejected", "rows_valid", "rows_invalid",
