@@ -1,5 +1,6 @@
-"""End to end in a real browser: ``streamlit run`` over a small materialized lake, opened in
-headless Chromium (the system's, never a downloaded one), chart checked in the DOM."""
+"""End to end in a real browser: ``mf demo`` (every Dagster asset, research included, on a
+small sample: conftest), then ``streamlit run`` of the viewer over what those assets wrote,
+opened in headless Chromium (the system's, never a downloaded one), chart checked in the DOM."""
 
 import os
 import shutil
@@ -12,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mf_pipeline.lib import lake
-from mf_pipeline.lib.sample import generate_universe
-from mf_pipeline.orchestration import runner
-from mf_pipeline.orchestration.planning import everything
-from mf_pipeline.viewer.compute import per_ticker_assets
-from mf_pipeline_tests import viewer_lake
+from mf_pipeline.cli.viewer_commands import app_file
 
-APP = Path(__file__).resolve().parents[1] / "mf_pipeline" / "viewer" / "app.py"
+pytestmark = pytest.mark.e2e
+
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -52,30 +49,6 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture
-def materialized(isolated, tmp_path):
-    """A 3-ticker sample run through Dagster (manifest → every per-ticker asset → tail).
-
-    Layers no Dagster asset produces yet are written by the layer code itself, plus a
-    stand-in HMM output, so the page has every band to draw.
-    """
-    raw = tmp_path / "raw"
-    generate_universe(raw, n_tickers=3, years=2.0, seed=5, messy=False)
-    settings = isolated(raw)
-    tickers = sorted(p.stem.upper() for p in raw.rglob("*.txt"))
-    selection = everything(runner.definitions())
-    runner.run_partitioned(settings, selection.head, per_ticker_assets(), selection.tail,
-                           tickers, log=lambda _: None)
-    bronze = lake.read_layer(settings, "bronze")
-    assert bronze.height > 0
-    missing = [layer for layer in viewer_lake.LAYER_ORDER[1:]
-               if not lake.symbol_files(lake.LAYERS[layer].root(settings))]
-    if missing:
-        viewer_lake.write_layers(settings, bronze, missing)
-    viewer_lake.write_hmm(settings, bronze)
-    return settings, tickers
-
-
 def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,12 +63,30 @@ def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 
     pytest.fail(f"streamlit not healthy after {timeout}s:\n{log.read_text()}")
 
 
-def test_chart_renders_in_headless_chromium(chromium, materialized, tmp_path):
+def pick_ticker(page, ticker: str) -> None:
+    """Type ``ticker`` into the sidebar's ticker box, as a user does."""
+    box = page.locator(TICKER_BOX).first
+    box.click()
+    page.keyboard.type(ticker)
+    page.keyboard.press("Enter")
+
+
+TICKER_BOX = '[data-testid="stSidebar"] [data-testid="stSelectbox"]'
+FIGURE = "() => document.querySelector('.js-plotly-plot')"
+HEATMAP_NAMES = (f"() => ({FIGURE})()?._fullData?.filter(t => t.type === 'heatmap')"
+                 ".map(t => t.name) ?? []")
+
+
+def test_chart_renders_every_band_in_headless_chromium(chromium, demo_lake, demo_settings,
+                                                       tmp_path):
+    """The HMM and cluster bands the research assets wrote are on the page (they were not:
+    the viewer looked in folders no asset writes)."""
     from playwright.sync_api import sync_playwright  # a dev dependency: fail if missing
 
+    ticker = demo_lake.banded
     port = free_port()
     log = tmp_path / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", str(APP),
+    command = [sys.executable, "-m", "streamlit", "run", str(app_file()),
                "--server.address", "127.0.0.1", "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none"]
@@ -110,17 +101,31 @@ def test_chart_renders_in_headless_chromium(chromium, materialized, tmp_path):
                 page = browser.new_page(viewport={"width": 1600, "height": 1300})
                 page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
                 page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=90_000)
+                pick_ticker(page, ticker)
+                page.wait_for_function(
+                    f"() => {{ const names = ({HEATMAP_NAMES})();"
+                    " return names.includes('HMM state') && names.includes('Cluster'); }",
+                    timeout=60_000)
+                page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=30_000)
                 page.wait_for_function(
                     "() => document.querySelectorAll('.js-plotly-plot .g-y3title').length > 0",
                     timeout=30_000)
-                types = page.evaluate(
-                    "() => document.querySelector('.js-plotly-plot')._fullData.map(t => t.type)")
+                page.wait_for_timeout(500)  # let the heatmap images paint for the screenshot
+                types = page.evaluate(f"() => ({FIGURE})()._fullData.map(t => t.type)")
+                heatmaps = page.evaluate(HEATMAP_NAMES)
                 titles = page.evaluate(
                     "() => Array.from(document.querySelectorAll("
                     "'.js-plotly-plot .g-y3title, .js-plotly-plot .g-y4title'))"
                     ".map(e => e.textContent)")
+                labels = page.evaluate(
+                    "() => Array.from(document.querySelectorAll("
+                    "'.js-plotly-plot .annotation-text')).map(e => e.textContent)")
                 lines = page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").count()
                 bands = page.locator(".js-plotly-plot .heatmaplayer image").count()
+                shown = page.evaluate(  # the ticker box's text and input values
+                    f"() => {{ const box = document.querySelector('{TICKER_BOX}');"
+                    " return [box.innerText, ...Array.from(box.querySelectorAll('input'),"
+                    " i => i.value)].join(' '); }")
                 shot = tmp_path / "viewer.png"
                 page.screenshot(path=str(shot), full_page=True)
             finally:
@@ -132,8 +137,11 @@ def test_chart_renders_in_headless_chromium(chromium, materialized, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    assert ticker in shown, shown
     assert "candlestick" in types, types
     assert "TMF / TTI" in titles and "Price" in titles, titles
     assert lines >= 2  # the TMF and TTI proxy lines are drawn
-    assert bands >= 2  # flow-state and HMM bands are painted
+    assert {"Flow state", "HMM state", "Cluster"} <= set(heatmaps), heatmaps
+    assert {"Flow state", "HMM state", "Cluster"} <= set(labels), labels  # band titles, visible
+    assert bands >= 3  # the flow-state, HMM and cluster bands are painted
     assert shot.stat().st_size > 10_000

@@ -1,15 +1,18 @@
-"""Pure viewer helpers: normalisation, window, downsampling, HMM display, bands, chart, reads."""
+"""Viewer helpers: pure transforms and the chart on in-memory frames; the lake reads on what
+``mf demo``'s assets wrote (conftest), never on files written here."""
 
 import datetime as dt
+import json
 import os
+import shutil
 
 import polars as pl
 import pytest
 
 from mf_pipeline.lib import lake
+from mf_pipeline.lib import registry as lake_registry
 from mf_pipeline.lib.settings import load_settings
-from mf_pipeline.viewer import chart, core, data, registry, sources
-from mf_pipeline_tests import viewer_lake
+from viewer import chart, core, data, registry, sources
 
 UNIVERSE = frozenset({"AAPL.US", "MSFT.US", "BRK.B", "BF.A", "BF.B", "SPY"})
 D0 = dt.date(2024, 1, 1)
@@ -266,53 +269,66 @@ def test_registry_layers_draw_only_declared_columns():
             assert band.column in layer.columns or band.column == "hmm_display"
 
 
-@pytest.fixture
-def small_lake(tmp_path, monkeypatch):
-    monkeypatch.setenv("MF_PIPELINE_PATHS__DATA_ROOT", str(tmp_path / "data"))
-    monkeypatch.delenv("MF_PIPELINE_SETTINGS_FILE", raising=False)
-    settings = load_settings()
-    bronze = viewer_lake.synthetic_bronze("AAPL.US", 120)
-    viewer_lake.write_layers(settings, bronze, ("bronze", "indicators"))
-    return settings, bronze
+def test_the_viewer_reads_the_registry_layers_in_their_order():
+    assert set(registry.LAKE_COLUMNS) <= set(lake_registry.PER_TICKER)
+    assert set(data.READ_LAYERS) == set(registry.LAKE_COLUMNS)
+    assert data.READ_LAYERS[0] == "bronze"  # the join base
+    assert list(data.READ_LAYERS) == sorted(data.READ_LAYERS, key=lake_registry.PER_TICKER.index)
+    assert set(lake_registry.STATE_BANDS) <= set(registry.OPTIONAL_BY_NAME)
 
 
-def test_load_ticker_joins_what_exists_and_says_what_is_missing(small_lake):
-    settings, _ = small_lake
-    td = data.load_ticker(settings, "AAPL.US")
-    assert td.frame.height == 120 and {"close", "tmf_21"} <= set(td.frame.columns)
+def test_state_bands_are_read_where_the_research_assets_wrote_them(demo_lake, demo_settings):
+    paths = sources.optional_layer_paths(demo_settings)
+    for name in lake_registry.STATE_BANDS:
+        assert paths[name] == lake_registry.state_band_root(demo_settings, name)
+    td = data.load_ticker(demo_settings, demo_lake.banded)
+    assert td.available["hmm"] and td.available["cluster"]
+    assert td.frame.height == demo_lake.bars[demo_lake.banded]
+    for column in ("hmm_state", "hmm_state_filtered", "cluster_label"):
+        assert td.frame[column].drop_nulls().n_unique() >= 2, column
+
+
+def test_load_ticker_joins_what_exists_and_says_what_is_missing(demo_lake, demo_settings):
+    ticker = demo_lake.plain
+    lake.remove_symbol_files(lake_registry.LAYERS["events"].root(demo_settings), [ticker])
+    td = data.load_ticker(demo_settings, ticker)
+    assert td.frame.height == demo_lake.bars[ticker]
+    assert {"close", "ret_1d", "tmf_21"} <= set(td.frame.columns)
     assert td.available["bronze"] and td.available["indicators"]
     assert not td.available["events"] and "events" in td.notes["events"]
-    assert not td.available["hmm"] and td.state_scores is None
-    nothing = data.load_ticker(settings, "ZZZ.US")
-    assert not nothing.has_bars
-    assert data.load_universe(settings) == ["AAPL.US"]  # Bronze folders without a master
+    assert not td.available["hmm"] and not td.available["cluster"] and td.state_scores is None
+    assert not data.load_ticker(demo_settings, "ZZZ.US").has_bars
 
 
-def test_file_ref_changes_when_the_file_is_rematerialized(small_lake):
-    settings, bronze = small_lake
-    before = data.lake_file(settings, "bronze", "AAPL.US")
+def test_universe_is_the_symbol_master_else_the_bronze_folders(demo_lake, demo_settings):
+    assert data.load_universe(demo_settings) == demo_lake.universe
+    master, _csv = data.symbol_master_paths(demo_settings.bronze_root)
+    master.unlink()
+    folders = data.load_universe(demo_settings)
+    assert folders == sorted(demo_lake.bars) and set(folders) <= set(demo_lake.universe)
+
+
+def test_file_ref_changes_when_the_file_is_rematerialized(demo_lake, demo_settings):
+    before = data.lake_file(demo_settings, "bronze", demo_lake.banded)
     os.utime(before.path, ns=(before.mtime_ns + 10**9, before.mtime_ns + 10**9))
-    after = data.lake_file(settings, "bronze", "AAPL.US")
+    after = data.lake_file(demo_settings, "bronze", demo_lake.banded)
     assert after.path == before.path and after.mtime_ns != before.mtime_ns
 
 
-def test_optional_layers_from_settings_and_long_files(small_lake, tmp_path, monkeypatch):
-    settings, bronze = small_lake
-    assert all(path is None for path in sources.optional_layer_paths(settings).values())
-    long_file = tmp_path / "clusters.parquet"
-    both = pl.concat([bronze, viewer_lake.synthetic_bronze("MSFT.US", 50, seed=3)])
-    both.select("ticker", "trade_date", (pl.col("close") > 50).cast(pl.Int64)
-                .alias("cluster_label")).write_parquet(long_file)
+def test_a_configured_long_file_replaces_the_per_ticker_folder(demo_lake, demo_settings,
+                                                               monkeypatch):
+    """``overlay_viewer.optional_layers.hmm`` pointing at the hmm_states asset's split table
+    (one long file, all tickers) instead of its per-ticker files."""
+    ticker = demo_lake.banded
+    expected = data.load_ticker(demo_settings, ticker).frame
+    [long_file] = (demo_settings.gold_root / "research").rglob("split=full/hmm_states.parquet")
+    shutil.rmtree(lake_registry.state_band_root(demo_settings, "hmm"))
+    assert sources.optional_layer_paths(demo_settings)["hmm"] is None
     monkeypatch.setenv("MF_PIPELINE_OVERLAY_VIEWER",
-                       f'{{"optional_layers": {{"cluster": "{long_file}"}}}}')
+                       json.dumps({"optional_layers": {"hmm": str(long_file)}}))
     settings = load_settings()
-    assert sources.optional_layer_paths(settings)["cluster"] == long_file
-    td = data.load_ticker(settings, "AAPL.US")
-    assert td.available["cluster"] and td.frame.height == 120
-    assert td.frame["cluster_label"].null_count() == 0
-    stats_dir = settings.gold_root / sources.DEFAULT_GOLD_DATASETS["hmm_state_stats"]
-    stats = pl.DataFrame({"ticker": "AAPL.US", "exchange": "NASDAQ", "state": [0, 1],
-                          "score": [0.2, -0.1]})
-    lake.write_symbol_files(stats, stats_dir)
-    scores = data.load_state_scores(settings, "AAPL.US")
-    assert scores.rows() == [(0, 0.2), (1, -0.1)]
+    assert sources.optional_layer_paths(settings)["hmm"] == long_file
+    td = data.load_ticker(settings, ticker)
+    assert td.available["hmm"] and td.files["hmm"].path == str(long_file)
+    columns = ["trade_date", "hmm_state", "hmm_state_filtered"]
+    assert td.frame.select(columns).equals(expected.select(columns))
