@@ -1,4 +1,11 @@
-"""Shared fixtures: an isolated project (raw root, lake, artifacts, Dagster home) per test."""
+"""Shared fixtures: an isolated project (raw root, lake, artifacts, Dagster home) per test.
+
+The folders mirror the package: ``unit/`` (formulas and modules, hand-computed values),
+``property/`` (hypothesis invariants), ``dagster/`` (definitions, instance, sensor),
+``e2e/`` (real asset runs through the CLI) and ``viewer/``. Everything under ``e2e/`` carries
+the ``e2e`` marker, as do the few exhaustive tests elsewhere, so ``pytest -m "not e2e"`` is the
+fast loop.
+"""
 
 from pathlib import Path
 
@@ -6,6 +13,12 @@ import pytest
 
 from mf_pipeline.lib.sample import generate_universe
 from mf_pipeline.lib.settings import load_settings
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,8 @@ def test_demo_materializes_every_asset_and_checks_pass(isolated, monkeypatch):
     instance = dg.DagsterInstance.get()
     defs = definitions()
     for spec in defs.resolve_all_asset_specs():
+        if spec.group_name == "research_experiments":  # sweeps, stability: run on request
+            continue
         assert instance.get_latest_materialization_event(spec.key) is not None, spec.key
     check_keys = defs.resolve_asset_graph().asset_check_keys
     assert len(check_keys) >= 5

@@ -18,7 +18,7 @@ from mf_pipeline.lib.layers.features import (
     build_features,
     feature_output_columns,
 )
-from mf_pipeline_tests.test_events import (
+from mf_pipeline_tests.unit.test_events import (
     PROPS,
     START,
     F,

@@ -27,7 +27,7 @@ from mf_pipeline.lib.layers.features import FeatureParams, build_features, featu
 from mf_pipeline.lib.layers.indicators import build_indicators, indicators_step
 from mf_pipeline.lib.layers.silver import build_silver, silver_step
 from mf_pipeline.lib.sample import generate_universe
-from mf_pipeline_tests.test_silver import make_bronze
+from mf_pipeline_tests.unit.test_silver import make_bronze
 
 EPS = 1e-12
 LAYERS = ("silver", "indicators", "events", "features")
@@ -175,6 +175,7 @@ def test_new_ticker_in_the_suffix_starts_fresh(history, full) -> None:
     assert_same(resumed(*split(history, cut)), full)
 
 
+@pytest.mark.e2e  # exhaustive: the whole chain over many cuts
 @pytest.mark.parametrize("first, last", [(1, 32), (188, 206)])
 def test_repeated_one_bar_appends(first: int, last: int) -> None:
     """Chaining many one-bar appends (through the 14/20/21-bar and 200-bar warm-ups)."""
@@ -227,6 +228,7 @@ def cases(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.Expr, EventParams, FeatureP
     return history, cut, ev, FeatureParams(activity_windows=windows)
 
 
+@pytest.mark.e2e  # exhaustive: the whole chain over many cuts
 @settings(max_examples=25, deadline=None)
 @given(cases())
 def test_resume_matches_full_build_property(

@@ -322,6 +322,7 @@ def _line_cut(data: bytes, fraction: float) -> int:
     return ends[min(int(fraction * len(ends)), len(ends) - 1)] if ends else 0
 
 
+@pytest.mark.e2e  # exhaustive: the whole chain over many cuts
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fractions=st.lists(st.floats(0.02, 1), min_size=64, max_size=64))
@@ -357,6 +358,7 @@ def test_messy_universe_cut_anywhere(
                    min_size=2, max_size=12),
     cut_at=st.integers(1, 11),
 )
+@pytest.mark.e2e  # exhaustive: the whole chain over many cuts
 def test_hand_made_lines_cut_anywhere(tmp_path: Path, kinds: list[str], cut_at: int) -> None:
     day = date(2020, 1, 2)
     lines = [HEADER]

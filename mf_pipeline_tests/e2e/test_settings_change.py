@@ -4,7 +4,7 @@ settings from scratch, not old numbers continued (or kept) under new settings.""
 import shutil
 
 from mf_pipeline.lib.steps import calc_settings
-from mf_pipeline_tests.test_e2e_append import (
+from mf_pipeline_tests.e2e.test_append import (
     LAYERS,
     accounting,
     append_lines,

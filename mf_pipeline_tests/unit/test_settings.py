@@ -61,7 +61,7 @@ def test_missing_settings_file(tmp_path):
 
 
 def test_repo_settings_file_loads():
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     settings = load_settings(repo / "configs" / "settings.yaml")
     assert settings.research_clustering["forward_windows"] == [5, 10, 20]
     assert len(settings.validation_walkforward.train_end_list_default) == 5

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if not (ROOT / "bench" / "run.py").is_file():  # pragma: no cover - installed without checkout
     pytest.skip("bench/ is not in this checkout", allow_module_level=True)
 sys.path.insert(0, str(ROOT))

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 
 from mf_pipeline.lib.layers.indicators import INDICATOR_COLUMNS, build_indicators
 from mf_pipeline.lib.layers.silver import build_silver
-from mf_pipeline_tests.test_silver import bronze_frame, make_bronze
+from mf_pipeline_tests.unit.test_silver import bronze_frame, make_bronze
 
 EPS = 1e-12
 
