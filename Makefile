@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS = 1
 
-.PHONY: setup demo test lint ui viewer bench clean
+.PHONY: setup demo test test-fast lint ui viewer bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: setup
 	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests bench viewer
 
 test: setup lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2
+
+# The fast loop while editing: everything but the end-to-end runs (marker e2e), on both cores.
+test-fast: setup
+	$(VENV)/bin/pytest -n 2 -m "not e2e"
 
 ui: setup
 	$(PY) -m mf_pipeline.orchestration.instance

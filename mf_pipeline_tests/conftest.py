@@ -15,9 +15,13 @@ from mf_pipeline.lib.sample import generate_universe
 from mf_pipeline.lib.settings import load_settings
 
 
+E2E_FIXTURES = {"demo_lake"}
+"""Fixtures that run the real pipeline (``mf demo``): a test using one is end to end."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "e2e" in item.path.parts:
+        if "e2e" in item.path.parts or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
 
 
