@@ -1,7 +1,7 @@
 """"Compute this ticker": materialize one ticker through Dagster.
 
 The viewer has no private compute pipeline: it runs the same per-ticker assets the CLI,
-schedules and UI run, recorded in the same Dagster instance. Tests stub this function.
+the sensor and the UI run, recorded in the same Dagster instance.
 """
 
 from __future__ import annotations
