@@ -7,7 +7,8 @@ subclass keeps one pooled engine per database file and commits with ``synchronou
 (safe in WAL mode against a crashed process; an OS crash can lose the last transactions, never
 corrupt the file). Everything else — schema, queries, the UI — is Dagster's own.
 
-Enabled in ``dagster_home/dagster.yaml`` (``event_log_storage``); see docs/DAGSTER.md.
+Enabled in the project's ``dagster.yaml`` (``orchestration/dagster.yaml``, ``event_log_storage``);
+see docs/DAGSTER.md.
 """
 
 from __future__ import annotations
