@@ -14,7 +14,6 @@ import pytest
 from mf_pipeline.lib.sample import generate_universe
 from mf_pipeline.lib.settings import load_settings
 
-
 E2E_FIXTURES = {"demo_lake"}
 """Fixtures that run the real pipeline (``mf demo``): a test using one is end to end."""
 
