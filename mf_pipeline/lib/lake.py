@@ -3,7 +3,10 @@
 Per-ticker layers live hive-style, as in the old tool:
 ``<layer_root>/<dataset>/exchange=<EX>/prefix=<P>/ticker=<TICKER>/part-000.parquet``.
 Every write goes to a hidden temp file in the target folder and is renamed over the target, so a
-killed run never leaves a half-written file and a rerun simply replaces what it finds.
+killed run never leaves a half-written file and a rerun simply replaces what it finds. The temp
+file's name carries its writer (``.<name>.w<pid>-<start>-<host>-<random>.tmp``): a killed
+writer's leftovers are recognised as such and removed by :func:`sweep_temp_files` (the lake lock
+runs it after a run was killed, ``lib/lake_lock.py``), never a live writer's.
 
 A ticker folder holds its base file ``part-000.parquet`` and, after nightly appends, delta files
 ``part-d<YYYYMMDD>.parquet`` named after the first trade date they hold: they sort after the base
@@ -16,9 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import re
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,12 +61,20 @@ def is_valid_ticker(ticker: str | None) -> bool:
     return (
         ticker is not None
         and 0 < len(ticker) <= _MAX_TICKER_LEN
+        and ticker.isascii()
         and _TICKER_RE.fullmatch(ticker) is not None
     )
 
 
 def ticker_from_file_name(name: str) -> str:
-    """The ticker hint of a raw file name: ``aapl.us.txt`` -> ``AAPL.US`` (old-tool rule)."""
+    """The ticker hint of a raw file name: ``aapl.us.txt`` -> ``AAPL.US`` (old-tool rule).
+
+    Only an ASCII name is upper-cased: Unicode case mapping and whitespace turn look-alikes
+    (``ſpy``, ``ıbm``, ``ﬁx``, a no-break space) into real tickers (``SPY``, ``IBM``, ``FIX``),
+    so any other name is returned as it is, which ``is_valid_ticker`` refuses.
+    """
+    if not name.isascii():
+        return name
     stem = name.strip()
     if stem.lower().endswith(".txt"):
         stem = stem[:-4]
@@ -87,8 +102,135 @@ def symbol_file(layer_root: Path, exchange: str, ticker: str) -> Path:
     return symbol_dir(layer_root, exchange, ticker) / PART_FILE
 
 
+_TEMP_RE = re.compile(
+    r"^\.(?P<name>.+)\.w(?P<pid>\d+)-(?P<start>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]{8}\.tmp$")
+_LEGACY_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+LEGACY_TEMP_AGE_SECONDS = 3600.0
+"""Temp files named before writers were recorded (``.<name>.<uuid>.tmp``) cannot be traced to a
+process: they are removed once this old (no write takes an hour)."""
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), None when
+    there is no such process (or it is a zombie), 0 when ``/proc`` is not available."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        if not os.path.isdir("/proc/self"):
+            return 0
+        return None
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(b")") + 2:].split()  # after "(comm)", which may hold spaces
+    if fields[0] in (b"Z", b"X"):  # a zombie or dead process: its writes are over
+        return None
+    return int(fields[19])
+
+
+@functools.cache
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+_WRITER = ""
+
+
+def writer_tag() -> str:
+    """``w<pid>-<start>-<host>`` of this process (recomputed after a fork)."""
+    global _WRITER
+    pid = os.getpid()
+    if not _WRITER.startswith(f"w{pid}-"):
+        _WRITER = f"w{pid}-{_process_start(pid) or 0}-{_host_tag()}"
+    return _WRITER
+
+
 def _temp_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    return target.with_name(f".{target.name}.{writer_tag()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def writer_alive(pid: int, start: int, host: str) -> bool:
+    """Whether the process that named a temp file may still be writing it.
+
+    True for another host's writer (its processes cannot be checked from here) and for a process
+    with that pid and start time; False when the pid is gone, a zombie, or was reused by a later
+    process (its start time differs).
+    """
+    if host != _host_tag():
+        return True
+    now = _process_start(pid)
+    if now is None:
+        return False
+    if now == 0 or start == 0:  # no /proc: fall back to "does the pid exist"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return now == start
+
+
+def is_stale_temp(name: str, mtime: float | None = None, now: float | None = None) -> bool:
+    """True when ``name`` is an atomic-write temp file whose writer is gone."""
+    match = _TEMP_RE.match(name)
+    if match is not None:
+        return not writer_alive(int(match["pid"]), int(match["start"]), match["host"])
+    if _LEGACY_TEMP_RE.match(name) and mtime is not None:
+        return (now if now is not None else time.time()) - mtime > LEGACY_TEMP_AGE_SECONDS
+    return False
+
+
+def temp_files(roots: Iterable[Path]) -> Iterator[os.DirEntry[str]]:
+    """Every atomic-write temp file (``.*.tmp``) under ``roots``, in one ``os.scandir`` walk
+    (symlinked folders are not followed; a root inside another is walked once)."""
+    tops = sorted({Path(root).absolute() for root in roots})
+    tops = [top for top in tops if not any(other in top.parents for other in tops)]
+    stack = [str(top) for top in tops]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:  # missing, or removed under us
+            continue
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") and name.endswith(".tmp"):
+                    yield entry
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+
+
+@dataclass
+class SweepOutcome:
+    removed: list[Path]
+    kept: list[Path]
+    """Temp files of writers that may still be running (left alone)."""
+    seconds: float
+
+
+def sweep_temp_files(roots: Iterable[Path]) -> SweepOutcome:
+    """Remove the temp files of dead writers under ``roots``; keep live writers' files."""
+    started = time.perf_counter()
+    removed: list[Path] = []
+    kept: list[Path] = []
+    now = time.time()
+    for entry in temp_files(roots):
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if is_stale_temp(entry.name, mtime, now):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(entry.path))
+        else:
+            kept.append(Path(entry.path))
+    return SweepOutcome(removed, kept, time.perf_counter() - started)
 
 
 @contextmanager
@@ -440,3 +582,12 @@ def read_panel(
     """:func:`scan_panel`, collected and sorted by (ticker, trade_date)."""
     panel = scan_panel(settings, layers, columns, tickers)
     return pl.DataFrame() if panel is None else panel.collect().sort(list(KEYS))
+
+
+def ticker_folders(layer_root: Path) -> Iterator[os.DirEntry[str]]:
+    """Every ``exchange=/prefix=/ticker=`` folder of a layer, in one ``os.scandir`` walk."""
+    if not layer_root.is_dir():
+        return
+    for exchange in _scan_dirs(str(layer_root), "exchange="):
+        for prefix in _scan_dirs(exchange.path, "prefix="):
+            yield from _scan_dirs(prefix.path, "ticker=")

@@ -46,9 +46,11 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     problems: dict[str, list[str]] = {layer: [] for layer in layers}
     checked_rows: dict[str, int] = dict.fromkeys(layers, 0)
 
-    def inspect(layer: str, frame: pl.DataFrame) -> None:
-        problems[layer].extend(sanity_failures(layer, frame))
+    def inspect(layer: str, frame: pl.DataFrame) -> bool:
+        found = sanity_failures(layer, frame)
+        problems[layer].extend(found)
         checked_rows[layer] += frame.height
+        return not found
 
     outcome = run_derived(cfg, tickers, layers, run_ids, config.batch_tickers,
                           inspect=inspect, log=context.log.info)

@@ -1,20 +1,33 @@
-"""Where the derived layers keep their carries, and which tickers may take the append path.
+"""Where the derived layers keep their carries, and what a ticker's stored state describes.
 
 A *carry* (``lib/layers/carry.py``) is what a layer needs to continue a ticker's series exactly
-where its last build stopped: the last input rows and the kernels' states. Each derived layer
-keeps one small table pair for all tickers, ``<layer root>/_carry/<layer>_{context,state}.parquet``,
-rewritten (locked, atomic) for the tickers a run touched.
+where its last build stopped: the last input rows (``context``) and the kernels' states
+(``state``). Each derived layer keeps both in ONE file, ``<tier root>/_carry/<layer>.parquet``
+(a ``_part`` column tells the two apart; the column lists are in the file's metadata), so a
+crash can never leave a new context beside an old state: the file is replaced atomically, as a
+unit.
 
-A ticker takes the append path when every derived layer's carry ends on the same date ``D``,
-its Bronze base file is older than its Silver files (Silver saw the whole base), no layer file
-is newer than that layer's saved carries, and no layer folder is inconsistent; its new Bronze
-rows are then exactly the rows after ``D`` in Bronze's delta files. Anything else is rebuilt
-in full, which is always correct.
+Each ticker's state row also records **what it was built from and what it wrote**: the listing
+(name, size, mtime in ns) of its own folder in the layer after the build (``_own``) and of its
+input layers' folders when it read them (``_input``). Staleness and the append path compare
+those listings with the lake *for equality* — never by comparing times — so a file written
+after the carry (a run killed between its file writes and its carry commit), a carry older
+than its files (a restored or half-saved carry), or an input rewritten since the build are
+all noticed, and the ticker is rebuilt in full, which is always correct.
+
+A ticker takes the append path when every carried layer's carry ends on the same date ``D``,
+every layer's own listing is unchanged, Silver's recorded Bronze listing is still a prefix of
+Bronze's folder (the same files, plus only delta files added since), and the layers' input
+listings match the layers below them; its new Bronze rows are then exactly the rows after ``D``
+in Bronze's new delta files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -23,96 +36,218 @@ from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.layers.carry import Carry
 from mf_pipeline.lib.settings import Settings
 
+log = logging.getLogger(__name__)
+PART = "_part"
+OWN = "_own"
+INPUT = "_input"
+"""State columns: the listing of the ticker's own folder and (JSON) of its inputs' folders."""
 
-def carry_paths(settings: Settings, layer: str) -> tuple[Path, Path]:
-    """(context table, state table) of a layer's carries."""
-    folder = lake.LAYERS[layer].root(settings).parent / "_carry"
-    return folder / f"{layer}_context.parquet", folder / f"{layer}_state.parquet"
+
+def carry_path(settings: Settings, layer: str) -> Path:
+    """The one carry file of a layer (context and state together)."""
+    return registry.spec(layer).root(settings).parent / "_carry" / f"{layer}.parquet"
 
 
-def _scan(path: Path, tickers: Sequence[str] | None) -> pl.LazyFrame | None:
+# ------------------------------------------------------------------------- folder listings
+
+
+def listing(folder: str | os.PathLike[str]) -> str:
+    """What a ticker folder holds: ``name:size:mtime_ns`` of each part, sorted. Equal
+    listings mean the same files (a rewrite renames a new file in: new size or mtime)."""
+    try:
+        with os.scandir(folder) as entries:
+            parts = sorted(f"{e.name}:{(st := e.stat()).st_size}:{st.st_mtime_ns}"
+                           for e in entries
+                           if e.name.startswith("part-") and e.name.endswith(".parquet"))
+    except FileNotFoundError:
+        return ""
+    return ";".join(parts)
+
+
+def listings(settings: Settings, layer: str, tickers: Iterable[str] | None = None
+             ) -> dict[str, str]:  # fmt: skip
+    """``{ticker: listing}`` of a layer's ticker folders (all, or ``tickers``'), one walk."""
+    wanted = None if tickers is None else set(tickers)
+    root = registry.spec(layer).root(settings)
+    out: dict[str, str] = {}
+    for folder in lake.ticker_folders(root):
+        ticker = folder.name.removeprefix("ticker=")
+        if wanted is None or ticker in wanted:
+            found = listing(folder)
+            if found:
+                out[ticker] = found
+    return out
+
+
+def _is_prefix_plus_deltas(recorded: str, current: str) -> bool:
+    """True when ``current`` holds every part of ``recorded`` unchanged plus only deltas."""
+    old, new = set(recorded.split(";")), set(current.split(";"))
+    added = new - old
+    return bool(recorded) and old <= new and all(
+        part.split(":")[0].startswith("part-d") for part in added)
+
+
+# ------------------------------------------------------------------------- reading and writing
+
+
+def _read(settings: Settings, layer: str, tickers: Sequence[str] | None
+          ) -> tuple[pl.DataFrame, pl.DataFrame] | None:  # fmt: skip
+    """(context, state) stored for ``tickers`` (all when None); None when there is no usable
+    carry file. An unreadable file is derived state: it is ignored with a warning (its tickers
+    are rebuilt in full) and replaced by the next save."""
+    path = carry_path(settings, layer)
     if not path.exists():
         return None
-    scan = pl.scan_parquet(path)
-    return scan if tickers is None else scan.filter(pl.col("ticker").is_in(list(tickers)))
+    try:
+        meta = pl.read_parquet_metadata(path)
+        columns = {part: json.loads(meta[f"mf_{part}_columns"]) for part in ("context", "state")}
+        scan = pl.scan_parquet(path)
+        if tickers is not None:
+            scan = scan.filter(pl.col("ticker").is_in(list(tickers)))
+        frame = scan.collect()
+    except Exception as error:  # noqa: BLE001 - any damage: rebuild from the sources
+        log.warning("carry file %s is unreadable (%s: %s); its tickers are rebuilt in full",
+                    path, type(error).__name__, error)
+        return None
+    return tuple(frame.filter(pl.col(PART) == part).select(columns[part])  # type: ignore[return-value]
+                 for part in ("context", "state"))
 
 
 def load(settings: Settings, layer: str, tickers: Sequence[str]) -> Carry | None:
-    """The stored carry of ``tickers`` in ``layer``; None when the layer has none yet."""
-    context_path, state_path = carry_paths(settings, layer)
-    context, state = _scan(context_path, tickers), _scan(state_path, tickers)
-    if context is None or state is None:
+    """The stored carry of ``tickers`` in ``layer``; None when the layer has none."""
+    found = _read(settings, layer, tickers)
+    if found is None:
         return None
-    return Carry(context=context.collect(), state=state.collect())
+    context, state = found
+    return Carry(context=context, state=state.drop(OWN, INPUT, strict=False))
 
 
-def save(settings: Settings, layer: str, carries: Sequence[Carry], rebuilt: Sequence[str]) -> None:
-    """Store ``carries`` (replacing those of their tickers); ``rebuilt`` tickers (rebuilt in
-    full) without a new carry had no rows any more and lose theirs."""
-    context_path, state_path = carry_paths(settings, layer)
+def save(settings: Settings, layer: str, carries: Sequence[Carry], replaced: Sequence[str],
+         forget: Iterable[str] = ()) -> None:
+    """Store ``carries`` for their tickers, each stamped with the listings of its own folder
+    and its inputs' folders as they are now; ``replaced`` tickers without a new carry (no rows
+    any more) and ``forget`` tickers (e.g. a failed check: rebuilt next run) lose theirs. One
+    atomic replace of the layer's carry file."""
     parts = [c for c in carries if c.state.height]
-    if not parts and not (context_path.exists() and rebuilt):
-        return
-    replaced = {*rebuilt, *(t for c in parts for t in c.state["ticker"].to_list())}
-    for path, name, order in ((context_path, "context", ["ticker", "trade_date"]),
-                              (state_path, "state", ["ticker"])):
-        if parts:
-            rows = pl.concat([getattr(c, name) for c in parts], how="diagonal_relaxed")
-        else:
-            rows = pl.read_parquet(path).clear()
-        lake.upsert_parquet(path, rows, "ticker", replaced, settings.parquet, sort_by=order)
+    new_context = pl.concat([c.context for c in parts], how="diagonal_relaxed") if parts \
+        else None
+    new_state = pl.concat([c.state for c in parts], how="diagonal_relaxed") if parts else None
+    dropped = set(forget)
+    if new_state is not None:
+        new_state = _stamped(settings, layer, new_state.filter(~pl.col("ticker").is_in(dropped)))
+        new_context = new_context.filter(~pl.col("ticker").is_in(dropped))
+    touched = {*replaced, *dropped, *(new_state["ticker"] if new_state is not None else [])}
+    path = carry_path(settings, layer)
+    with lake.file_lock(path):
+        old = _read(settings, layer, None)
+        if old is None and new_state is None:
+            path.unlink(missing_ok=True)
+            return
+        context, state = _merged(old, new_context, new_state, touched)
+        _write(settings, path, context, state)
 
 
-def _last_dates(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.DataFrame:
-    context = _scan(carry_paths(settings, layer)[0], tickers)
-    if context is None:
-        return pl.DataFrame(schema={"ticker": pl.String(), layer: pl.Date()})
-    return context.group_by("ticker").agg(pl.col("trade_date").max().alias(layer)).collect()
+def _stamped(settings: Settings, layer: str, state: pl.DataFrame) -> pl.DataFrame:
+    tickers = state["ticker"].to_list()
+    own = listings(settings, layer, tickers)
+    inputs = {name: listings(settings, name, tickers) for name in registry.spec(layer).inputs}
+    return state.with_columns(
+        pl.Series(OWN, [own.get(t, "") for t in tickers], dtype=pl.String()),
+        pl.Series(INPUT, [json.dumps({name: found.get(t, "") for name, found in inputs.items()},
+                                     sort_keys=True) for t in tickers], dtype=pl.String()),
+    )
 
 
-def _carries_current(settings: Settings, tickers: Sequence[str]) -> set[str]:
-    """Tickers whose carries describe their files: every folder is consistent, Silver saw the
-    whole Bronze base (the base is not newer than its Silver files), and no layer file is newer
-    than the layer's stored carries (a run killed after writing files but before saving
-    carries fails this)."""
-    saved = {layer: carry_paths(settings, layer)[1] for layer in registry.CARRIED}
-    if not all(path.exists() for path in saved.values()):
-        return set()
-    saved_at = {layer: path.stat().st_mtime for layer, path in saved.items()}
-    times = {layer: lake.folder_times(lake.LAYERS[layer].root(settings))
-             for layer in ("bronze", *registry.CARRIED)}
-    bronze, silver = times["bronze"], times["silver"]
-
-    def current(ticker: str) -> bool:
-        base = bronze.get(ticker)
-        if base is None or base.base is None or not base.consistent:
-            return False
-        if ticker not in silver or base.base > silver[ticker].newest:
-            return False
-        return all(ticker in times[layer] and times[layer][ticker].consistent
-                   and times[layer][ticker].newest <= saved_at[layer] for layer in registry.CARRIED)
-
-    return {t for t in tickers if current(t)}
+def _merged(old: tuple[pl.DataFrame, pl.DataFrame] | None, context: pl.DataFrame | None,
+            state: pl.DataFrame | None, touched: set[str]
+            ) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    keep = ~pl.col("ticker").is_in(list(touched))
+    frames = [[], []]
+    if old is not None:
+        frames[0].append(old[0].filter(keep))
+        frames[1].append(old[1].filter(keep))
+    if state is not None:
+        frames[0].append(context)
+        frames[1].append(state)
+    return (pl.concat(frames[0], how="diagonal_relaxed").sort("ticker", "trade_date"),
+            pl.concat(frames[1], how="diagonal_relaxed").sort("ticker"))
 
 
-def split_appendable(settings: Settings, tickers: Sequence[str]) -> tuple[pl.DataFrame, list[str]]:
+def _write(settings: Settings, path: Path, context: pl.DataFrame, state: pl.DataFrame) -> None:
+    both = pl.concat([context.with_columns(pl.lit("context").alias(PART)),
+                      state.with_columns(pl.lit("state").alias(PART))], how="diagonal_relaxed")
+    meta = {f"mf_{name}_columns": json.dumps(frame.columns)
+            for name, frame in (("context", context), ("state", state))}
+    lake.write_parquet(both, path, settings.parquet, metadata=meta)
+
+
+# ------------------------------------------------------------------------- what is current
+
+
+def recorded(settings: Settings, layer: str) -> pl.DataFrame:
+    """``ticker, last_date, own, input`` of every ticker with a carry in ``layer``."""
+    found = _read(settings, layer, None)
+    schema = {"ticker": pl.String(), "last_date": pl.Date(), OWN: pl.String(),
+              INPUT: pl.String()}
+    if found is None:
+        return pl.DataFrame(schema=schema)
+    context, state = found
+    last = context.group_by("ticker").agg(pl.col("trade_date").max().alias("last_date"))
+    return state.select("ticker", OWN, INPUT).join(last, on="ticker", how="left").select(
+        list(schema))
+
+
+def described(settings: Settings, layer: str, records: pl.DataFrame,
+              current: dict[str, dict[str, str]]) -> set[str]:
+    """Tickers whose stored state in ``layer`` describes the lake: its own folder and every
+    input folder hold exactly what they held when it was built. ``current`` maps layer names
+    to their listings (computed once per run)."""
+    inputs = registry.spec(layer).inputs
+    out = set()
+    for ticker, own, given in records.select("ticker", OWN, INPUT).iter_rows():
+        built_from = json.loads(given or "{}")
+        if own and own == current[layer].get(ticker) and all(
+                built_from.get(name) == current[name].get(ticker) for name in inputs):
+            out.add(ticker)
+    return out
+
+
+def split_appendable(settings: Settings, tickers: Sequence[str]
+                     ) -> tuple[pl.DataFrame, list[str]]:  # fmt: skip
     """(``ticker, after`` of the tickers that take the append path, every other ticker).
 
-    ``after`` is the last date every derived layer has already processed.
+    ``after`` is the last date every carried layer has already processed.
     """
-    frame = pl.DataFrame({"ticker": sorted(set(tickers))}, schema={"ticker": pl.String()})
-    for layer in registry.CARRIED:
-        frame = frame.join(_last_dates(settings, layer, tickers), on="ticker", how="left")
     chain = registry.CARRIED
-    same = pl.all_horizontal(pl.col(layer).is_not_null() for layer in chain) & pl.all_horizontal(
-        pl.col(layer) == pl.col(chain[0]) for layer in chain[1:]
-    )
-    ok = _carries_current(settings, frame["ticker"].to_list())
-    appendable = frame.filter(same & pl.col("ticker").is_in(list(ok))).select(
-        "ticker", after=pl.col(chain[0])
-    )
-    rest = sorted(set(frame["ticker"]) - set(appendable["ticker"]))
-    return appendable, rest
+    wanted = sorted(set(tickers))
+    current = {name: listings(settings, name, wanted) for name in ("bronze", *chain)}
+    records = {layer: recorded(settings, layer) for layer in chain}
+    ok = set(wanted)
+    last: dict[str, object] = {}
+    for index, layer in enumerate(chain):
+        rows = records[layer].filter(pl.col("ticker").is_in(wanted))
+        if index == 0:  # Silver: Bronze may have grown by deltas since (the new bars)
+            ok &= _silver_continues(rows, current)
+        else:
+            ok &= described(settings, layer, rows, current)
+        dates = dict(zip(rows["ticker"].to_list(), rows["last_date"].to_list(), strict=True))
+        ok = {t for t in ok if dates.get(t) is not None and last.setdefault(t, dates[t])
+              == dates[t]}
+    appendable = pl.DataFrame({"ticker": sorted(ok), "after": [last[t] for t in sorted(ok)]},
+                              schema={"ticker": pl.String(), "after": pl.Date()})
+    return appendable, sorted(set(wanted) - ok)
+
+
+def _silver_continues(rows: pl.DataFrame, current: dict[str, dict[str, str]]) -> set[str]:
+    """Tickers whose Silver files are as Silver left them and whose Bronze folder holds what
+    Silver read plus only delta files written since."""
+    out = set()
+    for ticker, own, given in rows.select("ticker", OWN, INPUT).iter_rows():
+        bronze = json.loads(given or "{}").get("bronze", "")
+        if own and own == current["silver"].get(ticker) and _is_prefix_plus_deltas(
+                bronze, current["bronze"].get(ticker, "")):
+            out.add(ticker)
+    return out
 
 
 def new_bronze_rows(settings: Settings, appendable: pl.DataFrame,
@@ -122,7 +257,7 @@ def new_bronze_rows(settings: Settings, appendable: pl.DataFrame,
     A delta named after a date on or before ``after`` was complete when the layers last ran
     (files appear atomically), so only the deltas named after a later date are read.
     """
-    root = lake.LAYERS["bronze"].root(settings)
+    root = registry.spec("bronze").root(settings)
     after = dict(zip(appendable["ticker"].to_list(), appendable["after"].to_list(), strict=True))
     deltas = [
         path for path in lake.symbol_files(root, list(after))

@@ -86,30 +86,24 @@ def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
 
 
 def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
-    """Tickers that need any of ``layers`` rebuilt: the layer file is missing or older than an
-    input file, it exists while an input is gone (a deleted source), its folder is
-    inconsistent (a killed rewrite), or the layer's settings changed since it was built (then
-    every ticker of the layer and of its inputs)."""
+    """Tickers that need any of ``layers`` rebuilt: their stored state in the layer does not
+    describe the lake any more — the layer's folder or an input's folder holds other files than
+    when the ticker was built (new or rewritten inputs, a deleted source, a run killed between
+    its file writes and its carry commit, a damaged or missing carry) — or the layer's settings
+    changed since it was built (then every ticker of the layer and of its inputs). Decided by
+    equality of recorded folder listings, never by comparing times."""
+    chosen = [layer for layer in registry.DERIVED if layer in layers]
+    names = {name for layer in chosen for name in (layer, *registry.LAYERS[layer].inputs)}
+    current = {name: carry_store.listings(settings, name) for name in names}
     stale: set[str] = set()
-    times: dict[str, dict[str, lake.FolderTimes]] = {}
-
-    def of(layer: str) -> dict[str, lake.FolderTimes]:
-        if layer not in times:
-            times[layer] = lake.folder_times(lake.LAYERS[layer].root(settings))
-        return times[layer]
-
-    for layer in layers:
-        own = of(layer)
-        for upstream in registry.LAYERS[layer].inputs:
-            inputs = of(upstream)
-            stale.update(t for t, got in inputs.items()
-                         if t not in own or own[t].newest < got.newest)
-            stale.update(own.keys() - inputs.keys())
-        stale.update(t for t, got in own.items() if not got.consistent)
+    for layer in chosen:
+        present = set(current[layer]).union(
+            *(current[name] for name in registry.LAYERS[layer].inputs))
         if calc_settings.changes(settings, layer) is not None:
-            stale.update(own.keys())
-            for upstream in registry.LAYERS[layer].inputs:
-                stale.update(of(upstream).keys())
+            stale |= present
+            continue
+        records = carry_store.recorded(settings, layer)
+        stale |= present - carry_store.described(settings, layer, records, current)
     return sorted(stale)
 
 
@@ -132,7 +126,7 @@ def run_derived(
     layers: Sequence[str],
     run_ids: dict[str, str],
     batch_tickers: int = DEFAULT_BATCH_TICKERS,
-    inspect: Callable[[str, pl.DataFrame], None] | None = None,
+    inspect: Callable[[str, pl.DataFrame], bool] | None = None,
     log: Log = print,
 ) -> DerivedOutcome:
     """Rebuild ``layers`` (a subset of :data:`registry.DERIVED`) for ``tickers``.
@@ -143,7 +137,8 @@ def run_derived(
     other ticker is rebuilt in full, in batches of at most ``batch_tickers``. A ticker without
     input rows (no valid Bronze bars, or a deleted source) gets its files in the rebuilt layers
     removed, so no layer keeps a stale copy. ``inspect(layer, frame)`` sees each written batch
-    (for checks) without the run holding every batch in memory.
+    (for checks) without the run holding every batch in memory, and says whether it passed; a
+    layer that failed keeps no stored state for the run's tickers, so they stay stale.
     """
     started = time.perf_counter()
     chosen = [layer for layer in registry.DERIVED if layer in layers]
@@ -177,7 +172,12 @@ def run_derived(
                 log(f"batch {number}/{len(batches)}: {len(batch)} tickers computed")
         run.drain()
     for layer in chosen:
-        carry_store.save(settings, layer, run.carries[layer], full)
+        failed = layer in run.failed  # a failed check: no stored state, rebuilt and re-checked
+        carry_store.save(settings, layer, run.carries[layer], full,
+                         forget=tickers if failed else ())
+        if failed:
+            log(f"{layer}: the sanity check failed; its {len(tickers)} tickers stay stale and "
+                "are rebuilt and checked again on the next run")
         calc_settings.record(settings, layer, tickers)
     run.outcome.seconds = time.perf_counter() - started
     return run.outcome
@@ -190,12 +190,13 @@ class _Run:
     settings: Settings
     chosen: list[str]
     run_ids: dict[str, str]
-    inspect: Callable[[str, pl.DataFrame], None] | None
+    inspect: Callable[[str, pl.DataFrame], bool] | None
     outcome: DerivedOutcome
     built_ts: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     writer: ThreadPoolExecutor | None = None
     pending: list[Future[None]] = field(default_factory=list)
     carries: dict[str, list[Carry]] = field(default_factory=lambda: defaultdict(list))
+    failed: set[str] = field(default_factory=set)
 
     def batch(self, tickers: list[str], stored: dict[str, pl.DataFrame], append: bool) -> None:
         """Compute the chosen layers for ``tickers``: from ``stored`` inputs (the new rows on
@@ -220,8 +221,9 @@ class _Run:
             current.append(self.writer.submit(_write, self.settings, layer, frame,
                                               [] if append else tickers, stats, append))
             stored[layer] = widen(frame) if not frame.is_empty() else frame
-            if self.inspect is not None and not frame.is_empty():
-                self.inspect(layer, frame)
+            if self.inspect is not None and not frame.is_empty() \
+                    and not self.inspect(layer, frame):
+                self.failed.add(layer)
             stats.seconds += time.perf_counter() - tick
         self.drain()
         self.pending = current
