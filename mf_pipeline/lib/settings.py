@@ -66,6 +66,14 @@ class ParquetSettings(_Group):
     statistics: bool = True
 
 
+class IngestSettings(_Group):
+    """What one raw file may be and cost (hostile input, docs/BRONZE.md)."""
+
+    follow_symlinks: Literal["none", "inside_root"] = "none"
+    max_line_bytes: int = Field(4096, ge=128)
+    max_file_bytes: int = Field(256 * 2**20, ge=1)
+
+
 class ValidationSettings(_Group):
     suspicious_range_pct_threshold: float = Field(0.5, gt=0)
     suspicious_return_pct_threshold: float = Field(0.3, gt=0)
@@ -155,6 +163,7 @@ class Settings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings)
     precision: PrecisionSettings = Field(default_factory=PrecisionSettings)
     parquet: ParquetSettings = Field(default_factory=ParquetSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     indicators: IndicatorSettings = Field(default_factory=IndicatorSettings)
     event_grammar: EventGrammarSettings = Field(default_factory=EventGrammarSettings)

@@ -47,7 +47,7 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, settings: PipelineSett
     cfg = settings.get()
     stable_path = bronze_step.paths(cfg).stable_manifest
     stable = pl.read_parquet(stable_path) if stable_path.exists() else mf.empty_manifest()
-    changes = mf.stat_changes(cfg.raw_root, stable)
+    changes = mf.stat_changes(cfg.raw_root, stable, cfg.ingest.follow_symlinks)
     if changes.is_empty():
         return dg.SkipReason("no raw file changed since the last ingest")
     request = request_for_changes(changes)

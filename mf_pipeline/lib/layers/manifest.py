@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat as stat_mode
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 import xxhash
@@ -27,7 +30,19 @@ STATUSES = (NEW, CHANGED, APPENDED, UNCHANGED, DELETED)
 TO_PROCESS = (NEW, CHANGED, APPENDED)
 INVALID_FILE_TICKER = "invalid_file_ticker"
 DUPLICATE_SOURCE_TICKER = "duplicate_source_ticker"
+SYMLINK_NOT_FOLLOWED = "symlink_not_followed"
+SYMLINK_OUTSIDE_ROOT = "symlink_outside_root"
+NON_UTF8_PATH = "non_utf8_path"
+FILE_TOO_LARGE = "file_too_large"
+NOT_READ_REASONS: tuple[str, ...] = (
+    SYMLINK_NOT_FOLLOWED, SYMLINK_OUTSIDE_ROOT, NON_UTF8_PATH, FILE_TOO_LARGE,
+)
+"""Failures seen from the tree alone: such a file is never opened (not hashed, not parsed),
+has no ticker and no ``path``; its ledger row is FAILED with no lines."""
 _HASH_CHUNK = 1 << 22
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+FollowSymlinks = Literal["none", "inside_root"]
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),
@@ -56,25 +71,120 @@ def infer_exchange(path: str) -> str:
     return "UNKNOWN"
 
 
-def list_raw_files(raw_root: Path) -> list[Path]:
-    """Every regular ``*.txt`` file under ``raw_root`` (any case), sorted by path."""
+def safe_text(text: str) -> str:
+    """``text`` when it is valid UTF-8, else its bytes with the undecodable ones as ``\\xNN``.
+
+    ``os`` gives undecodable file-name bytes as surrogate escapes, which no UTF-8 writer (polars,
+    Parquet, JSON) accepts: ``\\xff\\xfe.us.txt`` is how such a file is named in the tables.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One ``*.txt`` entry of the raw tree, as discovery sees it (nothing read yet)."""
+
+    source_file: str
+    """Path relative to the raw root, UTF-8 safe (``safe_text``)."""
+    read_path: Path | None
+    """What may be opened: the file, the target of a followed symlink; None: never read."""
+    stat: os.stat_result
+    """Of ``read_path``; of the entry itself (not followed) when there is none."""
+    fail: str | None
+    """One of ``NOT_READ_REASONS``, or None."""
+    name: str
+    """The entry's own name (not UTF-8 safe: ``source_file`` is)."""
+    link: str | None = None
+    """The target of a symlink that is not followed (fingerprinted instead of content)."""
+
+
+def _symlink(path: Path, raw_root: Path, follow: FollowSymlinks
+             ) -> tuple[Path | None, os.stat_result | None, str | None]:
+    """(target to read, its stat, fail reason) of a file symlink; only metadata is looked at.
+
+    A link resolving outside ``raw_root`` is never followed; one resolving inside is followed
+    only with ``follow == "inside_root"`` and only to a regular file. Dangling links and loops
+    are not followed.
+    """
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None, None, SYMLINK_NOT_FOLLOWED
+    if not target.is_relative_to(raw_root):
+        return None, None, SYMLINK_OUTSIDE_ROOT
+    if follow != "inside_root":
+        return None, None, SYMLINK_NOT_FOLLOWED
+    try:
+        st = os.stat(target, follow_symlinks=False)
+    except OSError:
+        return None, None, SYMLINK_NOT_FOLLOWED
+    if not stat_mode.S_ISREG(st.st_mode):
+        return None, None, SYMLINK_NOT_FOLLOWED
+    return target, st, None
+
+
+def scan_raw_files(raw_root: Path, follow_symlinks: FollowSymlinks = "none",
+                   max_file_bytes: int | None = None) -> list[RawFile]:
+    """Every ``*.txt`` regular file or file symlink under ``raw_root`` (any case), by path.
+
+    Folder symlinks are not entered; a file symlink is read only when ``follow_symlinks`` is
+    ``inside_root`` and it resolves to a regular file inside the root. Other entries (FIFOs,
+    devices) are skipped. Nothing is opened here.
+    """
+    raw_root = raw_root.resolve()
     if not raw_root.is_dir():
         return []
-    found = []
+    found: list[RawFile] = []
     for folder, _dirs, names in os.walk(raw_root):
         for name in names:
-            if name.lower().endswith(".txt"):
-                path = Path(folder) / name
-                if path.is_file():
-                    found.append(path)
-    return sorted(found)
+            if not name.lower().endswith(".txt"):
+                continue
+            path = Path(folder) / name
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue  # vanished since the listing
+            read: Path | None = path
+            fail = None
+            link = None
+            if stat_mode.S_ISLNK(st.st_mode):
+                read, target_st, fail = _symlink(path, raw_root, follow_symlinks)
+                st = target_st or st
+                if fail is not None:
+                    try:
+                        link = safe_text(os.readlink(path))
+                    except OSError:
+                        link = ""
+            elif not stat_mode.S_ISREG(st.st_mode):
+                continue
+            source_file = path.relative_to(raw_root).as_posix()
+            safe = safe_text(source_file)
+            if safe != source_file:
+                fail = NON_UTF8_PATH
+            elif fail is None and max_file_bytes is not None and st.st_size > max_file_bytes:
+                fail = FILE_TOO_LARGE
+            found.append(RawFile(safe, None if fail else read, st, fail, name, link))
+    return sorted(found, key=lambda f: f.source_file)
+
+
+def open_no_follow(path: str | Path):
+    """``open(path, "rb")`` that refuses a symlink as the last path part (``O_NOFOLLOW``).
+
+    Discovery decided what may be read; a file swapped for a symlink since then is not
+    followed (``OSError``, reported as a read error and retried on the next run).
+    """
+    return os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb")
 
 
 def content_hash(path: Path, limit: int | None = None) -> str:
     """xxh3-64 hex digest of the file (or of its first ``limit`` bytes)."""
     digest = xxhash.xxh3_64()
     remaining = limit
-    with open(path, "rb") as handle:
+    with open_no_follow(path) as handle:
         while remaining is None or remaining > 0:
             size = _HASH_CHUNK if remaining is None else min(_HASH_CHUNK, remaining)
             chunk = handle.read(size)
@@ -95,7 +205,7 @@ def hash_with_prefix(path: Path, prefix: int | None) -> tuple[str, str | None]:
     digest = xxhash.xxh3_64()
     prefix_hex = None
     done = 0
-    with open(path, "rb") as handle:
+    with open_no_follow(path) as handle:
         while True:
             size = _HASH_CHUNK
             if prefix is not None and prefix_hex is None:
@@ -117,13 +227,22 @@ _HASHES: dict[HashKey, tuple[str, str | None]] = {}
 tree to plan a run, then the manifest asset classifies it again inside that run (same process)."""
 
 
+def _hash_or_error(key: HashKey) -> tuple[str, str | None]:
+    """``hash_with_prefix``; a file that cannot be read now gets an error marker as hash
+    (Bronze reports the read error and the file is retried next run)."""
+    try:
+        return hash_with_prefix(Path(key[0]), key[3])
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}", None
+
+
 def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result],
             prefixes: dict[str, int]) -> list[tuple[str, str | None]]:
     keys: list[HashKey] = [(str(p), st.st_size, st.st_mtime_ns, prefixes.get(str(p)))
                            for p, st in zip(paths, stats, strict=True)]
     todo = [key for key in keys if key not in _HASHES]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        computed = pool.map(lambda key: hash_with_prefix(Path(key[0]), key[3]), todo)
+        computed = pool.map(_hash_or_error, todo)
         fresh = dict(zip(todo, computed, strict=True))
     known = {key: _HASHES.get(key) or fresh[key] for key in keys}
     _HASHES.clear()
@@ -131,43 +250,68 @@ def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result],
     return [known[key] for key in keys]
 
 
+def _unread_hash(entry: RawFile) -> str:
+    """Content hash stand-in of a file that is never read: what the tree shows of it."""
+    st = entry.stat
+    what = f"{entry.fail}|{entry.link}|{st.st_size}|{st.st_mtime_ns}"
+    return "unread:" + xxhash.xxh3_64_hexdigest(what.encode("utf-8", "backslashreplace"))
+
+
+def _file_ticker(entry: RawFile) -> str | None:
+    """The valid ticker a file names, None for files that fail on the tree or bad names."""
+    if entry.fail is not None:
+        return None
+    ticker = ticker_from_file_name(entry.name)
+    return ticker if is_valid_ticker(ticker) else None
+
+
 def discover(raw_root: Path, discovered_ts: dt.datetime | None = None,
-             prefixes: dict[str, int] | None = None) -> pl.DataFrame:
+             prefixes: dict[str, int] | None = None, follow_symlinks: FollowSymlinks = "none",
+             max_file_bytes: int | None = None) -> pl.DataFrame:
     """The current manifest of ``raw_root`` (no classification yet).
 
     ``prefixes`` (``{path: size at the last ingest}``, from the stable manifest) adds a
     ``prefix_hash`` column: the hash of each file's first ``size`` bytes, read in the same pass.
 
-    ``fail_reason`` marks files that cannot become a ticker partition: a name that is not a
-    valid ticker, or two files naming the same ticker (both are reported, neither is trusted).
+    ``fail_reason`` marks files that cannot become a ticker partition: one that is not read
+    (``NOT_READ_REASONS``: a symlink not followed, a path that is not UTF-8, a file over
+    ``max_file_bytes``), a name that is not a valid ticker, or two files naming the same
+    ticker (both are reported, neither is trusted).
     """
     raw_root = raw_root.resolve()
     discovered_ts = discovered_ts or dt.datetime.now(dt.UTC)
-    paths = list_raw_files(raw_root)
-    stats = [path.stat() for path in paths]
-    hashes = _hashes(paths, stats, prefixes or {})
-    tickers = [ticker_from_file_name(path.name) for path in paths]
+    entries = scan_raw_files(raw_root, follow_symlinks, max_file_bytes)
+    readable = [e for e in entries if e.read_path is not None]
+    hashed = iter(_hashes([e.read_path for e in readable if e.read_path is not None],
+                          [e.stat for e in readable], prefixes or {}))
+    hashes = [next(hashed) if e.read_path is not None else (_unread_hash(e), None)
+              for e in entries]
+    relative = [e.source_file for e in entries]
     frame = pl.DataFrame(
         {
-            "source_file": [path.relative_to(raw_root).as_posix() for path in paths],
-            "path": [str(path) for path in paths],
-            "source_file_name": [path.name for path in paths],
-            "source_dir": [path.parent.relative_to(raw_root).as_posix() for path in paths],
-            "exchange": [infer_exchange(str(path.relative_to(raw_root))) for path in paths],
-            "ticker": [t if is_valid_ticker(t) else None for t in tickers],
-            "file_size_bytes": [st.st_size for st in stats],
-            "file_mtime": [dt.datetime.fromtimestamp(st.st_mtime, dt.UTC) for st in stats],
+            "source_file": relative,
+            "path": [None if e.read_path is None else str(e.read_path) for e in entries],
+            "source_file_name": [r.rsplit("/", 1)[-1] for r in relative],
+            "source_dir": [r.rsplit("/", 1)[0] if "/" in r else "." for r in relative],
+            "exchange": [infer_exchange(r) for r in relative],
+            "ticker": [_file_ticker(e) for e in entries],
+            "file_size_bytes": [e.stat.st_size for e in entries],
+            "file_mtime": [dt.datetime.fromtimestamp(e.stat.st_mtime, dt.UTC) for e in entries],
             "content_hash": [full for full, _ in hashes],
             "prefix_hash": [prefix for _, prefix in hashes],
-            "file_ext": [path.suffix.lower() for path in paths],
+            "file_ext": [os.path.splitext(r)[1].lower() for r in relative],
+            "_fail": [e.fail for e in entries],
         },
-        schema_overrides={"file_mtime": pl.Datetime("us", "UTC"), "prefix_hash": pl.String()},
+        schema_overrides={"file_mtime": pl.Datetime("us", "UTC"), "prefix_hash": pl.String(),
+                          "path": pl.String(), "ticker": pl.String(), "_fail": pl.String()},
     )
     duplicated = pl.col("ticker").is_not_null() & (pl.len().over("ticker") > 1)
     return frame.with_columns(
         fingerprint=pl.format("{}|{}", "file_size_bytes", "content_hash"),
         discovered_ts=pl.lit(discovered_ts, dtype=pl.Datetime("us", "UTC")),
-        fail_reason=pl.when(pl.col("ticker").is_null())
+        fail_reason=pl.when(pl.col("_fail").is_not_null())
+        .then(pl.col("_fail"))
+        .when(pl.col("ticker").is_null())
         .then(pl.lit(INVALID_FILE_TICKER))
         .when(duplicated)
         .then(pl.lit(DUPLICATE_SOURCE_TICKER))
@@ -179,16 +323,16 @@ def empty_manifest() -> pl.DataFrame:
     return pl.DataFrame(schema=MANIFEST_SCHEMA)
 
 
-def _is_append(path: str, old_size: int, old_hash: str, new_size: int,
+def _is_append(path: str | None, old_size: int, old_hash: str, new_size: int,
                prefix_hash: str | None = None) -> bool:
     """The old content is an exact prefix of the new one and ends on a line boundary.
 
     ``prefix_hash`` is the hash of the first ``old_size`` bytes when discovery computed it.
     """
-    if new_size <= old_size or old_size == 0:
+    if path is None or new_size <= old_size or old_size == 0:
         return False
     try:
-        with open(path, "rb") as handle:
+        with open_no_follow(path) as handle:
             handle.seek(old_size - 1)
             last_old_byte = handle.read(1)
         if last_old_byte != b"\n":
@@ -280,24 +424,27 @@ def promote(stable: pl.DataFrame, classified: pl.DataFrame, succeeded: Sequence[
     return pl.concat([kept, fresh], how="vertical_relaxed").sort("source_file")
 
 
-def stat_changes(raw_root: Path, stable: pl.DataFrame) -> pl.DataFrame:
+def stat_changes(raw_root: Path, stable: pl.DataFrame,
+                 follow_symlinks: FollowSymlinks = "none") -> pl.DataFrame:
     """Files whose size or mtime differ from the stable manifest, new files and vanished ones.
 
-    A cheap pre-check for the sensor (no file is read); the manifest asset then confirms with
-    content hashes. Columns: ``source_file, ticker, change`` (``new``/``modified``/``deleted``),
-    ``signature`` (size and mtime, to build idempotent run keys).
+    A cheap pre-check for the sensor (no file is read, no symlink followed unless discovery
+    would follow it); the manifest asset then confirms with content hashes. Columns:
+    ``source_file, ticker, change`` (``new``/``modified``/``deleted``), ``signature`` (size
+    and mtime, to build idempotent run keys). Files discovery would fail on the tree alone
+    (a symlink not followed, a path that is not UTF-8) have no ticker.
     """
     raw_root = raw_root.resolve()
-    paths = list_raw_files(raw_root)
-    stats = [path.stat() for path in paths]
+    entries = scan_raw_files(raw_root, follow_symlinks)
     now = pl.DataFrame(
         {
-            "source_file": [path.relative_to(raw_root).as_posix() for path in paths],
-            "ticker": [ticker_from_file_name(path.name) for path in paths],
-            "size": [st.st_size for st in stats],
-            "mtime": [dt.datetime.fromtimestamp(st.st_mtime, dt.UTC) for st in stats],
+            "source_file": [e.source_file for e in entries],
+            "ticker": [None if e.fail else ticker_from_file_name(e.name) for e in entries],
+            "size": [e.stat.st_size for e in entries],
+            "mtime": [dt.datetime.fromtimestamp(e.stat.st_mtime, dt.UTC) for e in entries],
         },
-        schema_overrides={"mtime": pl.Datetime("us", "UTC"), "size": pl.Int64},
+        schema_overrides={"mtime": pl.Datetime("us", "UTC"), "size": pl.Int64,
+                          "ticker": pl.String},
     )
     before = stable.select(
         "source_file", old_size="file_size_bytes", old_mtime="file_mtime", old_ticker="ticker"

@@ -111,14 +111,20 @@ def classify_raw(settings: Settings, log: Log = print) -> pl.DataFrame:
     root = ensure_raw_root(settings, log)
     stable = _read_or_empty(paths(settings).stable_manifest)
     sizes = dict(zip(stable["path"].to_list(), stable["file_size_bytes"].to_list(), strict=True))
-    return mf.classify(mf.discover(root, prefixes=sizes), stable)
+    ingest = settings.ingest
+    current = mf.discover(root, prefixes=sizes, follow_symlinks=ingest.follow_symlinks,
+                          max_file_bytes=ingest.max_file_bytes)
+    return mf.classify(current, stable)
 
 
 def run_manifest(settings: Settings, run_id: str, log: Log = print) -> ManifestOutcome:
     """Classify the raw tree, write the current manifest, and account for unnamed files.
 
     Files whose name is not a valid ticker cannot be a partition; their lines are recorded here
-    as rejected (``invalid_file_ticker``) so the ledger still covers every raw file.
+    as rejected (``invalid_file_ticker``) so the ledger still covers every raw file. Files
+    failed on the tree alone (``mf.NOT_READ_REASONS``: a symlink not followed, a path that is
+    not UTF-8, a file over ``ingest.max_file_bytes``) get a FAILED ledger row without being
+    read.
     """
     started = time.perf_counter()
     classified = classify_raw(settings, log)
@@ -130,7 +136,7 @@ def run_manifest(settings: Settings, run_id: str, log: Log = print) -> ManifestO
     )
     if not unnamed.is_empty():
         result = build_bronze(_bronze_input(unnamed), _thresholds(settings), run_id,
-                              dt.datetime.now(dt.UTC))
+                              dt.datetime.now(dt.UTC), settings.ingest.max_line_bytes)
         _store_accounting(settings, result, unnamed["source_file"].to_list())
         _promote(settings, classified, result.ledger, [])
     tickers = sorted(set(present["ticker"].drop_nulls().to_list()))
@@ -345,7 +351,7 @@ def _run_full_path(run: _BronzeRun, full: pl.DataFrame, batch_bytes: int
         for number, batch in enumerate(batches, start=1):
             tick = time.perf_counter()
             result = build_bronze(_bronze_input(batch), _thresholds(run.settings), run.run_id,
-                                  run.built_ts)
+                                  run.built_ts, run.settings.ingest.max_line_bytes)
             run.compute_seconds += time.perf_counter() - tick
             if pending is not None:
                 run.written |= pending.result()
@@ -442,7 +448,8 @@ def _append_path(settings: Settings, present: pl.DataFrame, run_id: str,
     if rejects is None:
         rejects = pl.DataFrame(schema=REJECTS_SCHEMA)
     result = build_bronze_append(files.select(*_bronze_input(files).columns, "prev_size"),
-                                 rejects, ledger, _thresholds(settings), run_id, built_ts)
+                                 rejects, ledger, _thresholds(settings), run_id, built_ts,
+                                 settings.ingest.max_line_bytes)
     handled = sorted(set(files["ticker"]) - set(result.fallback))
     return result, handled, ledger
 

@@ -49,7 +49,7 @@ from mf_pipeline.lib.layers.bronze.lines import (
     texts_frame,
 )
 from mf_pipeline.lib.layers.bronze.parse import file_meta, normalize
-from mf_pipeline.lib.layers.bronze.read import AppendedRows, read_appended
+from mf_pipeline.lib.layers.bronze.read import MAX_LINE_BYTES, AppendedRows, read_appended
 from mf_pipeline.lib.layers.bronze.validate import ValidationThresholds
 
 _SUMMED = (
@@ -218,6 +218,7 @@ def build_bronze_append(
     thresholds: ValidationThresholds,
     run_id: str,
     ingest_ts: datetime,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> AppendResult:
     """Bronze rows, rejects and updated ledger rows of the lines appended to ``files``.
 
@@ -225,6 +226,7 @@ def build_bronze_append(
     files (``prev_size``: bytes of the old content, trusted to be an exact prefix).
     ``context``: their stored reject rows; ``ledger``: their previous ledger rows (see the
     module docstring). Tickers that need a full rebuild are listed in ``fallback``.
+    ``max_line_bytes``: as in ``build_bronze`` (a new line over it is rejected, unread).
     """
     meta = file_meta(files)
     old = _previous(meta, ledger)
@@ -234,12 +236,13 @@ def build_bronze_append(
         pl.col("prev_size").cast(pl.Int64),
     )
     first_line_no = (old.get_column("old_lines_total").fill_null(0) + 1).to_numpy()
-    appended = read_appended(readable, first_line_no)
+    appended = read_appended(readable, first_line_no, max_line_bytes)
     invalid = _invalid_dates(context, files, old, appended.delimiter, ingest_ts)
     checks = _checks(old, eligible, appended, invalid)
 
     last_valid = old.get_column("old_max_trade_date")
-    parsed = parse_rows(appended.rows.rows, meta, thresholds, last_valid)
+    parsed = parse_rows(appended.rows.rows, meta, thresholds, last_valid,
+                        appended.rows.long_lines)
     fallback, drop = _fallback(checks, _not_after(parsed.validated, checks.get_column("latest")))
     kept = _keep(parsed, drop)
     stats = file_stats(meta, appended.rows.files, kept.rejected, kept.validated)

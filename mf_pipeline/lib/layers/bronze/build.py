@@ -23,10 +23,15 @@ from mf_pipeline.lib.layers.bronze.parse import (
     parsable,
     typed_rows,
 )
-from mf_pipeline.lib.layers.bronze.read import read_rows
+from mf_pipeline.lib.layers.bronze.read import (
+    LONG_LINES_SCHEMA,
+    MAX_LINE_BYTES,
+    read_rows,
+)
 from mf_pipeline.lib.layers.bronze.validate import (
     QUALITY_COLUMNS,
     REASON_DUPLICATE_LINE,
+    UNSTORED_FLAGS,
     ValidationThresholds,
     duplicate_line_mask,
     invalid_reason,
@@ -34,8 +39,14 @@ from mf_pipeline.lib.layers.bronze.validate import (
 )
 
 SCHEMA_VERSION = "v1"
+REASON_LINE_TOO_LONG = "line_too_long"
 
-BRONZE_COLUMNS: tuple[str, ...] = (*NORMALIZED_COLUMNS, *QUALITY_COLUMNS, "schema_version")
+BRONZE_COLUMNS: tuple[str, ...] = (
+    *NORMALIZED_COLUMNS, *(c for c in QUALITY_COLUMNS if c not in UNSTORED_FLAGS),
+    "schema_version",
+)
+"""The stored Bronze columns (valid rows only, so flags added after v1 that only ever make a
+row invalid are not stored: the schema of existing lakes stays the same)."""
 
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),
@@ -92,10 +103,12 @@ def parse_rows(
     meta: pl.DataFrame,
     thresholds: ValidationThresholds,
     prev_valid: pl.Series | None = None,
+    long_lines: pl.DataFrame | None = None,
 ) -> ParsedRows:
     """Type and validate ``RawRows.rows`` of the files in ``meta`` (``file_meta``).
 
-    ``prev_valid``: see ``validate``.
+    ``prev_valid``: see ``validate``. ``long_lines`` (``RawRows.long_lines``): the lines
+    read as placeholders, rejected as ``line_too_long:<bytes>`` with their first bytes.
     """
     ok = parsable(rows, meta)
     data = rows if bool(ok.all()) else rows.filter(ok)
@@ -109,13 +122,23 @@ def parse_rows(
     n = pl.col("n_fields")
     fail = meta.get_column("fail_reason")
     # rechunk(): polars 2.1 panics in pl.format on a column with an empty chunk.
+    bad = rows.filter(~ok).rechunk()
+    if long_lines is None or long_lines.height == 0:
+        long_lines = pl.DataFrame(schema=LONG_LINES_SCHEMA)
+    else:
+        bad = bad.join(long_lines.rename({"raw_line": "_long_line"}), on=["file_id", "line_no"],
+                       how="left", maintain_order="left")
+    if "_long_line" not in bad.columns:
+        bad = bad.with_columns(pl.lit(None, dtype=pl.String).alias("_long_line"),
+                               pl.lit(None, dtype=pl.Int64).alias("line_bytes"))
     rejected_parts = [
-        rows.filter(~ok).rechunk().select(
+        bad.select(
             "file_id",
             "line_no",
-            line_text().alias("raw_line"),
+            pl.coalesce("_long_line", line_text()).alias("raw_line"),
             pl.coalesce(
                 by_file(fail, "fail_reason"),
+                pl.format(f"{REASON_LINE_TOO_LONG}:{{}}", "line_bytes"),
                 pl.when(n < N_FIELDS)
                 .then(pl.format("too_few_columns:{}", n))
                 .otherwise(pl.format("too_many_columns:{}", n)),
@@ -188,17 +211,20 @@ def valid_table(
 
 
 def build_bronze(
-    files: pl.DataFrame, thresholds: ValidationThresholds, run_id: str, ingest_ts: datetime
+    files: pl.DataFrame, thresholds: ValidationThresholds, run_id: str, ingest_ts: datetime,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> BronzeResult:
     """Read, normalise and validate every file of ``files``; return valid rows, rejects, ledger.
 
     ``files`` columns: ``source_file``, ``path``, ``ticker``, ``exchange``, ``fail_reason``.
     Nothing raises per file: unreadable files are FAILED (``read_error``), files with a
-    ``fail_reason`` are FAILED with every data line rejected for that reason.
+    ``fail_reason`` are FAILED with every data line rejected for that reason, except files
+    failed on the tree alone (``manifest.NOT_READ_REASONS``), which are never read. A line
+    over ``max_line_bytes`` is rejected (``line_too_long:<bytes>``) without being kept.
     """
     meta = file_meta(files)
-    raw = read_rows(files)
-    parsed = parse_rows(raw.rows, meta, thresholds)
+    raw = read_rows(files, max_line_bytes=max_line_bytes)
+    parsed = parse_rows(raw.rows, meta, thresholds, long_lines=raw.long_lines)
     stats = file_stats(meta, raw.files, parsed.rejected, parsed.validated)
     return BronzeResult(
         valid=valid_table(parsed, meta, run_id, ingest_ts),

@@ -1,6 +1,7 @@
 """Bronze's per-file ledger: how every physical line of every raw file was accounted for.
 
-One row per input file: ``status`` is FAILED (``fail_reason`` given or unreadable), else EMPTY
+One row per input file: ``status`` is FAILED (``fail_reason`` given or unreadable; a file failed
+on the tree alone, ``manifest.NOT_READ_REASONS``, is not read and has no lines), else EMPTY
 (no data line: empty, blank-only or header-only), else OK. ``rows_warned`` counts valid rows
 with a warning; ``reasons`` lists the distinct reject reasons (``too_few_columns:3`` as
 written), error codes of invalid rows, warning codes of valid rows and file notes, sorted.
@@ -19,6 +20,7 @@ from mf_pipeline.lib.layers.bronze.validate import (
     WARNING_FLAGS,
     flag_code,
 )
+from mf_pipeline.lib.layers.manifest import NOT_READ_REASONS
 
 STATUS_OK = "OK"
 STATUS_EMPTY = "EMPTY"
@@ -122,7 +124,8 @@ def ledger_rows(df: pl.DataFrame, run_id: str) -> pl.DataFrame:
         NOTE_UNSORTED: c("rows_unsorted") > 0,
         NOTE_BOM: c("has_bom"),
         NOTE_CRLF: c("has_cr"),
-        NOTE_EMPTY_FILE: c("read_error").is_null() & (c("lines_total") == c("lines_blank")),
+        NOTE_EMPTY_FILE: c("read_error").is_null() & (c("lines_total") == c("lines_blank"))
+        & ~c("fail_reason").is_in(list(NOT_READ_REASONS)).fill_null(False),
         NOTE_HEADER_ONLY: (c("lines_header") > 0) & (c("lines_data") == 0),
     }
     codes = [

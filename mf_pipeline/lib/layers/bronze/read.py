@@ -7,6 +7,15 @@ other file goes through the line table (``lines``). Both give the same rows (a p
 checks it), so the fast path is only an optimisation: about a third less CPU for Bronze on
 clean dumps. The only Python loop reads each file's bytes.
 
+Reading is bounded (hostile input): a file is read in chunks of ``READ_CHUNK`` bytes and a line
+longer than ``max_line_bytes`` is never kept: its bytes are dropped as they are read and the
+line is replaced by a short placeholder line (``LONG_LINE_PLACEHOLDER``, one field, so it is a
+rejected line wherever it is), which keeps the line numbering and the line kinds of the rest
+of the file. ``RawRows.long_lines`` records each such line (number, length, first bytes) so
+the rejects give it the reason ``line_too_long:<bytes>``. Files failed on the tree alone
+(``manifest.NOT_READ_REASONS``: symlinks not followed, ...) are never opened, and no file is
+opened through a symlink (``O_NOFOLLOW``).
+
 ``read_appended`` reads only the bytes appended to files that grew (plus the start of each file,
 for its delimiter) and gives the line table those lines have inside the whole file; Bronze's
 append fast path (``append``) is built on it.
@@ -14,7 +23,9 @@ append fast path (``append``) is built on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -33,6 +44,7 @@ from mf_pipeline.lib.layers.bronze.lines import (
     split_lines,
     texts_frame,
 )
+from mf_pipeline.lib.layers.manifest import NOT_READ_REASONS, open_no_follow
 
 FILE_LINES_SCHEMA: dict[str, pl.DataType] = {
     "file_id": pl.UInt32(),
@@ -44,7 +56,23 @@ FILE_LINES_SCHEMA: dict[str, pl.DataType] = {
     "has_cr": pl.Boolean(),
 }
 
+LONG_LINES_SCHEMA: dict[str, pl.DataType] = {
+    "file_id": pl.UInt32(),
+    "line_no": pl.Int64(),
+    "line_bytes": pl.Int64(),
+    "raw_line": pl.String(),
+}
+
 _HEADER_COMMAS = N_FIELDS - 1
+
+MAX_LINE_BYTES = 4096
+"""Default ``ingest.max_line_bytes``: a Stooq line has fewer than 100 bytes."""
+READ_CHUNK = 4 << 20
+"""Bytes read at a time: what one line may cost at most while it is being read."""
+LONG_LINE_PREFIX = 200
+"""Bytes of an over-long line kept as its ``raw_line`` in the rejects."""
+LONG_LINE_PLACEHOLDER = b"line_too_long"
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -55,27 +83,145 @@ class RawRows:
     count, grouped by file and in line order within a file. ``raw_line`` is the trimmed line,
     or null for rows read by the fast CSV path (rebuild it with ``line_text``).
     ``files`` (``FILE_LINES_SCHEMA``): one row per input file, in input order.
+    ``long_lines`` (``LONG_LINES_SCHEMA``): the lines over ``max_line_bytes``, which are in
+    ``rows`` as placeholders (one field): their length and first bytes.
     """
 
     rows: pl.DataFrame
     files: pl.DataFrame
+    long_lines: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=LONG_LINES_SCHEMA))
 
 
-def _read_bytes(files: pl.DataFrame) -> tuple[list[bytes | None], list[str | None]]:
-    """Bytes of every file (None when unreadable) and the error messages."""
-    data: list[bytes | None] = []
+LongLine = tuple[int, int, bytes]
+"""(line number from 1 at the read start, bytes of the line without ``\\n``, first bytes)."""
+
+
+def _longest_line(a: np.ndarray) -> int:
+    bounds = np.concatenate(([-1], np.flatnonzero(a == 10), [a.size]))
+    return int((np.diff(bounds) - 1).max())
+
+
+def read_bounded(handle: BinaryIO, max_line: int) -> tuple[bytes | bytearray, list[LongLine]]:
+    """The rest of ``handle`` with every line over ``max_line`` bytes replaced by a
+    placeholder, and those lines' ``LongLine`` records. Reads ``READ_CHUNK`` bytes at a time:
+    memory is the kept bytes plus one chunk, however long a line is.
+
+    The placeholder keeps what the line rules need of the line: a UTF-8 BOM starting the
+    first line and a final ``\\r``.
+    """
+    first = handle.read(READ_CHUNK)
+    if len(first) < READ_CHUNK and (
+        len(first) <= max_line or _longest_line(np.frombuffer(first, dtype=np.uint8)) <= max_line
+    ):
+        return first, []  # the whole file in one read, no line too long: no copy
+    out = bytearray()
+    longs: list[LongLine] = []
+    line_no, cur_start, cur_len = 1, 0, 0
+    skipping, prefix, last = False, b"", b""
+    chunk = first
+    while chunk:
+        a = np.frombuffer(chunk, dtype=np.uint8)
+        nl = np.flatnonzero(a == 10)
+        tail = len(chunk) - (int(nl[-1]) + 1 if nl.size else 0)
+        if not skipping:
+            bounds = np.concatenate(([-1], nl, [len(chunk)]))
+            lengths = np.diff(bounds) - 1
+            lengths[0] += cur_len
+            if int(lengths.max()) <= max_line:  # the usual case: keep the chunk whole
+                out += chunk
+                if nl.size:
+                    line_no += int(nl.size)
+                    cur_len = tail
+                    cur_start = len(out) - tail
+                else:
+                    cur_len += len(chunk)
+                chunk = handle.read(READ_CHUNK)
+                continue
+        view = memoryview(chunk)
+        start = 0
+        for end in [*nl.tolist(), None]:
+            seg = view[start:] if end is None else view[start:end]
+            if not skipping and cur_len + len(seg) > max_line:
+                prefix = (bytes(out[cur_start:]) + bytes(seg[:LONG_LINE_PREFIX]))[
+                    :LONG_LINE_PREFIX]
+                del out[cur_start:]
+                skipping = True
+            elif not skipping:
+                out += seg
+            cur_len += len(seg)
+            if skipping and len(seg):
+                last = bytes(seg[-1:])
+            if end is None:
+                break
+            if skipping:
+                longs.append((line_no, cur_len, prefix))
+                out += _placeholder(line_no, prefix, last)
+                skipping = False
+            out += b"\n"
+            line_no += 1
+            cur_len, cur_start, start = 0, len(out), end + 1
+        chunk = handle.read(READ_CHUNK)
+    if skipping:
+        longs.append((line_no, cur_len, prefix))
+        out += _placeholder(line_no, prefix, last)
+    return out, longs
+
+
+def _placeholder(line_no: int, prefix: bytes, last: bytes) -> bytes:
+    bom = _BOM if line_no == 1 and prefix.startswith(_BOM) else b""
+    return bom + LONG_LINE_PLACEHOLDER + (b"\r" if last == b"\r" else b"")
+
+
+def _long_lines_frame(longs: list[list[LongLine]], first_line_no: np.ndarray | None = None
+                      ) -> pl.DataFrame:
+    """``LONG_LINES_SCHEMA`` rows of per-file ``LongLine`` lists (indexed by file_id);
+    ``first_line_no`` numbers a read that starts inside a file."""
+    ids, numbers, sizes, prefixes = [], [], [], []
+    for file_id, records in enumerate(longs):
+        offset = 0 if first_line_no is None else int(first_line_no[file_id]) - 1
+        for line_no, size, prefix in records:
+            ids.append(file_id)
+            numbers.append(line_no + offset)
+            sizes.append(size)
+            prefixes.append(prefix.removeprefix(_BOM).decode("utf-8", errors="replace")
+                            .strip() + "…")
+    return pl.DataFrame({"file_id": ids, "line_no": numbers, "line_bytes": sizes,
+                         "raw_line": prefixes}, schema=LONG_LINES_SCHEMA)
+
+
+def _not_read(files: pl.DataFrame) -> list[bool]:
+    """Files failed on the tree alone (never opened)."""
+    if "fail_reason" not in files.columns:
+        return [False] * files.height
+    return files.get_column("fail_reason").is_in(list(NOT_READ_REASONS)).fill_null(False).to_list()
+
+
+def _read_bytes(files: pl.DataFrame, max_line_bytes: int = MAX_LINE_BYTES
+                ) -> tuple[list[bytes | bytearray | None], list[str | None], list[list[LongLine]]]:
+    """Bytes of every file (None when unreadable or not to be read), the error messages and
+    each file's over-long lines (see ``read_bounded``)."""
+    data: list[bytes | bytearray | None] = []
     errors: list[str | None] = []
-    for path in files.get_column("path").to_list():
+    longs: list[list[LongLine]] = []
+    for path, skip in zip(files.get_column("path").to_list(), _not_read(files), strict=True):
+        content: bytes | bytearray | None = None
+        error = None
+        records: list[LongLine] = []
         try:
-            if path is None:
+            if skip:
+                pass
+            elif path is None:
                 raise OSError("no path given")
-            with open(path, "rb") as handle:
-                data.append(handle.read())
-            errors.append(None)
+            else:
+                with open_no_follow(path) as handle:
+                    content, records = read_bounded(handle, max_line_bytes)
         except OSError as exc:
-            data.append(None)
-            errors.append(f"{type(exc).__name__}: {exc}")
-    return data, errors
+            content, error, records = None, f"{type(exc).__name__}: {exc}", []
+        data.append(content)
+        errors.append(error)
+        longs.append(records)
+    return data, errors, longs
 
 
 def read_texts(files: pl.DataFrame) -> pl.DataFrame:
@@ -85,7 +231,8 @@ def read_texts(files: pl.DataFrame) -> pl.DataFrame:
     path) gets a null ``text`` and the error message in ``read_error``; it is not raised, so
     one bad file never stops a run.
     """
-    return texts_frame(*_read_bytes(files))
+    data, errors, _longs = _read_bytes(files)
+    return texts_frame(data, errors)
 
 
 def read_lines(files: pl.DataFrame) -> pl.DataFrame:
@@ -166,16 +313,19 @@ def _read_fast(
     return rows, stats
 
 
-def read_rows(files: pl.DataFrame, fast: bool = True) -> RawRows:
+def read_rows(files: pl.DataFrame, fast: bool = True,
+              max_line_bytes: int = MAX_LINE_BYTES) -> RawRows:
     """Read every file of ``files`` into data rows plus per-file line accounting.
 
     Plain files take the fast CSV path, the others the line table; the result is the same
     up to ``raw_line`` (null on fast rows) and empty fields (null on fast rows, ``""`` on
     line-table rows), which normalisation treats alike. ``fast=False`` forces the line table.
+    Lines over ``max_line_bytes`` are placeholders (see ``read_bounded``).
     """
-    data, errors = _read_bytes(files)
+    data, errors, longs = _read_bytes(files, max_line_bytes)
     n_files = len(data)
-    shapes = [(0, False) if d is None or not d or not fast else _plain_shape(d) for d in data]
+    shapes = [(0, False) if d is None or not d or not fast or long else _plain_shape(d)
+              for d, long in zip(data, longs, strict=True)]
     plain = np.array([p for _, p in shapes], dtype=bool)
     n_lines = np.array([n for n, _ in shapes], dtype=np.int64)
 
@@ -197,11 +347,12 @@ def read_rows(files: pl.DataFrame, fast: bool = True) -> RawRows:
     parts_rows.append(rows_from_lines(lines))
     parts_stats.append(line_stats(lines))
 
-    return _raw_rows(parts_rows, parts_stats, errors)
+    return _raw_rows(parts_rows, parts_stats, errors, _long_lines_frame(longs))
 
 
 def _raw_rows(
-    parts_rows: list[pl.DataFrame], parts_stats: list[pl.DataFrame], errors: list[str | None]
+    parts_rows: list[pl.DataFrame], parts_stats: list[pl.DataFrame], errors: list[str | None],
+    long_lines: pl.DataFrame,
 ) -> RawRows:
     """``RawRows`` from row and line-stat parts; files without lines get zero counts."""
     counts = ("lines_total", "lines_header", "lines_blank")
@@ -223,7 +374,8 @@ def _raw_rows(
     # Empty parts are dropped: polars 2.1 panics in some string kernels (pl.format) on
     # columns holding an empty chunk next to a non-empty one.
     parts_rows = [part for part in parts_rows if part.height] or parts_rows[:1]
-    return RawRows(rows=pl.concat(parts_rows, how="vertical", rechunk=False), files=stats)
+    return RawRows(rows=pl.concat(parts_rows, how="vertical", rechunk=False), files=stats,
+                   long_lines=long_lines)
 
 
 # --------------------------------------------------------------------------- appended bytes
@@ -250,33 +402,41 @@ class AppendedRows:
 
 
 def _read_head_tail(
-    paths: list[str | None], offsets: list[int | None]
-) -> tuple[list[bytes], list[bytes], list[str | None]]:
-    """Per file: up to HEAD_BYTES of the old content, the bytes from its last one on, error."""
+    paths: list[str | None], offsets: list[int | None], max_line: int
+) -> tuple[list[bytes], list[bytes | bytearray], list[str | None], list[list[LongLine]]]:
+    """Per file: up to HEAD_BYTES of the old content, the bytes appended after it (bounded as
+    ``read_bounded`` reads them, numbered from 1), error, over-long appended lines. An empty
+    tail means the old content does not end with ``\\n`` or nothing follows it."""
     heads: list[bytes] = []
-    tails: list[bytes] = []
+    tails: list[bytes | bytearray] = []
     errors: list[str | None] = []
+    longs: list[list[LongLine]] = []
     for path, offset in zip(paths, offsets, strict=True):
-        head = tail = b""
+        head: bytes = b""
+        tail: bytes | bytearray = b""
         error = None
+        records: list[LongLine] = []
         try:
             if path is None or offset is None or offset <= 0:
                 raise OSError("no path or no previous content")
-            with open(path, "rb") as handle:
+            with open_no_follow(path) as handle:
                 head = handle.read(min(offset, HEAD_BYTES))
                 handle.seek(offset - 1)
-                tail = handle.read()
+                if handle.read(1) == b"\n":
+                    tail, records = read_bounded(handle, max_line)
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"
         heads.append(head)
         tails.append(tail)
         errors.append(error)
-    return heads, tails, errors
+        longs.append(records)
+    return heads, tails, errors, longs
 
 
-def _first_lines(heads: list[bytes]) -> tuple[pl.Series, pl.Series]:
-    """Delimiter and header flag of each file's first non-empty line, from complete lines."""
-    complete = [h[: h.rfind(b"\n") + 1] for h in heads]
+def _first_lines(heads: list[bytes], max_line: int) -> tuple[pl.Series, pl.Series]:
+    """Delimiter and header flag of each file's first non-empty line, from complete lines
+    (an over-long one is a placeholder, as in the whole file)."""
+    complete = [read_bounded(io.BytesIO(h[: h.rfind(b"\n") + 1]), max_line)[0] for h in heads]
     lines = split_lines(texts_frame(list(complete), [None] * len(heads)))
     first = lines.filter(pl.col("kind") != KIND_BLANK).unique(
         "file_id", keep="first", maintain_order=True
@@ -287,25 +447,28 @@ def _first_lines(heads: list[bytes]) -> tuple[pl.Series, pl.Series]:
     return per_file.get_column("delimiter"), per_file.get_column("kind") == KIND_HEADER
 
 
-def read_appended(files: pl.DataFrame, first_line_no: np.ndarray) -> AppendedRows:
+def read_appended(files: pl.DataFrame, first_line_no: np.ndarray,
+                  max_line_bytes: int = MAX_LINE_BYTES) -> AppendedRows:
     """Read only what was appended to each file of ``files`` (``path``, ``prev_size``).
 
     ``first_line_no`` (per file) is the number of the first appended line: the old content's
     line count + 1. Seeks to ``prev_size - 1`` (the old content's last byte must be
     ``\\n``, so the appended bytes start a line) plus a small read of the file's start.
+    Lines over ``max_line_bytes`` are placeholders, as in ``read_rows``.
     """
-    heads, tails, errors = _read_head_tail(
-        files.get_column("path").to_list(), files.get_column("prev_size").to_list()
+    heads, tails, errors, longs = _read_head_tail(
+        files.get_column("path").to_list(), files.get_column("prev_size").to_list(),
+        max_line_bytes,
     )
-    delimiter, header = _first_lines(heads)
+    delimiter, header = _first_lines(heads, max_line_bytes)
     known = delimiter.is_not_null().to_list()
-    ok = [
-        k and len(t) > 1 and t[:1] == b"\n" for k, t in zip(known, tails, strict=True)
-    ]
-    texts = texts_frame([t[1:] if o else None for t, o in zip(tails, ok, strict=True)], errors)
+    ok = [k and len(t) > 0 for k, t in zip(known, tails, strict=True)]
+    texts = texts_frame([t if o else None for t, o in zip(tails, ok, strict=True)], errors)
     lines = split_continuations(texts, delimiter.fill_null(DELIMITERS[0]), first_line_no)
+    long_lines = _long_lines_frame([r if o else [] for r, o in zip(longs, ok, strict=True)],
+                                   first_line_no)
     return AppendedRows(
-        rows=_raw_rows([rows_from_lines(lines)], [line_stats(lines)], errors),
+        rows=_raw_rows([rows_from_lines(lines)], [line_stats(lines)], errors, long_lines),
         delimiter=delimiter,
         header=header,
         ok=pl.Series("ok", ok, dtype=pl.Boolean),

@@ -8,6 +8,10 @@ spec/README.md and these ones of ours:
 * ``q_ticker_mismatch`` (error): the content ticker is not blank and differs from the file's
   ticker. ``q_zero_volume`` (warning): volume == 0.
 * The gap warning compares valid rows with the previous valid row only.
+* ``q_value_out_of_range`` (error): a price or the volume that float32 cannot hold: beyond
+  ``FLOAT32_MAX`` in magnitude (it would become infinite in Silver) or non-zero below
+  ``FLOAT32_TINY`` (it would lose its precision or become 0). float32 is the narrowest storage
+  any layer can be configured with (``precision.*``), so the rule does not depend on settings.
 
 Errors make a row invalid; warnings never do. Everything is vectorised over all files at once.
 """
@@ -24,11 +28,16 @@ from mf_pipeline.lib.layers.bronze.parse import HELPER_COLUMNS
 
 REASON_DUPLICATE_LINE = "duplicate_line"
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
 ERROR_FLAGS: tuple[str, ...] = (
     "q_missing_field", "q_parse_error", "q_bad_timeframe", "q_nonpositive_price",
     "q_high_lt_low", "q_ohlc_outside_hl", "q_negative_volume", "q_duplicate_ticker_date",
-    "q_ticker_mismatch",
+    "q_ticker_mismatch", "q_value_out_of_range",
 )
+UNSTORED_FLAGS: tuple[str, ...] = ("q_value_out_of_range",)
+"""Error flags added after Bronze schema v1: reasons of invalid rows, not stored columns."""
 WARNING_FLAGS: tuple[str, ...] = ("q_suspicious_bar", "q_gap_in_calendar", "q_zero_volume")
 FLAG_COLUMNS: tuple[str, ...] = ERROR_FLAGS + WARNING_FLAGS
 QUALITY_COLUMNS: tuple[str, ...] = (
@@ -164,6 +173,9 @@ def validate(
         (h < lo).fill_null(False).alias("q_high_lt_low"),
         ((o < lo) | (o > h) | (cl < lo) | (cl > h)).fill_null(False).alias("q_ohlc_outside_hl"),
         (v < 0).fill_null(False).alias("q_negative_volume"),
+        pl.any_horizontal(
+            *((x.abs() > FLOAT32_MAX) | ((x != 0) & (x.abs() < FLOAT32_TINY)) for x in (*prices, v))
+        ).fill_null(False).alias("q_value_out_of_range"),
         (
             c("ticker").is_not_null()
             & (c("file_ticker").is_null() | (c("ticker") != c("file_ticker")))
