@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 import dagster as dg  # noqa: E402
 
 from mf_pipeline.defs.partitions import RANGE_END, RANGE_START  # noqa: E402
+from mf_pipeline.lib import lake_lock  # noqa: E402
 from mf_pipeline.lib.partitions import shard_span  # noqa: E402
 from mf_pipeline.lib.settings import Settings  # noqa: E402
 from mf_pipeline.orchestration.instance import get_instance  # noqa: E402
@@ -44,25 +46,41 @@ class RunOutcome:
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@contextmanager
+def holding_lake_lock(settings: Settings, log: Log = print,
+                      timeout: float | None = None) -> Iterator[None]:
+    """Hold the lake lock of ``settings`` (``lib/lake_lock.py``): one writer per lake at a time.
+
+    Re-entrant in this thread: every run below takes it again (and the run's ``settings``
+    resource once more). A caller that plans work before its run (reads the lake to choose
+    tickers) may wrap planning and run in it, so the plan cannot go stale while it waits.
+    """
+    with lake_lock.hold(settings, log=log, timeout=timeout):
+        yield
+
+
 def _execute(
     selection: Sequence[str],
     settings: Settings,
     run_config: dict[str, Any] | None,
     log_level: str | None,
+    log: Log = print,
     **kwargs: Any,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
-    """One in-process run of the implicit asset job; returns the result and asset metadata."""
+    """One in-process run of the implicit asset job, holding the lake lock for the whole run;
+    returns the result and asset metadata."""
     config = dict(run_config or {})
     level = log_level or os.environ.get("MF_LOG_LEVEL", "WARNING").upper()
     config["loggers"] = {"console": {"config": {"log_level": level}}}
     job = definitions().resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
-        run_config=config,
-        instance=instance(settings),
-        asset_selection=[dg.AssetKey(name) for name in selection],
-        raise_on_error=True,
-        **kwargs,
-    )
+    with holding_lake_lock(settings, log):
+        result = job.execute_in_process(
+            run_config=config,
+            instance=instance(settings),
+            asset_selection=[dg.AssetKey(name) for name in selection],
+            raise_on_error=True,
+            **kwargs,
+        )
     metadata: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = getattr(event.event_specific_data, "materialization", None)
@@ -107,7 +125,7 @@ def run_partitioned(
             f"in shards {span[0]}…{span[1]}")
     else:
         log(f"run: {', '.join(selection)}")
-    result, outcome.metadata = _execute(selection, settings, config, log_level, tags=tags)
+    result, outcome.metadata = _execute(selection, settings, config, log_level, log, tags=tags)
     outcome.run_ids.append(result.run_id)
     outcome.seconds = time.perf_counter() - started
     log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
@@ -129,7 +147,7 @@ def run_assets(
         _register_dynamic_key(settings, selection, partition_key)
     where = f" [{partition_key}]" if partition_key else ""
     log(f"run: {', '.join(selection)}{where}")
-    result, metadata = _execute(selection, settings, run_config, log_level,
+    result, metadata = _execute(selection, settings, run_config, log_level, log,
                                 partition_key=partition_key)
     outcome = RunOutcome(run_ids=[result.run_id], metadata=metadata)
     outcome.seconds = time.perf_counter() - started

@@ -17,9 +17,10 @@ from mf_pipeline.orchestration import runner
 
 
 def evaluate(instance):
-    context = dg.build_sensor_context(instance=instance,
-                                      resources={"settings": PipelineSettings()})
-    return raw_files_sensor(context)
+    # `settings` holds the lake lock during runs (a context-manager resource): open it.
+    with dg.build_sensor_context(instance=instance,
+                                 resources={"settings": PipelineSettings()}) as context:
+        return raw_files_sensor(context)
 
 
 def test_sensor_requests_only_changed_tickers(isolated, messy_universe, tmp_path):
