@@ -321,3 +321,40 @@ def test_a_file_larger_than_the_limit_is_failed_unread(isolated, tmp_path, monke
     row = row_of(settings, "nasdaq stocks/1/big.us.txt")
     assert (row["status"], row["reasons"], row["lines_total"]) == ("FAILED", mf.FILE_TOO_LARGE, 0)
     assert_rest_ingested(settings)
+
+
+# --------------------------------------------------------------------------- append path
+
+
+def test_the_append_path_applies_the_same_rules(isolated, tmp_path, monkeypatch):
+    """Appended over-long and out-of-range lines: the nightly path rejects / invalidates them
+    exactly as a full build of the whole file does."""
+    monkeypatch.setenv("MF_PIPELINE_INGEST__MAX_LINE_BYTES", "200")
+    raw = tmp_path / "raw"
+    d = universe(raw)
+    settings = isolated(raw)
+    ingest(settings, "bronze-run-one")
+    with open(d / "spy.us.txt", "a") as handle:
+        handle.write("SPY.US,D,20240110,000000," + "1" * 300 + ",11,9,10.5,1000,0\n")
+        handle.write("SPY.US,D,20240111,000000,10,11,9,10.5,1e308,0\n")
+        handle.write(bars("SPY.US", 1, 12))
+    outcome = ingest(settings, "bronze-run-two")
+    assert outcome.tickers_appended == 1
+    spy = "nasdaq stocks/1/spy.us.txt"
+    got = rejects(settings).filter(pl.col("source_file") == spy).select(
+        "line_no", "kind", "reason", "raw_line")
+    assert got["reason"].to_list() == ["line_too_long:342", "value_out_of_range"]
+    assert got["line_no"].to_list() == [5, 6]
+    row = row_of(settings, spy)
+
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("MF_PIPELINE_PATHS__DATA_ROOT", str(fresh / "data"))
+    full_settings = isolated(raw)
+    assert ingest(full_settings, "bronze-run-full").tickers_appended == 0
+    full = rejects(full_settings).filter(pl.col("source_file") == spy).select(got.columns)
+    assert got.equals(full)
+    skip = {"run_id"}
+    assert {k: v for k, v in row.items() if k not in skip} == {
+        k: v for k, v in row_of(full_settings, spy).items() if k not in skip}
+    assert (row["rows_valid"], row["rows_rejected"], row["rows_invalid"]) == (4, 1, 1)
+    assert bronze_step.reconciliation_failures(settings).is_empty()
