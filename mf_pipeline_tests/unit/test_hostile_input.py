@@ -358,3 +358,23 @@ def test_the_append_path_applies_the_same_rules(isolated, tmp_path, monkeypatch)
         k: v for k, v in row_of(full_settings, spy).items() if k not in skip}
     assert (row["rows_valid"], row["rows_rejected"], row["rows_invalid"]) == (4, 1, 1)
     assert bronze_step.reconciliation_failures(settings).is_empty()
+
+
+def test_a_file_replaced_by_a_symlink_retires_its_ticker(isolated, tmp_path, secret):
+    raw = tmp_path / "raw"
+    d = universe(raw)
+    (d / "aapl.us.txt").write_text(HEADER + bars("AAPL.US"))
+    settings = isolated(raw)
+    ingest(settings)
+    assert lake.read_layer(settings, "bronze", ["AAPL.US"]).height == 3
+    (d / "aapl.us.txt").unlink()
+    (d / "aapl.us.txt").symlink_to(secret)
+    outcome = bronze_step.run_manifest(settings, "r2", log=lambda _m: None)
+    assert "AAPL.US" in outcome.to_process
+    assert "AAPL.US" in bronze_step.pending_tickers(settings)
+    bronze_step.run_bronze(settings, outcome.to_process, "r2", log=lambda _m: None)
+    assert lake.read_layer(settings, "bronze", ["AAPL.US"]).is_empty()
+    row = row_of(settings, "nasdaq stocks/1/aapl.us.txt")
+    assert (row["status"], row["reasons"]) == ("FAILED", mf.SYMLINK_OUTSIDE_ROOT)
+    assert_rest_ingested(settings)
+    assert ingest(settings, "r3").files_processed == 0

@@ -348,10 +348,13 @@ def classify(current: pl.DataFrame, stable: pl.DataFrame) -> pl.DataFrame:
     """Add ``manifest_status`` to the current manifest and append DELETED rows.
 
     DELETED rows are the stable entries whose file is gone; they keep their last known columns
-    so the ticker whose outputs must be retired is known.
+    so the ticker whose outputs must be retired is known. ``prev_ticker`` is the ticker the
+    stable manifest has for the file: a changed file that no longer names it (e.g. replaced by
+    a symlink that is not followed) leaves that ticker to be rebuilt (``tickers_to_process``).
     """
     previous = stable.select(
         "source_file",
+        prev_ticker=pl.col("ticker"),
         prev_size=pl.col("file_size_bytes"),
         prev_hash=pl.col("content_hash"),
         prev_fingerprint=pl.col("fingerprint"),
@@ -379,12 +382,13 @@ def classify(current: pl.DataFrame, stable: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.lit(CHANGED))
     )
     classified = joined.with_columns(manifest_status=status).select(
-        *MANIFEST_SCHEMA, "manifest_status", "prev_size"
+        *MANIFEST_SCHEMA, "manifest_status", "prev_size", "prev_ticker"
     )
     deleted = (
         stable.join(current.select("source_file"), on="source_file", how="anti")
         .select(list(MANIFEST_SCHEMA))
-        .with_columns(manifest_status=pl.lit(DELETED), prev_size=pl.col("file_size_bytes"))
+        .with_columns(manifest_status=pl.lit(DELETED), prev_size=pl.col("file_size_bytes"),
+                      prev_ticker=pl.col("ticker"))
     )
     return pl.concat([classified, deleted], how="vertical_relaxed").sort("source_file")
 
@@ -403,13 +407,22 @@ def exchange_counts(classified: pl.DataFrame) -> dict[str, int]:
 
 def tickers_to_process(classified: pl.DataFrame, full: bool = False,
                        only_status: Sequence[str] | None = None) -> list[str]:
-    """Tickers whose Bronze must be (re)built: changed files, deleted files, or all (``full``)."""
+    """Tickers whose Bronze must be (re)built: changed files, deleted files, or all (``full``);
+    also the former ticker of a changed file that names another one or none now."""
     rows = classified.filter(pl.col("ticker").is_not_null())
     if only_status:
         rows = rows.filter(pl.col("manifest_status").is_in([s.upper() for s in only_status]))
-    elif not full:
+        return sorted(set(rows["ticker"].to_list()))
+    if not full:
         rows = rows.filter(pl.col("manifest_status").is_in([*TO_PROCESS, DELETED]))
-    return sorted(set(rows["ticker"].to_list()))
+    former: list[str] = []
+    if "prev_ticker" in classified.columns:
+        former = classified.filter(
+            pl.col("manifest_status").is_in(TO_PROCESS)
+            & pl.col("prev_ticker").is_not_null()
+            & pl.col("ticker").ne_missing(pl.col("prev_ticker"))
+        )["prev_ticker"].to_list()
+    return sorted(set(rows["ticker"].to_list()) | set(former))
 
 
 def promote(stable: pl.DataFrame, classified: pl.DataFrame, succeeded: Sequence[str],
