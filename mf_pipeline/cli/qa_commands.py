@@ -1,4 +1,4 @@
-"""Bronze quality commands: symbol master, sanity checks, problem tickers."""
+"""Quality commands: symbol master, sanity checks, problem tickers, the lake doctor."""
 
 from __future__ import annotations
 
@@ -52,3 +52,49 @@ def list_problem_tickers(
         return
     with pl.Config(tbl_rows=limit, tbl_cols=-1, tbl_width_chars=160):
         typer.echo(table)
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option(help="Quarantine broken derived files and state so "
+                                         "that the next `mf run` rebuilds them.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")]
+    = False,
+) -> None:
+    """Check every lake file (footers, schemas, carries, settings records, ledger); exit 1 when
+    problems remain. Materializes the `lake_doctor` asset through Dagster."""
+    import json
+    from pathlib import Path
+
+    from mf_pipeline.orchestration import runner
+
+    def quiet(message: str) -> None:
+        typer.echo(message, err=True)
+
+    outcome = runner.run_assets(settings_of(ctx), ["lake_doctor"],
+                                run_config={"ops": {"lake_doctor": {"config": {"repair": repair}}}},
+                                log=quiet if as_json else say)
+    report = json.loads(Path(outcome.metadata["lake_doctor"]["path"]).read_text())
+    if as_json:
+        show(report)
+    else:
+        typer.echo(_doctor_text(report))
+    if report["remaining_count"]:
+        raise typer.Exit(1)
+
+
+def _doctor_text(report: dict) -> str:
+    checked = sum(report["files_checked"].values())
+    found = f"{report['problem_count']} problem(s)" if report["problem_count"] else "no problems"
+    lines = [f"lake doctor: {checked} files checked under {report['data_root']} in "
+             f"{report['seconds']:.2f}s: {found}"]
+    for problem in report["problems"]:
+        lines.append(f"  [{problem['kind']}] {problem['path']}")
+        lines.append(f"      {problem['what']}")
+        if problem["repair"]:
+            lines.append(f"      repaired: {problem['repair']}")
+    if report["repair"] and report["problem_count"]:
+        lines.append(f"repaired {report['repaired_count']}, remaining {report['remaining_count']}")
+    lines.extend(f"next: {step}" for step in report["next_steps"])
+    return "\n".join(lines)
