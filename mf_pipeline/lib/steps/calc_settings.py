@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.settings import Settings
 
 MIXED = "mixed"
+UNREADABLE: dict[str, Any] = {"fingerprint": "unreadable"}
+log = logging.getLogger(__name__)
 
 
 def fingerprint(settings: Settings, layer: str) -> str:
@@ -37,8 +40,20 @@ def record_path(settings: Settings, layer: str) -> Path:
 
 
 def stored(settings: Settings, layer: str) -> dict[str, Any] | None:
+    """The layer's record; ``UNREADABLE`` when the file exists but is not a valid record
+    (derived state: the layer is then rebuilt in full and the record written anew)."""
     path = record_path(settings, layer)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+            raise ValueError("no fingerprint")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        log.warning("settings record %s is unreadable (%s); %s is rebuilt in full", path,
+                    error, layer)
+        return UNREADABLE
+    return record
 
 
 def changes(settings: Settings, layer: str) -> list[str] | None:
@@ -48,6 +63,8 @@ def changes(settings: Settings, layer: str) -> list[str] | None:
     record = stored(settings, layer)
     if record is None or record["fingerprint"] == fingerprint(settings, layer):
         return None
+    if record is UNREADABLE:
+        return [f"the settings record {record_path(settings, layer)} is unreadable"]
     if record["fingerprint"] == MIXED:
         return ["some tickers were last built with other settings than the rest"]
     old, new = record.get("settings") or {}, registry.layer_settings(settings, layer)

@@ -117,7 +117,29 @@ def _read(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.DataFram
         return pl.DataFrame()
     if layer == "bronze":
         scan = scan.select(BRONZE_INPUT)
-    return widen(scan.collect()).sort(["ticker", "trade_date"])
+    try:
+        frame = scan.collect()
+    except Exception as error:
+        raise LayerReadError(settings, layer, tickers, error) from error
+    return widen(frame).sort(["ticker", "trade_date"])
+
+
+class LayerReadError(RuntimeError):
+    """A layer's files could not be read: names the damaged files and what to do."""
+
+    def __init__(self, settings: Settings, layer: str, tickers: Sequence[str],
+                 error: Exception) -> None:
+        damaged = []
+        for path in lake.symbol_files(lake.LAYERS[layer].root(settings), tickers):
+            try:
+                pl.read_parquet_schema(path)
+            except Exception:  # noqa: BLE001 - collecting every damaged file to name it
+                damaged.append(str(path))
+        named = ", ".join(damaged[:5]) + (f" (+{len(damaged) - 5} more)" if len(damaged) > 5
+                                          else "")
+        super().__init__(f"cannot read the {layer} layer: {named or error}. Run `mf doctor "
+                         f"--repair` (or `mf run --full`) to rebuild damaged files "
+                         f"from their sources.")
 
 
 def run_derived(

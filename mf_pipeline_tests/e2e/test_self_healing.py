@@ -1,0 +1,117 @@
+"""Derived state that is stale, restored, damaged or failed never leaves a wrong lake behind.
+
+Each case damages one piece of our own state, then runs ``mf run`` the way a user would (a no-op
+night, a changed raw line, a new day) and compares the lake with one built from scratch from
+the same raw files.
+"""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from mf_pipeline.cli import app
+from mf_pipeline.lib import lake
+from mf_pipeline.lib.sample_append import append_one_bar
+from mf_pipeline.lib.steps import calc_settings, carry_store
+from mf_pipeline_tests.e2e.test_append import LAYERS, layer_rows, run, use_lake
+
+
+def build(isolated, raw: Path, root: Path, monkeypatch):
+    use_lake(monkeypatch, root)
+    settings = isolated(raw)
+    run("run", "--until", "features")
+    return settings
+
+
+def assert_equals_fresh(isolated, raw: Path, tmp_path: Path, monkeypatch, settings) -> None:
+    got = {layer: layer_rows(settings, layer) for layer in LAYERS}
+    fresh = build(isolated, raw, tmp_path / f"fresh{len(list(tmp_path.glob('fresh*')))}",
+                  monkeypatch)
+    for layer in LAYERS:
+        assert got[layer].equals(layer_rows(fresh, layer), null_equal=True), layer
+
+
+def edit_a_middle_line(raw: Path) -> None:
+    """Change the close of one bar in the middle of one file (a corrected history)."""
+    path = sorted(p for p in raw.rglob("*.txt") if "_truth" not in p.parts)[0]
+    lines = path.read_text().splitlines(keepends=True)
+    middle = len(lines) // 2
+    fields = lines[middle].rstrip("\r\n").split(",")
+    fields[7] = f"{float(fields[7]) * 1.001:.4f}"
+    lines[middle] = ",".join(fields) + "\n"
+    path.write_text("".join(lines))
+
+
+def test_a_restored_older_carry_is_never_trusted(isolated, messy_universe, tmp_path,
+                                                 monkeypatch):
+    """Issue #16's reproduction without a kill: after a nightly append, put back the previous
+    features carry; a no-op run, a corrected raw line and a new day must all give the lake a
+    fresh build gives (before, the newest features row of most tickers was wrong)."""
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
+    carry = carry_store.carry_path(settings, "features")
+    previous = carry.read_bytes()
+    append_one_bar(raw)
+    run("run", "--until", "features")
+    carry.write_bytes(previous)
+    run("run", "--until", "features")
+    edit_a_middle_line(raw)
+    run("run", "--until", "features")
+    append_one_bar(raw)
+    run("run", "--until", "features")
+    assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
+
+
+def test_damaged_derived_state_is_rebuilt_with_a_warning(isolated, messy_universe, tmp_path,
+                                                         monkeypatch, caplog):
+    """A truncated carry, garbage in a settings record and a truncated Silver file whose mtime
+    was kept: the next runs succeed, say what they rebuilt, and converge."""
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
+    carry = carry_store.carry_path(settings, "indicators")
+    carry.write_bytes(carry.read_bytes()[:200])
+    calc_settings.record_path(settings, "events").write_text("{ not json")
+    silver = lake.symbol_files(lake.LAYERS["silver"].root(settings))[0]
+    stat = silver.stat()
+    silver.write_bytes(silver.read_bytes()[: stat.st_size // 2])
+    os.utime(silver, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    append_one_bar(raw)
+    with caplog.at_level(logging.WARNING):
+        run("run", "--until", "features")
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert f"{carry} is unreadable" in warned
+    assert f"{calc_settings.record_path(settings, 'events')} is unreadable" in warned
+    assert calc_settings.stored(settings, "events")["fingerprint"] == \
+        calc_settings.fingerprint(settings, "events")
+    assert pl.read_parquet(silver).height > 0  # rebuilt, readable again
+    run("run", "--until", "features", "--full")
+    assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
+
+
+def test_a_failed_check_keeps_its_tickers_stale_until_they_pass(isolated, messy_universe,
+                                                                tmp_path, monkeypatch):
+    """A blocking check that fails leaves no stored state for the run's tickers: the next run
+    rebuilds and checks them again, instead of reporting nothing to do."""
+    from mf_pipeline.defs.derived import assets as derived_assets
+    from mf_pipeline.lib.steps.derived_step import stale_tickers
+
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    use_lake(monkeypatch, tmp_path / "lake")
+    settings = isolated(raw)
+    real = derived_assets.sanity_failures
+    monkeypatch.setattr(derived_assets, "sanity_failures", lambda layer, frame: (
+        ["planted problem"] if layer == "events" else real(layer, frame)))
+    CliRunner().invoke(app, ["run", "--until", "features"])
+    assert set(stale_tickers(settings, ["events"])) == set(
+        lake.symbol_tickers(lake.LAYERS["events"].root(settings)))
+    monkeypatch.setattr(derived_assets, "sanity_failures", real)
+    outcome = run("run", "--until", "features")
+    assert outcome["events"]["tickers_written"] > 0
+    assert stale_tickers(settings, ["events", "features"]) == []
