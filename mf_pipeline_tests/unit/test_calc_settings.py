@@ -91,10 +91,18 @@ def test_record_names_the_settings_every_ticker_was_built_with(lake_env):
 def test_derived_layers_of_changed_settings_are_stale_everywhere(lake_env):
     from mf_pipeline.lib.steps.derived_step import stale_tickers
 
+    from mf_pipeline.lib.layers.carry import Carry
+    from mf_pipeline.lib.steps import carry_store
+
     settings = lake_env()
+    tickers = ["AAA.US", "BBB.US"]
     for layer in LAYERS:
-        write_tickers(settings, layer, ["AAA.US", "BBB.US"])
-        calc.record(settings, layer, ["AAA.US", "BBB.US"])
+        write_tickers(settings, layer, tickers)
+        calc.record(settings, layer, tickers)
+    for layer in registry.CARRIED:  # each ticker's stored state describes the files above
+        context = pl.DataFrame({"ticker": tickers, "trade_date": [dt.date(2024, 1, 2)] * 2})
+        carry_store.save(settings, layer, [Carry(context, pl.DataFrame({"ticker": tickers}))],
+                         replaced=[])
     assert stale_tickers(settings, ["silver", "indicators", "events", "features"]) == []
     changed = lake_env(EVENT_GRAMMAR__HOLD_CONSECUTIVE_BARS="3")
     assert stale_tickers(changed, ["silver", "indicators"]) == []
