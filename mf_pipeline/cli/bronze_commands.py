@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,14 +17,26 @@ from mf_pipeline.orchestration.planning import (
     tickers_needing_work,
 )
 
+if TYPE_CHECKING:
+    from mf_pipeline.lib.settings import Settings
+
 
 def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit: int | None = None,
              only_status: list[str] | None = None, promote: bool = True) -> dict:
-    """Plan the tickers, then materialize ``selection`` through Dagster; returns metadata."""
-    from mf_pipeline.lib.steps import bronze_step
+    """Plan the tickers, then materialize ``selection`` through Dagster; returns metadata.
+    Planning and run hold the lake lock together, so a plan never goes stale while waiting."""
     from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
+    with runner.holding_lake_lock(settings, log=say):
+        return _plan_and_run(settings, selection, full, limit, only_status, promote)
+
+
+def _plan_and_run(settings: Settings, selection: Selection, full: bool, limit: int | None,
+                  only_status: list[str] | None, promote: bool) -> dict:
+    from mf_pipeline.lib.steps import bronze_step
+    from mf_pipeline.orchestration import runner
+
     say(f"raw root: {settings.raw_root}")
     classified = bronze_step.classify_raw(settings, say)
     tickers = tickers_needing_work(settings, classified, selection.per_ticker, full, only_status)
