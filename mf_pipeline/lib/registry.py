@@ -64,7 +64,7 @@ LAYERS: dict[str, LayerSpec] = {spec.name: spec for spec in (
         title="Bronze bars",
         settings_keys=("validation.suspicious_range_pct_threshold",
                        "validation.suspicious_return_pct_threshold",
-                       "validation.gap_days_warn_threshold"),
+                       "validation.gap_days_warn_threshold", "ingest.max_line_bytes"),
     ),
     LayerSpec(
         "silver", "silver", "base_series_by_symbol", ("bronze",),
