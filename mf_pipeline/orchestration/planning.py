@@ -74,12 +74,14 @@ def tickers_needing_work(
 ) -> list[str]:
     """Tickers with changed raw files, plus tickers whose derived layers are stale."""
     from mf_pipeline.lib.layers import manifest as mf
-    from mf_pipeline.lib.steps import calc_settings
+    from mf_pipeline.lib.steps import bronze_step, calc_settings
     from mf_pipeline.lib.steps.derived_step import stale_tickers
 
     if "bronze" in layers and not only_status:
         full = full or calc_settings.changes(settings, "bronze") is not None
     chosen = set(mf.tickers_to_process(classified, full=full, only_status=only_status))
+    if "bronze" in layers and not only_status:
+        chosen.update(bronze_step.orphan_tickers(settings, classified))
     if full or only_status:
         return sorted(chosen)
     chosen.update(stale_tickers(settings, [layer for layer in layers if layer in registry.DERIVED]))

@@ -115,3 +115,22 @@ def test_a_failed_check_keeps_its_tickers_stale_until_they_pass(isolated, messy_
     outcome = run("run", "--until", "features")
     assert outcome["events"]["tickers_written"] > 0
     assert stale_tickers(settings, ["events", "features"]) == []
+
+
+def test_a_source_lost_with_the_stable_manifest_is_retired(isolated, messy_universe, tmp_path,
+                                                           monkeypatch):
+    """Deleting the stable manifest together with a raw file used to leave that ticker in
+    every layer, even after --full: no file was classified DELETED any more."""
+    from mf_pipeline.lib.steps import bronze_step
+
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
+    bronze_step.paths(settings).stable_manifest.unlink()
+    victim = lake.symbol_tickers(lake.LAYERS["features"].root(settings))[0]
+    [source] = [p for p in raw.rglob("*.txt") if p.name.upper() == f"{victim}.TXT"]
+    source.unlink()
+    run("run", "--until", "features")
+    for layer in LAYERS:
+        assert victim not in lake.symbol_tickers(lake.LAYERS[layer].root(settings)), layer
+    assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)

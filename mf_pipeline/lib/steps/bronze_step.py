@@ -228,7 +228,18 @@ def pending_tickers(settings: Settings) -> list[str]:
     if not current.exists():
         return []
     full = calc_settings.changes(settings, "bronze") is not None
-    return mf.tickers_to_process(pl.read_parquet(current), full=full)
+    classified = pl.read_parquet(current)
+    return sorted({*mf.tickers_to_process(classified, full=full),
+                   *orphan_tickers(settings, classified)})
+
+
+def orphan_tickers(settings: Settings, classified: pl.DataFrame) -> list[str]:
+    """Tickers with Bronze files but no raw file that names them any more, although no file
+    was classified DELETED (e.g. the stable manifest was lost together with a raw file): they
+    are retired like deleted ones, so no layer keeps a ticker without a source."""
+    present = set(classified.filter(pl.col("manifest_status") != mf.DELETED)["ticker"]
+                  .drop_nulls().to_list())
+    return sorted(set(lake.symbol_tickers(paths(settings).data)) - present)
 
 
 def byte_batches(files: pl.DataFrame, budget: int) -> list[pl.DataFrame]:
