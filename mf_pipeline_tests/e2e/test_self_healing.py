@@ -134,3 +134,22 @@ def test_a_source_lost_with_the_stable_manifest_is_retired(isolated, messy_unive
     for layer in LAYERS:
         assert victim not in lake.symbol_tickers(lake.LAYERS[layer].root(settings)), layer
     assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
+
+
+def test_a_damaged_bronze_file_is_named_and_repaired(isolated, messy_universe, tmp_path,
+                                                     monkeypatch):
+    """A truncated Bronze file (mtime kept) used to fail incremental runs with a polars error
+    naming no file. Now the run names it and the remedy; `mf doctor --repair` re-ingests it."""
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
+    bronze = lake.symbol_files(lake.LAYERS["bronze"].root(settings))[0]
+    stat = bronze.stat()
+    bronze.write_bytes(bronze.read_bytes()[: stat.st_size // 2])
+    os.utime(bronze, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = CliRunner().invoke(app, ["run", "--until", "features"])
+    assert result.exit_code != 0
+    assert str(bronze) in result.output and "mf doctor --repair" in result.output
+    CliRunner().invoke(app, ["doctor", "--repair"])
+    run("run", "--until", "features")
+    assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
