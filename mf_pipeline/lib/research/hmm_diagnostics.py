@@ -90,8 +90,10 @@ def runs(states: np.ndarray, offsets: np.ndarray) -> pl.DataFrame:
 
 
 def dwell_stats(states: np.ndarray, offsets: np.ndarray, params: HmmParams) -> pl.DataFrame:
-    """Per state: complete-run dwell count/mean/median/p10/p90/max, censored-run count and
-    max, and the fitted expected dwell 1/(1 − a_ii)."""
+    """Per state: complete-run dwell count/mean/median/p10/p90/max (``dwell_*``, runs cut by
+    a sequence edge excluded), censored-run count and max, the same statistics over every run
+    (``*_all_runs``: the old tool's definition, censored runs included as-is) and the fitted
+    expected dwell 1/(1 − a_ii)."""
     r = runs(states, offsets)
     x = pl.col("length").cast(pl.Float64)
     done = (
@@ -114,6 +116,15 @@ def dwell_stats(states: np.ndarray, offsets: np.ndarray, params: HmmParams) -> p
             pl.col("length").max().alias("censored_max_dwell"),
         )
     )
+    # the old tool's figures (research.md §5.5): every run, censored ones included as-is
+    every = r.group_by("hmm_state").agg(
+        pl.len().alias("dwell_count_all_runs"),
+        x.mean().alias("dwell_mean_all_runs"),
+        x.median().alias("dwell_median_all_runs"),
+        x.quantile(0.10, interpolation="linear").alias("dwell_p10_all_runs"),
+        x.quantile(0.90, interpolation="linear").alias("dwell_p90_all_runs"),
+        pl.col("length").max().alias("max_dwell_all_runs"),
+    )
     stay = np.diag(params.transmat)
     with np.errstate(divide="ignore"):
         expected = np.where(stay < 1.0, 1.0 / (1.0 - stay), np.inf)
@@ -122,9 +133,11 @@ def dwell_stats(states: np.ndarray, offsets: np.ndarray, params: HmmParams) -> p
         _states_frame(k)
         .join(done, on="hmm_state", how="left")
         .join(cens, on="hmm_state", how="left")
+        .join(every, on="hmm_state", how="left")
         .with_columns(
             pl.col("dwell_count").fill_null(0),
             pl.col("censored_run_count").fill_null(0),
+            pl.col("dwell_count_all_runs").fill_null(0),
             pl.Series("expected_dwell_fitted", expected),
         )
     )
@@ -214,16 +227,26 @@ def robustness_summary(
     test_loglik: float | None = None,
     test_rows: int = 0,
 ) -> dict[str, Any]:
-    """research.md §5.7 figures (empirical matrix diagonal, complete-run dwell means)."""
+    """research.md §5.7 figures; where a definition differs from the old tool's, its figure is
+    reported too (``*_observed_pairs``, ``*_all_runs``; docs/RESEARCH.md "Where we differ")."""
     freq = diagnostics["state_frequency"]["share_of_rows"].to_numpy()
     freq = freq[freq > 0]
     largest = float(freq.max()) if freq.size else None
     eff = float(1.0 / np.square(freq).sum()) if freq.size else None
     m = diagnostics["transition_matrix"]
-    diag = m.filter(pl.col("hmm_state_prev") == pl.col("hmm_state"))["transition_probability"]
-    diag = diag.drop_nulls()
+    on_diag = m.filter(pl.col("hmm_state_prev") == pl.col("hmm_state"))
+    # states that occur in the path with a successor (null probability = never left from, i.e.
+    # absent or only at sequence ends); a state that occurs but never stays counts as 0
+    diag = on_diag["transition_probability"].drop_nulls()
     avg_self = float(diag.mean()) if diag.len() else None
-    dm = diagnostics["dwell_stats"]["dwell_mean"].drop_nulls()
+    # the old tool's figure: only diagonal pairs observed at least once (its matrix listed
+    # observed pairs only), so a state that never stays is left out
+    seen = on_diag.filter(pl.col("transition_count") > 0)["transition_probability"]
+    avg_self_seen = float(seen.mean()) if seen.len() else None
+    dwell = diagnostics["dwell_stats"]
+    dm = dwell["dwell_mean"].drop_nulls()
+    dm_all = (dwell["dwell_mean_all_runs"].drop_nulls()
+              if "dwell_mean_all_runs" in dwell.columns else pl.Series([], dtype=pl.Float64))
     sep = None
     if profile is not None and "fwd_ret_10_mean" in profile.columns:
         v = profile["fwd_ret_10_mean"].drop_nulls().drop_nans()
@@ -246,8 +269,19 @@ def robustness_summary(
         "test_loglik_per_obs": None if test_loglik is None else test_loglik / max(1, test_rows),
         "forward_separation_score": sep,
         "avg_self_transition_prob": avg_self,
+        "avg_self_transition_prob_observed_pairs": avg_self_seen,
         "avg_self_transition_prob_fitted": float(np.diag(fitted_matrix(m)).mean()),
+        "avg_self_transition_definition": (
+            "avg_self_transition_prob: mean empirical a_ii over states that occur in the "
+            "decoded path with a successor (0 for a state that never stays); "
+            "_observed_pairs: the old tool's mean over self-pairs seen at least once"
+        ),
         "avg_dwell_mean": float(dm.mean()) if dm.len() else None,
+        "avg_dwell_mean_all_runs": float(dm_all.mean()) if dm_all.len() else None,
+        "dwell_definition": (
+            "dwell_*: complete runs only (runs cut by a sequence start/end excluded, counted "
+            "in censored_run_count); *_all_runs: every run, the old tool's definition"
+        ),
         "notes": notes,
     }
 
