@@ -99,7 +99,7 @@ def test_cluster_profiles_forward_validation_columns():
     assert prof["tmf_21_std"][0] == pytest.approx(np.std([0, 1, 2, 7]))
     assert forward_separation(prof) == pytest.approx(abs(np.mean([0.1, -0.2, 0.05]) - 0.15))
     ct = out["crosstab"]
-    assert ct.columns == ["cluster_id", "flow_state_code", "count", "share_in_cluster"]
+    assert ct.columns == ["cluster_id", "flow_state_label", "count", "share_in_cluster"]
     conc = label_concentration(np.array([0, 0, 1, -1]))
     assert conc["largest_share"] == 0.5 and conc["noise_share"] == 0.25 and conc["detected"] == 2
 

@@ -70,3 +70,101 @@ def test_a_state_that_occurs_but_never_stays_counts_zero_and_the_old_figure_is_r
     assert r["notes"][2] == "low_state_persistence"  # 0.333 < 0.35
     # the old tool listed observed pairs only: the (2, 2) pair never occurs, so 0.5
     assert r["avg_self_transition_prob_observed_pairs"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------- item 5: small defects
+
+
+def test_hit_rate_is_null_not_nan_for_a_state_without_finite_forward_values():
+    from mf_pipeline.lib.research.profiles import forward_validation
+
+    frame = pl.DataFrame({
+        "hmm_state": [0, 0, 0, 1, 1],
+        "fwd_ret_10": [0.02, -0.01, 0.03, None, float("nan")],
+    })  # fmt: skip
+    out = forward_validation(frame, "hmm_state", ("fwd_ret_10",))
+    assert out["fwd_ret_10_n"].to_list() == [3, 0]
+    assert out["fwd_ret_10_hit_rate"][0] == pytest.approx(2 / 3)
+    assert out["fwd_ret_10_hit_rate"][1] is None  # 0/0: no value, not NaN
+    assert out["fwd_ret_10_hit_rate"].null_count() == 1
+
+
+def test_flow_crosstabs_are_by_flow_state_label_derived_from_the_code():
+    from mf_pipeline.lib.research.profiles import cluster_profiles, hmm_state_profiles
+
+    frame = pl.DataFrame({
+        "cluster_id": pl.Series([0, 0, 0, 1], dtype=pl.Int32),
+        "hmm_state": pl.Series([0, 0, 0, 1], dtype=pl.Int16),
+        "flow_state_code": [0, 2, 2, 4],  # the export has the code only
+        "fwd_ret_10": [0.01, 0.02, -0.01, 0.0],
+    })  # fmt: skip
+    xt = cluster_profiles(frame)["crosstab"]
+    assert xt.columns == ["cluster_id", "flow_state_label", "count", "share_in_cluster"]
+    assert xt.rows() == [(0, "S0_QUIET", 1, pytest.approx(1 / 3)),
+                         (0, "S2_PERSISTENT_DEMAND", 2, pytest.approx(2 / 3)),
+                         (1, "S4_PERSISTENT_SUPPLY", 1, 1.0)]  # fmt: skip
+    assert hmm_state_profiles(frame)["crosstab"]["flow_state_label"].to_list() == [
+        "S0_QUIET", "S2_PERSISTENT_DEMAND", "S4_PERSISTENT_SUPPLY"]  # fmt: skip
+    d = hmm_diagnostics(frame, np.array([0, 4]), _params(2))["hmm_vs_flow_state_crosstab"]
+    assert d.columns == ["hmm_state", "flow_state_label", "count", "share_in_hmm_state"]
+    assert d["count"].to_list() == [1, 2, 1]
+    # no flow column at all: empty, with the spec's schema
+    empty = cluster_profiles(frame.drop("flow_state_code"))["crosstab"]
+    assert empty.height == 0 and empty.schema["flow_state_label"] == pl.String
+
+
+# --------------------------------------------------------------- research step on a tiny dataset
+
+FEATURES = ("f1", "f2")
+
+
+def _dataset(path, short_train_rows: int = 5):
+    """A: 2020-01-01 .. 150 business days; B: the same end, but only ``short_train_rows``
+    rows up to 2020-03-31 (the train end of ``wf2020-03-31``)."""
+    import datetime as dt
+
+    days = [d for d in (dt.date(2020, 1, 1) + dt.timedelta(i) for i in range(220))
+            if d.weekday() < 5][:150]  # fmt: skip
+    train_days = [d for d in days if d <= dt.date(2020, 3, 31)]
+    rng = np.random.default_rng(0)
+    parts = []
+    late = [d for d in days if d > train_days[-short_train_rows - 1]]
+    for ticker, ds in (("A", days), ("B", late)):
+        n = len(ds)
+        state = (np.arange(n) // 15) % 2
+        parts.append(pl.DataFrame({
+            "ticker": ticker, "trade_date": ds,
+            "flow_state_code": pl.Series(state * 2, dtype=pl.Int32),
+            "f1": rng.normal(state * 3.0, 0.5), "f2": rng.normal(-state * 3.0, 0.5),
+            "close": 10 * np.exp(np.cumsum(rng.normal(0, 0.01, n))),
+        }))  # fmt: skip
+    pl.concat(parts).write_parquet(path)
+    return path
+
+
+def _prep(isolated, tmp_path, **options):
+    from mf_pipeline.lib.steps import research_step as rs
+
+    settings = isolated(tmp_path / "raw")
+    data = _dataset(tmp_path / "dataset.parquet")
+    opts = rs.PrepOptions(features=FEATURES, kind="hmm", **options)
+    return settings, rs.prepare(settings, data, "wf2020-03-31", opts)
+
+
+HMM = dict(n_components=2, n_iter=20, fit_max_rows=None, init_sample_rows=1000)
+
+
+def test_dropped_short_tickers_fit_counts_the_fit_set(isolated, tmp_path):
+    from mf_pipeline.lib.research.hmm import HmmConfig
+    from mf_pipeline.lib.steps import research_step as rs
+
+    settings, prep = _prep(isolated, tmp_path)
+    # B has 5 train rows (< 10: dropped from the fit) but ~60 test rows (decoded)
+    assert prep.fit.frame.filter(pl.col("ticker") == "B").height == 5
+    out = rs.hmm_run(settings, prep, HmmConfig(**HMM), min_len=10)
+    import json
+
+    meta = json.loads((out.output_dir / "hmm_model_meta.json").read_text())
+    assert meta["dropped_short_tickers_fit"] == 1
+    assert meta["dropped_short_tickers_decoded"] == 0
+    assert out.summary["sequences_fit"] == 1 and out.summary["sequences_decoded"] == 2

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from mf_pipeline.lib.research.hmm import HmmParams
-from mf_pipeline.lib.research.profiles import crosstab
+from mf_pipeline.lib.research.profiles import crosstab, with_flow_label
 
 
 def _states_frame(k: int, name: str = "hmm_state") -> pl.DataFrame:
@@ -201,13 +201,13 @@ def hmm_diagnostics(
     offsets: np.ndarray,
     params: HmmParams,
     state_col: str = "hmm_state",
-    flow_col: str = "flow_state_code",
+    flow_col: str = "flow_state_label",
 ) -> dict[str, pl.DataFrame]:
     """All diagnostic tables for one decoded path (Viterbi by default; pass
     ``hmm_state_filtered`` to describe the causal series). Rows must be in sequence order."""
     states = decoded[state_col].to_numpy()
     counts, matrix = transition_tables(states, offsets, params)
-    frame = decoded.with_columns(pl.col(state_col).alias("hmm_state"))
+    frame = with_flow_label(decoded.with_columns(pl.col(state_col).alias("hmm_state")))
     return {
         "transition_counts": counts,
         "transition_matrix": matrix,

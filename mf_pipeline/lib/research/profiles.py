@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mf_pipeline.lib.layers.events import STATE_LABELS
 from mf_pipeline.lib.research.labels import FORWARD_COLUMNS, FORWARD_RETURN_COLUMNS
 
 CLUSTER_PROFILE_FEATURES: tuple[str, ...] = (
@@ -86,7 +87,12 @@ def forward_validation(
             x.quantile(0.90, interpolation="linear").alias(f"{c}_p90"),
         ]
         if c in FORWARD_RETURN_COLUMNS:
-            aggs.append((x > 0).sum().truediv(x.count()).alias(f"{c}_hit_rate"))
+            # share > 0 among non-null; null (not NaN 0/0) for a state with no finite value
+            aggs.append(
+                pl.when(x.count() > 0)
+                .then((x > 0).sum().truediv(x.count()))
+                .alias(f"{c}_hit_rate")
+            )
     out = clean.group_by(by).agg(aggs).sort(by)
     _guard(out, by, cols)
     return out
@@ -103,13 +109,29 @@ def _guard(out: pl.DataFrame, by: str, cols: Sequence[str]) -> None:
                 raise ValueError(f"inconsistent {c}_{stat} for states {bad}")
 
 
+def with_flow_label(frame: pl.DataFrame) -> pl.DataFrame:
+    """``flow_state_label`` (S0_QUIET … S4_PERSISTENT_SUPPLY) filled from ``flow_state_code``
+    where missing: the ML dataset export carries the code only, which left the old tool's
+    label crosstabs always empty (research.md known issue 34)."""
+    if "flow_state_code" not in frame.columns:
+        return frame
+    from_code = (
+        pl.col("flow_state_code")
+        .cast(pl.Int64, strict=False)
+        .replace_strict(STATE_LABELS, default=None, return_dtype=pl.String)
+    )
+    if "flow_state_label" in frame.columns:
+        from_code = pl.coalesce(pl.col("flow_state_label").cast(pl.String), from_code)
+    return frame.with_columns(from_code.alias("flow_state_label"))
+
+
 def crosstab(frame: pl.DataFrame, by: str, other: str, share_name: str) -> pl.DataFrame:
     """Counts per (state, other) and the share within the state; empty if ``other`` is absent."""
     if other not in frame.columns:
         return pl.DataFrame(
             schema={
                 by: frame.schema.get(by, pl.Int32),
-                other: pl.Int32,
+                other: pl.String if other == "flow_state_label" else pl.Int32,
                 "count": pl.UInt32,
                 share_name: pl.Float64,
             }  # fmt: skip
@@ -123,9 +145,13 @@ def build_profiles(
     frame: pl.DataFrame,
     by: str,
     features: Sequence[str],
-    crosstab_col: str = "flow_state_code",
+    crosstab_col: str = "flow_state_label",
 ) -> dict[str, pl.DataFrame]:
-    """``profile`` (joined with forward validation), ``forward_validation`` and ``crosstab``."""
+    """``profile`` (joined with forward validation), ``forward_validation`` and ``crosstab``
+    (per state × ``flow_state_label``, as research.md §4.6/§5.6; label derived from the code
+    when the dataset lacks it)."""
+    if crosstab_col == "flow_state_label":
+        frame = with_flow_label(frame)
     prof = group_profile(frame, by, features)
     fwd = forward_validation(frame, by)
     share = "share_in_cluster" if by == "cluster_id" else f"share_in_{by}"

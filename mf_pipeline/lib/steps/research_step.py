@@ -778,8 +778,10 @@ def _keep_columns(prep: Prepared) -> list[str]:
 
 
 def hmm_fit_decode(prep: Prepared, config: hm.HmmConfig, min_len: int
-                   ) -> tuple[hm.HmmFit, hm.Sequences, hm.Decoded, float | None]:  # fmt: skip
-    """Fit on the fit sequences; decode the predict sequences; test log-likelihood if any."""
+                   ) -> tuple[hm.HmmFit, hm.Sequences, hm.Sequences, hm.Decoded,
+                              float | None]:  # fmt: skip
+    """Fit on the fit sequences; decode the predict sequences; test log-likelihood if any.
+    Returns ``(fit, fit sequences, decoded sequences, decoded, test loglik)``."""
     keep = _keep_columns(prep)
     fit_seqs = hm.build_sequences(prep.fit.frame, prep.fit.X, min_len, keep)
     fit = hm.fit_hmm(fit_seqs.X, fit_seqs.offsets, config)
@@ -787,7 +789,7 @@ def hmm_fit_decode(prep: Prepared, config: hm.HmmConfig, min_len: int
     if prep.predict is not prep.fit:
         seqs = hm.build_sequences(prep.predict.frame, prep.predict.X, min_len, keep)
     dec = hm.decode(fit.params, seqs)
-    return fit, seqs, dec, (dec.loglik if _decodes_test(prep) else None)
+    return fit, fit_seqs, seqs, dec, (dec.loglik if _decodes_test(prep) else None)
 
 
 def _decodes_test(prep: Prepared) -> bool:
@@ -807,7 +809,7 @@ def hmm_run(
     """research.md §5.8: fit, decode (Viterbi + forward-filtered), diagnostics, artifacts."""
     started, t0 = _now(), time.perf_counter()
     run_id = run_id or new_run_id("hmm")
-    fit, seqs, dec, test_ll = hmm_fit_decode(prep, config, min_len)
+    fit, fit_seqs, seqs, dec, test_ll = hmm_fit_decode(prep, config, min_len)
     frame = dec.frame.with_columns(
         pl.lit("v1").alias("hmm_schema_version"),
         pl.lit("hmm_baseline_v1").alias("hmm_calc_version"),
@@ -851,7 +853,8 @@ def hmm_run(
                                                          folder / "robustness_summary.json"))
     meta = {**fit.meta(config), "test_loglik": test_ll, "test_rows": test_rows,
             "test_sequences": int(seqs.lengths.size) if _decodes_test(prep) else 0,
-            "dropped_short_tickers_fit": len(seqs.dropped_tickers),
+            "dropped_short_tickers_fit": len(fit_seqs.dropped_tickers),
+            "dropped_short_tickers_decoded": len(seqs.dropped_tickers),
             "params": fit.params.payload(), "split_id": prep.split_key}  # fmt: skip
     out["hmm_model_meta"] = str(lake.write_json(meta, folder / "hmm_model_meta.json"))
     out["hmm_vs_cluster_crosstab_csv"] = out["hmm_vs_cluster_metrics_json"] = None
@@ -910,7 +913,8 @@ def _cluster_compare(frame: pl.DataFrame, labels: pl.DataFrame
 
 
 def _hmm_row(prep: Prepared, k: int, config: hm.HmmConfig, min_len: int) -> dict[str, Any]:
-    fit, seqs, dec, test_ll = hmm_fit_decode(prep, replace(config, n_components=k), min_len)
+    fit, _, seqs, dec, test_ll = hmm_fit_decode(prep, replace(config, n_components=k),
+                                                min_len)  # fmt: skip
     prof = hmm_state_profiles(dec.frame)["profile"]
     diag = hmm_diagnostics(dec.frame, dec.offsets, fit.params)
     test_rows = seqs.n_rows if _decodes_test(prep) else 0
