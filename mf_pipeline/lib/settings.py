@@ -15,7 +15,14 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -134,6 +141,131 @@ class SampleSettings(_Group):
     messy: bool = True
 
 
+# ---------------------------------------------------------------- research (docs/RESEARCH.md)
+
+Scaler = Literal["standard", "robust"]
+ScalingScope = Literal["global", "per_ticker"]
+SplitMode = Literal["none", "time"]
+CovarianceType = Literal["diag", "full", "tied", "spherical"]
+
+
+class KMeansSettings(_Group):
+    n_init: int = Field(20, ge=1)
+    max_iter: int = Field(300, ge=1)
+
+
+class GmmSettings(_Group):
+    covariance_type: CovarianceType = "diag"
+    reg_covar: float = Field(1e-6, ge=0)
+    max_iter: int = Field(200, ge=1)
+
+
+class ClusterStabilitySettings(_Group):
+    """Default seeds of ``research-cluster-stability`` (a run's own ``--seeds`` wins)."""
+
+    seeds: int = Field(10, ge=1)
+    seed_start: int = Field(42, ge=0)
+
+
+class HmmStabilitySettings(ClusterStabilitySettings):
+    """Default seeds of ``research-hmm-stability`` (a run's own ``--seeds`` wins)."""
+
+    seeds: int = Field(5, ge=1)
+
+
+class ResearchClusteringSettings(_Group):
+    """Defaults of the clustering runs (``mf research-cluster-*``, ``cluster_model``)."""
+
+    feature_list: list[str] = Field(default_factory=list)
+    """Model features; empty: ``research.features.DEFAULT_FEATURES`` (the YAML's list)."""
+    scaler: Scaler = "standard"
+    scaling_scope_default: ScalingScope = "global"
+    split_mode_default: SplitMode = "none"
+    """Kept from the old settings; not read (without ``--split``/``--split-mode``: ``full``)."""
+    stability: ClusterStabilitySettings = Field(default_factory=ClusterStabilitySettings)
+    clip_zscore: float | None = 8.0
+    """Clip scaled features to +-this; null or <= 0: no clipping. Also used by HMM runs."""
+    silhouette_sample_max: int = Field(20_000, ge=1)
+    random_state: int = Field(42, ge=0)
+    kmeans: KMeansSettings = Field(default_factory=KMeansSettings)
+    gmm: GmmSettings = Field(default_factory=GmmSettings)
+    forward_windows: list[PositiveInt] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
+    """Forward-return label windows in bars (also used by HMM runs)."""
+
+
+class HmmModelSettings(_Group):
+    n_components_default: int = Field(5, ge=1)
+    covariance_type: CovarianceType = "diag"
+    n_iter: int = Field(200, ge=1)
+    tol: float = Field(1e-3, gt=0)
+    """Kept from the old settings but not read yet: the fit stops on ``HmmConfig.tol_per_row``
+    (run config ``tol_per_row``); wiring this key is another issue's work."""
+    random_state: int = Field(42, ge=0)
+
+
+class HmmSweepSettings(_Group):
+    components: list[PositiveInt] = Field(default_factory=lambda: [4, 5, 6, 8], min_length=1)
+    """State counts of ``research-hmm-sweep`` when ``--components`` is not given."""
+
+
+class ResearchHmmSettings(_Group):
+    """Defaults of the Gaussian-HMM runs (``mf research-hmm-*``, ``hmm_model``)."""
+
+    default_feature_list: list[str] = Field(default_factory=list)
+    """Model features; empty: ``research_clustering.feature_list``."""
+    scaler: Scaler = "standard"
+    scaling_scope_default: ScalingScope = "global"
+    split_mode_default: SplitMode = "none"
+    """Kept from the old settings; not read (without ``--split``/``--split-mode``: ``full``)."""
+    min_sequence_length: int = Field(100, ge=1)
+    hmm: HmmModelSettings = Field(default_factory=HmmModelSettings)
+    sweep: HmmSweepSettings = Field(default_factory=HmmSweepSettings)
+    stability: HmmStabilitySettings = Field(default_factory=HmmStabilitySettings)
+
+
+class ClusterQaSettings(_Group):
+    """Thresholds of the per-state QA flags (not read yet: the cluster-QA layer will)."""
+
+    ret_cv_threshold: float = Field(5.0, gt=0)
+    min_n_rows: int = Field(200, ge=1)
+    min_state_share: float = Field(0.03, ge=0, le=1)
+    sign_consistency_threshold: float = Field(0.55, ge=0, le=1)
+    ci_width_quantile_threshold: float = Field(0.8, ge=0, le=1)
+    eps: float = Field(1e-12, gt=0)
+
+
+class HardeningWeights(_Group):
+    sample_size: float = Field(0.15, ge=0)
+    occupancy: float = Field(0.15, ge=0)
+    sign_confidence: float = Field(0.20, ge=0)
+    ci_width: float = Field(0.15, ge=0)
+    sign_consistency: float = Field(0.15, ge=0)
+    ret_cv: float = Field(0.10, ge=0)
+    confidence_score: float = Field(0.10, ge=0)
+
+
+def _default_penalties() -> dict[str, float]:
+    return {"LOW_N": 20, "LOW_OCCUPANCY": 20, "MEAN_NEAR_ZERO_CV_INFLATION": 15, "WIDE_CI": 15,
+            "SIGN_FLIP_ACROSS_WINDOWS": 20, "WINDOW_DRIFT_HIGH": 15, "LIKELY_OUTLIER_WINDOW": 10,
+            "TRANSITIONS_TOO_SPARSE": 10}  # fmt: skip
+
+
+class ClusterHardeningSettings(_Group):
+    """Hard limits, score cut-offs and penalties of state hardening (not read yet: the
+    cluster-hardening layer will). ``penalties``: score points per reason code."""
+
+    min_n_rows_hard: int = Field(200, ge=1)
+    min_state_share_hard: float = Field(0.03, ge=0, le=1)
+    ret_cv_hard: float = Field(6.0, gt=0)
+    sign_consistency_hard: float = Field(0.55, ge=0, le=1)
+    ci_width_hard_quantile: float = Field(0.8, ge=0, le=1)
+    score_min_allow: float = Field(70.0, ge=0, le=100)
+    score_min_watch: float = Field(45.0, ge=0, le=100)
+    eps: float = Field(1e-12, gt=0)
+    penalties: dict[str, float] = Field(default_factory=_default_penalties)
+    weights: HardeningWeights = Field(default_factory=HardeningWeights)
+
+
 class ValidationWalkforwardSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     train_end_list_default: list[dt.date] = Field(
@@ -172,13 +304,15 @@ class Settings(BaseSettings):
     validation_walkforward: ValidationWalkforwardSettings = Field(
         default_factory=ValidationWalkforwardSettings
     )
+    research_clustering: ResearchClusteringSettings = Field(
+        default_factory=ResearchClusteringSettings
+    )
+    research_hmm: ResearchHmmSettings = Field(default_factory=ResearchHmmSettings)
+    cluster_qa: ClusterQaSettings = Field(default_factory=ClusterQaSettings)
+    cluster_hardening: ClusterHardeningSettings = Field(default_factory=ClusterHardeningSettings)
     # Groups of layers still to be built (research, validation, backtests, operations) are
     # loaded as plain mappings until those layers type them; their YAML defaults are kept.
-    research_clustering: dict[str, Any] = Field(default_factory=dict)
-    research_hmm: dict[str, Any] = Field(default_factory=dict)
     validation_harness: dict[str, Any] = Field(default_factory=dict)
-    cluster_qa: dict[str, Any] = Field(default_factory=dict)
-    cluster_hardening: dict[str, Any] = Field(default_factory=dict)
     backtest: dict[str, Any] = Field(default_factory=dict)
     backtest_policy_overlay: dict[str, Any] = Field(default_factory=dict)
     overlay_coverage_policy: dict[str, Any] = Field(default_factory=dict)

@@ -63,7 +63,8 @@ def test_missing_settings_file(tmp_path):
 def test_repo_settings_file_loads():
     repo = Path(__file__).resolve().parents[2]
     settings = load_settings(repo / "configs" / "settings.yaml")
-    assert settings.research_clustering["forward_windows"] == [5, 10, 20]
+    assert settings.research_clustering.forward_windows == [5, 10, 20]
+    assert settings.research_hmm.hmm.tol == 1e-3  # kept, though not read yet
     assert len(settings.validation_walkforward.train_end_list_default) == 5
 
 
@@ -94,3 +95,10 @@ def test_cache_sees_env_file_and_dotenv_changes(tmp_path, monkeypatch):
     assert load_settings().indicators.tmf_period == 16
     (tmp_path / ".env").unlink()
     assert load_settings().indicators.tmf_period == 12
+
+
+def test_bad_research_choice_names_the_nested_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MF_PIPELINE_RESEARCH_HMM__HMM__COVARIANCE_TYPE", "bogus")
+    with pytest.raises(SettingsError, match=r"research_hmm\.hmm\.covariance_type.*'bogus'"):
+        load_settings()

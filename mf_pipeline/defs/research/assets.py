@@ -143,7 +143,7 @@ def cluster_stability(context: dg.AssetExecutionContext, config: ClusterStabilit
     """Refit per seed on one split, pairwise ARI of the labels (research.md §4.5)."""
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
-    seeds, seed_start = config.seed_range(s, "research_clustering", default_seeds=10)
+    seeds, seed_start = config.seed_range(s, "cluster")
     out = rs.cluster_stability(s, prep, plain(config.method),
                                rs.cluster_config(s, n_clusters=config.n_clusters),
                                seeds, seed_start)
@@ -167,7 +167,7 @@ def hmm_stability(context: dg.AssetExecutionContext, config: HmmStabilityConfig,
     """Refit per seed on one split, pairwise ARI of the Viterbi paths (research.md §5.10)."""
     s = settings.get()
     prep = config.prepare(s, "hmm", context.partition_key, config.seed(s, "hmm"))
-    seeds, seed_start = config.seed_range(s, "research_hmm", default_seeds=5)
+    seeds, seed_start = config.seed_range(s, "hmm")
     out = rs.hmm_stability(s, prep, rs.hmm_config(s, n_components=config.n_components),
                            rs.min_sequence_length(s), seeds, seed_start)
     return _experiment(out, config)

@@ -129,12 +129,12 @@ class StabilityConfig(PrepConfig):
     seeds: int | None = None
     seed_start: int | None = None
 
-    def seed_range(self, settings: Settings, group: str, default_seeds: int) -> tuple[int, int]:
-        """(number of seeds, first seed): the run's, else ``<group>.stability`` settings."""
-        stability = dict((getattr(settings, group) or {}).get("stability") or {})
-        seeds = self.seeds or int(stability.get("seeds", default_seeds))
-        start = self.seed_start if self.seed_start is not None \
-            else int(stability.get("seed_start", 42))
+    def seed_range(self, settings: Settings, kind: str) -> tuple[int, int]:
+        """(number of seeds, first seed): the run's, else the settings' ``stability`` of
+        ``research_clustering`` (kind ``cluster``) or ``research_hmm`` (kind ``hmm``)."""
+        group = settings.research_hmm if kind == "hmm" else settings.research_clustering
+        seeds = self.seeds or group.stability.seeds
+        start = self.seed_start if self.seed_start is not None else group.stability.seed_start
         return seeds, start
 
 
@@ -161,9 +161,9 @@ class HmmSweepConfig(PrepConfig):
     """State counts (default ``research_hmm.sweep.components``, 4,5,6,8)."""
 
     def component_list(self, settings: Settings) -> list[int]:
-        default = ((settings.research_hmm or {}).get("sweep") or {}).get("components",
-                                                                        [4, 5, 6, 8])
-        return list(self.components) if self.components else [int(k) for k in default]
+        if self.components:
+            return list(self.components)
+        return list(settings.research_hmm.sweep.components)
 
 
 class HmmStabilityConfig(StabilityConfig):

@@ -161,24 +161,24 @@ def check_options(options: PrepOptions, in_sample: bool) -> tuple[str, str]:
     return fit_on, predict_on
 
 
-def _group(settings: Settings, name: str) -> dict[str, Any]:
-    return dict(getattr(settings, name, None) or {})
-
-
 def prep_options(settings: Settings, kind: str = "cluster", **overrides: Any) -> PrepOptions:
-    """Settings defaults (``research_clustering`` / ``research_hmm``) with non-None overrides."""
-    rc = _group(settings, "research_clustering")
-    rh = _group(settings, "research_hmm")
+    """Settings defaults (``research_clustering`` / ``research_hmm``) with non-None overrides.
+
+    Clipping and forward windows come from ``research_clustering`` for both kinds; the scaler
+    and scaling scope from the kind's own group; HMM features from
+    ``research_hmm.default_feature_list`` when set, else the clustering features.
+    """
+    rc, rh = settings.research_clustering, settings.research_hmm
     own = rh if kind == "hmm" else rc
-    features = tuple(rc.get("feature_list") or DEFAULT_FEATURES)
-    if kind == "hmm" and rh.get("default_feature_list"):
-        features = tuple(rh["default_feature_list"])
+    features = tuple(rc.feature_list or DEFAULT_FEATURES)
+    if kind == "hmm" and rh.default_feature_list:
+        features = tuple(rh.default_feature_list)
     opts = PrepOptions(
-        scaler=str(own.get("scaler", "standard")),
-        scaling_scope=str(own.get("scaling_scope_default", "global")),
-        clip_zscore=rc.get("clip_zscore", 8.0),
+        scaler=own.scaler,
+        scaling_scope=own.scaling_scope_default,
+        clip_zscore=rc.clip_zscore,
         features=features,
-        forward_windows=tuple(int(w) for w in rc.get("forward_windows", (5, 10, 20))),
+        forward_windows=tuple(rc.forward_windows),
         kind=kind,
     )
     return replace(opts, **{k: v for k, v in overrides.items() if v is not None})
@@ -186,34 +186,33 @@ def prep_options(settings: Settings, kind: str = "cluster", **overrides: Any) ->
 
 def cluster_config(settings: Settings, **overrides: Any) -> cl.ClusterConfig:
     """``ClusterConfig`` from ``research_clustering`` with non-None overrides."""
-    rc = _group(settings, "research_clustering")
-    km, gm = dict(rc.get("kmeans") or {}), dict(rc.get("gmm") or {})
+    rc = settings.research_clustering
     base = cl.ClusterConfig(
-        random_state=int(rc.get("random_state", 42)),
-        silhouette_sample_max=int(rc.get("silhouette_sample_max", 20_000)),
-        kmeans_n_init=int(km.get("n_init", 20)),
-        kmeans_max_iter=int(km.get("max_iter", 300)),
-        gmm_covariance_type=str(gm.get("covariance_type", "diag")),
-        gmm_reg_covar=float(gm.get("reg_covar", 1e-6)),
-        gmm_max_iter=int(gm.get("max_iter", 200)),
+        random_state=rc.random_state,
+        silhouette_sample_max=rc.silhouette_sample_max,
+        kmeans_n_init=rc.kmeans.n_init,
+        kmeans_max_iter=rc.kmeans.max_iter,
+        gmm_covariance_type=rc.gmm.covariance_type,
+        gmm_reg_covar=rc.gmm.reg_covar,
+        gmm_max_iter=rc.gmm.max_iter,
     )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def hmm_config(settings: Settings, **overrides: Any) -> hm.HmmConfig:
-    """``HmmConfig`` from ``research_hmm.hmm`` with non-None overrides."""
-    h = dict(_group(settings, "research_hmm").get("hmm") or {})
+    """``HmmConfig`` from ``research_hmm.hmm`` with non-None overrides (``hmm.tol`` unread)."""
+    h = settings.research_hmm.hmm
     base = hm.HmmConfig(
-        n_components=int(h.get("n_components_default", 5)),
-        covariance_type=str(h.get("covariance_type", "diag")),
-        n_iter=int(h.get("n_iter", 200)),
-        random_state=int(h.get("random_state", 42)),
+        n_components=h.n_components_default,
+        covariance_type=h.covariance_type,
+        n_iter=h.n_iter,
+        random_state=h.random_state,
     )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def min_sequence_length(settings: Settings) -> int:
-    return int(_group(settings, "research_hmm").get("min_sequence_length", 100))
+    return settings.research_hmm.min_sequence_length
 
 
 # --------------------------------------------------------------------------- loading
