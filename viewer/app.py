@@ -128,8 +128,9 @@ def _hmm_controls(frame: pl.DataFrame) -> core.HmmDisplay:
     mode = st.selectbox("HMM Display Mode", core.HMM_MODES, key="hmm_mode")
     state_col = st.selectbox(
         "HMM state column", states, key="hmm_state_col",
-        help="hmm_state_filtered reads only past bars (forward filter); hmm_state is the "
-        "Viterbi path, which also reads later bars.",
+        help="hmm_state_filtered decodes from past bars only (forward filter); hmm_state is "
+        "the Viterbi path, which also reads later bars. Both come from a model fitted on the "
+        "whole sample (the full split), later bars included: neither is out of sample.",
     )
     method, window, scheme, top_k, bottom_k = "mode", 5, "LONG_NEUTRAL_SHORT", 1, 1
     if "SMOOTHED" in mode:

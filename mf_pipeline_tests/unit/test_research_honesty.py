@@ -147,7 +147,7 @@ def _prep(isolated, tmp_path, **options):
 
     settings = isolated(tmp_path / "raw")
     data = _dataset(tmp_path / "dataset.parquet")
-    opts = rs.PrepOptions(features=FEATURES, kind="hmm", **options)
+    opts = rs.PrepOptions(features=FEATURES, **{"kind": "hmm", **options})
     return settings, rs.prepare(settings, data, "wf2020-03-31", opts)
 
 
@@ -168,3 +168,72 @@ def test_dropped_short_tickers_fit_counts_the_fit_set(isolated, tmp_path):
     assert meta["dropped_short_tickers_fit"] == 1
     assert meta["dropped_short_tickers_decoded"] == 0
     assert out.summary["sequences_fit"] == 1 and out.summary["sequences_decoded"] == 2
+
+
+# ------------------------------------------------------------- item 4: in-sample results labelled
+
+
+@pytest.mark.parametrize(("fit_on", "predict_on", "in_sample"), [
+    ("train", "test", False), ("all", "test", True), ("train", "all", True),
+    ("train", "train", True), ("all", "all", True),
+])  # fmt: skip
+def test_in_sample_whenever_the_fit_rows_include_an_evaluated_row(
+    isolated, tmp_path, fit_on, predict_on, in_sample
+):
+    _, prep = _prep(isolated, tmp_path, fit_on=fit_on, predict_on=predict_on)
+    assert not prep.split.in_sample  # a time split in every case
+    assert prep.in_sample is in_sample
+    assert prep.common()["in_sample"] is in_sample
+    truth = prep.predict.frame.select("ticker", "trade_date", pl.lit(0).alias("regime"))
+    from dataclasses import replace
+
+    from mf_pipeline.lib.steps import research_step as rs
+
+    rec = rs._regime_recovery(replace(prep, truth=truth), prep.predict.frame, ())
+    assert rec["in_sample"] is in_sample
+
+
+def test_fit_on_all_hmm_run_has_no_test_loglik_only_an_in_sample_one(isolated, tmp_path):
+    import json
+
+    from mf_pipeline.lib.research import hmm as hm
+    from mf_pipeline.lib.research.hmm import HmmConfig
+    from mf_pipeline.lib.steps import research_step as rs
+
+    settings, prep = _prep(isolated, tmp_path, fit_on="all")
+    out = rs.hmm_run(settings, prep, HmmConfig(**HMM), min_len=10)
+    sm = out.summary
+    assert sm["in_sample"] is True and sm["robustness_summary"]["in_sample"] is True
+    assert sm["test_loglik"] is None  # the "test" rows were fitted: not a test figure
+    # the decoded (test) rows' log-likelihood, under its honest name
+    p = out.fit.params
+    seqs = hm.build_sequences(prep.predict.frame, prep.predict.X, 10)
+    expected = hm.total_loglik(p, seqs.X, seqs.offsets)
+    assert sm["eval_loglik_in_sample"] == pytest.approx(expected)
+    rob = json.loads((out.output_dir / "robustness_summary.json").read_text())
+    assert rob["test_loglik_per_obs"] is None and rob["in_sample"] is True
+    assert rob["eval_loglik_in_sample_per_obs"] == pytest.approx(expected / seqs.n_rows)
+    meta = json.loads((out.output_dir / "hmm_model_meta.json").read_text())
+    assert meta["test_loglik"] is None and meta["test_rows"] == 0
+    assert meta["eval_loglik_in_sample"] == pytest.approx(expected)
+
+    # the honest walk-forward run keeps its test figure
+    (tmp_path / "wf").mkdir()
+    settings, prep = _prep(isolated, tmp_path / "wf")
+    sm = rs.hmm_run(settings, prep, HmmConfig(**HMM), min_len=10).summary
+    assert sm["in_sample"] is False and sm["test_loglik"] is not None
+    assert sm["eval_loglik_in_sample"] is None
+
+
+def test_fit_on_all_cluster_run_is_labelled_in_sample(isolated, tmp_path):
+    import json
+
+    from mf_pipeline.lib.research import clustering as cl
+    from mf_pipeline.lib.steps import research_step as rs
+
+    settings, prep = _prep(isolated, tmp_path, fit_on="all", kind="cluster")
+    out = rs.cluster_run(settings, prep, "kmeans", cl.ClusterConfig(n_clusters=2,
+                                                                     kmeans_n_init=2))
+    assert out.summary["in_sample"] is True
+    rob = json.loads((out.output_dir / "robustness_summary.json").read_text())
+    assert rob["in_sample"] is True

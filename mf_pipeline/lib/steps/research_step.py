@@ -287,6 +287,14 @@ class Prepared:
         return str(self.split_summary.get("predict_on") or
                    ("all" if self.split.in_sample else "test"))
 
+    @property
+    def in_sample(self) -> bool:
+        """True when the fit rows (scaler and model) include any evaluated row: the ``full``
+        split, ``fit_on=all`` (the test rows were fitted) or ``predict_on=train|all`` (the train
+        rows are evaluated). Only ``fit_on=train, predict_on=test`` on a time split is out of
+        sample."""
+        return self.split.in_sample or (self.fit_on, self.predict_on) != ("train", "test")
+
     def recorded(self) -> dict[str, Any]:
         """Options and split boundaries every run summary records."""
         keys = ("train_end", "test_start", "test_end", "embargo_bars", "test_start_requested")
@@ -300,7 +308,7 @@ class Prepared:
             "dataset_path": str(self.dataset_path),
             "split_id": self.split_key,
             "split_kind": self.split.kind,
-            "in_sample": self.split.in_sample,
+            "in_sample": self.in_sample,
             "split_mode": "none" if self.split.in_sample else "time",
             "fit_on": self.fit_on,
             "predict_on": self.predict_on,
@@ -428,7 +436,7 @@ def _regime_recovery(prep: Prepared, frame: pl.DataFrame, cols: tuple[str, ...])
     return {
         "truth_file": str(TRUTH_FILE),
         "evaluated_on": prep.predict_on,
-        "in_sample": prep.split.in_sample,
+        "in_sample": prep.in_sample,
         "rows_with_truth": joined.height,
         "results": recovery_report(joined, "regime", cols),
     }
@@ -562,7 +570,7 @@ def cluster_run(
         "silhouette_sampled": m.get("silhouette_sampled"),
         "davies_bouldin": m.get("davies_bouldin"), "calinski_harabasz": m.get("calinski_harabasz"),
         "robustness_notes": _notes(m.get("silhouette"), conc["largest_share"], sep),
-        "in_sample": prep.split.in_sample,
+        "in_sample": prep.in_sample,
     }  # fmt: skip
     outputs["robustness_summary_path"] = str(lake.write_json(robust,
                                                              folder / "robustness_summary.json"))
@@ -792,8 +800,9 @@ def hmm_fit_decode(prep: Prepared, config: hm.HmmConfig, min_len: int
 
 
 def _decodes_test(prep: Prepared) -> bool:
-    """True when the decoded rows are exactly the out-of-sample test rows."""
-    return not prep.split.in_sample and prep.predict_on == "test"
+    """True when the decoded rows are exactly the test rows and the fit never saw them
+    (otherwise ``test_loglik`` is null and the figure is ``eval_loglik_in_sample``)."""
+    return not prep.in_sample
 
 
 def hmm_run(
@@ -847,10 +856,15 @@ def hmm_run(
     test_rows = seqs.n_rows if _decodes_test(prep) else 0
     robust = robustness_summary(diag, prof["profile"], fit.loglik, fit.fit_rows, test_ll,
                                 test_rows)  # fmt: skip
-    robust["in_sample"] = prep.split.in_sample
+    # decoded rows the fit also saw: their log-likelihood is reported, but never as a test figure
+    eval_ll = None if _decodes_test(prep) else dec.loglik
+    robust["in_sample"] = prep.in_sample
+    robust["eval_loglik_in_sample_per_obs"] = (None if eval_ll is None
+                                               else eval_ll / max(1, seqs.n_rows))
     out["robustness_summary_path"] = str(lake.write_json(robust,
                                                          folder / "robustness_summary.json"))
     meta = {**fit.meta(config), "test_loglik": test_ll, "test_rows": test_rows,
+            "eval_loglik_in_sample": eval_ll, "in_sample": prep.in_sample,
             "test_sequences": int(seqs.lengths.size) if _decodes_test(prep) else 0,
             "dropped_short_tickers_fit": len(fit_seqs.dropped_tickers),
             "dropped_short_tickers_decoded": len(seqs.dropped_tickers),
@@ -873,7 +887,7 @@ def hmm_run(
         "n_components": config.n_components, "min_sequence_length": min_len,
         "rows_loaded": prep.rows_loaded, "rows_fit": fit.fit_rows, "rows_decoded": seqs.n_rows,
         "sequences_fit": fit.fit_sequences, "sequences_decoded": int(seqs.lengths.size),
-        "train_loglik": fit.loglik, "test_loglik": test_ll,
+        "train_loglik": fit.loglik, "test_loglik": test_ll, "eval_loglik_in_sample": eval_ll,
         "aic": meta.get("aic"), "bic": meta.get("bic"), "config": hm.config_payload(config),
         "robustness_summary": robust,
         "regime_recovery": _regime_recovery(prep, frame, rec_cols),
@@ -921,6 +935,7 @@ def _hmm_row(prep: Prepared, k: int, config: hm.HmmConfig, min_len: int) -> dict
     return {"n_components": k, "rows_fit": fit.fit_rows, "rows_decoded": seqs.n_rows,
             "sequences_fit": fit.fit_sequences, "sequences_decoded": int(seqs.lengths.size),
             "train_loglik": fit.loglik, "test_loglik": test_ll,
+            "eval_loglik_in_sample": None if _decodes_test(prep) else dec.loglik,
             "train_loglik_per_obs": r["train_loglik_per_obs"],
             "test_loglik_per_obs": r["test_loglik_per_obs"],
             "largest_state_share": r["largest_state_share"],
