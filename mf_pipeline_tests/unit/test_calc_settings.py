@@ -89,10 +89,9 @@ def test_record_names_the_settings_every_ticker_was_built_with(lake_env):
 
 
 def test_derived_layers_of_changed_settings_are_stale_everywhere(lake_env):
-    from mf_pipeline.lib.steps.derived_step import stale_tickers
-
     from mf_pipeline.lib.layers.carry import Carry
     from mf_pipeline.lib.steps import carry_store
+    from mf_pipeline.lib.steps.derived_step import stale_tickers
 
     settings = lake_env()
     tickers = ["AAA.US", "BBB.US"]

@@ -15,8 +15,9 @@ class DoctorConfig(dg.Config):
 @dg.asset(deps=list(registry.LAYERS), group_name="quality", kinds={"parquet"})
 def lake_doctor(context: dg.AssetExecutionContext, config: DoctorConfig,
                 settings: PipelineSettings) -> dg.MaterializeResult:
-    """Reads every lake file after the layers are built (Parquet footers and schemas of every per-ticker part, carries,
-    settings records, manifests, ledger and rejects, ML dataset exports), checks that the
+    """Reads every lake file after the layers are built (Parquet footers and schemas of every
+    per-ticker part, carries, settings records, manifests, ledger and rejects, ML dataset
+    exports), checks that the
     ledger reconciles, and reports per problem the file and what is wrong; with `repair`,
     quarantines what is broken so that the next `mf run` rebuilds it (lib/doctor.py). The
     whole report goes to `artifacts/doctor/`."""
