@@ -207,7 +207,8 @@ def research_hmm_run(
         "write_full_decoded_csv": write_full_decoded_csv})
     show(_brief(read_run_summary(meta["output_dir"]), (
         "run_id", "split_id", "split_kind", "in_sample", "fit_on", "predict_on", "n_components",
-        "rows_fit", "rows_decoded", "train_loglik", "test_loglik", "aic", "bic",
+        "rows_fit", "rows_decoded", "train_loglik", "test_loglik", "eval_loglik_in_sample", "aic",
+        "bic",
         "regime_recovery", "output_dir")))
 
 
