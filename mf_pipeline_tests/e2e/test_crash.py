@@ -111,7 +111,7 @@ def test_the_nightly_run_has_commits_to_crash_at(nightly):
     assert nightly["commits"] >= 10
 
 
-SAMPLED_POINTS = 16
+SAMPLED_POINTS = 12
 """Crash points a default test run tries, spread evenly over the run (first and last
 included); ``MF_CRASH_EVERY_POINT=1`` tries every one (docs/RELIABILITY.md)."""
 PARTS = 4
