@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from mf_pipeline.lib.research.hmm import HmmParams
+from mf_pipeline.lib.research.null import separation_note
 from mf_pipeline.lib.research.profiles import crosstab, with_flow_label
 
 
@@ -226,9 +227,18 @@ def robustness_summary(
     train_rows: int,
     test_loglik: float | None = None,
     test_rows: int = 0,
+    separation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """research.md §5.7 figures; where a definition differs from the old tool's, its figure is
-    reported too (``*_observed_pairs``, ``*_all_runs``; docs/RESEARCH.md "Where we differ")."""
+    reported too (``*_observed_pairs``, ``*_all_runs``; docs/RESEARCH.md "Where we differ").
+
+    ``separation`` is a :func:`~mf_pipeline.lib.research.null.separation_null` result: its
+    observed statistic is ``forward_separation_score`` and the note says ok only when it
+    exceeds the null's 95th percentile (the old fixed 0.002 threshold is reported as
+    ``forward_separation_above_old_threshold``). Without it the score comes from ``profile``
+    and the note is ``forward_separation_unavailable`` (never judged without a null).
+    Pass the diagnostics and profile of the path whose figures you want (``hmm_run`` passes
+    the causal ``hmm_state_filtered`` ones)."""
     freq = diagnostics["state_frequency"]["share_of_rows"].to_numpy()
     freq = freq[freq > 0]
     largest = float(freq.max()) if freq.size else None
@@ -248,16 +258,16 @@ def robustness_summary(
     dm_all = (dwell["dwell_mean_all_runs"].drop_nulls()
               if "dwell_mean_all_runs" in dwell.columns else pl.Series([], dtype=pl.Float64))
     sep = None
-    if profile is not None and "fwd_ret_10_mean" in profile.columns:
+    if separation is not None:
+        sep = separation.get("observed")
+    elif profile is not None and "fwd_ret_10_mean" in profile.columns:
         v = profile["fwd_ret_10_mean"].drop_nulls().drop_nans()
         sep = float(v.max() - v.min()) if v.len() else None
     notes = [
         "state_concentration_unknown"
         if largest is None
         else ("high_state_concentration" if largest > 0.70 else "state_concentration_ok"),
-        "forward_separation_unavailable"
-        if sep is None
-        else ("weak_forward_separation" if abs(sep) < 0.002 else "forward_separation_ok"),
+        separation_note(separation),
         "transition_persistence_unknown"
         if avg_self is None
         else ("low_state_persistence" if avg_self < 0.35 else "state_persistence_ok"),
@@ -268,6 +278,8 @@ def robustness_summary(
         "train_loglik_per_obs": None if train_loglik is None else train_loglik / max(1, train_rows),
         "test_loglik_per_obs": None if test_loglik is None else test_loglik / max(1, test_rows),
         "forward_separation_score": sep,
+        "forward_separation_null": separation,
+        "forward_separation_above_old_threshold": None if sep is None else abs(sep) >= 0.002,
         "avg_self_transition_prob": avg_self,
         "avg_self_transition_prob_observed_pairs": avg_self_seen,
         "avg_self_transition_prob_fitted": float(np.diag(fitted_matrix(m)).mean()),

@@ -1,8 +1,11 @@
 """Per-state profiles and forward-return validation (research.md §4.6, §5.6, §5.7).
 
 One implementation serves cluster ids and HMM states (Viterbi or filtered): pass the state
-column. Forward columns are sanitised to finite-or-null; statistics are population std and
-linear quantiles, as in the old tool.
+column. Profiles that judge a state's forward outcome must use the causal
+``hmm_state_filtered``; Viterbi profiles read bars after t and are labelled as a description
+(``state_source``, see :func:`labelled_profiles`). Separation is judged against a permutation
+null in ``research/null.py``. Forward columns are sanitised to finite-or-null; statistics are
+population std and linear quantiles, as in the old tool.
 """
 
 from collections.abc import Sequence
@@ -26,6 +29,9 @@ CLUSTER_PROFILE_FEATURES: tuple[str, ...] = (
     "persistence_pos_20",
     "persistence_neg_20",
 )
+VITERBI_SOURCE = "viterbi (reads future bars; description only)"
+FILTERED_SOURCE = "hmm_state_filtered (causal: bars <= t)"
+
 HMM_PROFILE_FEATURES: tuple[str, ...] = (
     "tmf_21",
     "delta_flow_20",
@@ -170,6 +176,12 @@ def hmm_state_profiles(frame: pl.DataFrame, by: str = "hmm_state") -> dict[str, 
     return build_profiles(frame, by, HMM_PROFILE_FEATURES)
 
 
+def labelled_profiles(tables: dict[str, pl.DataFrame], source: str) -> dict[str, pl.DataFrame]:
+    """The same tables with a ``state_source`` column saying which path they come from."""
+    return {name: t.with_columns(pl.lit(source).alias("state_source")) if name != "crosstab"
+            else t for name, t in tables.items()}  # fmt: skip
+
+
 def label_concentration(labels: np.ndarray) -> dict[str, Any]:
     """Largest share and effective count (1/Σshare²) over all rows, noise (<0) included as in
     the old tool; ``noise_share`` reported separately so HDBSCAN noise is visible."""
@@ -187,7 +199,8 @@ def label_concentration(labels: np.ndarray) -> dict[str, Any]:
 
 
 def forward_separation(profile: pl.DataFrame, column: str = "fwd_ret_10_mean") -> float | None:
-    """max − min of the non-null per-state means (None if none)."""
+    """max − min of the non-null per-state means (None if none). A raw figure: judge it with
+    ``null.separation_null`` (same statistic, permutation null), never a fixed threshold."""
     if column not in profile.columns:
         return None
     v = profile[column].drop_nulls().drop_nans()

@@ -33,11 +33,14 @@ from mf_pipeline.lib.research.features import (
 )
 from mf_pipeline.lib.research.hmm_diagnostics import hmm_diagnostics, robustness_summary
 from mf_pipeline.lib.research.labels import DEFAULT_VOL_HORIZON, SplitFrames, labelled_split
+from mf_pipeline.lib.research.null import flat, separation_note, separation_null
 from mf_pipeline.lib.research.profiles import (
+    FILTERED_SOURCE,
+    VITERBI_SOURCE,
     cluster_profiles,
-    forward_separation,
     hmm_state_profiles,
     label_concentration,
+    labelled_profiles,
 )
 from mf_pipeline.lib.research.recovery import recovery_report
 from mf_pipeline.lib.research.splits import (
@@ -475,15 +478,16 @@ def _write_preprocess(prep: Prepared, folder: Path, settings: Settings) -> dict[
 # --------------------------------------------------------------------------- clustering
 
 
-def _notes(sil: float | None, largest: float | None, sep: float | None,
+def _notes(sil: float | None, largest: float | None, sep_note: str,
            ari_mean: float | None = None) -> list[str]:  # fmt: skip
+    """``sep_note`` comes from the permutation null (``null.separation_note``), never from a
+    fixed threshold on the score."""
     notes = [
         "silhouette_unavailable" if sil is None
         else ("weak_cluster_geometry" if sil < 0.10 else "cluster_geometry_ok"),
         "cluster_concentration_unknown" if largest is None
         else ("high_cluster_concentration" if largest > 0.70 else "cluster_concentration_ok"),
-        "forward_separation_unavailable" if sep is None
-        else ("weak_forward_separation" if abs(sep) < 0.002 else "forward_separation_ok"),
+        sep_note,
     ]  # fmt: skip
     if ari_mean is not None:
         notes.append("low_seed_stability" if ari_mean < 0.50 else "seed_stability_ok")
@@ -558,7 +562,8 @@ def cluster_run(
             got = _write_table(p, folder, f"cluster_profile_{seg}", ("parquet", "csv"), settings)
             outputs |= {f"cluster_profile_{seg}_{k.rsplit('_', 1)[1]}": v for k, v in got.items()}
     conc = label_concentration(result.labels["predict"])
-    sep = forward_separation(prof["profile"])
+    sep_null = separation_null(clustered, "cluster_id")
+    sep = sep_null["observed"]
     m = result.metrics
     common = prep.common()
     robust = {
@@ -566,10 +571,13 @@ def cluster_run(
         "largest_cluster_share": conc["largest_share"],
         "effective_cluster_count": conc["effective_count"],
         "cluster_count_detected": conc["detected"], "noise_share": conc["noise_share"],
-        "forward_separation_score": sep, "silhouette": m.get("silhouette"),
+        "forward_separation_score": sep, "forward_separation_null": sep_null,
+        "forward_separation_above_old_threshold": None if sep is None else abs(sep) >= 0.002,
+        "silhouette": m.get("silhouette"),
         "silhouette_sampled": m.get("silhouette_sampled"),
         "davies_bouldin": m.get("davies_bouldin"), "calinski_harabasz": m.get("calinski_harabasz"),
-        "robustness_notes": _notes(m.get("silhouette"), conc["largest_share"], sep),
+        "robustness_notes": _notes(m.get("silhouette"), conc["largest_share"],
+                                   separation_note(sep_null)),
         "in_sample": prep.in_sample,
     }  # fmt: skip
     outputs["robustness_summary_path"] = str(lake.write_json(robust,
@@ -635,14 +643,15 @@ def _cluster_row(prep: Prepared, method: str, k: int, result: cl.ClusterResult |
     keys = ("silhouette", "davies_bouldin", "calinski_harabasz", "bic", "aic",
             "n_clusters_detected", "forward_return_separation_score", "largest_cluster_share",
             "effective_cluster_count")  # fmt: skip
+    null_keys = tuple(flat({}, "forward_return_separation"))
     if result is None:
-        return {**base, **dict.fromkeys(keys), "status": "failed", "error": error}
+        return {**base, **dict.fromkeys(keys), **dict.fromkeys(null_keys), "status": "failed",
+                "error": error}  # fmt: skip
     clustered = _clustered(prep, result, "predict", prep.predict)
     conc = label_concentration(result.labels["predict"])
     m = result.metrics
     return {**base, **{k2: m.get(k2) for k2 in keys[:6]},
-            "forward_return_separation_score": forward_separation(
-                cluster_profiles(clustered)["profile"]),
+            **flat(separation_null(clustered, "cluster_id"), "forward_return_separation"),
             "largest_cluster_share": conc["largest_share"],
             "effective_cluster_count": conc["effective_count"], "status": "ok", "error": None}
 
@@ -704,18 +713,22 @@ def cluster_stability(settings: Settings, prep: Prepared, method: str, config: c
                                                     folder / "split_summary.json"))
 
     def mean(col: str) -> float | None:
-        v = by_seed[col].drop_nulls()
+        v = by_seed[col].cast(pl.Float64).drop_nulls()
         return float(v.mean()) if v.len() else None
 
     robust = {"method": method, "n_clusters": config.n_clusters,
               "seeds": list(labels), "ari_summary": ari_summary,
               "largest_cluster_share_mean": mean("largest_cluster_share"),
               "forward_separation_score_mean": mean("forward_return_separation_score"),
+              "forward_separation_null_p95_mean": mean("forward_return_separation_null_p95"),
+              "forward_separation_ok_share": mean("forward_return_separation_ok"),
               "silhouette_mean": mean("silhouette")}  # fmt: skip
-    robust["robustness_notes"] = _notes(robust["silhouette_mean"],
-                                        robust["largest_cluster_share_mean"],
-                                        robust["forward_separation_score_mean"],
-                                        ari_summary["ari_mean"])  # fmt: skip
+    # judged per seed against its own null; ok only when every seed beats its null's p95
+    ok_share = robust["forward_separation_ok_share"]
+    robust["robustness_notes"] = _notes(
+        robust["silhouette_mean"], robust["largest_cluster_share_mean"],
+        separation_note(None if ok_share is None else {"ok": ok_share == 1.0}),
+        ari_summary["ari_mean"])  # fmt: skip
     out["robustness_summary_path"] = str(lake.write_json(robust,
                                                          folder / "robustness_summary.json"))
     summary = {**prep.common(), "filters": prep.options.filters(),
@@ -834,14 +847,18 @@ def hmm_run(
     if write_full_csv:
         out["decoded_rows_csv"] = str(lake.write_csv(frame.drop("trade_dt", strict=False),
                                                      folder / "decoded_rows.csv"))
-    prof = hmm_state_profiles(frame)
-    prof_f = hmm_state_profiles(frame, "hmm_state_filtered")
+    # Viterbi (``hmm_state``) tables describe the fit in-sample; everything that judges a
+    # state's forward outcome comes from the causal ``hmm_state_filtered``
+    prof = labelled_profiles(hmm_state_profiles(frame), VITERBI_SOURCE)
+    prof_f = labelled_profiles(hmm_state_profiles(frame, "hmm_state_filtered"), FILTERED_SOURCE)
     diag = hmm_diagnostics(frame, dec.offsets, fit.params)
     diag_f = hmm_diagnostics(frame, dec.offsets, fit.params, state_col="hmm_state_filtered")
     out |= _write_table(prof["profile"], folder, "hmm_state_profile", ("parquet", "csv"), settings)
-    out |= _write_table(prof_f["profile"], folder, "hmm_state_filtered_profile", ("parquet",),
-                        settings)  # fmt: skip
+    out |= _write_table(prof_f["profile"], folder, "hmm_state_filtered_profile",
+                        ("parquet", "csv"), settings)  # fmt: skip
     out |= _write_table(prof["forward_validation"], folder, "hmm_forward_validation",
+                        ("parquet",), settings)  # fmt: skip
+    out |= _write_table(prof_f["forward_validation"], folder, "hmm_forward_validation_filtered",
                         ("parquet",), settings)  # fmt: skip
     for name, table in diag.items():
         kinds = ("csv",) if name in ("initial_state_distribution", "state_confidence_stats") \
@@ -854,8 +871,7 @@ def hmm_run(
                           ).insert_column(0, pl.Series("hmm_state_prev", np.arange(k)))
     out |= _write_table(fitted, folder, "transition_matrix_fitted", ("csv",), settings)
     test_rows = seqs.n_rows if _decodes_test(prep) else 0
-    robust = robustness_summary(diag, prof["profile"], fit.loglik, fit.fit_rows, test_ll,
-                                test_rows)  # fmt: skip
+    robust = _hmm_robustness(frame, diag, diag_f, fit, test_ll, test_rows)
     # decoded rows the fit also saw: their log-likelihood is reported, but never as a test figure
     eval_ll = None if _decodes_test(prep) else dec.loglik
     robust["in_sample"] = prep.in_sample
@@ -928,11 +944,11 @@ def _cluster_compare(frame: pl.DataFrame, labels: pl.DataFrame
 def _hmm_row(prep: Prepared, k: int, config: hm.HmmConfig, min_len: int) -> dict[str, Any]:
     fit, _, seqs, dec, test_ll = hmm_fit_decode(prep, replace(config, n_components=k),
                                                 min_len)  # fmt: skip
-    prof = hmm_state_profiles(dec.frame)["profile"]
-    diag = hmm_diagnostics(dec.frame, dec.offsets, fit.params)
+    diag_f = hmm_diagnostics(dec.frame, dec.offsets, fit.params, state_col="hmm_state_filtered")
     test_rows = seqs.n_rows if _decodes_test(prep) else 0
-    r = robustness_summary(diag, prof, fit.loglik, fit.fit_rows, test_ll, test_rows)
-    return {"n_components": k, "rows_fit": fit.fit_rows, "rows_decoded": seqs.n_rows,
+    r = _hmm_robustness(dec.frame, None, diag_f, fit, test_ll, test_rows)
+    return {"state_source": "hmm_state_filtered", "n_components": k, "rows_fit": fit.fit_rows,
+            "rows_decoded": seqs.n_rows,
             "sequences_fit": fit.fit_sequences, "sequences_decoded": int(seqs.lengths.size),
             "train_loglik": fit.loglik, "test_loglik": test_ll,
             "eval_loglik_in_sample": None if _decodes_test(prep) else dec.loglik,
@@ -940,10 +956,32 @@ def _hmm_row(prep: Prepared, k: int, config: hm.HmmConfig, min_len: int) -> dict
             "test_loglik_per_obs": r["test_loglik_per_obs"],
             "largest_state_share": r["largest_state_share"],
             "effective_state_count": r["effective_state_count"],
-            "forward_separation_score": r["forward_separation_score"],
+            **flat(r["forward_separation_null"]),
+            "forward_separation_score_viterbi_lookahead":
+                r["viterbi_description"]["forward_separation_score"],
             "avg_dwell_mean": r["avg_dwell_mean"],
             **information_criteria_of(fit),
-            "states": dec.frame["hmm_state"].to_numpy()}  # fmt: skip
+            "states": dec.frame["hmm_state_filtered"].to_numpy()}  # fmt: skip
+
+
+def _hmm_robustness(frame: pl.DataFrame, diag: dict[str, pl.DataFrame] | None,
+                    diag_f: dict[str, pl.DataFrame], fit: hm.HmmFit, test_ll: float | None,
+                    test_rows: int) -> dict[str, Any]:  # fmt: skip
+    """Robustness summary of the causal path (``hmm_state_filtered``): concentration,
+    persistence, dwell and the forward separation judged against its permutation null. The
+    Viterbi figures are kept under ``viterbi_description`` (they read bars after t)."""
+    sep_f = separation_null(frame, "hmm_state_filtered")
+    robust = robustness_summary(diag_f, None, fit.loglik, fit.fit_rows, test_ll, test_rows,
+                                separation=sep_f)  # fmt: skip
+    viterbi: dict[str, Any] = {
+        "state_source": VITERBI_SOURCE,
+        "forward_separation_score": separation_null(frame, "hmm_state", replicates=0)["observed"],
+    }
+    if diag is not None:
+        rv = robustness_summary(diag, None, None, 0)
+        viterbi |= {k: rv[k] for k in ("largest_state_share", "effective_state_count",
+                                       "avg_self_transition_prob", "avg_dwell_mean")}
+    return {"state_source": FILTERED_SOURCE, **robust, "viterbi_description": viterbi}
 
 
 def information_criteria_of(fit: hm.HmmFit) -> dict[str, Any]:
@@ -976,7 +1014,8 @@ def hmm_sweep(settings: Settings, prep: Prepared, components: list[int], config:
 
 def hmm_stability(settings: Settings, prep: Prepared, config: hm.HmmConfig, min_len: int,
                   seeds: int, seed_start: int) -> dict[str, Any]:  # fmt: skip
-    """research.md §5.10: refit per seed; pairwise ARI of the Viterbi paths."""
+    """research.md §5.10: refit per seed; pairwise ARI of the filtered (causal) paths; per-seed
+    rows carry the filtered separation and its permutation null."""
     if seeds < 1:
         raise ValueError("seeds must be >= 1")
     run_id = new_run_id("hmm-stability")
@@ -988,7 +1027,9 @@ def hmm_stability(settings: Settings, prep: Prepared, config: hm.HmmConfig, min_
         rows.append({"seed": seed, **{k: row[k] for k in (
             "n_components", "train_loglik", "test_loglik", "train_loglik_per_obs",
             "test_loglik_per_obs", "largest_state_share", "effective_state_count",
-            "forward_separation_score")}})  # fmt: skip
+            "forward_separation_score", "forward_separation_null_p95",
+            "forward_separation_p_value", "forward_separation_ok",
+            "forward_separation_score_viterbi_lookahead")}})  # fmt: skip
         last = row
     ari, ari_summary = _ari_table(labels)
     out = _write_table(pl.DataFrame(rows, infer_schema_length=None), folder,
@@ -998,6 +1039,7 @@ def hmm_stability(settings: Settings, prep: Prepared, config: hm.HmmConfig, min_
                "run_id": run_id, "n_components": config.n_components,
                "seeds": seeds, "seed_start": seed_start, "rows_fit": last["rows_fit"],
                "rows_decoded": last["rows_decoded"], "ari_summary": ari_summary,
+               "state_source": "hmm_state_filtered (causal; ARI and rows)",
                "output_dir": str(folder), "outputs": out}  # fmt: skip
     lake.write_json(summary, folder / "hmm_stability_summary.json")
     return summary
@@ -1011,6 +1053,8 @@ def hmm_sanity(run_dir: Path) -> dict[str, Any]:
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"missing {run_dir / name}")
     profile = pl.read_parquet(run_dir / "hmm_state_profile.parquet")
+    filtered_path = run_dir / "hmm_state_filtered_profile.parquet"
+    filtered = pl.read_parquet(filtered_path) if filtered_path.exists() else None
     tm = pl.read_csv(run_dir / "transition_matrix.csv")
     dwell = pl.read_csv(run_dir / "dwell_stats.csv")
     diag = (tm.filter(pl.col("hmm_state_prev") == pl.col("hmm_state"))
@@ -1031,6 +1075,10 @@ def hmm_sanity(run_dir: Path) -> dict[str, Any]:
         "state_frequency_total_rows": int(profile["row_count"].sum()),
         "top_fwd_ret_10": _top(profile, "fwd_ret_10_mean",
                                ["hmm_state", "row_count", "fwd_ret_10_mean"], 10),
+        "top_fwd_ret_10_source": VITERBI_SOURCE,
+        "top_fwd_ret_10_filtered": None if filtered is None else _top(
+            filtered, "fwd_ret_10_mean", ["hmm_state_filtered", "row_count", "fwd_ret_10_mean"],
+            10),
         "top_self_transition": _top(diag, "transition_probability",
                                     ["state", "transition_probability"], 10),
         "top_dwell": _top(dwell, "dwell_mean", dwell.columns, 10),
