@@ -54,20 +54,31 @@ def _shift_ranges(lengths: np.ndarray, min_shift: int) -> tuple[np.ndarray, np.n
     return lo, hi
 
 
+class _Rotation:
+    """Per-row sequence id, sequence start and position, computed once per call."""
+
+    def __init__(self, offsets: np.ndarray, min_shift: int) -> None:
+        off = np.asarray(offsets, dtype=np.int64)
+        lengths = np.diff(off)
+        self.n_seq = lengths.shape[0]
+        self.seq = np.repeat(np.arange(self.n_seq), lengths)
+        self.start = off[:-1][self.seq]
+        self.pos = np.arange(int(off[-1]), dtype=np.int64) - self.start
+        self.length = np.maximum(lengths[self.seq], 1)
+        self.lo, hi = _shift_ranges(lengths, min_shift)
+        self.span = hi - self.lo + 1
+
+    def index(self, rng: np.random.Generator) -> np.ndarray:
+        r = self.lo + np.floor(rng.random(self.n_seq) * self.span).astype(np.int64)
+        return self.start + (self.pos + r[self.seq]) % self.length
+
+
 def circular_shift_index(
     offsets: np.ndarray, rng: np.random.Generator, min_shift: int = NULL_MIN_SHIFT
 ) -> np.ndarray:
     """Gather index that rotates each sequence ``offsets[s]:offsets[s+1]`` by its own random
     offset: row ``start + p`` takes the state of row ``start + (p + r_s) mod L_s``."""
-    off = np.asarray(offsets, dtype=np.int64)
-    lengths = np.diff(off)
-    n = int(off[-1])
-    seq = np.repeat(np.arange(lengths.shape[0]), lengths)
-    pos = np.arange(n, dtype=np.int64) - off[:-1][seq]
-    lo, hi = _shift_ranges(lengths, min_shift)
-    r = lo + np.floor(rng.random(lengths.shape[0]) * (hi - lo + 1)).astype(np.int64)
-    length = np.maximum(lengths[seq], 1)
-    return off[:-1][seq] + (pos + r[seq]) % length
+    return _Rotation(offsets, min_shift).index(rng)
 
 
 def _ordered(frame: pl.DataFrame, by: str, column: str) -> tuple[np.ndarray, np.ndarray,
@@ -115,10 +126,10 @@ def separation_null(
     if obs is None or replicates < 1:
         return out
     rng = np.random.default_rng(seed)
+    rot = _Rotation(offsets, min_shift)
     null = np.empty(replicates)
     for i in range(replicates):
-        stat = separation_statistic(codes[circular_shift_index(offsets, rng, min_shift)],
-                                    values, k)  # fmt: skip
+        stat = separation_statistic(codes[rot.index(rng)], values, k)
         null[i] = np.nan if stat is None else stat
     null = null[np.isfinite(null)]
     if null.size == 0:
