@@ -46,26 +46,28 @@ def _density(x: float) -> np.ndarray:
     return np.exp(-0.5 * (x - MEANS) ** 2 / VARS) / np.sqrt(2 * np.pi * VARS)
 
 
-def _reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+def _reference(
+    x: np.ndarray, start: np.ndarray = START, trans: np.ndarray = TRANS
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """(filtered, smoothed, loglik, Viterbi path) of one sequence, unscaled textbook
     recursions (fine for a handful of rows) and Viterbi by enumerating every path."""
     n = x.size
     b = np.array([_density(v) for v in x])
     alpha = np.empty((n, 2))
-    alpha[0] = START * b[0]
+    alpha[0] = start * b[0]
     for t in range(1, n):
-        alpha[t] = (alpha[t - 1] @ TRANS) * b[t]
+        alpha[t] = (alpha[t - 1] @ trans) * b[t]
     beta = np.ones((n, 2))
     for t in range(n - 2, -1, -1):
-        beta[t] = TRANS @ (b[t + 1] * beta[t + 1])
+        beta[t] = trans @ (b[t + 1] * beta[t + 1])
     like = alpha[-1].sum()
     filtered = alpha / alpha.sum(axis=1, keepdims=True)
     smoothed = alpha * beta / like
 
     def path_prob(z: tuple[int, ...]) -> float:
-        p = START[z[0]] * b[0, z[0]]
+        p = start[z[0]] * b[0, z[0]]
         for t in range(1, n):
-            p *= TRANS[z[t - 1], z[t]] * b[t, z[t]]
+            p *= trans[z[t - 1], z[t]] * b[t, z[t]]
         return p
 
     best = max(itertools.product((0, 1), repeat=n), key=path_prob)
@@ -112,6 +114,25 @@ def test_viterbi_path_is_the_most_probable_path(decoded):
     dec, refs = decoded
     want = np.concatenate([r[3] for r in refs])
     assert dec.frame["hmm_state"].to_list() == want.tolist()
+
+
+def test_exact_zero_probabilities_give_finite_values():
+    """Start in state 1 surely, state 1 absorbing: state 0 is impossible on every row, so the
+    kernels' log-sum-exp sees all-(−inf) vectors (the mutmut survivors of kernels/hmm.py)."""
+    start, trans = np.array([0.0, 1.0]), np.array([[0.9, 0.1], [0.0, 1.0]])
+    params = HmmParams(start, trans, MEANS[:, None], VARS[:, None, None], "diag")
+    x = SEQS[0]
+    frame = pl.DataFrame({"ticker": ["A"] * x.size,
+                          "trade_date": [dt.date(2020, 1, 1 + i) for i in range(x.size)]})
+    seqs = Sequences(frame=frame, X=x[:, None], offsets=np.array([0, x.size]), tickers=["A"],
+                     dropped_tickers=[])  # fmt: skip
+    dec = decode(params, seqs)
+    filtered, smoothed, ll, path = _reference(x, start, trans)
+    np.testing.assert_allclose(dec.filtered_prob, filtered, atol=1e-12)
+    np.testing.assert_allclose(dec.frame["hmm_state_prob_max"].to_numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(dec.frame["hmm_state_entropy"].to_numpy(), 0.0, atol=1e-6)
+    assert dec.loglik == pytest.approx(ll, rel=1e-12)
+    assert dec.frame["hmm_state"].to_list() == path.tolist() == [1] * x.size
 
 
 def test_transition_code_is_prev_times_100_plus_current():
