@@ -77,7 +77,7 @@ def prep_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _split(prep: dict[str, Any]) -> str:
-    from mf_pipeline.lib.steps.research_step import split_key
+    from mf_pipeline.lib.steps.research.options import split_key
 
     split, train_end, mode = prep["split"], prep["train_end"], prep["split_mode"]
     if mode not in (None, "none", "time"):
@@ -96,13 +96,13 @@ def _checked(ctx: typer.Context, asset: str, split: str, config: dict[str, Any])
     import pydantic
 
     from mf_pipeline.defs.research import config as research_config
-    from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.lib.steps.research import options
 
     kind = "hmm" if asset.startswith("hmm") else "cluster"
     names = set(research_config.PrepConfig.model_fields) - {"dataset_path"}
     prep = {key: value for key, value in config.items() if key in names}
     try:
-        rs.check_options(rs.prep_options(settings_of(ctx), kind, **prep), split == "full")
+        options.check_options(options.prep_options(settings_of(ctx), kind, **prep), split == "full")
         research_config.CONFIGS[asset](**config)
     except ValueError as error:
         if isinstance(error, pydantic.ValidationError):
@@ -170,7 +170,7 @@ def research_cluster_run(
              "(cluster_labels publishes it).")] = False,
 ) -> None:
     """Cluster one split (fit on train, evaluate on test; full = in-sample) → research_runs/."""
-    from mf_pipeline.lib.steps.research_step import read_run_summary
+    from mf_pipeline.lib.steps.research.artifacts import read_run_summary
 
     meta = _run(ctx, ("cluster_model", "cluster_labels"), prep,
                 {"method": method, "n_clusters": n_clusters,
@@ -197,7 +197,7 @@ def research_hmm_run(
     write_full_decoded_csv: Annotated[bool, Opt(help="Also write decoded_rows.csv.")] = False,
 ) -> None:
     """Gaussian HMM on one split (Viterbi + causal filtered states) → hmm_runs/."""
-    from mf_pipeline.lib.steps.research_step import read_run_summary
+    from mf_pipeline.lib.steps.research.artifacts import read_run_summary
 
     meta = _run(ctx, ("hmm_model", "hmm_states"), prep, {
         "n_components": n_components, "covariance_type": covariance_type,
@@ -275,7 +275,7 @@ def research_cluster_sanity(
     run_dir: Annotated[Path, Opt(help="A research_runs/<run> folder.")],
 ) -> None:
     """Summarise a clustering run folder (read-only)."""
-    from mf_pipeline.lib.steps.research_step import cluster_sanity
+    from mf_pipeline.lib.steps.research.cluster import cluster_sanity
 
     try:
         out = cluster_sanity(run_dir)
@@ -300,7 +300,7 @@ def research_hmm_sanity(
     run_dir: Annotated[Path, Opt(help="An hmm_runs/<run> folder.")],
 ) -> None:
     """Summarise an HMM run folder (read-only)."""
-    from mf_pipeline.lib.steps.research_step import hmm_sanity
+    from mf_pipeline.lib.steps.research.hmm import hmm_sanity
 
     try:
         out = hmm_sanity(run_dir)

@@ -114,7 +114,7 @@ def invoke_fails(*args: str) -> str:
 
 def test_research_split_and_sample_options(isolated, monkeypatch):
     """--test-start/--test-end/--fit-on/--predict-on/--sample-frac and the full-output flags."""
-    from mf_pipeline.lib.steps.research_step import resolve_dataset
+    from mf_pipeline.lib.steps.research.prepare import resolve_dataset
 
     isolated  # noqa: B018
     monkeypatch.delenv("MF_PIPELINE_PATHS__RAW_ROOT", raising=False)

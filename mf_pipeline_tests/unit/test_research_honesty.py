@@ -143,12 +143,13 @@ def _dataset(path, short_train_rows: int = 5):
 
 
 def _prep(isolated, tmp_path, **options):
-    from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.lib.steps.research.options import PrepOptions
+    from mf_pipeline.lib.steps.research.prepare import prepare
 
     settings = isolated(tmp_path / "raw")
     data = _dataset(tmp_path / "dataset.parquet")
-    opts = rs.PrepOptions(features=FEATURES, **{"kind": "hmm", **options})
-    return settings, rs.prepare(settings, data, "wf2020-03-31", opts)
+    opts = PrepOptions(features=FEATURES, **{"kind": "hmm", **options})
+    return settings, prepare(settings, data, "wf2020-03-31", opts)
 
 
 HMM = dict(n_components=2, n_iter=20, fit_max_rows=None, init_sample_rows=1000)
@@ -156,12 +157,12 @@ HMM = dict(n_components=2, n_iter=20, fit_max_rows=None, init_sample_rows=1000)
 
 def test_dropped_short_tickers_fit_counts_the_fit_set(isolated, tmp_path):
     from mf_pipeline.lib.research.hmm import HmmConfig
-    from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.lib.steps.research.hmm import hmm_run
 
     settings, prep = _prep(isolated, tmp_path)
     # B has 5 train rows (< 10: dropped from the fit) but ~60 test rows (decoded)
     assert prep.fit.frame.filter(pl.col("ticker") == "B").height == 5
-    out = rs.hmm_run(settings, prep, HmmConfig(**HMM), min_len=10)
+    out = hmm_run(settings, prep, HmmConfig(**HMM), min_len=10)
     import json
 
     meta = json.loads((out.output_dir / "hmm_model_meta.json").read_text())
@@ -187,9 +188,9 @@ def test_in_sample_whenever_the_fit_rows_include_an_evaluated_row(
     truth = prep.predict.frame.select("ticker", "trade_date", pl.lit(0).alias("regime"))
     from dataclasses import replace
 
-    from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.lib.steps.research.artifacts import regime_recovery
 
-    rec = rs._regime_recovery(replace(prep, truth=truth), prep.predict.frame, ())
+    rec = regime_recovery(replace(prep, truth=truth), prep.predict.frame, ())
     assert rec["in_sample"] is in_sample
 
 
@@ -198,10 +199,10 @@ def test_fit_on_all_hmm_run_has_no_test_loglik_only_an_in_sample_one(isolated, t
 
     from mf_pipeline.lib.research import hmm as hm
     from mf_pipeline.lib.research.hmm import HmmConfig
-    from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.lib.steps.research.hmm import hmm_run
 
     settings, prep = _prep(isolated, tmp_path, fit_on="all")
-    out = rs.hmm_run(settings, prep, HmmConfig(**HMM), min_len=10)
+    out = hmm_run(settings, prep, HmmConfig(**HMM), min_len=10)
     sm = out.summary
     assert sm["in_sample"] is True and sm["robustness_summary"]["in_sample"] is True
     assert sm["test_loglik"] is None  # the "test" rows were fitted: not a test figure
@@ -220,7 +221,7 @@ def test_fit_on_all_hmm_run_has_no_test_loglik_only_an_in_sample_one(isolated, t
     # the honest walk-forward run keeps its test figure
     (tmp_path / "wf").mkdir()
     settings, prep = _prep(isolated, tmp_path / "wf")
-    sm = rs.hmm_run(settings, prep, HmmConfig(**HMM), min_len=10).summary
+    sm = hmm_run(settings, prep, HmmConfig(**HMM), min_len=10).summary
     assert sm["in_sample"] is False and sm["test_loglik"] is not None
     assert sm["eval_loglik_in_sample"] is None
 
@@ -229,11 +230,11 @@ def test_fit_on_all_cluster_run_is_labelled_in_sample(isolated, tmp_path):
     import json
 
     from mf_pipeline.lib.research import clustering as cl
-    from mf_pipeline.lib.steps import research_step as rs
+    from mf_pipeline.lib.steps.research.cluster import cluster_run
 
     settings, prep = _prep(isolated, tmp_path, fit_on="all", kind="cluster")
-    out = rs.cluster_run(settings, prep, "kmeans", cl.ClusterConfig(n_clusters=2,
-                                                                     kmeans_n_init=2))
+    out = cluster_run(settings, prep, "kmeans", cl.ClusterConfig(n_clusters=2,
+                                                                  kmeans_n_init=2))
     assert out.summary["in_sample"] is True
     rob = json.loads((out.output_dir / "robustness_summary.json").read_text())
     assert rob["in_sample"] is True

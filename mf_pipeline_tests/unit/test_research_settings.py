@@ -14,7 +14,13 @@ from mf_pipeline.lib.research.clustering import ClusterConfig
 from mf_pipeline.lib.research.features import DEFAULT_FEATURES
 from mf_pipeline.lib.research.hmm import HmmConfig
 from mf_pipeline.lib.settings import SettingsError, load_settings
-from mf_pipeline.lib.steps import research_step as rs
+from mf_pipeline.lib.steps.research.options import (
+    PrepOptions,
+    cluster_config,
+    hmm_config,
+    min_sequence_length,
+    prep_options,
+)
 
 REPO_SETTINGS = Path(__file__).resolve().parents[2] / "configs" / "settings.yaml"
 
@@ -51,15 +57,15 @@ def clean_env(monkeypatch, tmp_path):
 
 def _built(settings):
     return {
-        "prep_cluster": rs.prep_options(settings, "cluster"),
-        "prep_hmm": rs.prep_options(settings, "hmm"),
-        "prep_hmm_given": rs.prep_options(settings, "hmm", scaler="robust", clip_zscore=3.0,
-                                          scaling_scope=None),
-        "cluster": rs.cluster_config(settings),
-        "cluster_given": rs.cluster_config(settings, n_clusters=7, random_state=None),
-        "hmm": rs.hmm_config(settings),
-        "hmm_given": rs.hmm_config(settings, n_components=3, covariance_type="full"),
-        "min_sequence_length": rs.min_sequence_length(settings),
+        "prep_cluster": prep_options(settings, "cluster"),
+        "prep_hmm": prep_options(settings, "hmm"),
+        "prep_hmm_given": prep_options(settings, "hmm", scaler="robust", clip_zscore=3.0,
+                                       scaling_scope=None),
+        "cluster": cluster_config(settings),
+        "cluster_given": cluster_config(settings, n_clusters=7, random_state=None),
+        "hmm": hmm_config(settings),
+        "hmm_given": hmm_config(settings, n_components=3, covariance_type="full"),
+        "min_sequence_length": min_sequence_length(settings),
         "cluster_seeds": run_config.ClusterStabilityConfig().seed_range(settings, "cluster"),
         "hmm_seeds": run_config.HmmStabilityConfig().seed_range(settings, "hmm"),
         "hmm_seeds_given": run_config.HmmStabilityConfig(seeds=2, seed_start=0)
@@ -70,15 +76,15 @@ def _built(settings):
 
 
 DEFAULTS = {
-    "prep_cluster": rs.PrepOptions(scaler="standard", scaling_scope="global", clip_zscore=8.0,
-                                   features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
-                                   kind="cluster"),
-    "prep_hmm": rs.PrepOptions(scaler="standard", scaling_scope="global", clip_zscore=8.0,
-                               features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
-                               kind="hmm"),
-    "prep_hmm_given": rs.PrepOptions(scaler="robust", scaling_scope="global", clip_zscore=3.0,
-                                     features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
-                                     kind="hmm"),
+    "prep_cluster": PrepOptions(scaler="standard", scaling_scope="global", clip_zscore=8.0,
+                                features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
+                                kind="cluster"),
+    "prep_hmm": PrepOptions(scaler="standard", scaling_scope="global", clip_zscore=8.0,
+                            features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
+                            kind="hmm"),
+    "prep_hmm_given": PrepOptions(scaler="robust", scaling_scope="global", clip_zscore=3.0,
+                                  features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
+                                  kind="hmm"),
     "cluster": ClusterConfig(n_clusters=5, random_state=42, silhouette_sample_max=20_000,
                              kmeans_n_init=20, kmeans_max_iter=300, gmm_covariance_type="diag",
                              gmm_reg_covar=1e-6, gmm_max_iter=200),
@@ -97,16 +103,16 @@ DEFAULTS = {
 }
 
 OVERRIDDEN = {
-    "prep_cluster": rs.PrepOptions(scaler="robust", scaling_scope="per_ticker", clip_zscore=None,
-                                   features=("tmf_21", "tmf_abs", "delta_flow_20"),
-                                   forward_windows=(5, 10), kind="cluster"),
+    "prep_cluster": PrepOptions(scaler="robust", scaling_scope="per_ticker", clip_zscore=None,
+                                features=("tmf_21", "tmf_abs", "delta_flow_20"),
+                                forward_windows=(5, 10), kind="cluster"),
     # HMM: its own scaler (default) and scope; clipping and windows of research_clustering.
-    "prep_hmm": rs.PrepOptions(scaler="standard", scaling_scope="per_ticker", clip_zscore=None,
-                               features=("tmf_21", "tmf_abs"), forward_windows=(5, 10),
-                               kind="hmm"),
-    "prep_hmm_given": rs.PrepOptions(scaler="robust", scaling_scope="per_ticker",
-                                     clip_zscore=3.0, features=("tmf_21", "tmf_abs"),
-                                     forward_windows=(5, 10), kind="hmm"),
+    "prep_hmm": PrepOptions(scaler="standard", scaling_scope="per_ticker", clip_zscore=None,
+                            features=("tmf_21", "tmf_abs"), forward_windows=(5, 10),
+                            kind="hmm"),
+    "prep_hmm_given": PrepOptions(scaler="robust", scaling_scope="per_ticker",
+                                  clip_zscore=3.0, features=("tmf_21", "tmf_abs"),
+                                  forward_windows=(5, 10), kind="hmm"),
     "cluster": ClusterConfig(n_clusters=5, random_state=11, silhouette_sample_max=5000,
                              kmeans_n_init=5, kmeans_max_iter=300, gmm_covariance_type="tied",
                              gmm_reg_covar=1e-4, gmm_max_iter=200),
@@ -144,9 +150,9 @@ def test_env_overrides_nested_keys_typed_and_keeps_the_rest(clean_env, monkeypat
     monkeypatch.setenv("MF_PIPELINE_RESEARCH_CLUSTERING__FORWARD_WINDOWS", "[5,10]")
     monkeypatch.setenv("MF_PIPELINE_RESEARCH_CLUSTERING__CLIP_ZSCORE", "4.5")
     settings = load_settings(REPO_SETTINGS)
-    assert rs.hmm_config(settings) == HmmConfig(n_components=7)  # the YAML's other hmm keys
+    assert hmm_config(settings) == HmmConfig(n_components=7)  # the YAML's other hmm keys
     assert settings.research_hmm.hmm.tol == 1e-3
-    options = rs.prep_options(settings)
+    options = prep_options(settings)
     assert options.forward_windows == (5, 10) and options.clip_zscore == 4.5
 
 

@@ -6,7 +6,7 @@ from mf_pipeline.defs.research.partitions import research_splits
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.registry import LAYERS
 from mf_pipeline.lib.steps.dataset_step import export_ml_dataset
-from mf_pipeline.lib.steps.research_step import split_keys
+from mf_pipeline.lib.steps.research.options import split_keys
 
 
 class MlDatasetConfig(dg.Config):

@@ -1,6 +1,6 @@
 """Research assets per walk-forward split: clustering and Gaussian-HMM regimes.
 
-Thin wrappers over ``mf_pipeline.lib.steps.research_step``. ``cluster_model``/``hmm_model`` fit
+Thin wrappers over ``mf_pipeline.lib.steps.research``. ``cluster_model``/``hmm_model`` fit
 one split with the options of their run config and write a run folder of the old artifacts;
 their output (the run's record) goes through our IO manager to ``cluster_labels``/
 ``hmm_states``, which publish that run's labels per split under ``<gold_root>/research/`` and,
@@ -25,7 +25,7 @@ from mf_pipeline.defs.research.config import (
 )
 from mf_pipeline.defs.research.partitions import REGIME_TAGS, research_splits
 from mf_pipeline.defs.resources import PipelineSettings
-from mf_pipeline.lib.steps import research_step as rs
+from mf_pipeline.lib.steps.research import cluster, hmm, options, publish
 
 MODEL = {"partitions_def": research_splits, "tags": REGIME_TAGS, "group_name": "research",
          "io_manager_key": "lake_io", "deps": ["ml_dataset"]}
@@ -54,7 +54,8 @@ def cluster_model(context: dg.AssetExecutionContext, config: ClusterModelConfig,
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
     cfg = config.cluster_config(s)
-    out = rs.cluster_run(s, prep, plain(config.method), cfg, run_id=config.run_id, write_full=True)
+    out = cluster.cluster_run(s, prep, plain(config.method), cfg, run_id=config.run_id,
+                              write_full=True)
     metrics = out.summary["metrics"]
     record = _record(out, ("split_id", "split_kind", "in_sample", "method", "rows_fit",
                            "rows_used"))
@@ -71,8 +72,8 @@ def cluster_labels(context: dg.AssetExecutionContext, settings: PipelineSettings
                    cluster_model: dict) -> dg.MaterializeResult:
     """Cluster ids of the split's predict rows from the fitted ``cluster_model`` run; ``full``
     also writes the per-ticker files the viewer's cluster band reads."""
-    out = rs.publish_cluster_labels(settings.get(), context.partition_key,
-                                    cluster_model["output_dir"])
+    out = publish.publish_cluster_labels(settings.get(), context.partition_key,
+                                         cluster_model["output_dir"])
     return dg.MaterializeResult(metadata=_published(out))
 
 
@@ -84,11 +85,11 @@ def hmm_model(context: dg.AssetExecutionContext, config: HmmModelConfig,
     s = settings.get()
     prep = config.prepare(s, "hmm", context.partition_key, config.seed(s, "hmm"))
     cfg = config.hmm_config(s)
-    labels = rs.read_cluster_labels(Path(config.cluster_labels_file)) \
+    labels = hmm.read_cluster_labels(Path(config.cluster_labels_file)) \
         if config.cluster_labels_file else None
-    out = rs.hmm_run(s, prep, cfg, config.min_sequence_length or rs.min_sequence_length(s),
-                     run_id=config.run_id, cluster_labels=labels,
-                     write_full_csv=config.write_full_decoded_csv)
+    out = hmm.hmm_run(s, prep, cfg, config.min_sequence_length or options.min_sequence_length(s),
+                      run_id=config.run_id, cluster_labels=labels,
+                      write_full_csv=config.write_full_decoded_csv)
     sm = out.summary
     record = _record(out, ("split_id", "split_kind", "in_sample", "n_components", "rows_fit",
                            "rows_decoded"))
@@ -105,7 +106,7 @@ def hmm_states(context: dg.AssetExecutionContext, settings: PipelineSettings,
                hmm_model: dict) -> dg.MaterializeResult:
     """HMM states of the split's predict rows (``hmm_state`` Viterbi, ``hmm_state_filtered``
     causal) from the fitted ``hmm_model`` run; ``full`` also writes the viewer's files."""
-    out = rs.publish_hmm_states(settings.get(), context.partition_key, hmm_model["output_dir"])
+    out = publish.publish_hmm_states(settings.get(), context.partition_key, hmm_model["output_dir"])
     return dg.MaterializeResult(metadata=_published(out))
 
 
@@ -132,8 +133,8 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: ClusterSweepConfig,
     """Method × k grid on one split → research_runs/<id>_cluster_sweep_*/ (research.md §4.4)."""
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.random_state)
-    out = rs.cluster_sweep(s, prep, plain(config.methods), list(config.n_clusters_list),
-                           rs.cluster_config(s, random_state=config.random_state))
+    out = cluster.cluster_sweep(s, prep, plain(config.methods), list(config.n_clusters_list),
+                                options.cluster_config(s, random_state=config.random_state))
     return _experiment(out, config)
 
 
@@ -144,9 +145,9 @@ def cluster_stability(context: dg.AssetExecutionContext, config: ClusterStabilit
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
     seeds, seed_start = config.seed_range(s, "cluster")
-    out = rs.cluster_stability(s, prep, plain(config.method),
-                               rs.cluster_config(s, n_clusters=config.n_clusters),
-                               seeds, seed_start)
+    out = cluster.cluster_stability(s, prep, plain(config.method),
+                                    options.cluster_config(s, n_clusters=config.n_clusters),
+                                    seeds, seed_start)
     return _experiment(out, config)
 
 
@@ -156,8 +157,8 @@ def hmm_sweep(context: dg.AssetExecutionContext, config: HmmSweepConfig,
     """Fit each state count on one split → hmm_runs/<id>_hmm_sweep_*/ (research.md §5.9)."""
     s = settings.get()
     prep = config.prepare(s, "hmm", context.partition_key, config.seed(s, "hmm"))
-    out = rs.hmm_sweep(s, prep, config.component_list(s), rs.hmm_config(s),
-                       rs.min_sequence_length(s))
+    out = hmm.hmm_sweep(s, prep, config.component_list(s), options.hmm_config(s),
+                        options.min_sequence_length(s))
     return _experiment(out, config)
 
 
@@ -168,6 +169,6 @@ def hmm_stability(context: dg.AssetExecutionContext, config: HmmStabilityConfig,
     s = settings.get()
     prep = config.prepare(s, "hmm", context.partition_key, config.seed(s, "hmm"))
     seeds, seed_start = config.seed_range(s, "hmm")
-    out = rs.hmm_stability(s, prep, rs.hmm_config(s, n_components=config.n_components),
-                           rs.min_sequence_length(s), seeds, seed_start)
+    out = hmm.hmm_stability(s, prep, options.hmm_config(s, n_components=config.n_components),
+                            options.min_sequence_length(s), seeds, seed_start)
     return _experiment(out, config)

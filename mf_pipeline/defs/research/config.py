@@ -14,7 +14,9 @@ import pydantic
 from mf_pipeline.lib.research import clustering as cl
 from mf_pipeline.lib.research import hmm as hm
 from mf_pipeline.lib.settings import Settings
-from mf_pipeline.lib.steps import research_step as rs
+from mf_pipeline.lib.steps.research import options
+from mf_pipeline.lib.steps.research.prepare import Prepared
+from mf_pipeline.lib.steps.research.prepare import prepare as prepare_split
 
 
 def _choices(name: str, *values: str) -> type[Enum]:
@@ -70,23 +72,24 @@ class PrepConfig(dg.Config):
         return {key: plain(value) for key, value in self.model_dump().items()
                 if value is not None and value is not False}
 
-    def prepare(self, settings: Settings, kind: str, split: str, seed: int) -> rs.Prepared:
+    def prepare(self, settings: Settings, kind: str, split: str, seed: int) -> Prepared:
         """Load the dataset and cut, label and scale ``split`` as configured."""
         names = ("scaler", "scaling_scope", "unseen_policy", "clip_zscore", "embargo_bars",
                  "date_from", "date_to", "test_start", "test_end", "fit_on", "predict_on",
                  "sample_frac")
-        options = {name: plain(getattr(self, name)) for name in names}
+        chosen = {name: plain(getattr(self, name)) for name in names}
         if self.sample_frac is not None:
-            options["sample_seed"] = seed
-        return rs.prepare(settings, self.dataset_path, split,
-                          rs.prep_options(settings, kind, **options))
+            chosen["sample_seed"] = seed
+        return prepare_split(settings, self.dataset_path, split,
+                             options.prep_options(settings, kind, **chosen))
 
     def seed(self, settings: Settings, kind: str) -> int:
         """The run's random state: its own, else the settings default."""
         own = getattr(self, "random_state", None)
         if own is not None:
             return int(own)
-        cfg = rs.cluster_config(settings) if kind == "cluster" else rs.hmm_config(settings)
+        cfg = (options.cluster_config(settings) if kind == "cluster"
+               else options.hmm_config(settings))
         return int(cfg.random_state)
 
 
@@ -99,10 +102,10 @@ class ClusterModelConfig(PrepConfig):
     run_id: str | None = None
 
     def cluster_config(self, settings: Settings) -> cl.ClusterConfig:
-        return rs.cluster_config(settings, n_clusters=self.n_clusters,
-                                 random_state=self.random_state,
-                                 silhouette_sample_max=self.silhouette_sample_max,
-                                 kmeans_n_init=self.kmeans_n_init)
+        return options.cluster_config(settings, n_clusters=self.n_clusters,
+                                      random_state=self.random_state,
+                                      silhouette_sample_max=self.silhouette_sample_max,
+                                      kmeans_n_init=self.kmeans_n_init)
 
 
 class HmmModelConfig(PrepConfig):
@@ -119,10 +122,10 @@ class HmmModelConfig(PrepConfig):
     run_id: str | None = None
 
     def hmm_config(self, settings: Settings) -> hm.HmmConfig:
-        return rs.hmm_config(settings, n_components=self.n_components,
-                             covariance_type=plain(self.covariance_type), n_iter=self.n_iter,
-                             tol_per_row=self.tol_per_row, random_state=self.random_state,
-                             fit_max_rows=self.fit_max_rows)
+        return options.hmm_config(settings, n_components=self.n_components,
+                                  covariance_type=plain(self.covariance_type), n_iter=self.n_iter,
+                                  tol_per_row=self.tol_per_row, random_state=self.random_state,
+                                  fit_max_rows=self.fit_max_rows)
 
 
 class StabilityConfig(PrepConfig):
