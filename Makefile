@@ -24,11 +24,11 @@ lint: setup
 	$(VENV)/bin/ruff check mf_pipeline mf_pipeline_tests bench viewer
 
 test: setup lint
-	$(VENV)/bin/pytest -n 2
+	$(VENV)/bin/pytest -n 2 --dist worksteal
 
 # The fast loop while editing: everything but the end-to-end runs (marker e2e), on both cores.
 test-fast: setup
-	$(VENV)/bin/pytest -n 2 -m "not e2e"
+	$(VENV)/bin/pytest -n 2 --dist worksteal -m "not e2e"
 
 ui: setup
 	$(PY) -m mf_pipeline.orchestration.instance
