@@ -185,16 +185,24 @@ def _write(settings: Settings, path: Path, context: pl.DataFrame, state: pl.Data
 
 
 def recorded(settings: Settings, layer: str) -> pl.DataFrame:
-    """``ticker, last_date, own, input`` of every ticker with a carry in ``layer``."""
-    found = _read(settings, layer, None)
+    """``ticker, last_date, own, input`` of every ticker with a carry in ``layer``: read
+    lazily (the listings and the context's dates only, not the carried rows and states),
+    since staleness and the append check ask it of every ticker on every run."""
     schema = {"ticker": pl.String(), "last_date": pl.Date(), OWN: pl.String(),
               INPUT: pl.String()}
-    if found is None:
+    path = carry_path(settings, layer)
+    if not path.exists():
         return pl.DataFrame(schema=schema)
-    context, state = found
-    last = context.group_by("ticker").agg(pl.col("trade_date").max().alias("last_date"))
-    return state.select("ticker", OWN, INPUT).join(last, on="ticker", how="left").select(
-        list(schema))
+    try:
+        scan = pl.scan_parquet(path)
+        state = scan.filter(pl.col(PART) == "state").select("ticker", OWN, INPUT)
+        last = (scan.filter(pl.col(PART) == "context").group_by("ticker")
+                .agg(pl.col("trade_date").max().alias("last_date")))
+        return state.join(last, on="ticker", how="left").select(list(schema)).collect()
+    except Exception as error:  # noqa: BLE001 - any damage: rebuild from the sources
+        log.warning("carry file %s is unreadable (%s: %s); its tickers are rebuilt in full",
+                    path, type(error).__name__, error)
+        return pl.DataFrame(schema=schema)
 
 
 def described(settings: Settings, layer: str, records: pl.DataFrame,
