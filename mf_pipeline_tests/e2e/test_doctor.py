@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
 from mf_pipeline.lib import lake
-from mf_pipeline_tests.e2e.test_append import LAYERS, accounting, layer_rows, use_lake
+from mf_pipeline_tests.e2e.test_append import assert_same_lake, use_lake
 
 
 def mf(*args: str, code: int = 0) -> str:
@@ -69,12 +69,7 @@ def test_doctor_reports_damage_and_repair_rebuilds_it(isolated, messy_universe, 
     use_lake(monkeypatch, tmp_path / "fresh")
     fresh = isolated(raw)
     mf("run", "--until", "ml_dataset")
-    for layer in LAYERS:
-        got, want = layer_rows(damaged, layer), layer_rows(fresh, layer)
-        assert got.columns == want.columns, layer
-        assert got.equals(want, null_equal=True), layer
-    for got, want in zip(accounting(damaged), accounting(fresh), strict=True):
-        assert got.equals(want, null_equal=True)
+    assert_same_lake(damaged, fresh)
     for layer in ("silver", "indicators", "events", "features"):
         root = lake.LAYERS[layer].root
         got = json.loads((root(damaged).parent / "_calc" / f"{layer}.json").read_text())
