@@ -27,8 +27,13 @@ class DerivedConfig(dg.Config):
                      kinds={"polars", "numba", "parquet"}, skippable=True, tags=PER_TICKER_TAG)
         for layer in DERIVED
     ],
-    check_specs=[dg.AssetCheckSpec("sanity", asset=layer, blocking=True)
-                 for layer in DERIVED],
+    check_specs=[dg.AssetCheckSpec(
+        "sanity", asset=layer, blocking=True,
+        description=f"The rows this run wrote to `{layer}` pass its sanity rules: required "
+                    "columns, no null keys, one row per ticker and date, dates in order, bounded "
+                    "columns in range, no NaN/inf. Blocking: a failure stops downstream assets "
+                    "and keeps no carry for those tickers, so they are rebuilt next run.")
+        for layer in DERIVED],
     can_subset=True,
     partitions_def=ticker_shards,
     backfill_policy=dg.BackfillPolicy.single_run(),
