@@ -8,6 +8,7 @@ import sys
 from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
     bench_commands,
     bronze_commands,
+    dagster_commands,
     derived_commands,
     qa_commands,
     research_commands,

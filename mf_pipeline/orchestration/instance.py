@@ -31,8 +31,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from mf_pipeline.lib import lake
+
 log = logging.getLogger(__name__)
 DAGSTER_YAML = (Path(__file__).with_name("dagster.yaml")).read_text()
+GENERATED_MARKER = DAGSTER_YAML.splitlines()[0]
+"""First line of every dagster.yaml we generate: a home whose file has it gets the current text."""
 TEMPLATE_DIR_ENV = "MF_DAGSTER_TEMPLATE_DIR"
 STORAGE_DIRS = ("history", "schedules", "storage")
 # Keys that could point storage outside DAGSTER_HOME (or at a server): never templated.
@@ -182,11 +186,31 @@ def ensure_dagster_home(project_root: Path) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or project_root / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    if not config.exists() or _generated_and_outdated(config):
+        lake.write_text(DAGSTER_YAML, config)
     os.environ["DAGSTER_HOME"] = str(home)
     seed_home(home, template_root(project_root))
     return home
+
+
+def _generated_and_outdated(config: Path) -> bool:
+    """A dagster.yaml we wrote from an older template (its marker line), not a user's own."""
+    text = config.read_text()
+    return GENERATED_MARKER in text and text != DAGSTER_YAML
+
+
+def ensure_dotenv(project_root: Path, home: Path) -> Path:
+    """``<project>/.env`` names the project's ``DAGSTER_HOME``, so Dagster's own CLI (``dagster
+    dev``, ``dagster asset materialize``), which reads ``.env`` in the working directory, uses
+    this instance from the project root instead of a throw-away one. A ``DAGSTER_HOME`` line
+    already there is the user's choice and is kept; other lines are never touched."""
+    dotenv = project_root / ".env"
+    text = dotenv.read_text() if dotenv.exists() else ""
+    if any(line.strip().startswith("DAGSTER_HOME=") for line in text.splitlines()):
+        return dotenv
+    prefix = text if not text or text.endswith("\n") else text + "\n"
+    lake.write_text(f"{prefix}DAGSTER_HOME={home}\n", dotenv)
+    return dotenv
 
 
 def get_instance(project_root: Path) -> dg.DagsterInstance:
@@ -201,6 +225,7 @@ def main() -> None:
 
     project = find_project_root()
     home = ensure_dagster_home(project)
+    ensure_dotenv(project, home)
     print(build_template((home / "dagster.yaml").read_text(), template_root(project)))
 
 

@@ -27,7 +27,7 @@ def test_sensor_requests_only_changed_tickers(isolated, messy_universe, tmp_path
     raw = tmp_path / "raw"
     shutil.copytree(messy_universe, raw)
     settings = isolated(raw)
-    result = CliRunner().invoke(app, ["bronze-run"], catch_exceptions=False)
+    result = CliRunner().invoke(app, ["run", "--until", "features"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     instance = dg.DagsterInstance.get()
 
@@ -44,18 +44,22 @@ def test_sensor_requests_only_changed_tickers(isolated, messy_universe, tmp_path
     outcome = evaluate(instance)
     assert isinstance(outcome, dg.SensorResult)
     [request] = outcome.run_requests
-    assert request.asset_selection == [dg.AssetKey("manifest"), dg.AssetKey("bronze")]
+    # the same chain as `mf run --until features`, not Bronze alone
+    assert request.asset_selection == [dg.AssetKey(name) for name in (
+        "manifest", "bronze", "silver", "indicators", "events", "features")]
     shards = (request.tags["dagster/asset_partition_range_start"],
               request.tags["dagster/asset_partition_range_end"])
     assert shards == tuple(sorted({shard_of(target["ticker"]), "Z"}))
     assert evaluate(instance).run_requests[0].run_key == request.run_key
 
-    # The requested run, as the daemon would launch it: only the changed tickers are rebuilt.
-    before = {t: m for t, m in file_mtimes(settings, "bronze").items()}
+    # The requested run, as the daemon would launch it: only the changed tickers are rebuilt,
+    # in every layer up to features.
+    before = {layer: file_mtimes(settings, layer) for layer in ("bronze", "features")}
     job = runner.definitions().resolve_implicit_global_asset_job_def()
     job.execute_in_process(instance=instance, tags=request.tags,
                            asset_selection=request.asset_selection)
-    after = file_mtimes(settings, "bronze")
-    changed = {t for t, m in after.items() if before.get(t) != m}
-    assert changed == {target["ticker"], "ZZZZ.US"}
+    for layer in ("bronze", "features"):
+        after = file_mtimes(settings, layer)
+        changed = {t for t, m in after.items() if before[layer].get(t) != m}
+        assert changed == {target["ticker"], "ZZZZ.US"}, layer
     assert isinstance(evaluate(instance), dg.SkipReason)

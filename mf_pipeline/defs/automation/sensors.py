@@ -1,11 +1,5 @@
-"""Sensor on the raw root: new, changed or deleted files trigger Bronze for those tickers only.
-
-Stopped by default (start it in the UI, Automation tab). Each tick stats the raw tree (no file is
-read) and requests one run of the manifest and Bronze over the shards that hold the changed
-tickers; inside those shards Bronze processes only the tickers whose files changed. The run key
-is derived from the files' size and mtime, so a tick that sees the same change again requests
-nothing new.
-"""
+"""Sensor on the raw root: new, changed or deleted files trigger the layer chain for those
+tickers only."""
 
 import dagster as dg
 import polars as pl
@@ -16,7 +10,18 @@ from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.lake import is_valid_ticker
 from mf_pipeline.lib.layers import manifest as mf
 from mf_pipeline.lib.partitions import shard_span
+from mf_pipeline.lib.registry import PER_TICKER
 from mf_pipeline.lib.steps import bronze_step
+
+SENSOR_ASSETS = ("manifest", *PER_TICKER)
+"""What ``mf run --until features`` materializes: the manifest and every per-ticker layer."""
+DESCRIPTION = """Watches the raw root for new, changed or deleted files.
+
+Stopped by default (start it under Automation). Each tick only stats the raw tree (no file is
+read) and requests one run of the manifest, Bronze, Silver, indicators, events and features
+(the same assets as `mf run --until features`) over the shards that hold the changed tickers.
+Inside those shards only the changed tickers are rebuilt. The run key comes from the files'
+size and mtime, so a tick that sees the same change again requests nothing new."""
 
 
 def request_for_changes(changes: pl.DataFrame) -> dg.RunRequest | None:
@@ -31,7 +36,7 @@ def request_for_changes(changes: pl.DataFrame) -> dg.RunRequest | None:
     digest = xxhash.xxh3_64_hexdigest("\n".join("|".join(row) for row in rows).encode())
     return dg.RunRequest(
         run_key=f"raw-{span[0]}-{span[1]}-{digest}",
-        asset_selection=[dg.AssetKey("manifest"), dg.AssetKey("bronze")],
+        asset_selection=[dg.AssetKey(name) for name in SENSOR_ASSETS],
         tags={RANGE_START: span[0], RANGE_END: span[1]},
     )
 
@@ -40,10 +45,11 @@ def request_for_changes(changes: pl.DataFrame) -> dg.RunRequest | None:
     name="raw_files_sensor",
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    asset_selection=["manifest", "bronze"],
+    asset_selection=list(SENSOR_ASSETS),
+    description=DESCRIPTION,
 )
 def raw_files_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
-    """Request Bronze for tickers whose raw files changed since their last successful ingest."""
+    """Request the layer chain for tickers whose raw files changed since their last ingest."""
     cfg = settings.get()
     stable_path = bronze_step.paths(cfg).stable_manifest
     stable = pl.read_parquet(stable_path) if stable_path.exists() else mf.empty_manifest()

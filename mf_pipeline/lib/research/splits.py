@@ -169,3 +169,12 @@ def resolve_split(split: Split, trade_dates: pl.Series | Sequence[date]) -> Reso
         test_start=test_start,
         test_end=test_end,
     )
+
+
+def infeasible_reason(split: Split, trade_dates: pl.Series | Sequence[date]) -> str | None:
+    """Why ``split`` cannot be fitted on this calendar (no train or no test dates), else None."""
+    try:
+        resolve_split(split, trade_dates)
+    except ValueError as error:
+        return str(error)
+    return None
