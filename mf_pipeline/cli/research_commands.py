@@ -5,7 +5,8 @@ assets (``defs/research/``), with its options as the assets' typed run config, s
 the UI like any other run. The split is the partition: ``full`` (in-sample) or
 ``wf<train_end>`` for any train end (a new one is registered as a partition first). The
 preparation options (dataset, split, scaling, date filters, test window, fit/predict rows,
-sampling) are declared once below and shared by the six fitting commands.
+sampling) and the fitting procedure (``--fit-procedure fast|spec``) are declared once below and
+shared by the six fitting commands.
 """
 
 import functools
@@ -51,11 +52,14 @@ PREP_OPTIONS: dict[str, tuple[Any, Any]] = {
                                                      "in (0, 1]; seed = random state.")], None),
     "features_preset": (Annotated[str, Opt(help="Only 'default' (the 25 features).")],
                         "default"),
+    "fit_procedure": (Annotated[str | None, Opt(
+        help="fast | spec: spec fits as the old tool did, on every fit row (KMeans restarts, "
+             "HDBSCAN, hmmlearn's own HMM start; slower). Default: settings, fast.")], None),
 }
 SPLIT_OPTIONS = ("split", "train_end", "split_mode", "features_preset", "dataset")
 """Options that choose the partition or are checked here; the rest is run config as named."""
 LOWERED = ("scaler", "scaling_scope", "unseen_policy", "fit_on", "predict_on", "method",
-           "covariance_type")
+           "covariance_type", "fit_procedure")
 """Choices accepted in any case on the command line (``--predict-on TRAIN``)."""
 
 
@@ -189,6 +193,9 @@ def research_hmm_run(
     n_components: Annotated[int | None, Opt(min=2, help="States (default 5).")] = None,
     covariance_type: Annotated[str | None, Opt(help="diag | full | tied | spherical.")] = None,
     n_iter: Annotated[int | None, Opt(min=1, help="EM iterations cap.")] = None,
+    tol: Annotated[float | None, Opt(
+        help="Absolute EM tolerance on the total log-likelihood gain, in either procedure "
+             "(default: spec research_hmm.hmm.tol; fast tol_per_row x EM rows).")] = None,
     random_state: Annotated[int | None, Opt(help="Seed (default settings).")] = None,
     min_sequence_length: Annotated[int | None, Opt(min=1)] = None,
     fit_max_rows: Annotated[int | None, Opt(min=1, help="EM row sample bound.")] = None,
@@ -201,7 +208,7 @@ def research_hmm_run(
 
     meta = _run(ctx, ("hmm_model", "hmm_states"), prep, {
         "n_components": n_components, "covariance_type": covariance_type,
-        "n_iter": n_iter, "random_state": random_state,
+        "n_iter": n_iter, "tol": tol, "random_state": random_state,
         "min_sequence_length": min_sequence_length, "fit_max_rows": fit_max_rows,
         "cluster_labels_file": str(cluster_labels_file) if cluster_labels_file else None,
         "write_full_decoded_csv": write_full_decoded_csv})

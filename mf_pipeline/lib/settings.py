@@ -147,6 +147,9 @@ Scaler = Literal["standard", "robust"]
 ScalingScope = Literal["global", "per_ticker"]
 SplitMode = Literal["none", "time"]
 CovarianceType = Literal["diag", "full", "tied", "spherical"]
+FitProcedure = Literal["fast", "spec"]
+"""``fast``: our bounded-sample fits; ``spec``: the old tool's fits on every row
+(docs/RESEARCH.md, "Fitting procedure")."""
 
 
 class KMeansSettings(_Group):
@@ -187,6 +190,9 @@ class ResearchClusteringSettings(_Group):
     """Clip scaled features to +-this; null or <= 0: no clipping. Also used by HMM runs."""
     silhouette_sample_max: int = Field(20_000, ge=1)
     random_state: int = Field(42, ge=0)
+    fit_procedure: FitProcedure = "fast"
+    """``fast``: KMeans restarts on a 50,000-row sample, HDBSCAN on 20,000 rows; ``spec``: both
+    on all fit rows (HDBSCAN's cost then grows with the square of the rows)."""
     kmeans: KMeansSettings = Field(default_factory=KMeansSettings)
     gmm: GmmSettings = Field(default_factory=GmmSettings)
     forward_windows: list[PositiveInt] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
@@ -197,9 +203,14 @@ class HmmModelSettings(_Group):
     n_components_default: int = Field(5, ge=1)
     covariance_type: CovarianceType = "diag"
     n_iter: int = Field(200, ge=1)
+    fit_procedure: FitProcedure = "fast"
+    """``fast``: EM on <= 300,000 rows of whole tickers from a KMeans start, stopping on a
+    per-row gain (``tol_per_row``); ``spec``: hmmlearn's own start and EM on all fit rows."""
     tol: float = Field(1e-3, gt=0)
-    """Kept from the old settings but not read yet: the fit stops on ``HmmConfig.tol_per_row``
-    (run config ``tol_per_row``); wiring this key is another issue's work."""
+    """Absolute hmmlearn tolerance on the gain of the TOTAL log-likelihood per EM iteration,
+    used by the ``spec`` procedure (a run's ``--tol`` wins, in either procedure)."""
+    tol_per_row: float = Field(1e-5, gt=0)
+    """``fast`` without ``--tol``: stop when an iteration gains less than this per EM row."""
     random_state: int = Field(42, ge=0)
 
 

@@ -169,6 +169,10 @@ def test_env_overrides_nested_keys_typed_and_keeps_the_rest(clean_env, monkeypat
         ("RESEARCH_HMM__SWEEP__COMPONENTS", "[4,0]", r"research_hmm\.sweep\.components"),
         ("RESEARCH_CLUSTERING__FORWARD_WINDOWS", "[]", r"research_clustering\.forward_windows"),
         ("RESEARCH_CLUSTERING__KMEANS__N_INIT", "many", r"research_clustering\.kmeans\.n_init"),
+        ("RESEARCH_HMM__HMM__FIT_PROCEDURE", "exact", r"research_hmm\.hmm\.fit_procedure`"),
+        ("RESEARCH_CLUSTERING__FIT_PROCEDURE", "exact", r"research_clustering\.fit_procedure`"),
+        ("RESEARCH_HMM__HMM__TOL", "0", r"research_hmm\.hmm\.tol`"),
+        ("RESEARCH_HMM__HMM__TOL_PER_ROW", "-1e-5", r"research_hmm\.hmm\.tol_per_row`"),
     ],
 )
 def test_bad_research_value_names_its_key(clean_env, monkeypatch, env, value, key):

@@ -134,7 +134,7 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: ClusterSweepConfig,
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.random_state)
     out = cluster.cluster_sweep(s, prep, plain(config.methods), list(config.n_clusters_list),
-                                options.cluster_config(s, random_state=config.random_state))
+                                config.cluster_config(s, random_state=config.random_state))
     return _experiment(out, config)
 
 
@@ -146,7 +146,7 @@ def cluster_stability(context: dg.AssetExecutionContext, config: ClusterStabilit
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
     seeds, seed_start = config.seed_range(s, "cluster")
     out = cluster.cluster_stability(s, prep, plain(config.method),
-                                    options.cluster_config(s, n_clusters=config.n_clusters),
+                                    config.cluster_config(s, n_clusters=config.n_clusters),
                                     seeds, seed_start)
     return _experiment(out, config)
 
@@ -157,7 +157,7 @@ def hmm_sweep(context: dg.AssetExecutionContext, config: HmmSweepConfig,
     """Fit each state count on one split → hmm_runs/<id>_hmm_sweep_*/ (research.md §5.9)."""
     s = settings.get()
     prep = config.prepare(s, "hmm", context.partition_key, config.seed(s, "hmm"))
-    out = hmm.hmm_sweep(s, prep, config.component_list(s), options.hmm_config(s),
+    out = hmm.hmm_sweep(s, prep, config.component_list(s), config.hmm_config(s),
                         options.min_sequence_length(s))
     return _experiment(out, config)
 
@@ -169,6 +169,6 @@ def hmm_stability(context: dg.AssetExecutionContext, config: HmmStabilityConfig,
     s = settings.get()
     prep = config.prepare(s, "hmm", context.partition_key, config.seed(s, "hmm"))
     seeds, seed_start = config.seed_range(s, "hmm")
-    out = hmm.hmm_stability(s, prep, options.hmm_config(s, n_components=config.n_components),
+    out = hmm.hmm_stability(s, prep, config.hmm_config(s, n_components=config.n_components),
                             options.min_sequence_length(s), seeds, seed_start)
     return _experiment(out, config)

@@ -33,6 +33,7 @@ PredictOn = _choices("PredictOn", "train", "test", "all")
 ClusterMethod = _choices("ClusterMethod", "kmeans", "gmm", "hdbscan")
 StableMethod = _choices("StableMethod", "kmeans", "gmm")
 CovarianceType = _choices("CovarianceType", "diag", "full", "tied", "spherical")
+FitProcedure = _choices("FitProcedure", "fast", "spec")
 
 
 def plain(value: Any) -> Any:
@@ -93,7 +94,24 @@ class PrepConfig(dg.Config):
         return int(cfg.random_state)
 
 
-class ClusterModelConfig(PrepConfig):
+class FitConfig(PrepConfig):
+    """Preparation plus the declared fitting procedure (every asset that fits a model)."""
+
+    fit_procedure: FitProcedure | None = None
+    """fast | spec (the old tool's fit on every row; default: the settings group's
+    ``fit_procedure``, fast)."""
+
+    def cluster_config(self, settings: Settings, **overrides: Any) -> cl.ClusterConfig:
+        """``research_clustering`` defaults, this run's procedure, then ``overrides``."""
+        return options.cluster_config(settings, fit_procedure=plain(self.fit_procedure),
+                                      **overrides)
+
+    def hmm_config(self, settings: Settings, **overrides: Any) -> hm.HmmConfig:
+        """``research_hmm.hmm`` defaults, this run's procedure, then ``overrides``."""
+        return options.hmm_config(settings, fit_procedure=plain(self.fit_procedure), **overrides)
+
+
+class ClusterModelConfig(FitConfig):
     method: ClusterMethod = ClusterMethod.kmeans
     n_clusters: int | None = None
     random_state: int | None = None
@@ -101,17 +119,20 @@ class ClusterModelConfig(PrepConfig):
     kmeans_n_init: int | None = None
     run_id: str | None = None
 
-    def cluster_config(self, settings: Settings) -> cl.ClusterConfig:
-        return options.cluster_config(settings, n_clusters=self.n_clusters,
-                                      random_state=self.random_state,
-                                      silhouette_sample_max=self.silhouette_sample_max,
-                                      kmeans_n_init=self.kmeans_n_init)
+    def cluster_config(self, settings: Settings, **overrides: Any) -> cl.ClusterConfig:
+        return super().cluster_config(settings, **{
+            "n_clusters": self.n_clusters, "random_state": self.random_state,
+            "silhouette_sample_max": self.silhouette_sample_max,
+            "kmeans_n_init": self.kmeans_n_init, **overrides})
 
 
-class HmmModelConfig(PrepConfig):
+class HmmModelConfig(FitConfig):
     n_components: int | None = None
     covariance_type: CovarianceType | None = None
     n_iter: int | None = None
+    tol: float | None = pydantic.Field(None, gt=0)
+    """Absolute hmmlearn tolerance on the total log-likelihood gain, in either procedure
+    (default: spec ``research_hmm.hmm.tol``; fast ``tol_per_row`` × EM rows)."""
     tol_per_row: float | None = None
     random_state: int | None = None
     fit_max_rows: int | None = None
@@ -121,14 +142,15 @@ class HmmModelConfig(PrepConfig):
     write_full_decoded_csv: bool = False
     run_id: str | None = None
 
-    def hmm_config(self, settings: Settings) -> hm.HmmConfig:
-        return options.hmm_config(settings, n_components=self.n_components,
-                                  covariance_type=plain(self.covariance_type), n_iter=self.n_iter,
-                                  tol_per_row=self.tol_per_row, random_state=self.random_state,
-                                  fit_max_rows=self.fit_max_rows)
+    def hmm_config(self, settings: Settings, **overrides: Any) -> hm.HmmConfig:
+        return super().hmm_config(settings, **{
+            "n_components": self.n_components,
+            "covariance_type": plain(self.covariance_type), "n_iter": self.n_iter,
+            "tol": self.tol, "tol_per_row": self.tol_per_row,
+            "random_state": self.random_state, "fit_max_rows": self.fit_max_rows, **overrides})
 
 
-class StabilityConfig(PrepConfig):
+class StabilityConfig(FitConfig):
     seeds: int | None = None
     seed_start: int | None = None
 
@@ -141,7 +163,7 @@ class StabilityConfig(PrepConfig):
         return seeds, start
 
 
-class ClusterSweepConfig(PrepConfig):
+class ClusterSweepConfig(FitConfig):
     methods: list[str] = ["kmeans", "gmm"]
     """Each one of kmeans, gmm, hdbscan."""
     n_clusters_list: list[int] = [4, 5, 6, 8]
@@ -159,7 +181,7 @@ class ClusterStabilityConfig(StabilityConfig):
     n_clusters: int = 5
 
 
-class HmmSweepConfig(PrepConfig):
+class HmmSweepConfig(FitConfig):
     components: list[int] | None = None
     """State counts (default ``research_hmm.sweep.components``, 4,5,6,8)."""
 

@@ -1,11 +1,16 @@
 """Gaussian HMM regimes (research.md §5) on the SCALED features, one sequence per ticker.
 
-Fit: hmmlearn ``GaussianHMM`` Baum–Welch, but (i) on a bounded random sample of whole
-sequences, (ii) started from a KMeans on a row sample (means, covariances, and start and
-transition counts of the KMeans label path) instead of hmmlearn's own full-data k-means, and
-(iii) with a per-row convergence tolerance (hmmlearn's ``tol`` is on the total log-likelihood,
-which at a million rows means ~200 iterations of noise-level gains). Optional full-data
-"polish" iterations follow the sample fit.
+Fit, two declared procedures (``HmmConfig.fit_procedure``):
+
+* ``fast`` (default): hmmlearn ``GaussianHMM`` Baum–Welch, but (i) on a bounded random sample
+  of whole sequences, (ii) started from a KMeans on a row sample (means, covariances, and start
+  and transition counts of the KMeans label path) instead of hmmlearn's own full-data k-means,
+  and (iii) with a per-row convergence tolerance (hmmlearn's ``tol`` is on the total
+  log-likelihood, which at a million rows means ~200 iterations of noise-level gains).
+  Optional full-data "polish" iterations follow the sample fit.
+* ``spec``: the old tool's call exactly (research.md §5.3): ``GaussianHMM(n_components,
+  covariance_type, n_iter, tol, random_state)`` with hmmlearn's own initialisation, fitted on
+  every fit row, ``tol`` absolute on the total log-likelihood.
 
 Decoding uses our Numba kernels on all sequences at once: Viterbi ``hmm_state`` (in-sample
 description), smoothed posteriors for ``hmm_state_prob_max``/``hmm_state_entropy``, and the
@@ -29,6 +34,9 @@ from mf_pipeline.lib.kernels.hmm import (
 from mf_pipeline.lib.kernels.offsets import ticker_offsets
 
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
+FIT_PROCEDURES = ("fast", "spec")
+SPEC_TOL = 1e-3
+"""The spec's absolute tolerance (``research_hmm.hmm.tol`` default)."""
 ROW_KEY_COLUMNS: tuple[str, ...] = (
     "ticker",
     "trade_date",
@@ -256,15 +264,19 @@ def build_sequences(
 class HmmConfig:
     """Every knob of an HMM fit.
 
-    ``tol_per_row``: stop when an EM iteration gains less than this per fitted row
-    (hmmlearn receives ``tol_per_row * fit_rows``). ``fit_max_rows``: bound on the rows of the
-    random whole-sequence sample the EM runs on (None = all). ``polish_iter``: extra EM
-    iterations on all rows after a sampled fit.
+    ``fit_procedure``: ``fast`` or ``spec`` (module docstring). ``tol``: absolute hmmlearn
+    tolerance on the gain of the TOTAL log-likelihood per EM iteration; when set it is used by
+    either procedure; None: ``spec`` uses ``SPEC_TOL`` and ``fast`` uses ``tol_per_row`` × the
+    rows the EM runs on. ``fit_max_rows``: bound on the rows of the random whole-sequence
+    sample the fast EM runs on (None = all). ``init_*`` and ``polish_iter`` (extra EM
+    iterations on all rows after a sampled fit) are fast-only; ``spec`` ignores them.
     """
 
     n_components: int = 5
     covariance_type: str = "diag"
     n_iter: int = 200
+    fit_procedure: str = "fast"
+    tol: float | None = None
     tol_per_row: float = 1e-5
     random_state: int = 42
     min_covar: float = 1e-3
@@ -287,6 +299,7 @@ class HmmFit:
     em_rows: int
     em_sequences: int
     loglik: float
+    tol: float
     seconds: dict[str, float]
 
     @property
@@ -300,7 +313,11 @@ class HmmFit:
             "n_components": self.params.n_components,
             "covariance_type": self.params.covariance_type,
             "n_iter_requested": config.n_iter,
-            "tol_per_row": config.tol_per_row,
+            "fit_procedure": config.fit_procedure,
+            "tol": self.tol,
+            # set only when the EM's tol came from it (fast procedure, no absolute tol given)
+            "tol_per_row": config.tol_per_row
+            if config.tol is None and config.fit_procedure == "fast" else None,
             "random_state": config.random_state,
             "converged": self.converged,
             "n_iter_used": self.n_iter_used,
@@ -384,6 +401,24 @@ def _init_params(X: np.ndarray, offsets: np.ndarray, cfg: HmmConfig) -> dict[str
     }
 
 
+def em_tol(config: HmmConfig, em_rows: int) -> float:
+    """The absolute tolerance hmmlearn gets for an EM over ``em_rows`` rows (``HmmConfig``)."""
+    if config.tol is not None:
+        return float(config.tol)
+    return SPEC_TOL if config.fit_procedure == "spec" else config.tol_per_row * em_rows
+
+
+def check_config(config: HmmConfig) -> None:
+    """Refuse unknown choices and non-positive tolerances, naming the field."""
+    if config.covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}")
+    if config.fit_procedure not in FIT_PROCEDURES:
+        raise ValueError(f"fit_procedure must be one of {', '.join(FIT_PROCEDURES)}, "
+                         f"got {config.fit_procedure!r}")  # fmt: skip
+    if config.tol is not None and not config.tol > 0:
+        raise ValueError(f"tol must be > 0, got {config.tol}")
+
+
 def fit_hmm(X: np.ndarray, offsets: np.ndarray, config: HmmConfig = HmmConfig()) -> HmmFit:
     """Fit a GaussianHMM on ``X`` (rows grouped by ``offsets``); deterministic for a seed.
 
@@ -391,36 +426,36 @@ def fit_hmm(X: np.ndarray, offsets: np.ndarray, config: HmmConfig = HmmConfig())
     """
     from hmmlearn.hmm import GaussianHMM
 
-    if config.covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}")
+    check_config(config)
     X = np.ascontiguousarray(X, dtype=np.float64)
     off = _offsets(offsets, X.shape[0])
+    spec = config.fit_procedure == "spec"
     t0 = time.perf_counter()
-    idx = sample_sequences(off, config.fit_max_rows, config.random_state)
-    Xe, off_e = _gather_sequences(X, off, idx)
-    init = _init_params(Xe, off_e, config)
-    t1 = time.perf_counter()
-
+    idx = np.arange(off.shape[0] - 1) if spec else sample_sequences(
+        off, config.fit_max_rows, config.random_state)
+    Xe, off_e = (X, off) if spec else _gather_sequences(X, off, idx)
+    tol = em_tol(config, Xe.shape[0])
     model = GaussianHMM(
         n_components=config.n_components,
         covariance_type=config.covariance_type,
         min_covar=config.min_covar,
         n_iter=config.n_iter,
-        tol=config.tol_per_row * Xe.shape[0],
+        tol=tol,
         random_state=config.random_state,
-        init_params="",
-        params="stmc",
+        **({} if spec else {"init_params": "", "params": "stmc"}),
     )
-    model.n_features = X.shape[1]
-    for name, value in init.items():
-        setattr(model, f"{name}_", value)
+    if not spec:
+        model.n_features = X.shape[1]
+        for name, value in _init_params(Xe, off_e, config).items():
+            setattr(model, f"{name}_", value)
+    t1 = time.perf_counter()
     model.fit(Xe, np.diff(off_e))
     n_used = int(model.monitor_.iter)
     converged = bool(model.monitor_.converged)
     t2 = time.perf_counter()
-    if config.polish_iter > 0 and Xe.shape[0] < X.shape[0]:
+    if not spec and config.polish_iter > 0 and Xe.shape[0] < X.shape[0]:
         model.n_iter = config.polish_iter
-        model.tol = config.tol_per_row * X.shape[0]
+        model.tol = em_tol(config, X.shape[0])
         model.fit(X, np.diff(off))
         n_used += int(model.monitor_.iter)
         converged = bool(model.monitor_.converged)
@@ -438,6 +473,7 @@ def fit_hmm(X: np.ndarray, offsets: np.ndarray, config: HmmConfig = HmmConfig())
         em_rows=int(Xe.shape[0]),
         em_sequences=int(idx.size),
         loglik=ll,
+        tol=tol,
         seconds={
             "init": t1 - t0,
             "em": t2 - t1,

@@ -149,6 +149,7 @@ def cluster_run(
         "method": result.method,
         "n_clusters_requested": config.n_clusters,
         "random_state": config.random_state,
+        "fit_procedure": config.fit_procedure,
         "config": cl.config_payload(config),
         "metrics": m,
         "regime_recovery": artifacts.regime_recovery(prep, clustered, ("cluster_id",)),
@@ -201,7 +202,7 @@ def cluster_sweep(settings: Settings, prep: Prepared, methods: list[str], ks: li
     payload = {**prep.common(), "run_id": run_id, "rows_loaded": prep.rows_loaded,
                "rows_fit": prep.fit.frame.height, "rows_used": prep.predict.frame.height,
                "features_count": len(prep.scaler.features), "split_summary": prep.split_summary,
-               "filters": prep.options.filters(),
+               "filters": prep.options.filters(), "fit_procedure": config.fit_procedure,
                "results": rows}  # fmt: skip
     json_path = lake.write_json(payload, folder / f"{run_id}_cluster_sweep_summary.json")
     csv_path = lake.write_csv(pl.DataFrame(rows, infer_schema_length=None),
@@ -262,8 +263,9 @@ def cluster_stability(settings: Settings, prep: Prepared, method: str, config: c
     summary = {**prep.common(), "filters": prep.options.filters(),
                "run_id": run_id, "started_ts": started, "finished_ts": artifacts.now(),
                "duration_sec": round(time.perf_counter() - t0, 3), "method": method,
-               "n_clusters": config.n_clusters, "seed_start": seed_start, "seeds": seeds,
-               "rows_fit": prep.fit.frame.height, "rows_used": prep.predict.frame.height,
+               "n_clusters": config.n_clusters, "fit_procedure": config.fit_procedure,
+               "seed_start": seed_start, "seeds": seeds, "rows_fit": prep.fit.frame.height,
+               "rows_used": prep.predict.frame.height,
                "ari_summary": ari_summary, "output_dir": str(folder), "outputs": out}  # fmt: skip
     lake.write_json(summary, folder / "stability_summary.json")
     return summary

@@ -147,7 +147,8 @@ def hmm_run(
         **prep.common(),
         "run_id": run_id, "started_ts": started, "finished_ts": artifacts.now(),
         "duration_sec": round(time.perf_counter() - t0, 3), "method": "gaussian_hmm",
-        "n_components": config.n_components, "min_sequence_length": min_len,
+        "n_components": config.n_components, "fit_procedure": config.fit_procedure,
+        "min_sequence_length": min_len,
         "rows_loaded": prep.rows_loaded, "rows_fit": fit.fit_rows, "rows_decoded": seqs.n_rows,
         "sequences_fit": fit.fit_sequences, "sequences_decoded": int(seqs.lengths.size),
         "train_loglik": fit.loglik, "test_loglik": test_ll, "eval_loglik_in_sample": eval_ll,
@@ -252,7 +253,7 @@ def hmm_sweep(settings: Settings, prep: Prepared, components: list[int], config:
     folder = settings.artifacts_root / "hmm_runs" / f"{run_id}_hmm_sweep_{prep.tag}"
     payload = {**prep.common(), "filters": prep.options.filters(),
                "run_id": run_id, "components": sorted(set(components)),
-               "rows": rows}  # fmt: skip
+               "fit_procedure": config.fit_procedure, "rows": rows}  # fmt: skip
     lake.write_json(payload, folder / "hmm_sweep_summary.json")
     lake.write_csv(pl.DataFrame(rows, infer_schema_length=None), folder / "hmm_sweep_summary.csv")
     return {"run_id": run_id, "output_dir": str(folder), "rows": len(rows),
@@ -284,7 +285,8 @@ def hmm_stability(settings: Settings, prep: Prepared, config: hm.HmmConfig, min_
     out |= write_table(ari, folder, "hmm_pairwise_ari", ("csv", "parquet"), settings)
     summary = {**prep.common(), "filters": prep.options.filters(),
                "run_id": run_id, "n_components": config.n_components,
-               "seeds": seeds, "seed_start": seed_start, "rows_fit": last["rows_fit"],
+               "fit_procedure": config.fit_procedure, "seeds": seeds, "seed_start": seed_start,
+               "rows_fit": last["rows_fit"],
                "rows_decoded": last["rows_decoded"], "ari_summary": ari_summary,
                "state_source": "hmm_state_filtered (causal; ARI and rows)",
                "output_dir": str(folder), "outputs": out}  # fmt: skip

@@ -151,6 +151,7 @@ def cluster_config(settings: Settings, **overrides: Any) -> cl.ClusterConfig:
     rc = settings.research_clustering
     base = cl.ClusterConfig(
         random_state=rc.random_state,
+        fit_procedure=rc.fit_procedure,
         silhouette_sample_max=rc.silhouette_sample_max,
         kmeans_n_init=rc.kmeans.n_init,
         kmeans_max_iter=rc.kmeans.max_iter,
@@ -162,15 +163,24 @@ def cluster_config(settings: Settings, **overrides: Any) -> cl.ClusterConfig:
 
 
 def hmm_config(settings: Settings, **overrides: Any) -> hm.HmmConfig:
-    """``HmmConfig`` from ``research_hmm.hmm`` with non-None overrides (``hmm.tol`` unread)."""
+    """``HmmConfig`` from ``research_hmm.hmm`` with non-None overrides.
+
+    The absolute ``tol``: the override when given (either procedure); else ``hmm.tol`` for the
+    ``spec`` procedure, while ``fast`` keeps ``tol=None`` and stops on ``hmm.tol_per_row``.
+    """
     h = settings.research_hmm.hmm
     base = hm.HmmConfig(
         n_components=h.n_components_default,
         covariance_type=h.covariance_type,
         n_iter=h.n_iter,
+        fit_procedure=h.fit_procedure,
+        tol_per_row=h.tol_per_row,
         random_state=h.random_state,
     )
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if config.tol is None and config.fit_procedure == "spec":
+        config = replace(config, tol=h.tol)
+    return config
 
 
 def min_sequence_length(settings: Settings) -> int:
