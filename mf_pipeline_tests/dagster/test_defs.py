@@ -233,3 +233,20 @@ def test_registry_dependencies_are_the_asset_dependencies(graph):
         deps = {parent.to_user_string() for parent in assets[layer].parent_keys}
         inputs = set(registry.LAYERS[layer].inputs)
         assert inputs <= deps, f"{layer}: registry inputs {sorted(inputs)}, deps {sorted(deps)}"
+
+
+RST_MARKUP = ("``", ":func:", ":class:", ":meth:", ":mod:")
+"""reStructuredText the UI shows raw: its catalog renders Markdown (single backticks)."""
+
+
+def test_catalog_texts_are_markdown_not_rst(graph):
+    defs = definitions()
+    texts = {f"asset {name}": node.description for name, node in _assets(graph).items()}
+    texts |= {f"check {key.to_user_string()}": graph.get(key).description
+              for key in graph.asset_check_keys}
+    texts |= {f"sensor {sensor.name}": sensor.description for sensor in defs.sensors or []}
+    missing = sorted(name for name, text in texts.items() if not (text or "").strip())
+    raw_rst = sorted(name for name, text in texts.items()
+                     if any(mark in (text or "") for mark in RST_MARKUP))
+    assert not missing, f"no description: {missing}"
+    assert not raw_rst, f"reStructuredText shown raw in the UI: {raw_rst}"

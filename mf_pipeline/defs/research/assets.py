@@ -26,13 +26,16 @@ from mf_pipeline.defs.research.config import (
 from mf_pipeline.defs.research.partitions import REGIME_TAGS, research_splits
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.steps.research import cluster, hmm, options, publish
+from mf_pipeline.orchestration.freshness import OPTIONS, SETTINGS_DIGEST, research_settings_digest
 
+FIT_POOL = "research_fit"
+"""Concurrency pool of the CPU-heavy fits (dagster.yaml: one run holding it at a time)."""
 MODEL = {"partitions_def": research_splits, "tags": REGIME_TAGS, "group_name": "research",
-         "io_manager_key": "lake_io", "deps": ["ml_dataset"]}
+         "io_manager_key": "lake_io", "deps": ["ml_dataset"], "pool": FIT_POOL}
 PUBLISH = {"partitions_def": research_splits, "tags": REGIME_TAGS, "group_name": "research",
            "kinds": {"parquet"}}
 EXPERIMENT = {"partitions_def": research_splits, "group_name": "research_experiments",
-              "deps": ["ml_dataset"]}
+              "deps": ["ml_dataset"], "pool": FIT_POOL}
 
 
 def _recovery(summary: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def _record(out: Any, summary_keys: tuple[str, ...]) -> dict[str, Any]:
 @dg.asset(kinds={"sklearn"}, **MODEL)
 def cluster_model(context: dg.AssetExecutionContext, config: ClusterModelConfig,
                   settings: PipelineSettings) -> dg.Output[dict]:
-    """Scaler + KMeans/GMM/HDBSCAN fit on the split's train rows (all rows for ``full``,
+    """Scaler + KMeans/GMM/HDBSCAN fit on the split's train rows (all rows for `full`,
     in-sample); metrics and profiles on the test rows; artifacts in research_runs/."""
     s = settings.get()
     prep = config.prepare(s, "cluster", context.partition_key, config.seed(s, "cluster"))
@@ -61,7 +64,8 @@ def cluster_model(context: dg.AssetExecutionContext, config: ClusterModelConfig,
                            "rows_used"))
     return dg.Output(record, metadata={
         **record, "output_dir": dg.MetadataValue.path(str(out.output_dir)),
-        "n_clusters": cfg.n_clusters, "options": config.given(),
+        "n_clusters": cfg.n_clusters, OPTIONS: config.given(),
+        SETTINGS_DIGEST: research_settings_digest(s),
         "silhouette": metrics.get("silhouette"), "davies_bouldin": metrics.get("davies_bouldin"),
         **_recovery(out.summary),
     })
@@ -70,7 +74,7 @@ def cluster_model(context: dg.AssetExecutionContext, config: ClusterModelConfig,
 @dg.asset(**PUBLISH)
 def cluster_labels(context: dg.AssetExecutionContext, settings: PipelineSettings,
                    cluster_model: dict) -> dg.MaterializeResult:
-    """Cluster ids of the split's predict rows from the fitted ``cluster_model`` run; ``full``
+    """Cluster ids of the split's predict rows from the fitted `cluster_model` run; `full`
     also writes the per-ticker files the viewer's cluster band reads."""
     out = publish.publish_cluster_labels(settings.get(), context.partition_key,
                                          cluster_model["output_dir"])
@@ -95,7 +99,8 @@ def hmm_model(context: dg.AssetExecutionContext, config: HmmModelConfig,
                            "rows_decoded"))
     return dg.Output(record, metadata={
         **record, "output_dir": dg.MetadataValue.path(str(out.output_dir)),
-        "options": config.given(), "train_loglik": sm["train_loglik"],
+        OPTIONS: config.given(), SETTINGS_DIGEST: research_settings_digest(s),
+        "train_loglik": sm["train_loglik"],
         "test_loglik": sm["test_loglik"], "aic": sm["aic"], "bic": sm["bic"],
         **_recovery(sm),
     })
@@ -104,8 +109,8 @@ def hmm_model(context: dg.AssetExecutionContext, config: HmmModelConfig,
 @dg.asset(**PUBLISH)
 def hmm_states(context: dg.AssetExecutionContext, settings: PipelineSettings,
                hmm_model: dict) -> dg.MaterializeResult:
-    """HMM states of the split's predict rows (``hmm_state`` Viterbi, ``hmm_state_filtered``
-    causal) from the fitted ``hmm_model`` run; ``full`` also writes the viewer's files."""
+    """HMM states of the split's predict rows (`hmm_state` Viterbi, `hmm_state_filtered`
+    causal) from the fitted `hmm_model` run; `full` also writes the viewer's files."""
     out = publish.publish_hmm_states(settings.get(), context.partition_key, hmm_model["output_dir"])
     return dg.MaterializeResult(metadata=_published(out))
 
