@@ -1,5 +1,6 @@
-"""The one Definitions: every asset, check and sensor under ``defs/``, our resources."""
+"""The one Definitions: every asset, check and sensor under ``defs/``, our resources, loggers."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,13 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 
 from mf_pipeline.defs.io_managers import LakeIOManager  # noqa: E402
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork  # noqa: E402
+from mf_pipeline.orchestration import progress  # noqa: E402
+
+
+@dg.logger(description="The mf CLI's progress display (bars on a terminal, plain lines "
+                       "elsewhere); does nothing in runs the CLI did not launch.")
+def mf_progress(_context: dg.InitLoggerContext) -> logging.Logger:
+    return progress.logger()
 
 
 @dg.definitions
@@ -21,5 +29,5 @@ def defs() -> dg.Definitions:
         dg.Definitions(executor=dg.in_process_executor, resources={
             "settings": PipelineSettings(), "ticker_work": TickerWork(),
             "lake_io": LakeIOManager(settings=PipelineSettings()),
-        }),
+        }, loggers={"console": dg.colored_console_logger, "mf_progress": mf_progress}),
     )

@@ -1,39 +1,77 @@
-"""The Typer application, shared options and small output helpers.
+"""The Typer application, shared options and the output conventions of every command.
 
 Command modules import only Typer and this module at the top, and each command imports what it
 runs (pydantic-settings, Dagster, Polars, Numba): ``mf --help`` then imports in ~0.15 s, not ~2 s.
+
+Output: progress and messages go to stderr (:func:`say`, the run's progress display); the
+result goes to stdout, as a short human summary, or as JSON alone with ``--json`` (pipe it to
+``jq``). Bad input fails before any run with one ``error: ...`` line (exit 2); a run that fails
+prints one line naming the asset, its message, the run id and where the traceback is (exit 1).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
+    from click import Context
+
     from mf_pipeline.lib.settings import Settings
+    from mf_pipeline.orchestration.runner import RunOutcome
+
+UI_URL = "http://127.0.0.1:3000"
+"""Where ``make ui`` serves the Dagster UI."""
+
+
+class _Group(TyperGroup):
+    """Turns a failed Dagster run into its one-line error (the traceback with ``--verbose``)."""
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            runner = sys.modules.get("mf_pipeline.orchestration.runner")
+            if runner is None or not isinstance(error, runner.RunFailed):
+                raise
+            if (ctx.obj or {}).get("verbose") or os.environ.get("MF_DEBUG") == "1":
+                typer.echo(error.traceback, err=True)
+            fail(str(error), code=1)
+
 
 app = typer.Typer(
+    cls=_Group,
     name="mf",
     help="mf_pipeline: daily US stock research platform (Dagster assets, lake under data/).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help wraps long option names; rich's tables cut them
 )
 
 ConfigFile = Annotated[
     Path | None,
     typer.Option("--config-file", help="Settings YAML (default: configs/settings.yaml)."),
 ]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", help="Also print the traceback of a failed run (or set MF_DEBUG=1).")]
+AsJson = Annotated[bool, typer.Option(
+    "--json", help="Print the result as JSON, and nothing else on stdout.")]
 
 
 @app.callback()
-def main(ctx: typer.Context, config_file: ConfigFile = None) -> None:
-    ctx.obj = {"config_file": config_file}
+def main(ctx: typer.Context, config_file: ConfigFile = None, verbose: Verbose = False) -> None:
+    from mf_pipeline.orchestration import progress
+
+    ctx.obj = {"config_file": config_file, "verbose": verbose}
+    progress.show_bars(sys.stderr.isatty())
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -54,21 +92,86 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def say(message: str) -> None:
+    """A progress message, time-stamped, on stderr (stdout carries only the result)."""
     stamp = dt.datetime.now().strftime("%H:%M:%S")
-    typer.echo(f"[{stamp}] {message}")
-    sys.stdout.flush()
+    typer.echo(f"[{stamp}] {message}", err=True)
 
 
 def show(payload: Any) -> None:
-    typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    """``payload`` as JSON on stdout (a command whose result is only JSON)."""
+    emit(payload, as_json=True)
+
+
+def emit(payload: Any, as_json: bool, text: str | None = None) -> None:
+    """Print a command's result: ``payload`` as JSON with ``--json``, else ``text`` (by
+    default ``payload`` as indented ``key: value`` lines)."""
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(plain(payload) if text is None else text)
+
+
+def plain(payload: Any, indent: str = "") -> str:
+    """``payload`` for reading: one ``key: value`` line per entry, nested mappings indented,
+    short lists inline."""
+    if not isinstance(payload, dict):
+        return f"{indent}{_value(payload)}"
+    lines = []
+    for key, value in payload.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines.append(plain(value, indent + "  "))
+        else:
+            lines.append(f"{indent}{key}: {_value(value)}")
+    return "\n".join(lines)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+HEADLINE: tuple[tuple[str, str], ...] = (
+    ("files", "files"), ("files_processed", "files"), ("file_count", "files"),
+    ("tickers_to_process", "tickers to process"), ("tickers_written", "tickers written"),
+    ("rows_written", "rows written"), ("rows_valid", "valid rows"),
+    ("rows_invalid", "invalid rows"), ("total_invalid_rows", "invalid rows"),
+    ("rows_rejected", "rejected lines"), ("symbol_count", "tickers"), ("row_count", "rows"),
+    ("rows", "rows"), ("ticker_count", "tickers in the lake"),
+    ("dagster/row_count", "rows in the lake"), ("total_rows", "rows in the lake"),
+    ("problem_count", "problems"), ("seconds", "s"),
+)
+"""The metadata a run summary shows per asset, in this order (the rest: ``--json``)."""
+
+
+def run_summary(outcome: RunOutcome) -> str:
+    """A few lines for a finished run: per asset its headline numbers, then time and run ids."""
+    if not outcome.run_ids:
+        return "nothing to run: the lake is up to date"
+    lines = []
+    width = max((len(asset) for asset in outcome.metadata), default=0)
+    for asset, meta in outcome.metadata.items():
+        parts = [f"{meta[key]:.1f}{label}" if label == "s" else f"{_value(meta[key])} {label}"
+                 for key, label in HEADLINE if isinstance(meta.get(key), int | float)]
+        lines.append(f"  {asset:<{width}}  {', '.join(parts) or 'done'}")
+    runs = ", ".join(outcome.run_ids)
+    lines.append(f"{len(outcome.metadata)} asset(s) in {outcome.seconds:.1f}s, Dagster run {runs}")
+    lines.append(f"details: --json, or `make ui` then {UI_URL}/runs/{outcome.run_ids[-1]}")
+    return "\n".join(lines)
 
 
 @app.command("show-config")
-def show_config(ctx: typer.Context) -> None:
+def show_config(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Print the effective settings (YAML + environment), with resolved paths."""
     import yaml
 
-    typer.echo(yaml.safe_dump(settings_of(ctx).effective(), sort_keys=False))
+    effective = settings_of(ctx).effective()
+    emit(effective, as_json, yaml.safe_dump(effective, sort_keys=False))
 
 
 @app.command("init-placeholders")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mf_pipeline.cli.app import app, fail, say, settings_of, show
+from mf_pipeline.cli.app import AsJson, app, emit, fail, plain, run_summary, say, settings_of
 from mf_pipeline.lib.registry import UNTIL_CHOICES
 from mf_pipeline.orchestration.planning import (
     Selection,
@@ -19,11 +19,12 @@ from mf_pipeline.orchestration.planning import (
 
 if TYPE_CHECKING:
     from mf_pipeline.lib.settings import Settings
+    from mf_pipeline.orchestration.runner import RunOutcome
 
 
 def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit: int | None = None,
-             only_status: list[str] | None = None, promote: bool = True) -> dict:
-    """Plan the tickers, then materialize ``selection`` through Dagster; returns metadata.
+             only_status: list[str] | None = None, promote: bool = True) -> RunOutcome:
+    """Plan the tickers, then materialize ``selection`` through Dagster.
     Planning and run hold the lake lock together, so a plan never goes stale while waiting."""
     from mf_pipeline.orchestration import runner
 
@@ -33,7 +34,7 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
 
 
 def _plan_and_run(settings: Settings, selection: Selection, full: bool, limit: int | None,
-                  only_status: list[str] | None, promote: bool) -> dict:
+                  only_status: list[str] | None, promote: bool) -> RunOutcome:
     from mf_pipeline.lib.steps import bronze_step
     from mf_pipeline.orchestration import runner
 
@@ -50,40 +51,38 @@ def _plan_and_run(settings: Settings, selection: Selection, full: bool, limit: i
     if not tickers and "ml_dataset" in tail and export_is_current(settings):
         say("ml_dataset is newer than every feature file: not exported again")
         tail = tuple(name for name in tail if name != "ml_dataset")
-    outcome = runner.run_partitioned(
+    return runner.run_partitioned(
         settings, selection.head, selection.per_ticker if tickers else (), tail,
         tickers, run_config=run_config, log=say,
         explicit=bool(full or limit is not None or only_status),
     )
-    say(f"finished in {outcome.seconds:.2f}s over {len(outcome.run_ids)} Dagster run(s)")
-    return outcome.metadata
 
 
 @app.command()
-def demo(ctx: typer.Context) -> None:
+def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Generate the sample universe if needed and materialize every asset; say where to look."""
     from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
-    metadata = _execute(ctx, everything(runner.definitions()))
+    outcome = _execute(ctx, everything(runner.definitions()))
     research = split_assets(runner.definitions())
     if research:  # the in-sample `full` split: the viewer's regime overlays
-        metadata |= runner.run_assets(settings, research, "full", log=say).metadata
-        ari = {k: round(v, 3) for k, v in metadata.get("hmm_model", {}).items()
+        fits = runner.run_assets(settings, research, "full", log=say)
+        outcome.metadata |= fits.metadata
+        outcome.run_ids += fits.run_ids
+        outcome.seconds += fits.seconds
+        ari = {k: round(v, 3) for k, v in outcome.metadata.get("hmm_model", {}).items()
                if k.startswith("ari_") and v is not None}
         if ari:
             say(f"HMM regime recovery on the sample (ARI vs true regimes, in-sample): {ari}")
-    bronze = metadata.get("bronze", {})
-    say(f"bronze: {bronze.get('rows_valid', 0):,} valid rows from "
-        f"{bronze.get('files_processed', 0)} files")
-    typer.echo(
-        "\nWhere to look next:\n"
+    emit(outcome.metadata, as_json, run_summary(outcome) + (
+        "\n\nWhere to look next:\n"
         f"  lake:       {settings.data_root}\n"
         f"  artifacts:  {settings.artifacts_root}\n"
         f"  ledger:     {settings.bronze_root / 'file_ledger.parquet'}\n"
         "  UI:         make ui   (then open http://127.0.0.1:3000)\n"
-        "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\"\n"
-    )
+        "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\""
+    ))
 
 
 @app.command()
@@ -92,6 +91,7 @@ def run(
     until: Annotated[str, typer.Option(help=f"Last layer: {', '.join(UNTIL_CHOICES)}.")] = "bronze",
     full: Annotated[bool, typer.Option(help="Rebuild every ticker, not just changed.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="At most N tickers.")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Materialize raw → manifest → … → LAYER for the tickers that need it, through Dagster."""
     from mf_pipeline.orchestration import planning as pipeline
@@ -101,7 +101,8 @@ def run(
         selection = pipeline.until(runner.definitions(), until)
     except ValueError as error:
         fail(str(error))
-    show(_execute(ctx, selection, full=full, limit=limit, promote=limit is None))
+    outcome = _execute(ctx, selection, full=full, limit=limit, promote=limit is None)
+    emit(outcome.metadata, as_json, run_summary(outcome))
 
 
 @app.command("bronze-run")
@@ -114,6 +115,7 @@ def bronze_run(
         str | None, typer.Option(help="Only files of this status (NEW, CHANGED, APPENDED, ...).")
     ] = None,
     progress_every: Annotated[int, typer.Option(min=1, help="Kept for compatibility.")] = 100,
+    as_json: AsJson = False,
 ) -> None:
     """Incremental Bronze build (old semantics: NEW/CHANGED/APPENDED files, or all with --full).
 
@@ -124,18 +126,19 @@ def bronze_run(
     del progress_every  # one vectorised pass: there is no per-file loop to report on
     statuses = [only_status.upper()] if only_status else None
     if dry_run:
-        metadata = _execute(ctx, Selection(("manifest",), (), ()))
-        show(metadata.get("manifest", {}))
+        outcome = _execute(ctx, Selection(("manifest",), (), ()))
+        emit(outcome.metadata.get("manifest", {}), as_json, run_summary(outcome))
         return
     selection = Selection(("manifest",), ("bronze",), ())
     runner.definitions()  # fail early on a broken code location
-    metadata = _execute(ctx, selection, full=full, limit=limit, only_status=statuses,
-                        promote=limit is None and statuses is None)
-    show({"manifest": metadata.get("manifest", {}), "bronze": metadata.get("bronze", {})})
+    outcome = _execute(ctx, selection, full=full, limit=limit, only_status=statuses,
+                       promote=limit is None and statuses is None)
+    emit({"manifest": outcome.metadata.get("manifest", {}),
+          "bronze": outcome.metadata.get("bronze", {})}, as_json, run_summary(outcome))
 
 
 @app.command("discover-files")
-def discover_files(ctx: typer.Context) -> None:
+def discover_files(ctx: typer.Context, as_json: AsJson = False) -> None:
     """List raw files with fingerprints (unclassified manifest) without touching the lake state."""
     from mf_pipeline.lib.layers import manifest as mf
     from mf_pipeline.lib.steps import bronze_step
@@ -146,8 +149,8 @@ def discover_files(ctx: typer.Context) -> None:
     from mf_pipeline.lib import lake
 
     lake.write_parquet(current, out, settings.parquet)
-    show({"files": current.height, "exchange_counts":
-          dict(sorted(current.group_by("exchange").len().rows())), "path": str(out)})
+    emit({"files": current.height, "exchange_counts":
+          dict(sorted(current.group_by("exchange").len().rows())), "path": str(out)}, as_json)
 
 
 def _single_file(ctx: typer.Context, file: Path, exchange: str | None):
@@ -175,14 +178,14 @@ def parse_sample(
     ctx: typer.Context,
     file: Annotated[Path, typer.Option(help="One raw file.")],
     exchange: Annotated[str | None, typer.Option(help="Override the inferred exchange.")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Parse one raw file and print its line accounting and first rows. Writes nothing."""
     from mf_pipeline.lib.layers.bronze.read import read_lines
 
     _settings, files = _single_file(ctx, file, exchange)
     lines = read_lines(files)
-    typer.echo(lines.head(8))
-    show({"lines": lines.height})
+    emit({"lines": lines.height}, as_json, f"{lines.head(8)}\nlines: {lines.height:,}")
 
 
 @app.command("validate-sample")
@@ -190,6 +193,7 @@ def validate_sample(
     ctx: typer.Context,
     file: Annotated[Path, typer.Option(help="One raw file.")],
     exchange: Annotated[str | None, typer.Option(help="Override the inferred exchange.")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Parse and validate one raw file; print counts, flag counts and its ledger row."""
     import datetime as dt
@@ -200,19 +204,19 @@ def validate_sample(
     settings, files = _single_file(ctx, file, exchange)
     result = build_bronze(files, _thresholds(settings), "validate-sample", dt.datetime.now(dt.UTC))
     flags = [c for c in result.valid.columns if c.startswith("q_")]
-    typer.echo(result.valid.head(5))
-    if result.rejects.height:
-        typer.echo(result.rejects)
-    show({
+    payload = {
         "ledger": result.ledger.to_dicts()[0],
         "quality_flag_counts_valid_rows": {f: int(result.valid[f].sum()) for f in flags},
-    })
+    }
+    tables = [result.valid.head(5), *([result.rejects] if result.rejects.height else [])]
+    emit(payload, as_json, "\n".join([*map(str, tables), plain(payload)]))
 
 
 @app.command("bronze-one")
 def bronze_one(
     ctx: typer.Context,
     file: Annotated[Path, typer.Option(help="A raw file under the raw root.")],
+    as_json: AsJson = False,
 ) -> None:
     """Rebuild Bronze for the ticker of one raw file (a Dagster run on its shard)."""
     from mf_pipeline.lib.lake import ticker_from_file_name
@@ -223,7 +227,9 @@ def bronze_one(
     if settings.raw_root.resolve() not in path.parents:
         fail(f"{path} is not under raw_root {settings.raw_root}; use validate-sample for "
              "files outside the raw tree")
+    if not path.is_file():
+        fail(f"no such file: {file}")
     ticker = ticker_from_file_name(path.name)
     outcome = runner.run_partitioned(settings, ("manifest",), ("bronze",), (), [ticker],
                                      log=say)
-    show(outcome.metadata.get("bronze", {}))
+    emit(outcome.metadata.get("bronze", {}), as_json, run_summary(outcome))

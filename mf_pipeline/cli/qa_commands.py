@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mf_pipeline.cli.app import app, fail, say, settings_of, show
+from mf_pipeline.cli.app import AsJson, app, emit, fail, say, settings_of
 
 
 def _materialize(ctx: typer.Context, *assets: str) -> dict:
@@ -18,16 +18,16 @@ def _materialize(ctx: typer.Context, *assets: str) -> dict:
 
 
 @app.command("build-symbol-master")
-def build_symbol_master(ctx: typer.Context) -> None:
+def build_symbol_master(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Materialize the symbol master (one row per Bronze ticker) through Dagster."""
-    show(_materialize(ctx, "symbol_master").get("symbol_master", {}))
+    emit(_materialize(ctx, "symbol_master").get("symbol_master", {}), as_json)
 
 
 @app.command("sanity-checks")
-def sanity_checks(ctx: typer.Context) -> None:
+def sanity_checks(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Materialize the symbol master and the Bronze sanity artifacts (artifacts/bronze_qa)."""
     metadata = _materialize(ctx, "symbol_master", "bronze_sanity")
-    show(metadata.get("bronze_sanity", {}))
+    emit(metadata.get("bronze_sanity", {}), as_json)
 
 
 @app.command("list-problem-tickers")
@@ -35,6 +35,7 @@ def list_problem_tickers(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="How many tickers to list.")] = 50,
     only_invalid: Annotated[bool, typer.Option(help="Only tickers with invalid rows.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Tickers with invalid, warned or rejected rows, or failed files (reads the symbol master)."""
     import polars as pl
@@ -47,6 +48,9 @@ def list_problem_tickers(
     except FileNotFoundError as error:
         fail(str(error))
     table = problem_tickers(master, limit=limit, only_invalid=only_invalid)
+    if as_json:
+        emit(table.to_dicts(), as_json)
+        return
     if table.is_empty():
         typer.echo("No problem tickers found.")
         return
@@ -69,17 +73,11 @@ def doctor(
 
     from mf_pipeline.orchestration import runner
 
-    def quiet(message: str) -> None:
-        typer.echo(message, err=True)
-
     outcome = runner.run_assets(settings_of(ctx), ["lake_doctor"],
                                 run_config={"ops": {"lake_doctor": {"config": {"repair": repair}}}},
-                                log=quiet if as_json else say)
+                                log=say)
     report = json.loads(Path(outcome.metadata["lake_doctor"]["path"]).read_text())
-    if as_json:
-        show(report)
-    else:
-        typer.echo(_doctor_text(report))
+    emit(report, as_json, _doctor_text(report))
     if report["remaining_count"]:
         raise typer.Exit(1)
 

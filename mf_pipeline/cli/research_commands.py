@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mf_pipeline.cli.app import app, fail, say, settings_of, show
+from mf_pipeline.cli.app import AsJson, app, emit, fail, say, settings_of
 
 Opt = typer.Option
 PREP_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -131,13 +131,35 @@ def _run(ctx: typer.Context, assets: tuple[str, ...], prep: dict[str, Any],
     config = {k: _lower(v) if k in LOWERED else v
               for k, v in {**config, **options}.items() if v is not None}
     _checked(ctx, assets[0], split, config)
-    try:
-        outcome = runner.run_assets(settings_of(ctx), assets, split,
-                                    {"ops": {assets[0]: {"config": config}}}, log=say)
-    except Exception as error:  # noqa: BLE001 - show the step's message, not a traceback
-        fail(f"{assets[0]} [{split}] failed: {error}")
-        raise
+    _readable(ctx, config)
+    outcome = runner.run_assets(settings_of(ctx), assets, split,
+                                {"ops": {assets[0]: {"config": config}}}, log=say)
     return outcome.metadata[assets[0]]
+
+
+def _readable(ctx: typer.Context, config: dict[str, Any]) -> None:
+    """Refuse a dataset (given, or the newest export) or labels file that is missing or not
+    a readable table, before a run is launched."""
+    import polars as pl
+
+    from mf_pipeline.lib.steps.research.prepare import resolve_dataset
+
+    try:
+        files = {"--dataset": resolve_dataset(settings_of(ctx), config.get("dataset_path"))}
+    except FileNotFoundError as error:
+        fail(str(error))
+        raise
+    if config.get("cluster_labels_file"):
+        files["--cluster-labels-file"] = Path(config["cluster_labels_file"])
+    for option, path in files.items():
+        try:
+            if path.suffix.lower() == ".csv":
+                pl.read_csv(path, n_rows=1)
+            else:
+                pl.read_parquet_schema(path)
+        except (OSError, pl.exceptions.PolarsError) as error:
+            fail(f"{option} {path}: not a readable {path.suffix.lstrip('.') or 'Parquet'} "
+                 f"file ({error})")
 
 
 def _brief(summary: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -172,6 +194,7 @@ def research_cluster_run(
     write_full_clustered: Annotated[bool, Opt(
         help="Kept for compatibility: clustered_dataset_full.parquet is always written "
              "(cluster_labels publishes it).")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Cluster one split (fit on train, evaluate on test; full = in-sample) → research_runs/."""
     from mf_pipeline.lib.steps.research.artifacts import read_run_summary
@@ -179,10 +202,10 @@ def research_cluster_run(
     meta = _run(ctx, ("cluster_model", "cluster_labels"), prep,
                 {"method": method, "n_clusters": n_clusters,
                  "random_state": random_state})
-    show(_brief(read_run_summary(meta["output_dir"]), (
+    emit(_brief(read_run_summary(meta["output_dir"]), (
         "run_id", "split_id", "split_kind", "in_sample", "fit_on", "predict_on", "method",
         "n_clusters_requested", "rows_fit", "rows_used", "metrics", "regime_recovery",
-        "output_dir")))
+        "output_dir")), as_json)
 
 
 @app.command("research-hmm-run")
@@ -202,6 +225,7 @@ def research_hmm_run(
     cluster_labels_file: Annotated[Path | None, Opt(help="Parquet/CSV with ticker, trade_date, "
                                                          "cluster_label.")] = None,
     write_full_decoded_csv: Annotated[bool, Opt(help="Also write decoded_rows.csv.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Gaussian HMM on one split (Viterbi + causal filtered states) → hmm_runs/."""
     from mf_pipeline.lib.steps.research.artifacts import read_run_summary
@@ -212,11 +236,11 @@ def research_hmm_run(
         "min_sequence_length": min_sequence_length, "fit_max_rows": fit_max_rows,
         "cluster_labels_file": str(cluster_labels_file) if cluster_labels_file else None,
         "write_full_decoded_csv": write_full_decoded_csv})
-    show(_brief(read_run_summary(meta["output_dir"]), (
+    emit(_brief(read_run_summary(meta["output_dir"]), (
         "run_id", "split_id", "split_kind", "in_sample", "fit_on", "predict_on", "n_components",
         "rows_fit", "rows_decoded", "train_loglik", "test_loglik", "eval_loglik_in_sample", "aic",
         "bic",
-        "regime_recovery", "output_dir")))
+        "regime_recovery", "output_dir")), as_json)
 
 
 @app.command("research-cluster-sweep")
@@ -227,12 +251,13 @@ def research_cluster_sweep(
     methods: Annotated[str, Opt(help="Comma-separated methods.")] = "kmeans,gmm",
     n_clusters_list: Annotated[str, Opt(help="Comma-separated k values.")] = "4,5,6,8",
     random_state: Annotated[int, Opt(help="Seed.")] = 42,
+    as_json: AsJson = False,
 ) -> None:
     """Method × k grid on one split → research_runs/<id>_cluster_sweep_*."""
     chosen = [m.strip().lower() for m in methods.split(",") if m.strip()]
-    show(_run(ctx, ("cluster_sweep",), prep, {
+    emit(_run(ctx, ("cluster_sweep",), prep, {
         "methods": chosen, "n_clusters_list": _ints(n_clusters_list, "--n-clusters-list"),
-        "random_state": random_state}))
+        "random_state": random_state}), as_json)
 
 
 @app.command("research-cluster-stability")
@@ -244,11 +269,12 @@ def research_cluster_stability(
     n_clusters: Annotated[int, Opt(min=2)] = 5,
     seeds: Annotated[int | None, Opt(min=1, help="Seeds (default settings, 10).")] = None,
     seed_start: Annotated[int | None, Opt(help="First seed (default 42).")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Refit per seed, pairwise ARI → research_runs/<id>_<method>_<tag>/."""
-    show(_run(ctx, ("cluster_stability",), prep, {
+    emit(_run(ctx, ("cluster_stability",), prep, {
         "method": method, "n_clusters": n_clusters, "seeds": seeds,
-        "seed_start": seed_start}))
+        "seed_start": seed_start}), as_json)
 
 
 @app.command("research-hmm-sweep")
@@ -258,9 +284,11 @@ def research_hmm_sweep(
     prep: dict[str, Any],
     components: Annotated[str | None, Opt(help="Comma-separated state counts (default settings "
                                                "4,5,6,8).")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Fit each state count on one split → hmm_runs/<id>_hmm_sweep_<tag>/."""
-    show(_run(ctx, ("hmm_sweep",), prep, {"components": _ints(components, "--components")}))
+    emit(_run(ctx, ("hmm_sweep",), prep, {"components": _ints(components, "--components")}),
+         as_json)
 
 
 @app.command("research-hmm-stability")
@@ -271,15 +299,17 @@ def research_hmm_stability(
     n_components: Annotated[int | None, Opt(min=2)] = None,
     seeds: Annotated[int | None, Opt(min=1, help="Seeds (default settings, 5).")] = None,
     seed_start: Annotated[int | None, Opt(help="First seed (default 42).")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Refit per seed, pairwise ARI of Viterbi paths → hmm_runs/."""
-    show(_run(ctx, ("hmm_stability",), prep, {
-        "n_components": n_components, "seeds": seeds, "seed_start": seed_start}))
+    emit(_run(ctx, ("hmm_stability",), prep, {
+        "n_components": n_components, "seeds": seeds, "seed_start": seed_start}), as_json)
 
 
 @app.command("research-cluster-sanity")
 def research_cluster_sanity(
     run_dir: Annotated[Path, Opt(help="A research_runs/<run> folder.")],
+    as_json: AsJson = False,
 ) -> None:
     """Summarise a clustering run folder (read-only)."""
     from mf_pipeline.lib.steps.research.cluster import cluster_sanity
@@ -292,19 +322,20 @@ def research_cluster_sanity(
     run = out["run_summary"] or {}
     pre = out["preprocess_summary"] or {}
     rob = out["robustness_summary"] or {}
-    show({"run_id": run.get("run_id"), "method": run.get("method"),
+    emit({"run_id": run.get("run_id"), "method": run.get("method"),
           "split_id": run.get("split_id"), "split_kind": run.get("split_kind"),
           "rows_used": run.get("rows_used"), "metrics": (out["metrics"] or {}).get("metrics"),
           "rows_dropped_null_features": pre.get("rows_dropped_null_features"),
           "largest_cluster_share": rob.get("largest_cluster_share"),
           "forward_separation_score": rob.get("forward_separation_score"),
           "total_nan_count": out["total_nan_count"], "top_fwd_ret_10": out["top_fwd_ret_10"],
-          "top_flow_activity": out["top_flow_activity"]})
+          "top_flow_activity": out["top_flow_activity"]}, as_json)
 
 
 @app.command("research-hmm-sanity")
 def research_hmm_sanity(
     run_dir: Annotated[Path, Opt(help="An hmm_runs/<run> folder.")],
+    as_json: AsJson = False,
 ) -> None:
     """Summarise an HMM run folder (read-only)."""
     from mf_pipeline.lib.steps.research.hmm import hmm_sanity
@@ -317,4 +348,4 @@ def research_hmm_sanity(
     summary = out.pop("run_summary") or {}
     out["run"] = _brief(summary, ("run_id", "split_id", "split_kind", "n_components",
                                   "rows_decoded", "regime_recovery"))
-    show(out)
+    emit(out, as_json)

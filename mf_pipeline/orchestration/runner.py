@@ -1,7 +1,9 @@
 """Run the Dagster assets in process against the persistent instance (``DAGSTER_HOME``).
 
 This is how the CLI executes work: the same assets the UI and the sensor run, recorded in the
-same instance, so every CLI run shows up in the Dagster UI.
+same instance, so every CLI run shows up in the Dagster UI. Progress goes to the display of
+``orchestration/progress.py``; a failed run raises :class:`RunFailed` with the step's own
+message, its traceback kept in the run's event log (the UI) and a file under ``logs/runs/``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
@@ -22,6 +25,7 @@ from mf_pipeline.defs.partitions import RANGE_END, RANGE_START  # noqa: E402
 from mf_pipeline.lib import lake_lock  # noqa: E402
 from mf_pipeline.lib.partitions import shard_span  # noqa: E402
 from mf_pipeline.lib.settings import Settings  # noqa: E402
+from mf_pipeline.orchestration import progress  # noqa: E402
 from mf_pipeline.orchestration.instance import get_instance  # noqa: E402
 
 Log = Callable[[str], None]
@@ -46,6 +50,17 @@ class RunOutcome:
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class RunFailed(Exception):
+    """A run that failed in a step: the step's message in one line, the traceback elsewhere."""
+
+    def __init__(self, what: str, message: str, run_id: str, log_path: Path,
+                 traceback: str) -> None:
+        super().__init__(f"{what} failed: {message} (Dagster run {run_id}; full traceback: "
+                         f"the run's page in the UI, or {log_path})")
+        self.run_id = run_id
+        self.traceback = traceback
+
+
 @contextmanager
 def holding_lake_lock(settings: Settings, log: Log = print,
                       timeout: float | None = None) -> Iterator[None]:
@@ -59,6 +74,43 @@ def holding_lake_lock(settings: Settings, log: Log = print,
         yield
 
 
+def step_labels(selection: Sequence[str]) -> dict[str, str]:
+    """Each step of a run of ``selection``, named by its selected assets (the derived layers
+    are one step, ``ticker_layers``)."""
+    labels: dict[str, list[str]] = {}
+    for name in selection:
+        step = definitions().resolve_assets_def(name).node_def.name
+        labels.setdefault(step, []).append(name)
+    return {step: ", ".join(names) for step, names in labels.items()}
+
+
+def _failure(result: dg.ExecuteInProcessResult, selection: Sequence[str],
+             settings: Settings) -> RunFailed:
+    """The first failed step of ``result`` as :class:`RunFailed`; its traceback is written to
+    ``<logs_root>/runs/<run_id>.log``. Dagster wraps an asset's exception in a step execution
+    error: the message shown is the asset's own."""
+    labels = step_labels(selection)
+    what, error = "the run", None
+    for event in result.all_events:
+        if event.is_step_failure:
+            step = event.step_key or ""
+            what, error = labels.get(step, step), event.step_failure_data.error
+            break
+        error = getattr(event.event_specific_data, "error", None) or error
+    own = error.cause if error is not None and error.cause is not None and \
+        error.cls_name.startswith("Dagster") else error
+    lines = own.message.splitlines() if own is not None else ["no error recorded"]
+    message = "; ".join(line.strip() for line in lines if line.strip())
+    qualified, _, rest = message.partition(": ")  # module.path.Error: text -> Error: text
+    if own is not None and rest and qualified.endswith("." + own.cls_name):
+        message = f"{own.cls_name}: {rest}"
+    text = error.to_string() if error is not None else message
+    path = settings.logs_root / "runs" / f"{result.run_id}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{what} failed in Dagster run {result.run_id}\n\n{text}\n")
+    return RunFailed(str(what), message, result.run_id, path, text)
+
+
 def _execute(
     selection: Sequence[str],
     settings: Settings,
@@ -68,19 +120,27 @@ def _execute(
     **kwargs: Any,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
     """One in-process run of the implicit asset job, holding the lake lock for the whole run;
-    returns the result and asset metadata."""
+    returns the result and asset metadata, or raises :class:`RunFailed`.
+
+    Progress goes to ``log`` (and bars, see ``progress.py``) through the ``mf_progress``
+    logger; Dagster's own console logger is on only when asked (``MF_LOG_LEVEL``).
+    """
     config = dict(run_config or {})
-    level = log_level or os.environ.get("MF_LOG_LEVEL", "WARNING").upper()
-    config["loggers"] = {"console": {"config": {"log_level": level}}}
+    config["loggers"] = {"mf_progress": {}}
+    level = log_level or os.environ.get("MF_LOG_LEVEL")
+    if level:
+        config["loggers"]["console"] = {"config": {"log_level": level.upper()}}
     job = definitions().resolve_implicit_global_asset_job_def()
-    with holding_lake_lock(settings, log):
+    with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)):
         result = job.execute_in_process(
             run_config=config,
             instance=instance(settings),
             asset_selection=[dg.AssetKey(name) for name in selection],
-            raise_on_error=True,
+            raise_on_error=False,
             **kwargs,
         )
+    if not result.success:
+        raise _failure(result, selection, settings)
     metadata: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = getattr(event.event_specific_data, "materialization", None)
@@ -128,7 +188,7 @@ def run_partitioned(
     result, outcome.metadata = _execute(selection, settings, config, log_level, log, tags=tags)
     outcome.run_ids.append(result.run_id)
     outcome.seconds = time.perf_counter() - started
-    log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
+    log(f"done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
     return outcome
 
 
@@ -151,7 +211,7 @@ def run_assets(
                                 partition_key=partition_key)
     outcome = RunOutcome(run_ids=[result.run_id], metadata=metadata)
     outcome.seconds = time.perf_counter() - started
-    log(f"  done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
+    log(f"done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
     return outcome
 
 

@@ -22,9 +22,9 @@ RUN_COLUMNS = ("run_id", "built_ts", "ingest_ts", "ingested_at")
 
 
 def run(*args: str) -> dict:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.rindex("\n{\n") + 1:])
+    return json.loads(result.stdout)
 
 
 def last_data_line(path) -> list[str] | None:

@@ -84,7 +84,7 @@ def test_valid_bars_match_the_raw_files(ingested):
 
 def test_rerun_is_a_noop_and_an_append_reprocesses_one_ticker(ingested):
     settings, raw = ingested
-    output = invoke("bronze-run")
+    output = invoke("bronze-run", "--json")
     assert "0 tickers to process" in output
     assert '"bronze": {}' in output
     ledger = pl.read_parquet(bronze_step.paths(settings).ledger)
@@ -93,7 +93,7 @@ def test_rerun_is_a_noop_and_an_append_reprocesses_one_ticker(ingested):
     path = raw / target["source_file"]
     with open(path, "a") as handle:
         handle.write(f"{target['ticker']},D,20990101,000000,10,11,9,10.5,1000,0\n")
-    output = invoke("bronze-run")
+    output = invoke("bronze-run", "--json")
     assert "1 tickers to process" in output
     assert '"APPENDED": 1' in output
     bars = lake.read_layer(settings, "bronze", [target["ticker"]])

@@ -49,9 +49,10 @@ def test_demo_materializes_every_asset_and_checks_pass(isolated, monkeypatch):
     assert "0 tickers need silver" in invoke("silver-run")
     assert "not exported again" in invoke("run", "--until", "ml_dataset")
     ticker = features["ticker"][0]
-    assert '"rows"' in invoke("features-one", "--ticker", ticker.lower())
+    assert "rows written" in invoke("features-one", "--ticker", ticker.lower())
     assert "tmf_21" in invoke("sql", "SELECT ticker, avg(tmf_21) AS tmf_21 FROM indicators "
                               "GROUP BY 1 ORDER BY 1")
-    out = invoke("export-ml-dataset", "--symbols-limit", "2", "--start-date", "2025-01-01")
+    out = invoke("export-ml-dataset", "--symbols-limit", "2", "--start-date", "2025-01-01",
+                 "--json")
     assert '"symbol_count": 2' in out
     assert "events" in invoke("events-sanity")

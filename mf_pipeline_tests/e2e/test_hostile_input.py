@@ -22,9 +22,9 @@ CANARY = "secret-canary-16"
 
 
 def run(*args: str) -> dict:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    result = CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.rindex("\n{\n") + 1:])
+    return json.loads(result.stdout)
 
 
 def test_hostile_universe_runs_through_every_layer(isolated, messy_universe, tmp_path):

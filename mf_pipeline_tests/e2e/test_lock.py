@@ -46,8 +46,8 @@ def test_two_concurrent_runs_do_the_work_once(isolated, messy_universe, tmp_path
     try:
         for log in logs:
             with open(log, "w") as out:
-                runs.append(subprocess.Popen([MF, "run", "--until", "features"], stdout=out,
-                                             stderr=subprocess.STDOUT, text=True))
+                runs.append(subprocess.Popen([MF, "run", "--until", "features", "--json"],
+                                             stdout=out, stderr=subprocess.STDOUT, text=True))
         waiting = f"waiting for the lake lock held by pid {holder.pid} since "
         wait_for(lambda: all(waiting in log.read_text() for log in logs))
     finally:

@@ -89,10 +89,10 @@ def test_research_commands_on_the_demo_sample(isolated, monkeypatch):
     assert wdec["trade_date"].min().isoformat() >= split["test_start"]
 
     assert '"failed": 0' in invoke("research-cluster-sweep", "--methods", "kmeans",
-                                   "--n-clusters-list", "3,4", "--split", "full")
+                                   "--n-clusters-list", "3,4", "--split", "full", "--json")
     assert "ari_mean" in invoke("research-cluster-stability", "--seeds", "2", "--n-clusters",
                                 "3", "--split", "full")
-    assert '"failed": 0' in invoke("research-hmm-sweep", "--components", "2,3")
+    assert '"failed": 0' in invoke("research-hmm-sweep", "--components", "2,3", "--json")
     # every research command was a Dagster run of the research assets (none outside Dagster)
     ran = {key.to_user_string() for record in instance.get_run_records()
            for key in (record.dagster_run.asset_selection or ())}
