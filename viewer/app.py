@@ -10,6 +10,7 @@ under a second.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import Any
@@ -33,9 +34,11 @@ PREVIEW_COLUMNS = (
     *registry.EVENT_COLUMNS,
 )  # fmt: skip
 HELP = """
-- **Bands** behind the price: flow state S0–S4 (grey quiet, greens demand, orange/red
-  supply), HMM states (one colour per state, or green LONG / slate NEUTRAL / red SHORT when
-  grouped), cluster labels and policy classes when those layers exist.
+- **Bands**: one strip per state under the panels, its legend above it: flow state S0–S4
+  (grey quiet, greens demand, orange/red supply), HMM states (one colour per state, or green
+  LONG / slate NEUTRAL / red SHORT when grouped), cluster labels and policy classes when
+  those layers exist. Hover a strip for the state of a date.
+- **Disabled switches**: hover the ⓘ to see the file or folder the viewer looked at.
 - **TMF + TTI proxy** panel: dotted zero and ±0.20 signal levels, dashed ±0.30 entry levels;
   markers = Event Grammar zero crosses (triangles), bursts (stars), respects (circles).
 - **Grouping** ranks the HMM states by the model's own state statistics, else by the mean
@@ -93,6 +96,22 @@ def _compute_offer(settings: Settings, ticker: str, missing: list[str]) -> None:
     )
     if st.button("Compute this ticker", key="compute_main", type="primary"):
         _compute(settings, ticker)
+
+
+def _choose_ticker(ticker: str) -> None:
+    st.session_state["ticker"] = ticker
+
+
+def _not_in_lake(ticker: str, universe: list[str], why: str) -> None:
+    """Stop the page, naming the lake's tickers closest to ``ticker`` (one click each)."""
+    close = core.closest_tickers(ticker, universe)
+    hint = (f"Closest: {', '.join(close)}." if close
+            else f"None of its {len(universe):,} tickers is close to it.")
+    st.error(f"{ticker!r} {why}. {hint}")
+    for column, candidate in zip(st.columns(max(len(close), 1)), close, strict=False):
+        column.button(candidate, key=f"closest_{candidate}", on_click=_choose_ticker,
+                      args=(candidate,))
+    st.stop()
 
 
 def _pick_ticker(universe: list[str]) -> tuple[str, str | None]:
@@ -193,8 +212,7 @@ def main() -> None:
                    "Run `mf demo` (or `make demo`), or type a ticker in the sidebar.")
         st.stop()
     if not lake.is_valid_ticker(ticker):
-        st.error(f"{ticker!r} is not a valid ticker.")
-        st.stop()
+        _not_in_lake(ticker, universe, "is not a valid ticker")
 
     done = st.session_state.pop("computed", None)
     if done:
@@ -203,6 +221,8 @@ def main() -> None:
     td = data.load_ticker(settings, ticker, cached_read)
     missing = [layer for layer in data.READ_LAYERS if not td.available.get(layer)]
     if not td.has_bars:
+        if ticker not in universe:
+            _not_in_lake(ticker, universe, "is not in the lake")
         st.error(f"No Bronze bars for {ticker}.")
         _compute_offer(settings, ticker, missing)
         st.stop()
@@ -267,7 +287,9 @@ def main() -> None:
         frame, hmm_summary = result.frame, result.summary
         warnings += result.warnings
         if result.band_col is not None:
-            bands.append(registry.HMM_GROUPED_BAND if result.grouped else registry.HMM_BAND)
+            bands.append(dataclasses.replace(registry.HMM_GROUPED_BAND,
+                                             labels=core.GROUP_LABELS[hmm_opts.scheme])
+                         if result.grouped else registry.HMM_BAND)
         annotation = f"HMM Display: {hmm_opts.mode}"
         if "SMOOTHED" in hmm_opts.mode:
             annotation += f" (w={max(core.MIN_SMOOTHING_WINDOW, hmm_opts.window)})"

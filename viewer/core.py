@@ -8,6 +8,7 @@ recomputes a layer's formula. All transforms are whole-column polars expressions
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,32 @@ def normalize_ticker(raw: str | None, universe: Collection[str]) -> tuple[str, s
     if resolved is None:
         return token, None
     return resolved, f"Ticker normalized: {token} -> {resolved}"
+
+
+def closest_tickers(
+    typed: str, universe: Collection[str], n: int = 5, cutoff: float = 0.6
+) -> list[str]:
+    """The ``n`` universe tickers most like ``typed`` (a typo, a missing suffix), best first.
+
+    Similarity is difflib's ratio, taken as the better of the whole symbols and of their stems
+    (the part before the first dot), so ``APPL`` finds ``AAPL.US``; ties go alphabetically.
+    Only matches scoring at least ``cutoff`` are returned. Runs on the error path only.
+    """
+    token = (typed or "").strip().upper()
+    if not token:
+        return []
+    stem = token.split(".", 1)[0]
+    whole, part = difflib.SequenceMatcher(), difflib.SequenceMatcher()
+    whole.set_seq2(token)
+    part.set_seq2(stem)
+    scored: list[tuple[float, str]] = []
+    for symbol in universe:
+        whole.set_seq1(symbol)
+        part.set_seq1(symbol.split(".", 1)[0])
+        score = max(whole.ratio(), part.ratio())
+        if score >= cutoff:
+            scored.append((-score, symbol))
+    return [symbol for _score, symbol in sorted(scored)[:n]]
 
 
 def default_window(

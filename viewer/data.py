@@ -82,6 +82,13 @@ def load_universe(settings: Settings, reader: Reader = read_parquet_columns) -> 
     return [t.upper() for t in lake.symbol_tickers(bronze)]
 
 
+def ticker_glob(root: Path, ticker: str) -> str:
+    """The files a per-ticker folder ``root`` holds for ``ticker`` (what the page names when
+    there are none)."""
+    prefix = ticker[:1] or "*"
+    return str(root / "exchange=*" / f"prefix={prefix}" / f"ticker={ticker}" / lake.PART_GLOB)
+
+
 def lake_file(settings: Settings, layer: str, ticker: str) -> FileRef | None:
     """The ticker's file of a lake layer, or None when that partition is not materialized."""
     if not lake.is_valid_ticker(ticker):
@@ -90,10 +97,8 @@ def lake_file(settings: Settings, layer: str, ticker: str) -> FileRef | None:
     return FileRef.of_parts(files) if files else None
 
 
-def optional_file(path: Path | None, ticker: str) -> FileRef | None:
+def optional_file(path: Path, ticker: str) -> FileRef | None:
     """A ticker's file in an optional layer: its hive file, or the long file holding it."""
-    if path is None:
-        return None
     if path.is_file():
         return FileRef.of(path)
     if not lake.is_valid_ticker(ticker):
@@ -132,21 +137,22 @@ def _join(base: pl.DataFrame, part: pl.DataFrame) -> pl.DataFrame:
 
 
 def _optional_layer(
-    reader: Reader, layer: OptionalLayer, path: Path | None, ticker: str
+    reader: Reader, layer: OptionalLayer, path: Path, ticker: str
 ) -> tuple[pl.DataFrame | None, FileRef | None, str | None]:
     ref = optional_file(path, ticker)
     if ref is None:
-        where = "no output found" if path is None else f"no rows for {ticker} in {path}"
-        return None, None, where
+        if not path.exists():
+            return None, None, f"nothing at `{path}`"
+        return None, None, f"no `{ticker_glob(path, ticker)}`"
     columns = ("trade_date", *layer.columns)
     if layer.loader is not None:
         part = layer.loader(Path(ref.path), ticker, columns)
     else:
         part = read(reader, ref, columns, ticker)
     if part is None or part.is_empty() or "trade_date" not in part.columns:
-        return None, ref, f"no rows for {ticker}"
+        return None, ref, f"no rows for {ticker} in `{ref.path}`"
     if not any(c in part.columns for c in layer.required):
-        return None, ref, f"none of the columns {list(layer.required)}"
+        return None, ref, f"none of the columns {list(layer.required)} in `{ref.path}`"
     return part, ref, None
 
 
@@ -155,7 +161,7 @@ def load_state_scores(
 ) -> pl.DataFrame | None:
     """The HMM model's own per-state statistics (``state, score``), when an HMM run wrote them
     (optional layer ``hmm_state_stats``; a ``ticker`` column, if any, selects the ticker)."""
-    ref = optional_file(optional_layer_paths(settings).get(STATE_STATS), ticker)
+    ref = optional_file(optional_layer_paths(settings)[STATE_STATS], ticker)
     if ref is None:
         return None
     stats = read(reader, ref, ("state", "score"), ticker)
@@ -175,7 +181,8 @@ def load_ticker(settings: Settings, ticker: str, reader: Reader = read_parquet_c
         data.files[layer] = ref
         if ref is None:
             data.available[layer] = False
-            data.notes[layer] = f"`{layer}` is not materialized for {ticker}"
+            where = ticker_glob(lake_registry.LAYERS[layer].root(settings), ticker)
+            data.notes[layer] = f"`{layer}` is not materialized for {ticker}: no `{where}`"
             continue
         part = read(reader, ref, ("trade_date", *columns))
         if layer == "bronze":
@@ -186,9 +193,9 @@ def load_ticker(settings: Settings, ticker: str, reader: Reader = read_parquet_c
             data.frame = _join(data.frame, part)
             data.available[layer] = len(missing) < len(columns)
             if missing:
-                data.notes[layer] = f"`{layer}` lacks columns {missing}"
+                data.notes[layer] = f"`{layer}` lacks columns {missing} in `{ref.path}`"
     for layer in OPTIONAL_LAYERS:
-        part, ref, why = _optional_layer(reader, layer, paths.get(layer.name), ticker)
+        part, ref, why = _optional_layer(reader, layer, paths[layer.name], ticker)
         data.files[layer.name] = ref
         data.available[layer.name] = part is not None and data.frame.height > 0
         if part is None:

@@ -1,6 +1,6 @@
 """What the viewer can draw: bands, markers and the registry of optional layers.
 
-A layer declares its columns, how it is drawn (bands behind the price panel, markers on a
+A layer declares its columns, how it is drawn (a band strip under the panels, markers on a
 panel) and optionally its own loader; the page builds its toggles, availability notes, reads
 and traces from this registry. Adding a later layer (cluster policy, execution realism,
 candidate signals…) is one ``OptionalLayer`` entry plus, when its file is not at the default
@@ -38,10 +38,11 @@ Panel = Literal["price", "tmf"]
 
 @dataclass(frozen=True)
 class Band:
-    """Runs of equal values painted as translucent rectangles behind the price panel.
+    """Runs of equal values painted as a thin strip under the chart's panels, with a legend.
 
     Colour = ``colors[value]`` when given, else ``palette[value mod len]`` for integers (by
-    sorted distinct value for strings). Values without a colour are not painted.
+    sorted distinct value for strings). Values without a colour are not painted. The legend
+    names a value ``labels[value]``, else the value itself.
     """
 
     title: str

@@ -33,8 +33,9 @@ def default_path(settings: Settings, name: str) -> Path:
     return settings.gold_root / UNPRODUCED_GOLD_DATASETS[name]
 
 
-def optional_layer_paths(settings: Settings) -> dict[str, Path | None]:
-    """``{layer name: existing file or folder, or None}`` for every optional layer.
+def optional_layer_paths(settings: Settings) -> dict[str, Path]:
+    """``{layer name: the file or folder the viewer reads it from}`` for every optional layer,
+    whether or not it exists (the page names the path when it does not).
 
     Precedence: ``overlay_viewer.optional_layers.<name>`` in the settings (relative paths
     resolve against the project root), then :func:`default_path`.
@@ -42,13 +43,12 @@ def optional_layer_paths(settings: Settings) -> dict[str, Path | None]:
     a folder of Parquet files or a single long Parquet file holding ``ticker``.
     """
     configured = (settings.overlay_viewer or {}).get("optional_layers") or {}
-    out: dict[str, Path | None] = {}
+    out: dict[str, Path] = {}
     for name in OPTIONAL_SOURCES:
         raw = configured.get(name)
         if raw:
             path = Path(raw).expanduser()
-            path = path if path.is_absolute() else settings.project_root / path
+            out[name] = path if path.is_absolute() else settings.project_root / path
         else:
-            path = default_path(settings, name)
-        out[name] = path if path.exists() else None
+            out[name] = default_path(settings, name)
     return out

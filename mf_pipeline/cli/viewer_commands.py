@@ -22,13 +22,15 @@ def app_file() -> Path:
 
 
 def streamlit_command(port: int, address: str) -> list[str]:
-    """The ``streamlit run`` command line: headless, usage statistics off."""
+    """The ``streamlit run`` command line: headless, usage statistics off, no Deploy button
+    (toolbar in "viewer" mode, as in the project's ``.streamlit/config.toml``)."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app_file()),
         "--server.address", address,
         "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
         "--server.headless", "true",
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
 
 

@@ -5,8 +5,10 @@ import datetime as dt
 import json
 import shutil
 import time
+import tomllib
 from pathlib import Path
 
+import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
@@ -15,6 +17,7 @@ from mf_pipeline.cli import viewer_commands
 from mf_pipeline.cli.app import app as cli_app
 from mf_pipeline.lib import lake, registry
 from viewer import compute, core, data
+from viewer import registry as registry_viewer
 
 APP = str(viewer_commands.app_file())
 
@@ -61,6 +64,19 @@ def diagnostics(at: AppTest) -> dict:
     return json.loads(at.get("json")[0].proto.body)
 
 
+def legends(at: AppTest) -> dict[str, list[str]]:
+    """``{band title: the state names of its legend}``, from the figure's band legends."""
+    fig = figure(at)
+    titles = {name: spec["title"]["text"].removeprefix("<b>").removesuffix("</b>")
+              for name, spec in fig["layout"].items() if name.startswith("legend")
+              and name != "legend"}
+    out: dict[str, list[str]] = {title: [] for title in titles.values()}
+    for trace in fig["data"]:
+        if trace.get("legend") in titles:
+            out[titles[trace["legend"]]].append(trace["name"])
+    return out
+
+
 def test_the_demo_ticker_shows_every_band_the_assets_wrote(demo_lake, demo_settings):
     """The research assets' HMM and cluster files reach the chart (the bug: they did not)."""
     ticker = demo_lake.banded
@@ -71,8 +87,21 @@ def test_the_demo_ticker_shows_every_band_the_assets_wrote(demo_lake, demo_setti
     types = [trace["type"] for trace in fig["data"]]
     assert "candlestick" in types and "bar" in types
     assert {"Flow state", "HMM state", "Cluster", "TMF", "TTI proxy"} <= trace_names(at)
-    bands = {a["text"] for a in fig["layout"]["annotations"]}
-    assert {"Flow state", "HMM state", "Cluster", "HMM Display: RAW"} <= bands
+    assert "HMM Display: RAW" in {a["text"] for a in fig["layout"]["annotations"]}
+    # a legend per band naming the states of the window, in the strip's colours
+    window = data.load_ticker(demo_settings, ticker).frame.filter(
+        pl.col("trade_date") >= at.sidebar.date_input(key=f"from_{ticker}").value)
+    named = legends(at)
+    assert named["Flow state"] == [registry_viewer.FLOW_LABELS[code] for code in
+                                   window["flow_state_code"].drop_nulls().unique().sort()]
+    for title, column in (("HMM state", "hmm_state_filtered"), ("Cluster", "cluster_label")):
+        states = window[column].drop_nulls().unique().sort().cast(pl.Int64).cast(pl.String)
+        assert named[title] == states.to_list() and len(states) >= 2, title
+    # the strips sit under the panels
+    heatmap_axes = {t["yaxis"] for t in fig["data"] if t["type"] == "heatmap"}
+    lowest_panel = min(fig["layout"][a]["domain"][0] for a in ("yaxis", "yaxis2", "yaxis3"))
+    for axis in heatmap_axes:
+        assert fig["layout"][axis.replace("y", "yaxis")]["domain"][1] < lowest_panel
     assert fig["layout"]["yaxis3"]["title"]["text"] == "TMF / TTI"
     assert [m.label for m in at.metric] == [
         "Rows", "Signals", "Overlay match rate", "Exec eligibility", "Events"]
@@ -101,9 +130,16 @@ def test_default_ticker_is_the_first_of_the_symbol_master(demo_lake, demo_settin
 
 
 def test_a_ticker_without_research_files_has_its_state_bands_disabled(demo_lake, demo_settings):
-    at = run_app(ticker=demo_lake.plain)
+    ticker = demo_lake.plain
+    at = run_app(ticker=ticker)
     state = toggles(at)
     assert state["Show HMM state band"] == state["Show Cluster labels"] == (False, True)
+    # the disabled switch's tooltip names the files it looked for
+    hive = f"exchange=*/prefix={ticker[0]}/ticker={ticker}/part-*.parquet"
+    helps = {t.label: t.help for t in at.sidebar.toggle}
+    for label, source in (("Show HMM state band", "hmm"), ("Show Cluster labels", "cluster")):
+        root = registry.state_band_root(demo_settings, source)
+        assert f"`{root}/{hive}`" in helps[label], helps[label]
     assert {"HMM state", "Cluster"}.isdisjoint(trace_names(at))
     assert "Flow state" in trace_names(at)
 
@@ -155,11 +191,25 @@ def test_compute_failure_is_reported_not_raised(unbuilt, monkeypatch):
     assert f"no raw file for {ticker}" in at.error[0].value
 
 
-def test_unknown_ticker_has_no_bars_and_no_chart(demo_settings):
-    at = run_app(ticker="zzz")
-    assert "No Bronze bars for ZZZ" in at.error[0].value
+def test_a_ticker_not_in_the_lake_names_the_closest_ones(demo_lake, demo_settings):
+    ticker = demo_lake.banded
+    typo = ticker[0] + ticker[2:]  # a dropped letter
+    at = run_app(ticker=typo)
+    expected = core.closest_tickers(typo, demo_lake.universe)
+    assert ticker in expected
+    assert at.error[0].value == f"{typo!r} is not in the lake. Closest: {', '.join(expected)}."
     assert not at.get("plotly_chart")
-    assert at.button(key="compute_main")
+    # one button per close ticker (the browser test clicks one), and no compute offer
+    assert [(b.key, b.label) for b in at.button] == [(f"closest_{t}", t) for t in expected]
+
+
+def test_a_ticker_close_to_nothing_says_so(demo_lake, demo_settings):
+    at = run_app(ticker="zzzzzzzz")
+    assert at.error[0].value == (f"'ZZZZZZZZ' is not in the lake. None of its "
+                                 f"{len(demo_lake.universe):,} tickers is close to it.")
+    assert not at.get("plotly_chart") and not at.button
+    at = run_app(ticker="../x")
+    assert at.error[0].value.startswith("'../X' is not a valid ticker.")
 
 
 def test_empty_lake_says_how_to_fill_it(viewer_env):
@@ -192,6 +242,7 @@ def test_hmm_display_modes(demo_lake, demo_settings, mode, method):
         assert hmm["grouping_source"] == "mean_silver_ret_1d_before_window"
         assert hmm["band_col"] == "hmm_group_code" and "HMM group" in trace_names(at)
         assert len(hmm["long_states"]) == 1 and len(hmm["short_states"]) == 1
+        assert set(legends(at)["HMM group"]) <= {"SHORT", "NEUTRAL", "LONG"}
     else:
         assert "HMM state" in trace_names(at)
 
@@ -208,7 +259,7 @@ def test_display_controls_reshape_the_figure(demo_lake, demo_settings):
     ticker = demo_lake.banded
     at = run_app(ticker=ticker, volume_mode="overlay", scale_pct=True, show_events=False)
     layout = figure(at)["layout"]
-    assert layout["yaxis5"]["overlaying"] == "y" and "yaxis2" not in layout
+    assert layout["yaxis4"]["overlaying"] == "y" and "yaxis2" not in layout
     assert layout["yaxis3"]["title"]["text"] == "TMF / TTI (%)"
     assert not any(name.startswith("TMF zero") for name in trace_names(at))
     at = run_app(ticker=ticker, show_volume=False, show_tmf=False, show_flow=False,
@@ -260,5 +311,15 @@ def test_cli_viewer_runs_streamlit_on_localhost(monkeypatch):
     assert Path(cmd[4]) == Path(data.__file__).with_name("app.py") and Path(cmd[4]).is_file()
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags == {"--server.address": "127.0.0.1", "--server.port": "8600",
-                     "--browser.gatherUsageStats": "false", "--server.headless": "true"}
+                     "--browser.gatherUsageStats": "false", "--server.headless": "true",
+                     "--client.toolbarMode": "viewer"}
     assert seen["env"]["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
+
+
+def test_streamlit_run_from_the_project_root_hides_deploy_too():
+    """``streamlit run viewer/app.py`` in the project root reads ``.streamlit/config.toml``:
+    the same toolbar mode as ``mf viewer`` (the browser test checks the page has no Deploy)."""
+    config = Path(viewer_commands.app_file()).parents[1] / ".streamlit" / "config.toml"
+    settings = tomllib.loads(config.read_text())
+    assert settings["client"]["toolbarMode"] == "viewer"
+    assert settings["browser"]["gatherUsageStats"] is False

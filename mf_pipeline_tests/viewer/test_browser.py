@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mf_pipeline.cli.viewer_commands import app_file
+from mf_pipeline.cli.viewer_commands import app_file, streamlit_command
+from viewer import registry
 
 pytestmark = pytest.mark.e2e
 
@@ -71,65 +75,18 @@ def pick_ticker(page, ticker: str) -> None:
     page.keyboard.press("Enter")
 
 
-TICKER_BOX = '[data-testid="stSidebar"] [data-testid="stSelectbox"]'
-FIGURE = "() => document.querySelector('.js-plotly-plot')"
-HEATMAP_NAMES = (f"() => ({FIGURE})()?._fullData?.filter(t => t.type === 'heatmap')"
-                 ".map(t => t.name) ?? []")
-
-
-def test_chart_renders_every_band_in_headless_chromium(chromium, demo_lake, demo_settings,
-                                                       tmp_path):
-    """The HMM and cluster bands the research assets wrote are on the page (they were not:
-    the viewer looked in folders no asset writes)."""
-    from playwright.sync_api import sync_playwright  # a dev dependency: fail if missing
-
-    ticker = demo_lake.banded
+@contextmanager
+def served(command_on: Callable[[int], list[str]], cwd: Path, log: Path) -> Iterator[int]:
+    """Run the Streamlit command ``command_on(port)`` on a free port in ``cwd``; yields the
+    port once the server answers, stops the server on exit."""
     port = free_port()
-    log = tmp_path / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", str(app_file()),
-               "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+    command = [*command_on(port), "--server.fileWatcherType", "none"]
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_healthy(port, proc, log)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1600, "height": 1300})
-                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-                page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=90_000)
-                pick_ticker(page, ticker)
-                page.wait_for_function(
-                    f"() => {{ const names = ({HEATMAP_NAMES})();"
-                    " return names.includes('HMM state') && names.includes('Cluster'); }",
-                    timeout=60_000)
-                page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=30_000)
-                page.wait_for_function(
-                    "() => document.querySelectorAll('.js-plotly-plot .g-y3title').length > 0",
-                    timeout=30_000)
-                page.wait_for_timeout(500)  # let the heatmap images paint for the screenshot
-                types = page.evaluate(f"() => ({FIGURE})()._fullData.map(t => t.type)")
-                heatmaps = page.evaluate(HEATMAP_NAMES)
-                titles = page.evaluate(
-                    "() => Array.from(document.querySelectorAll("
-                    "'.js-plotly-plot .g-y3title, .js-plotly-plot .g-y4title'))"
-                    ".map(e => e.textContent)")
-                labels = page.evaluate(
-                    "() => Array.from(document.querySelectorAll("
-                    "'.js-plotly-plot .annotation-text')).map(e => e.textContent)")
-                lines = page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").count()
-                bands = page.locator(".js-plotly-plot .heatmaplayer image").count()
-                shown = page.evaluate(  # the ticker box's text and input values
-                    f"() => {{ const box = document.querySelector('{TICKER_BOX}');"
-                    " return [box.innerText, ...Array.from(box.querySelectorAll('input'),"
-                    " i => i.value)].join(' '); }")
-                shot = tmp_path / "viewer.png"
-                page.screenshot(path=str(shot), full_page=True)
-            finally:
-                browser.close()
+        yield port
     finally:
         proc.terminate()
         try:
@@ -137,11 +94,115 @@ def test_chart_renders_every_band_in_headless_chromium(chromium, demo_lake, demo
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def browser_page(chromium: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright  # a dev dependency: fail if missing
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            # tall enough for the whole chart: Streamlit scrolls inside the page, so a
+            # full-page screenshot would not show more than the viewport
+            yield browser.new_page(viewport={"width": 1440, "height": 1500})
+        finally:
+            browser.close()
+
+
+def save_for_docs(shot: Path, target: str) -> None:
+    """The screenshot as a small palette PNG (the chart has few colours) for the docs."""
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+        small.save(target, optimize=True)
+
+
+TICKER_BOX = '[data-testid="stSidebar"] [data-testid="stSelectbox"]'
+DEPLOY = '[data-testid="stAppDeployButton"]'
+MENU = '[data-testid="stMainMenu"]'
+FIGURE = "() => document.querySelector('.js-plotly-plot')"
+HEATMAP_NAMES = (f"() => ({FIGURE})()?._fullData?.filter(t => t.type === 'heatmap')"
+                 ".map(t => t.name) ?? []")
+TEXTS = "s => Array.from(document.querySelectorAll(s)).map(e => e.textContent)"
+# plotly classes a legend's texts by its id: legend2titletext, legend2text, ...
+LEGEND_TITLES = '.js-plotly-plot text[class^="legend"][class$="titletext"]'
+LEGEND_ITEMS = ('.js-plotly-plot text[class^="legend"][class$="text"]'
+                ':not([class$="titletext"])')
+
+
+def test_chart_renders_every_band_in_headless_chromium(chromium, demo_lake, demo_settings,
+                                                       tmp_path):
+    """The HMM and cluster bands the research assets wrote are on the page, each in a strip
+    with its legend, and the toolbar has no Deploy button. Started with ``mf viewer``'s own
+    command line, outside the project (so no ``.streamlit/config.toml`` helps); the ticker is
+    reached by mistyping it and clicking the close ticker the page offers."""
+    ticker = demo_lake.banded
+    typo = ticker[0] + ticker[2:]  # a dropped letter
+    flow_labels = set(registry.FLOW_LABELS.values())
+    def command(port: int) -> list[str]:
+        return streamlit_command(port, "127.0.0.1")
+
+    with served(command, tmp_path, tmp_path / "streamlit.log") as port, \
+            browser_page(chromium) as page:
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=90_000)
+        pick_ticker(page, typo)  # not in the lake: the page offers the close tickers
+        page.get_by_role("button", name=ticker, exact=True).click()
+        page.wait_for_function(
+            f"() => {{ const names = ({HEATMAP_NAMES})();"
+            " return names.includes('HMM state') && names.includes('Cluster'); }",
+            timeout=60_000)
+        page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('.js-plotly-plot .g-y3title').length > 0",
+            timeout=30_000)
+        page.wait_for_selector(MENU, timeout=30_000)  # the toolbar is drawn
+        page.wait_for_timeout(500)  # let the heatmap images paint for the screenshot
+        types = page.evaluate(f"() => ({FIGURE})()._fullData.map(t => t.type)")
+        heatmaps = page.evaluate(HEATMAP_NAMES)
+        titles = page.evaluate(TEXTS, ".js-plotly-plot .g-y3title, .js-plotly-plot .g-ytitle")
+        legend_titles = page.evaluate(TEXTS, LEGEND_TITLES)
+        legend_items = page.evaluate(TEXTS, LEGEND_ITEMS)
+        lines = page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").count()
+        bands = page.locator(".js-plotly-plot .heatmaplayer image").count()
+        deploy = page.locator(DEPLOY).count()
+        shown = page.evaluate(  # the ticker box's text and input values
+            f"() => {{ const box = document.querySelector('{TICKER_BOX}');"
+            " return [box.innerText, ...Array.from(box.querySelectorAll('input'),"
+            " i => i.value)].join(' '); }")
+        shot = tmp_path / "viewer.png"
+        page.screenshot(path=str(shot))
     assert ticker in shown, shown
     assert "candlestick" in types, types
     assert "TMF / TTI" in titles and "Price" in titles, titles
     assert lines >= 2  # the TMF and TTI proxy lines are drawn
     assert {"Flow state", "HMM state", "Cluster"} <= set(heatmaps), heatmaps
-    assert {"Flow state", "HMM state", "Cluster"} <= set(labels), labels  # band titles, visible
+    assert {"Flow state", "HMM state", "Cluster"} <= set(legend_titles), legend_titles
+    assert flow_labels & set(legend_items), legend_items  # the flow states are named
     assert bands >= 3  # the flow-state, HMM and cluster bands are painted
+    assert deploy == 0
     assert shot.stat().st_size > 10_000
+    if target := os.environ.get("MF_PIPELINE_VIEWER_SCREENSHOT"):
+        save_for_docs(shot, target)
+
+
+def test_streamlit_run_in_the_project_root_has_no_deploy_button(chromium, demo_settings,
+                                                                 tmp_path):
+    """Plain ``streamlit run viewer/app.py`` in the project root: ``.streamlit/config.toml``
+    hides Deploy (Streamlit shows it by default to a browser on localhost)."""
+    app = app_file()
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "streamlit", "run", str(app.relative_to(app.parents[1])),
+                "--server.address", "127.0.0.1", "--server.port", str(port),
+                "--server.headless", "true"]
+
+    with served(command, app.parents[1], tmp_path / "streamlit.log") as port, \
+            browser_page(chromium) as page:
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+        page.wait_for_selector(MENU, timeout=30_000)
+        page.wait_for_timeout(500)
+        assert page.locator(DEPLOY).count() == 0

@@ -46,6 +46,28 @@ def test_normalize_ticker(typed, expected, changed):
         assert expected in note
 
 
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        # APPL~APP 2*3/7=.857 > APPL~AAPL 2*3/8=.75 (stems); APPL~AAL .571 < .6: left out
+        ("APPL", ["APP.US", "AAPL.US"]),
+        ("msft", ["MSFT.US"]),  # stems equal: 1.0
+        ("AMZN.UK", ["AMZN.US"]),  # another exchange suffix, same stem
+        ("SPYY", ["SPY"]),  # 2*3/7
+        ("ZZZZ", []),
+        ("", []),
+    ],
+)
+def test_closest_tickers(typed, expected):
+    universe = ["AAPL.US", "AAL.US", "APP.US", "MSFT.US", "AMZN.US", "SPY", "BRK.B"]
+    assert core.closest_tickers(typed, universe) == expected
+
+
+def test_closest_tickers_keeps_the_best_n_with_ties_alphabetical():
+    universe = ["ABD", "ABC", "ABE", "XYZ"]  # each ABx~ABF = 2*2/6 < .6; ~AB = 2*2/5 = .8
+    assert core.closest_tickers("ab", universe, n=2) == ["ABC", "ABD"]
+
+
 def test_default_window_is_the_last_year_or_everything():
     assert core.default_window(dt.date(2000, 1, 1), dt.date(2020, 6, 30)) == (
         dt.date(2019, 7, 1), dt.date(2020, 6, 30))
@@ -208,6 +230,36 @@ def test_band_colors_follow_the_spec_palettes():
     assert hmm.to_list() == [registry.STATE_PALETTE[0], registry.STATE_PALETTE[1]]
 
 
+def test_band_legend_names_each_painted_state_with_the_strip_colour():
+    frame = pl.DataFrame({"trade_date": days(7),
+                          "flow_state_code": pl.Series([4, 4, 0, None, 7, 0, 2], dtype=pl.Int8)})
+    segments = chart.band_segments(frame, registry.FLOW_BAND)
+    # state order; the null run and state 7 (no colour) are not in the legend
+    assert chart.band_legend(segments) == [
+        ("S0_QUIET", registry.GREY),
+        ("S2_PERSISTENT_DEMAND", registry.GREEN),
+        ("S4_PERSISTENT_SUPPLY", "#e53935"),
+    ]
+    assert segments["label"].to_list() == [
+        "S4_PERSISTENT_SUPPLY", "S0_QUIET", "NA", "7", "S0_QUIET", "S2_PERSISTENT_DEMAND"]
+    clusters = pl.DataFrame({"trade_date": days(4), "cluster_label": [3, 1, 3, 11]})
+    band = registry.OPTIONAL_BY_NAME["cluster"].bands[0]
+    palette = registry.STATE_PALETTE
+    assert chart.band_legend(chart.band_segments(clusters, band)) == [
+        ("1", palette[1]), ("3", palette[3]), ("11", palette[11 % len(palette)])]
+
+
+def test_the_strip_paints_each_run_in_its_legend_colour():
+    frame = chart_frame()
+    segments = chart.band_segments(frame, registry.FLOW_BAND)
+    trace = chart.band_trace(segments, registry.FLOW_BAND, 5)
+    legend = dict(chart.band_legend(segments))
+    # the colour scale maps code k to the k-th colour of the trace's (sorted) colours
+    colours = [trace.colorscale[2 * int(k)][1] for k in trace.z[0]]
+    assert colours == [legend[label] for label in trace.text[0]]
+    assert (trace.xaxis, trace.yaxis) == ("x5", "y5")
+
+
 # ---------------------------------------------------------------- chart
 
 
@@ -223,6 +275,52 @@ def chart_frame(n: int = 60) -> pl.DataFrame:
     )
 
 
+def test_grid_stacks_fixed_band_strips_under_the_panels():
+    # 850 px - 100 px margins = 750 px of panels, one 22 px gap: 728 px split 0.62 : 0.20;
+    # two bands add 2 x (26 + 18) = 88 px, so the plot area is 838 px.
+    layout = chart.grid(["price", "tmf"], 2, 850)
+    assert layout.height == 938
+    price = 728 * 0.62 / 0.82
+    expected = {
+        "price": (838 - price, 838),
+        "tmf": (838 - price - 22 - 728 * 0.20 / 0.82, 838 - price - 22),
+        "band0": (88 - 26 - 18, 88 - 26),
+        "band1": (0, 18),
+    }
+    for row, (lo, hi) in expected.items():
+        assert layout.domains[row] == (pytest.approx(lo / 838, abs=1e-6),
+                                       pytest.approx(hi / 838, abs=1e-6)), row
+    assert chart.grid(["price"], 0, 850) == chart.Grid(850, {"price": (0.0, 1.0)})
+
+
+def test_bands_are_strips_below_the_candles_each_with_its_legend():
+    frame = chart_frame()
+    fig = chart.build_figure(frame, frame, [registry.FLOW_BAND, registry.HMM_BAND],
+                             registry.EVENT_MARKERS, chart.ChartOptions())
+    layout = fig.layout.to_plotly_json()
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert [(t.name, t.xaxis, t.yaxis) for t in heatmaps] == [
+        ("Flow state", "x5", "y5"), ("HMM state", "x6", "y6")]
+    lowest_panel = min(layout[a]["domain"][0] for a in ("yaxis", "yaxis2", "yaxis3"))
+    flow, hmm = layout["yaxis5"]["domain"], layout["yaxis6"]["domain"]
+    assert hmm[1] < flow[0] < flow[1] < lowest_panel  # stacked, under every panel
+    for axis in ("xaxis5", "xaxis6"):
+        assert layout[axis]["matches"] == "x"  # one date axis for panels and strips
+    # dates are printed once, under the last strip
+    shown = [a for a in ("xaxis", "xaxis2", "xaxis3", "xaxis5", "xaxis6")
+             if layout[a]["showticklabels"]]
+    assert shown == ["xaxis6"]
+    # each band has its legend (title + one swatch per state), just above its strip
+    assert layout["legend2"]["title"]["text"] == "<b>Flow state</b>"
+    assert layout["legend2"]["y"] == flow[1] and layout["legend3"]["y"] == hmm[1]
+    swatches = [(t.legend, t.name, t.marker.color) for t in fig.data if t.legend]
+    assert swatches == [
+        ("legend2", label, registry.FLOW_COLORS[code])
+        for code, label in registry.FLOW_LABELS.items()
+    ] + [("legend3", str(state), registry.STATE_PALETTE[state]) for state in (0, 1, 2)]
+    assert fig.layout.height == 850 + 2 * (chart.BAND_LEGEND_PX + chart.BAND_PX)
+
+
 def test_figure_has_candles_bands_volume_and_the_tmf_panel():
     frame = chart_frame()
     fig = chart.build_figure(frame, frame, [registry.FLOW_BAND, registry.HMM_BAND],
@@ -232,7 +330,7 @@ def test_figure_has_candles_bands_volume_and_the_tmf_panel():
     names = {t.name for t in fig.data}
     assert {"TMF", "TTI proxy", "TMF zero up"} <= names
     assert fig.layout.yaxis3.title.text == "TMF / TTI"
-    assert fig.layout.yaxis4.title.text == "Price" and fig.layout.height == 850
+    assert fig.layout.yaxis.title.text == "Price"
     flow = next(t for t in fig.data if t.name == "Flow state")
     segments = core.segment_runs(frame["trade_date"], frame["flow_state_code"]).height
     assert len(flow.z[0]) == segments and len(flow.x) == segments + 1
@@ -245,8 +343,8 @@ def test_figure_without_optional_panels_and_with_overlaid_volume():
     options = chart.ChartOptions(volume_mode="overlay", scale_pct=True)
     fig = chart.build_figure(frame, frame, [], registry.EVENT_MARKERS, options)
     assert [t.type for t in fig.data] == ["candlestick", "bar"]
-    assert fig.layout.yaxis5.overlaying == "y" and "yaxis3" not in fig.layout.to_plotly_json()
-    assert chart.row_domains(["price"]) == {"price": (0.0, 1.0)}
+    assert fig.layout.yaxis4.overlaying == "y" and "yaxis3" not in fig.layout.to_plotly_json()
+    assert fig.layout.yaxis.domain == (0.0, 1.0) and fig.layout.xaxis.showticklabels
 
 
 def test_markers_skip_layers_whose_columns_are_missing():
@@ -295,9 +393,18 @@ def test_load_ticker_joins_what_exists_and_says_what_is_missing(demo_lake, demo_
     assert td.frame.height == demo_lake.bars[ticker]
     assert {"close", "ret_1d", "tmf_21"} <= set(td.frame.columns)
     assert td.available["bronze"] and td.available["indicators"]
-    assert not td.available["events"] and "events" in td.notes["events"]
     assert not td.available["hmm"] and not td.available["cluster"] and td.state_scores is None
     assert not data.load_ticker(demo_settings, "ZZZ.US").has_bars
+    # each unavailable layer names where it was looked for (the switch's tooltip shows it)
+    hive = f"exchange=*/prefix={ticker[0]}/ticker={ticker}/part-*.parquet"
+    events = lake_registry.LAYERS["events"].root(demo_settings)
+    assert not td.available["events"]
+    assert td.notes["events"] == f"`events` is not materialized for {ticker}: no `{events}/{hive}`"
+    hmm = lake_registry.state_band_root(demo_settings, "hmm")
+    assert hmm.is_dir()  # the demo wrote other tickers' HMM files, not this one's
+    assert td.notes["hmm"] == f"HMM states: no `{hmm}/{hive}`"
+    policy = demo_settings.gold_root / "overlay_policy_by_symbol"
+    assert td.notes["policy"] == f"Overlay class ALLOW/WATCH/BLOCK: nothing at `{policy}`"
 
 
 def test_universe_is_the_symbol_master_else_the_bronze_folders(demo_lake, demo_settings):
@@ -323,7 +430,7 @@ def test_a_configured_long_file_replaces_the_per_ticker_folder(demo_lake, demo_s
     expected = data.load_ticker(demo_settings, ticker).frame
     [long_file] = (demo_settings.gold_root / "research").rglob("split=full/hmm_states.parquet")
     shutil.rmtree(lake_registry.state_band_root(demo_settings, "hmm"))
-    assert sources.optional_layer_paths(demo_settings)["hmm"] is None
+    assert not data.load_ticker(demo_settings, ticker).available["hmm"]
     monkeypatch.setenv("MF_PIPELINE_OVERLAY_VIEWER",
                        json.dumps({"optional_layers": {"hmm": str(long_file)}}))
     settings = load_settings()
