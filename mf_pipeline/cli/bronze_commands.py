@@ -11,6 +11,7 @@ from mf_pipeline.cli.app import AsJson, app, emit, fail, plain, run_summary, say
 from mf_pipeline.lib.registry import UNTIL_CHOICES
 from mf_pipeline.orchestration.planning import (
     Selection,
+    covers_universe,
     everything,
     export_is_current,
     split_assets,
@@ -55,6 +56,7 @@ def _plan_and_run(settings: Settings, selection: Selection, full: bool, limit: i
         settings, selection.head, selection.per_ticker if tickers else (), tail,
         tickers, run_config=run_config, log=say,
         explicit=bool(full or limit is not None or only_status),
+        all_shards=covers_universe(classified, tickers),
     )
 
 

@@ -1,13 +1,15 @@
 """Resources shared by every asset: the effective settings and the run's ticker work list."""
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
+from pydantic import Field
 
 from mf_pipeline.lib import lake_lock
 from mf_pipeline.lib.partitions import in_shards
 from mf_pipeline.lib.settings import Settings, load_settings
+from mf_pipeline.lib.steps.shards import TickerListError, checked_tickers
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -39,15 +41,29 @@ class PipelineSettings(dg.ConfigurableResource):
 class TickerWork(dg.ConfigurableResource):
     """Which tickers of the run's shards the per-ticker assets process.
 
-    Left empty (a run launched from the UI or the sensor), each asset works out
-    its own list: tickers whose raw files changed for Bronze, tickers whose inputs are newer
-    than their files for the derived layers. The CLI fills it with the list it planned, e.g.
-    for ``--limit``, ``--full`` or one-ticker commands.
+    Left empty (a run launched from the UI or the sensor), each asset works out its own list:
+    tickers whose raw files changed for Bronze, tickers whose inputs changed for the derived
+    layers. Given a list, every per-ticker asset of the run rebuilds exactly those tickers:
+    the CLI fills it with the list it planned (``--limit``, ``--full``, the one-ticker
+    commands), a UI user in the launchpad (``resources: ticker_work: config: tickers:
+    [AAPL.US]``, on the ticker's shard). A ticker the lake does not know, or one outside the
+    run's shards, fails the run with a message naming it (and its close matches or shard).
     """
 
-    tickers: list[str] | None = None
+    tickers: list[str] | None = Field(
+        default=None,
+        description="Rebuild exactly these tickers (e.g. [AAPL.US]) in every per-ticker asset "
+                    "of the run; they must lie in the run's shards (shard = first letter, 0 "
+                    "for digits and ^). Leave empty to process what changed.",
+    )
 
-    def select(self, shards: Iterable[str], automatic: Callable[[], Iterable[str]]) -> list[str]:
-        """The tickers to process in ``shards``: the configured list, else ``automatic()``."""
-        chosen = self.tickers if self.tickers is not None else automatic()
-        return in_shards(chosen, shards)
+    def select(self, settings: Settings, shards: Sequence[str],
+               automatic: Callable[[], Iterable[str]]) -> list[str]:
+        """The tickers to process in ``shards``: the configured list (checked), else
+        ``automatic()``."""
+        if self.tickers is None:
+            return in_shards(automatic(), shards)
+        try:
+            return checked_tickers(settings, self.tickers, shards)
+        except TickerListError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from error

@@ -27,7 +27,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +37,7 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import registry
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.settings import ParquetSettings, Settings
 
 PART_FILE = "part-000.parquet"
@@ -584,10 +585,13 @@ def read_panel(
     return pl.DataFrame() if panel is None else panel.collect().sort(list(KEYS))
 
 
-def ticker_folders(layer_root: Path) -> Iterator[os.DirEntry[str]]:
-    """Every ``exchange=/prefix=/ticker=`` folder of a layer, in one ``os.scandir`` walk."""
+def ticker_folders(layer_root: Path, shards: Collection[str] | None = None
+                   ) -> Iterator[os.DirEntry[str]]:
+    """Every ``exchange=/prefix=/ticker=`` folder of a layer, in one ``os.scandir`` walk;
+    with ``shards``, only under the ``prefix=`` folders of those shards."""
     if not layer_root.is_dir():
         return
     for exchange in _scan_dirs(str(layer_root), "exchange="):
         for prefix in _scan_dirs(exchange.path, "prefix="):
-            yield from _scan_dirs(prefix.path, "ticker=")
+            if shards is None or shard_of(prefix.name.removeprefix("prefix=")) in shards:
+                yield from _scan_dirs(prefix.path, "ticker=")

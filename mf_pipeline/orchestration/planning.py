@@ -88,6 +88,19 @@ def tickers_needing_work(
     return sorted(chosen)
 
 
+def covers_universe(classified: pl.DataFrame, tickers: Sequence[str]) -> bool:
+    """True when ``tickers`` holds every ticker the raw tree names (a first build, ``--full``,
+    a settings change, a nightly append of every ticker): such a run covers every shard, so
+    shards without any ticker are materialized too (as empty) and a healthy lake's graph has
+    no shard left missing. Smaller runs cover only the shards that hold their tickers."""
+    import polars as pl
+
+    from mf_pipeline.lib.layers import manifest as mf
+
+    present = classified.filter(pl.col("manifest_status") != mf.DELETED)["ticker"].drop_nulls()
+    return bool(tickers) and set(present) <= set(tickers)
+
+
 def export_is_current(settings: Settings) -> bool:
     """True when the newest ML dataset export is younger than every feature file."""
     from mf_pipeline.lib.steps.dataset_step import latest_export

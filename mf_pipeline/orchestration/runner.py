@@ -22,8 +22,9 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
 import dagster as dg  # noqa: E402
 
 from mf_pipeline.defs.partitions import RANGE_END, RANGE_START  # noqa: E402
+from mf_pipeline.defs.shard_metadata import run_totals  # noqa: E402
 from mf_pipeline.lib import lake_lock  # noqa: E402
-from mf_pipeline.lib.partitions import shard_span  # noqa: E402
+from mf_pipeline.lib.partitions import SHARD_KEYS, shard_span  # noqa: E402
 from mf_pipeline.lib.settings import Settings  # noqa: E402
 from mf_pipeline.orchestration import progress  # noqa: E402
 from mf_pipeline.orchestration.instance import get_instance  # noqa: E402
@@ -141,12 +142,13 @@ def _execute(
         )
     if not result.success:
         raise _failure(result, selection, settings)
-    metadata: dict[str, dict[str, Any]] = {}
+    per_shard: dict[str, list[dict[str, Any]]] = {}
     for event in result.get_asset_materialization_events():
         mat = getattr(event.event_specific_data, "materialization", None)
         if mat is not None:
-            metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
-    return result, metadata
+            per_shard.setdefault(mat.asset_key.to_user_string(), []).append(
+                {k: v.value for k, v in mat.metadata.items()})
+    return result, {asset: run_totals(parts) for asset, parts in per_shard.items()}
 
 
 def run_partitioned(
@@ -159,6 +161,7 @@ def run_partitioned(
     log: Log = print,
     log_level: str | None = None,
     explicit: bool = True,
+    all_shards: bool = False,
 ) -> RunOutcome:
     """Materialize ``head`` (unpartitioned, e.g. the manifest), the per-ticker assets for
     ``tickers`` and ``tail`` (unpartitioned, e.g. the ML dataset) in one Dagster run.
@@ -167,10 +170,13 @@ def run_partitioned(
     ``explicit`` they process exactly those tickers (the ``ticker_work`` resource); without,
     ``tickers`` only chooses the shards and each asset finds its own work, which gives the same
     list for a plain incremental run and spares Dagster validating thousands of config values
-    (~1.4 s for 8,000 tickers). No tickers, no shards.
+    (~1.4 s for 8,000 tickers). No tickers, no shards. ``all_shards`` runs every shard (a
+    whole-universe run: shards without tickers are materialized too, as empty).
     """
     started = time.perf_counter()
     span = shard_span(tickers) if per_ticker else None
+    if span is not None and all_shards:
+        span = SHARD_KEYS[0], SHARD_KEYS[-1]
     selection = [*head, *(per_ticker if span else ()), *tail]
     outcome = RunOutcome(shards=span)
     if not selection:

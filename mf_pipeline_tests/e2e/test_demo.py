@@ -7,7 +7,9 @@ import polars as pl
 from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
+from mf_pipeline.defs.partitions import ticker_shards
 from mf_pipeline.lib import lake
+from mf_pipeline.lib.partitions import SHARD_KEYS
 from mf_pipeline.lib.settings import load_settings
 from mf_pipeline.orchestration.runner import definitions
 
@@ -32,6 +34,8 @@ def test_demo_materializes_every_asset_and_checks_pass(isolated, monkeypatch):
         if spec.group_name == "research_experiments":  # sweeps, stability: run on request
             continue
         assert instance.get_latest_materialization_event(spec.key) is not None, spec.key
+        if spec.partitions_def == ticker_shards:  # the empty shards too: no shard left missing
+            assert instance.get_materialized_partitions(spec.key) == set(SHARD_KEYS), spec.key
     check_keys = defs.resolve_asset_graph().asset_check_keys
     assert len(check_keys) >= 5
     for check_key in check_keys:

@@ -56,9 +56,9 @@ def test_two_concurrent_runs_do_the_work_once(isolated, messy_universe, tmp_path
         assert proc.wait(300) == 0, [log.read_text() for log in logs]
     outputs = [log.read_text() for log in logs]
     meta = [metadata_of(text) for text in outputs]
-    winner = 0 if meta[0].get("bronze", {}).get("tickers") else 1
+    winner = 0 if meta[0].get("bronze", {}).get("tickers_written") else 1
     loser = 1 - winner
-    assert meta[winner]["bronze"]["tickers"] > 0
+    assert meta[winner]["bronze"]["tickers_written"] > 0
     assert meta[winner]["features"]["tickers_written"] > 0
     # The second run waited for the first (planning included), then found nothing to do: it
     # materialized no per-ticker layer at all.

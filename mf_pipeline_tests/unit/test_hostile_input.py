@@ -339,7 +339,7 @@ def test_the_append_path_applies_the_same_rules(isolated, tmp_path, monkeypatch)
         handle.write("SPY.US,D,20240111,000000,10,11,9,10.5,1e308,0\n")
         handle.write(bars("SPY.US", 1, 12))
     outcome = ingest(settings, "bronze-run-two")
-    assert outcome.tickers_appended == 1
+    assert len(outcome.appended_rows) == 1
     spy = "nasdaq stocks/1/spy.us.txt"
     got = rejects(settings).filter(pl.col("source_file") == spy).select(
         "line_no", "kind", "reason", "raw_line")
@@ -350,7 +350,7 @@ def test_the_append_path_applies_the_same_rules(isolated, tmp_path, monkeypatch)
     fresh = tmp_path / "fresh"
     monkeypatch.setenv("MF_PIPELINE_PATHS__DATA_ROOT", str(fresh / "data"))
     full_settings = isolated(raw)
-    assert ingest(full_settings, "bronze-run-full").tickers_appended == 0
+    assert not ingest(full_settings, "bronze-run-full").appended_rows
     full = rejects(full_settings).filter(pl.col("source_file") == spy).select(got.columns)
     assert got.equals(full)
     skip = {"run_id"}

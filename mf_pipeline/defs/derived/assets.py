@@ -10,8 +10,16 @@ import polars as pl
 
 from mf_pipeline.defs.partitions import PER_TICKER_TAG, layer_run_id, ticker_shards
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
+from mf_pipeline.defs.shard_metadata import (
+    keeps_last_materialization,
+    lake_figures,
+    record_shards,
+    run_figures,
+    ticker_list,
+)
 from mf_pipeline.lib.layers.sanity import sanity_failures
 from mf_pipeline.lib.registry import DERIVED, LAYERS
+from mf_pipeline.lib.steps import shards
 from mf_pipeline.lib.steps.derived_step import DEFAULT_BATCH_TICKERS, run_derived, stale_tickers
 
 
@@ -45,7 +53,14 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     cfg = settings.get()
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     layers = [layer for layer in DERIVED if layer in selected]
-    tickers = ticker_work.select(context.partition_keys, lambda: stale_tickers(cfg, layers))
+    run_shards = context.partition_keys
+    tickers = ticker_work.select(cfg, run_shards, lambda: stale_tickers(cfg, layers))
+    if not tickers:
+        held = {layer: shards.lake_files(cfg, layer, run_shards) for layer in layers}
+        layers = [layer for layer in layers
+                  if not keeps_last_materialization(context, layer, held[layer].count())]
+        if not layers:
+            return
     context.log.info(f"{len(tickers)} tickers to update in {', '.join(layers)}")
     run_ids = {layer: layer_run_id(context.run_id, layer) for layer in layers}
     problems: dict[str, list[str]] = {layer: [] for layer in layers}
@@ -60,23 +75,26 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     outcome = run_derived(cfg, tickers, layers, run_ids, config.batch_tickers,
                           inspect=inspect, log=context.log.info)
     checked = {key.asset_key.to_user_string() for key in context.selected_asset_check_keys}
+    processed, appended = shards.by_shard(tickers), shards.by_shard(outcome.appended)
     for layer in layers:
         stats = outcome.layers[layer]
-        context.log.info(f"{layer}: {stats.rows} rows, {stats.tickers_written} tickers, "
+        context.log.info(f"{layer}: {stats.rows} rows, {len(stats.rows_written)} tickers, "
                          f"{stats.seconds:.2f}s")
+        files = shards.lake_files(cfg, layer, run_shards)
+        states = shards.shard_states(files, run_shards)
+        written, removed = shards.by_shard(stats.rows_written), shards.by_shard(stats.removed)
+        record_shards(context, layer, {shard: {
+            **lake_figures(states[shard]),
+            "changed": shard in processed,
+            "tickers_processed": ticker_list(processed.get(shard, [])),
+            "tickers_written": len(written.get(shard, [])),
+            "tickers_appended": len(appended.get(shard, [])),
+            "tickers_removed": len(removed.get(shard, [])),
+            "rows_written": sum(stats.rows_written[t] for t in written.get(shard, [])),
+        } for shard in run_shards})
         yield dg.MaterializeResult(
             asset_key=layer,
-            metadata={
-                "run_id": run_ids[layer],
-                "rows": stats.rows,
-                "tickers": len(tickers),
-                "tickers_written": stats.tickers_written,
-                "tickers_removed": stats.tickers_removed,
-                "tickers_appended": outcome.tickers_appended,
-                "min_trade_date": str(stats.min_date),
-                "max_trade_date": str(stats.max_date),
-                "seconds": round(stats.seconds, 3),
-            },
+            metadata=run_figures(run_ids[layer], LAYERS[layer].root(cfg), files.any_file()),
         )
         if layer in checked:
             yield dg.AssetCheckResult(

@@ -209,8 +209,9 @@ class BronzeOutcome:
     ledger: pl.DataFrame = field(default_factory=pl.DataFrame)
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
-    tickers_appended: int = 0  # tickers whose new lines alone were parsed (append path)
-    rows_appended: int = 0  # valid rows those new lines gave
+    appended_rows: dict[str, int] = field(default_factory=dict)
+    """``{ticker: valid rows of its new lines}`` of the tickers whose new lines alone were
+    parsed (append path)."""
 
 
 DEFAULT_BATCH_BYTES = 256 * 2**20
@@ -432,9 +433,15 @@ def _outcome(run: _BronzeRun, tickers: Sequence[str], ledger: pl.DataFrame,
         ledger=ledger,
         compute_seconds=run.compute_seconds,
         write_seconds=time.perf_counter() - run.started - run.compute_seconds,
-        tickers_appended=len(extended),
-        rows_appended=appended.valid.height if appended is not None else 0,
+        appended_rows=_rows_per_ticker(appended.valid, extended) if appended is not None
+        else {},
     )
+
+
+def _rows_per_ticker(rows: pl.DataFrame, tickers: Sequence[str]) -> dict[str, int]:
+    """``{ticker: rows}`` for ``tickers`` (0 for a ticker without rows)."""
+    counts = dict(rows.group_by("ticker").len().iter_rows()) if rows.height else {}
+    return {ticker: int(counts.get(ticker, 0)) for ticker in tickers}
 
 
 def _append_path(settings: Settings, present: pl.DataFrame, run_id: str,

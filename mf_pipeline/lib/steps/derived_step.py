@@ -33,19 +33,22 @@ DEFAULT_BATCH_TICKERS = 500
 
 @dataclass
 class LayerStats:
-    rows: int = 0
-    tickers_written: int = 0
-    tickers_removed: int = 0
+    """What one run wrote in a layer, per ticker (the assets report it per shard)."""
+
+    rows_written: dict[str, int] = field(default_factory=dict)  # {ticker: rows written}
+    removed: set[str] = field(default_factory=set)  # tickers whose files were removed
     seconds: float = 0.0
-    min_date: dt.date | None = None
-    max_date: dt.date | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_written.values())
 
 
 @dataclass
 class DerivedOutcome:
     layers: dict[str, LayerStats] = field(default_factory=dict)
     seconds: float = 0.0
-    tickers_appended: int = 0  # tickers extended from their carries (new bars only)
+    appended: list[str] = field(default_factory=list)  # extended from their carries (new bars)
 
 
 def storage_dtype(settings: Settings, layer: str) -> pl.DataType:
@@ -185,8 +188,8 @@ def run_derived(
         run.writer = writer
         if new.height:
             run.batch(sorted(new["ticker"].unique()), {"bronze": widen(new)}, append=True)
-            run.outcome.tickers_appended = new["ticker"].n_unique()
-            log(f"append path: {run.outcome.tickers_appended} tickers extended by "
+            run.outcome.appended = sorted(new["ticker"].unique())
+            log(f"append path: {len(run.outcome.appended)} tickers extended by "
                 f"{new.height} new bars")
         for number, batch in enumerate(batches, start=1):
             run.batch(batch, {}, append=False)
@@ -265,10 +268,7 @@ def _storage_frame(settings: Settings, layer: str, result: pl.DataFrame, run_id:
         run_id=pl.lit(run_id),
         built_ts=pl.lit(built_ts, dtype=pl.Datetime("us", "UTC")),
     )
-    stats.rows += frame.height
-    low, high = frame["trade_date"].min(), frame["trade_date"].max()
-    stats.min_date = low if stats.min_date is None else min(stats.min_date, low)
-    stats.max_date = high if stats.max_date is None else max(stats.max_date, high)
+    stats.rows_written.update(frame.group_by("ticker").len().iter_rows())
     return frame
 
 
@@ -276,12 +276,12 @@ def _write(settings: Settings, layer: str, frame: pl.DataFrame, batch: Sequence[
            stats: LayerStats, append: bool) -> None:
     """Write the rows of ``frame`` per ticker (delta files when ``append``) and remove the
     files of ``batch`` tickers without rows. Runs on the writer thread, the only one that
-    touches these two counters."""
+    touches ``stats.removed``."""
     root = lake.LAYERS[layer].root(settings)
     written = {}
     if not frame.is_empty():
         written = lake.write_symbol_files(frame, root, settings.parquet,
                                           {"run_id": str(frame["run_id"][0])}, append=append)
     missing = sorted(set(batch) - set(written))
-    stats.tickers_removed += len(lake.remove_symbol_files(root, missing))
-    stats.tickers_written += len(written)
+    stats.removed.update(path.parent.name.removeprefix("ticker=")
+                         for path in lake.remove_symbol_files(root, missing))
