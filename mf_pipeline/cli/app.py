@@ -159,8 +159,9 @@ def run_summary(outcome: RunOutcome) -> str:
         parts = [f"{meta[key]:.1f}{label}" if label == "s" else f"{_value(meta[key])} {label}"
                  for key, label in HEADLINE if isinstance(meta.get(key), int | float)]
         lines.append(f"  {asset:<{width}}  {', '.join(parts) or 'done'}")
-    runs = ", ".join(outcome.run_ids)
-    lines.append(f"{len(outcome.metadata)} asset(s) in {outcome.seconds:.1f}s, Dagster run {runs}")
+    runs = ("Dagster run " if len(outcome.run_ids) == 1 else "Dagster runs ") + \
+        ", ".join(outcome.run_ids)
+    lines.append(f"{len(outcome.metadata)} asset(s) in {outcome.seconds:.1f}s, {runs}")
     lines.append(f"details: --json, or `make ui` then {UI_URL}/runs/{outcome.run_ids[-1]}")
     return "\n".join(lines)
 
