@@ -164,7 +164,7 @@ def sql(
                    tbl_hide_dataframe_shape=True):
         typer.echo(printed)
     cut = total - printed.height
-    typer.echo(f"{total:,} rows" if not cut else
+    typer.echo(f"{total:,} row{'' if total == 1 else 's'}" if not cut else
                f"… {cut:,} more rows not shown ({total:,} in all; use --limit 0, or --csv PATH / "
                "--parquet PATH for every row)")
 

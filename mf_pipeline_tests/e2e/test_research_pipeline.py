@@ -177,7 +177,7 @@ def test_research_split_and_sample_options(isolated, monkeypatch):
     # sweeps and stability take the same options
     assert '"failed": 0' in invoke("research-cluster-sweep", "--methods", "kmeans",
                                    "--n-clusters-list", "3", *time_split,
-                                   "--test-end", test_end.isoformat())  # fmt: skip
+                                   "--test-end", test_end.isoformat(), "--json")  # fmt: skip
     sweep = newest(art / "research_runs", "*_cluster_sweep_summary.json")
     assert json.loads(sweep.read_text())["filters"]["test_end"] == test_end.isoformat()
 
