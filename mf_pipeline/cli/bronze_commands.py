@@ -67,7 +67,7 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
 
     settings = settings_of(ctx)
     outcome = _execute(ctx, everything(runner.definitions()))
-    research = split_assets(runner.definitions())
+    research = _stale_research(settings)
     if research:  # the in-sample `full` split: the viewer's regime overlays
         fits = runner.run_assets(settings, research, "full", log=say)
         outcome.metadata |= fits.metadata
@@ -82,9 +82,25 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
         f"  lake:       {settings.data_root}\n"
         f"  artifacts:  {settings.artifacts_root}\n"
         f"  ledger:     {settings.bronze_root / 'file_ledger.parquet'}\n"
-        "  UI:         make ui   (then open http://127.0.0.1:3000)\n"
+        "  UI:         make ui      (then open http://127.0.0.1:3000)\n"
+        "  viewer:     make viewer  (then open http://127.0.0.1:8501: candles and state bands)\n"
         "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\""
     ))
+
+
+def _stale_research(settings: Settings) -> list[str]:
+    """The `full`-split research assets that need a fit: not materialized since the last ML
+    dataset export, or with other options or research settings; none on an unchanged rerun."""
+    from mf_pipeline.orchestration import runner
+    from mf_pipeline.orchestration.freshness import stale_split_assets
+
+    defs = runner.definitions()
+    research = split_assets(defs)
+    stale = stale_split_assets(runner.instance(settings), defs, settings, research, "full")
+    if research and not stale:
+        say("research models on `full` are current (fitted after the last ML dataset export, "
+            "same settings): not refitted")
+    return stale
 
 
 @app.command()

@@ -69,9 +69,9 @@ class PrepConfig(dg.Config):
     """Seeded row sample of the loaded dataset, in (0, 1]; seed = the run's random state."""
 
     def given(self) -> dict[str, Any]:
-        """The options set for this run (recorded in the materialization's metadata)."""
-        return {key: plain(value) for key, value in self.model_dump().items()
-                if value is not None and value is not False}
+        """The options that differ from the defaults (recorded in the materialization's
+        metadata; empty for a default run, which `mf demo` may then skip when current)."""
+        return {key: plain(value) for key, value in self.model_dump(exclude_defaults=True).items()}
 
     def prepare(self, settings: Settings, kind: str, split: str, seed: int) -> Prepared:
         """Load the dataset and cut, label and scale ``split`` as configured."""
