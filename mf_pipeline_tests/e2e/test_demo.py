@@ -49,6 +49,20 @@ def test_demo_materializes_every_asset_and_checks_pass(isolated, monkeypatch):
     assert meta["row_count"] > 0 and meta["symbol_count"] == features["ticker"].n_unique() > 6
     assert meta["row_count"] == pl.read_parquet(meta_path.parent / "dataset.parquet").height
 
+    # `mf demo` again: nothing changed, so no research model is refitted.
+    fitted = {key: instance.get_latest_materialization_event(dg.AssetKey(key)).run_id
+              for key in ("hmm_model", "cluster_model", "hmm_states", "cluster_labels")}
+    again = invoke("demo")
+    assert "not refitted" in again and "make viewer" in again
+    assert fitted == {key: instance.get_latest_materialization_event(dg.AssetKey(key)).run_id
+                      for key in fitted}
+    # A changed research setting makes the models stale again.
+    monkeypatch.setenv("MF_PIPELINE_RESEARCH_HMM__MIN_SEQUENCE_LENGTH", "90")
+    assert "not refitted" not in invoke("demo")
+    assert instance.get_latest_materialization_event(dg.AssetKey("hmm_model")).run_id \
+        != fitted["hmm_model"]
+    monkeypatch.delenv("MF_PIPELINE_RESEARCH_HMM__MIN_SEQUENCE_LENGTH")
+
     # Nothing changed: the layer commands have nothing to do; one ticker can be rebuilt.
     assert "0 tickers need silver" in invoke("silver-run")
     assert "not exported again" in invoke("run", "--until", "ml_dataset")
