@@ -51,11 +51,12 @@ def asset_seconds(metadata: dict[str, Any]) -> dict[str, float]:
     for name, meta in metadata.items():
         if not isinstance(meta, dict):
             continue
-        if "compute_seconds" in meta or "write_seconds" in meta:
-            found[name] = float(meta.get("compute_seconds") or 0) + float(
-                meta.get("write_seconds") or 0)
-        elif isinstance(meta.get("seconds"), int | float):
-            found[name] = float(meta["seconds"])
+        seconds = meta.get("run_seconds", meta.get("seconds"))  # per-ticker assets: run_*
+        if "run_compute_seconds" in meta or "run_write_seconds" in meta:
+            found[name] = float(meta.get("run_compute_seconds") or 0) + float(
+                meta.get("run_write_seconds") or 0)
+        elif isinstance(seconds, int | float):
+            found[name] = float(seconds)
     return found
 
 

@@ -50,10 +50,13 @@ def lake_figures(state: ShardState) -> dict[str, Any]:
     }
 
 
-def run_figures(run_id: str, layer_root: Path, sample: Path | None) -> dict[str, Any]:
-    """Metadata true of every shard of the run: the run id stored in the files, the layer's
-    folder, and its column schema (read from one of its files)."""
-    out: dict[str, Any] = {"run_id": run_id, "path": dg.MetadataValue.path(str(layer_root))}
+def run_figures(run_id: str, layer_root: Path, sample: Path | None,
+                seconds: Mapping[str, float]) -> dict[str, Any]:
+    """Metadata true of every shard of the run: the run id stored in the files, the run's
+    ``seconds`` (as ``run_<name>``: the whole run's, not the shard's), the layer's folder, and
+    its column schema (read from one of its files)."""
+    out: dict[str, Any] = {"run_id": run_id, "path": dg.MetadataValue.path(str(layer_root)),
+                           **{f"run_{name}": round(value, 3) for name, value in seconds.items()}}
     try:
         schema = pl.read_parquet_schema(sample) if sample is not None else {}
     except Exception:  # noqa: BLE001 - a damaged file: no schema this time, the run goes on
@@ -90,9 +93,10 @@ def keeps_last_materialization(context: dg.AssetExecutionContext, asset_key: str
         context.log.info(f"{asset_key}: nothing to do; recorded unchanged because {names} "
                          "run after it")
         return False
-    context.log.info(f"{asset_key}: nothing to do: all {tickers_held} tickers of shards "
-                     f"{context.partition_key_range.start}…{context.partition_key_range.end} "
-                     "up to date; the last materialization stands")
+    first, last = context.partition_key_range.start, context.partition_key_range.end
+    where = f"shard {first}" if first == last else f"shards {first}…{last}"
+    context.log.info(f"{asset_key}: nothing to do: all {tickers_held} tickers of {where} up "
+                     "to date; the last materialization stands")
     return True
 
 
@@ -100,7 +104,7 @@ _DIFFERS = object()
 
 
 def _merged(key: str, seen: Any, value: Any) -> Any:
-    if seen is _DIFFERS:
+    if seen is _DIFFERS or key.startswith("run_"):  # a figure of the whole run, on every shard
         return seen
     if isinstance(value, bool):
         return bool(seen) or value
@@ -116,8 +120,8 @@ def _merged(key: str, seen: Any, value: Any) -> Any:
 
 def run_totals(per_shard: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """One asset's figures over the materializations of a run (for the CLI's summary): counts
-    summed, date ranges widened, lists joined, flags or-ed, other values kept when every shard
-    has the same (run id, path); the column schema left out. One materialization (an
+    summed, date ranges widened, lists joined, flags or-ed, ``run_*`` taken once, other values
+    kept when every shard has the same (path); the column schema left out. One materialization (an
     unpartitioned asset, a one-shard run) comes back as it is, schema aside."""
     totals: dict[str, Any] = {}
     for metadata in per_shard:

@@ -7,6 +7,7 @@ of that lake and Dagster home. The reference figures are computed here from the 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def built(tmp_path_factory, messy_universe) -> Path:
         for name, value in roots(root).items():
             patch.setenv(name, value)
         patch.delenv("MF_PIPELINE_SETTINGS_FILE", raising=False)
-        result = CliRunner().invoke(app, ["run", "--until", "features"], catch_exceptions=False)
+        result = CliRunner().invoke(app, ["run", "--until", "features", "--json"],
+                                    catch_exceptions=False)
         assert result.exit_code == 0, result.output
+    (root / "run.json").write_text(result.output[result.output.rindex("\n{\n") + 1:])
     return root
 
 
@@ -129,6 +132,15 @@ def test_each_shard_shows_its_own_lake_figures(project):
             pl.read_parquet(some_file).columns
         stored = registry.spec(layer).root(settings).relative_to(settings.data_root)
         assert meta["path"].endswith(f"/data/{stored}")  # the lake this copy was built in
+    # The CLI's summary of the run adds the shards back up.
+    totals = json.loads((settings.data_root.parent / "run.json").read_text())
+    for layer in PER_TICKER:
+        frame = lake.read_layer(settings, layer)
+        assert totals[layer]["dagster/row_count"] == frame.height, layer
+        assert totals[layer]["ticker_count"] == totals[layer]["tickers_written"] == \
+            frame["ticker"].n_unique(), layer
+        assert totals[layer]["min_trade_date"] == str(frame["trade_date"].min())
+        assert "tickers" not in totals[layer] and totals[layer]["changed"] is True
     ledger = pl.read_parquet(bronze_step.paths(settings).ledger).filter(
         pl.col("ticker").is_not_null())
     valid = dict(ledger.group_by(pl.col("ticker").map_elements(shard_of, return_dtype=pl.String))

@@ -81,7 +81,9 @@ def bronze(
     record_shards(context, "bronze", figures)
     paths = bronze_step.paths(cfg)
     yield dg.MaterializeResult(metadata={
-        **run_figures(outcome.run_id, paths.data, files.any_file()),
+        **run_figures(outcome.run_id, paths.data, files.any_file(),
+                      {"compute_seconds": outcome.compute_seconds,
+                       "write_seconds": outcome.write_seconds}),
         "ledger": dg.MetadataValue.path(str(paths.ledger)),
         "rejects": dg.MetadataValue.path(str(paths.rejects)),
     })

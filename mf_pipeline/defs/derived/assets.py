@@ -94,7 +94,8 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
         } for shard in run_shards})
         yield dg.MaterializeResult(
             asset_key=layer,
-            metadata=run_figures(run_ids[layer], LAYERS[layer].root(cfg), files.any_file()),
+            metadata=run_figures(run_ids[layer], LAYERS[layer].root(cfg), files.any_file(),
+                                 {"seconds": stats.seconds}),
         )
         if layer in checked:
             yield dg.AssetCheckResult(
