@@ -222,16 +222,19 @@ class ChildResult:
 
 
 def run_child(cmd: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: Path = PROJECT_ROOT, echo: bool = False) -> ChildResult:
-    """Run ``cmd``, timestamping each stdout line; CPU and peak RSS are the child's own."""
+              cwd: Path = PROJECT_ROOT, echo: bool = False,
+              merge_stderr: bool = False) -> ChildResult:
+    """Run ``cmd``, timestamping each stdout line (stderr's too with ``merge_stderr``: ``mf``
+    prints its progress there); CPU and peak RSS are the child's own."""
     full_env = dict(os.environ if env is None else env)
     err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-stderr-{os.getpid()}.txt"
     lines: list[tuple[float, str]] = []
     meter = Meter(children=True)
     with meter, open(err_path, "w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=err, cwd=cwd,
-                                env=full_env, text=True, bufsize=1)
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, cwd=cwd, env=full_env,
+                                stderr=subprocess.STDOUT if merge_stderr else err, text=True,
+                                bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append((time.perf_counter() - start, line.rstrip("\n")))

@@ -23,7 +23,7 @@ from mf_pipeline.lib.sample_append import append_one_bar
 
 PER_TICKER_ASSETS = ("bronze", "silver", "indicators", "events", "features")
 RUN_LINE = re.compile(r"\brun: ")
-DONE_LINE = re.compile(r"done in ([\d.]+)s")
+DONE_LINE = re.compile(r"done in ([\d.]+)s \(Dagster run ")
 
 
 def pipeline_env(raw: Path, work: Path) -> dict[str, str]:
@@ -66,7 +66,7 @@ def summarize(child: Any, work: Path) -> dict[str, Any]:
     metadata = last_json_object(child.stdout) or {}
     run_start = next((t for t, text in lines if RUN_LINE.search(text)), None)
     dagster_run_s = sum(float(m.group(1)) for _, text in lines
-                        if (m := DONE_LINE.search(text)) and "finished" not in text) or None
+                        if (m := DONE_LINE.search(text))) or None
     seconds = asset_seconds(metadata)
     bronze = metadata.get("bronze", {}) if isinstance(metadata.get("bronze"), dict) else {}
     manifest = metadata.get("manifest", {}) if isinstance(metadata.get("manifest"), dict) else {}
@@ -101,10 +101,10 @@ def summarize(child: Any, work: Path) -> dict[str, Any]:
 
 
 def _run(cmd: list[str], env: dict[str, str], work: Path, label: str) -> dict[str, Any]:
-    child = run_child(cmd, env=env)
+    child = run_child(cmd, env=env, merge_stderr=True)
     if child.returncode != 0:
         raise RuntimeError(f"mf run ({label}) failed ({child.returncode}):\n"
-                           f"{child.stderr[-4000:]}")
+                           f"{child.stdout[-4000:]}")
     return summarize(child, work)
 
 
@@ -119,7 +119,7 @@ def measure(raw: Path, work: Path, until: str = "ml_dataset", noop: bool = True,
         shutil.copytree(raw, work / "raw")
         raw = work / "raw"
     env = pipeline_env(raw, work)
-    cmd = [mf_executable(), "run", "--until", until]
+    cmd = [mf_executable(), "run", "--until", until, "--json"]
     cold = _run(cmd, env, work, "cold")
     again = _run(cmd, env, work, "no change") if noop else None
     appended = None

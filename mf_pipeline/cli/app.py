@@ -194,7 +194,7 @@ def init_placeholders(ctx: typer.Context) -> None:
         "datasets and marts.\n",
         s.gold_root / "README.md",
     )
-    say(f"placeholders ready under {s.data_root}")
+    typer.echo(f"placeholders ready under {s.data_root}")
 
 
 @app.command("sample-data")
@@ -217,7 +217,7 @@ def sample_data(
 
         report = generate_universe(out, n_tickers=tickers, years=years, seed=seed, messy=messy,
                                    progress=progress)
-    say(
+    typer.echo(
         f"wrote {report.files_written} files, {report.bars_written:,} bars, "
         f"{report.bytes_written / 1e6:.1f} MB to {report.out_dir} (truth: {report.truth_dir})"
     )
