@@ -13,6 +13,7 @@ import pytest
 
 from mf_pipeline.lib.sample import generate_universe
 from mf_pipeline.lib.settings import load_settings
+from mf_pipeline_tests.browser import SKIP_NO_BROWSER, find_chromium
 
 E2E_FIXTURES = {"demo_lake"}
 """Fixtures that run the real pipeline (``mf demo``): a test using one is end to end."""
@@ -46,3 +47,12 @@ def isolated(tmp_path, monkeypatch):
         return load_settings()
 
     return use_raw
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium for the browser tests; skipped (loudly) only when there is none."""
+    path = find_chromium()
+    if path is None:
+        pytest.skip(SKIP_NO_BROWSER)
+    return path

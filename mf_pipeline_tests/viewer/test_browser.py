@@ -3,69 +3,19 @@ small sample: conftest), then ``streamlit run`` of the viewer over what those as
 opened in headless Chromium (the system's, never a downloaded one), chart checked in the DOM."""
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mf_pipeline.cli.viewer_commands import app_file, streamlit_command
+from mf_pipeline_tests.browser import browser_page, free_port, stop, wait_healthy
 from viewer import registry
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
-]  # fmt: skip
-SKIP_NO_BROWSER = (
-    "no Chromium executable found (looked at $MF_PIPELINE_CHROMIUM, `chromium`, "
-    "`chromium-browser`, /usr/bin/chromium). Install Debian's browser with "
-    "`apt-get install -y chromium`; this test never downloads one."
-)
-
-
-def find_chromium() -> str | None:
-    candidates = [os.environ.get("MF_PIPELINE_CHROMIUM"), shutil.which("chromium"),
-                  shutil.which("chromium-browser"), "/usr/bin/chromium"]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def chromium() -> str:
-    """The system Chromium; the test is skipped (loudly) only when there is none."""
-    path = find_chromium()
-    if path is None:
-        pytest.skip(SKIP_NO_BROWSER)
-    return path
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited early ({proc.returncode}):\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"streamlit not healthy after {timeout}s:\n{log.read_text()}")
-
 
 def pick_ticker(page, ticker: str) -> None:
     """Type ``ticker`` into the sidebar's ticker box, as a user does."""
@@ -85,29 +35,10 @@ def served(command_on: Callable[[int], list[str]], cwd: Path, log: Path) -> Iter
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(port, proc, log)
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, log, expect=b"ok")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def browser_page(chromium: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright  # a dev dependency: fail if missing
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            # tall enough for the whole chart: Streamlit scrolls inside the page, so a
-            # full-page screenshot would not show more than the viewport
-            yield browser.new_page(viewport={"width": 1440, "height": 1500})
-        finally:
-            browser.close()
+        stop(proc)
 
 
 def save_for_docs(shot: Path, target: str) -> None:
