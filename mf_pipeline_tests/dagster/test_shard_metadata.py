@@ -20,6 +20,7 @@ from mf_pipeline.cli import app
 from mf_pipeline.defs.shard_metadata import EMPTY_SHARD
 from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.partitions import SHARD_KEYS, shard_of
+from mf_pipeline.lib.sample_append import append_one_bar
 from mf_pipeline.lib.settings import Settings, load_settings
 from mf_pipeline.lib.steps import bronze_step
 from mf_pipeline.orchestration import runner
@@ -218,3 +219,20 @@ def test_an_unknown_or_misplaced_ticker_fails_with_a_clear_error(project):
     assert not result.success
     assert f"{other} is in shard {shard_of(other)}" in failure(result)
     assert latest(settings, "silver") == before
+
+
+def test_after_a_nightly_append_the_figures_are_the_lakes(project):
+    """Files unchanged since the last run are not read again (the figures cache); the new
+    delta files are: every shard's figures still equal the lake's rows."""
+    settings = project
+    assert append_one_bar(settings.raw_root) > 10
+    result = CliRunner().invoke(app, ["run", "--until", "features"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for layer in PER_TICKER:
+        assert any(p.name.startswith("part-d")
+                   for p in lake.symbol_files(registry.spec(layer).root(settings))), layer
+        want = {row["shard"]: row for row in reference(settings, layer).to_dicts()}
+        for shard, (_, meta) in latest(settings, layer).items():
+            row = want.get(shard, {"rows": 0, "high": None})
+            assert meta["dagster/row_count"] == row["rows"], (layer, shard)
+            assert meta["max_trade_date"] == (str(row["high"]) if row["high"] else None)
