@@ -50,7 +50,7 @@ PREP_OPTIONS: dict[str, tuple[Any, Any]] = {
                                                   "all when --split-mode none).")], None),
     "sample_frac": (Annotated[float | None, Opt(help="Seeded row sample of the loaded dataset, "
                                                      "in (0, 1]; seed = random state.")], None),
-    "features_preset": (Annotated[str, Opt(help="Only 'default' (the 25 features).")],
+    "features_preset": (Annotated[str, Opt(help="Only 'default' (the settings' feature list).")],
                         "default"),
     "fit_procedure": (Annotated[str | None, Opt(
         help="fast | spec: spec fits as the old tool did, on every fit row (KMeans restarts, "

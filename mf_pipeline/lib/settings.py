@@ -222,8 +222,14 @@ class HmmSweepSettings(_Group):
 class ResearchHmmSettings(_Group):
     """Defaults of the Gaussian-HMM runs (``mf research-hmm-*``, ``hmm_model``)."""
 
-    default_feature_list: list[str] = Field(default_factory=list)
-    """Model features; empty: ``research_clustering.feature_list``."""
+    default_feature_list: list[str] = Field(
+        default_factory=lambda: ["tmf_21", "tti_proxy_v1_21", "tmf_abs", "atr_pct_14",
+                                 "tmf_slope_10", "tti_proxy_slope_5"]  # fmt: skip
+    )
+    """Model features; empty: ``research_clustering.feature_list``. The default keeps only
+    continuous, causal features: counts and run lengths (``rec_*``, ``state_run_length``)
+    give the Gaussian emissions spiky densities that swamp the rest (docs/RESEARCH.md,
+    "Regime recovery")."""
     scaler: Scaler = "standard"
     scaling_scope_default: ScalingScope = "global"
     split_mode_default: SplitMode = "none"

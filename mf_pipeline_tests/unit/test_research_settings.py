@@ -2,6 +2,7 @@
 
 The expected configs below are what the builders returned while the groups were untyped
 mappings read with ``dict.get(key, default)``: typing them changed no default and no value.
+The one later change is the HMM's own continuous feature list (``HMM_FEATURES``, issue #17).
 """
 
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from mf_pipeline.defs.research import config as run_config
 from mf_pipeline.lib.research.clustering import ClusterConfig
-from mf_pipeline.lib.research.features import DEFAULT_FEATURES
+from mf_pipeline.lib.research.features import DEFAULT_FEATURES, IDENTITY_COLUMNS
 from mf_pipeline.lib.research.hmm import HmmConfig
 from mf_pipeline.lib.settings import SettingsError, load_settings
 from mf_pipeline.lib.steps.research.options import (
@@ -23,6 +24,15 @@ from mf_pipeline.lib.steps.research.options import (
 )
 
 REPO_SETTINGS = Path(__file__).resolve().parents[2] / "configs" / "settings.yaml"
+HMM_FEATURES = ("tmf_21", "tti_proxy_v1_21", "tmf_abs", "atr_pct_14", "tmf_slope_10",
+                "tti_proxy_slope_5")
+"""The HMM's own default (issue #17): the one default changed on purpose since typing."""
+COUNT_FEATURES = {"long_flow_score_20", "short_flow_score_20", "delta_flow_20",
+                  "flow_activity_20", "flow_bias_20", "long_burst_20", "short_burst_20",
+                  "persistence_pos_20", "persistence_neg_20", "oscillation_index_20",
+                  "respect_fail_balance_20", "rec_tmf_zero_up_20", "rec_tmf_zero_down_20",
+                  "rec_tmf_burst_up_20", "rec_tmf_burst_down_20", "state_run_length"}
+"""Features of DEFAULT_FEATURES built from counts of events in a window (or a run length)."""
 
 OVERRIDE_YAML = """\
 research_clustering:
@@ -80,10 +90,10 @@ DEFAULTS = {
                                 features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
                                 kind="cluster"),
     "prep_hmm": PrepOptions(scaler="standard", scaling_scope="global", clip_zscore=8.0,
-                            features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
+                            features=HMM_FEATURES, forward_windows=(5, 10, 20),
                             kind="hmm"),
     "prep_hmm_given": PrepOptions(scaler="robust", scaling_scope="global", clip_zscore=3.0,
-                                  features=DEFAULT_FEATURES, forward_windows=(5, 10, 20),
+                                  features=HMM_FEATURES, forward_windows=(5, 10, 20),
                                   kind="hmm"),
     "cluster": ClusterConfig(n_clusters=5, random_state=42, silhouette_sample_max=20_000,
                              kmeans_n_init=20, kmeans_max_iter=300, gmm_covariance_type="diag",
@@ -129,6 +139,16 @@ OVERRIDDEN = {
     "components": [2, 3],
     "components_given": [3],
 }
+
+
+def test_default_hmm_features_are_continuous_and_causal(clean_env):
+    """No forward label, no identity column and none of the count features whose spiky
+    Gaussian emissions made the filtered posteriors degenerate (docs/RESEARCH.md)."""
+    feats = load_settings().research_hmm.default_feature_list
+    assert tuple(feats) == HMM_FEATURES
+    assert COUNT_FEATURES.issubset(DEFAULT_FEATURES)
+    assert not [f for f in feats if f.startswith("fwd_") or f in IDENTITY_COLUMNS]
+    assert not set(feats) & COUNT_FEATURES
 
 
 def test_builders_from_built_in_defaults(clean_env):

@@ -40,7 +40,9 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "rec_tmf_burst_down_20",
     "state_run_length",
 )
-"""The 25 default features of research.md §2.1 (clustering and HMM share them)."""
+"""The 25 default features of research.md §2.1, clustering's default. HMM runs default to
+the continuous subset ``research_hmm.default_feature_list`` (docs/RESEARCH.md, "Regime
+recovery")."""
 
 IDENTITY_COLUMNS: tuple[str, ...] = (
     "ticker",
