@@ -411,6 +411,21 @@ def write_symbol_files(
     return written
 
 
+FileFigures = tuple[int, dt.date | None, dt.date | None]
+"""Rows, first and last trade date of a data file."""
+
+
+def file_figures(frame: pl.DataFrame, written: dict[str, Path]) -> dict[str, FileFigures]:
+    """``{path: figures}`` of the files :func:`write_symbol_files` just wrote from ``frame``
+    (each holds exactly its ticker's rows of ``frame``), so they need not be read back."""
+    if frame.is_empty():
+        return {}
+    per_ticker = frame.group_by("ticker").agg(pl.len(), pl.col("trade_date").min().alias("low"),
+                                              pl.col("trade_date").max().alias("high"))
+    return {str(written[ticker]): (rows, low, high)
+            for ticker, rows, low, high in per_ticker.iter_rows() if ticker in written}
+
+
 def remove_symbol_files(layer_root: Path, tickers: Iterable[str]) -> list[Path]:
     """Delete every file of ``tickers`` in any exchange folder (used for deleted sources)."""
     removed = []

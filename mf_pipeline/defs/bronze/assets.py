@@ -58,7 +58,7 @@ def bronze(
         f"compute {outcome.compute_seconds:.2f}s, write {outcome.write_seconds:.2f}s"
     )
     files = shards.lake_files(cfg, "bronze", run_shards)
-    states = shards.shard_states(cfg, "bronze", files)
+    states = shards.shard_states(cfg, "bronze", files, outcome.files)
     ledger = shards.shard_sums(outcome.ledger.with_columns(
         files_processed=pl.lit(1), files_failed=pl.col("status") == "FAILED",
         files_empty=pl.col("status") == "EMPTY"), LEDGER_COUNTS)

@@ -81,7 +81,7 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
         context.log.info(f"{layer}: {stats.rows} rows, {len(stats.rows_written)} tickers, "
                          f"{stats.seconds:.2f}s")
         files = shards.lake_files(cfg, layer, run_shards)
-        states = shards.shard_states(cfg, layer, files)
+        states = shards.shard_states(cfg, layer, files, stats.files)
         written, removed = shards.by_shard(stats.rows_written), shards.by_shard(stats.removed)
         record_shards(context, layer, {shard: {
             **lake_figures(states[shard]),

@@ -209,6 +209,8 @@ class BronzeOutcome:
     ledger: pl.DataFrame = field(default_factory=pl.DataFrame)
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    files: dict[str, lake.FileFigures] = field(default_factory=dict)
+    """``{path: (rows, first, last trade date)}`` of every file this run wrote."""
     appended_rows: dict[str, int] = field(default_factory=dict)
     """``{ticker: valid rows of its new lines}`` of the tickers whose new lines alone were
     parsed (append path)."""
@@ -272,6 +274,7 @@ class _BronzeRun:
     built_ts: dt.datetime
     compute_seconds: float = 0.0
     written: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, lake.FileFigures] = field(default_factory=dict)  # {path: figures} written
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -340,8 +343,10 @@ def _run_append_path(run: _BronzeRun, present: pl.DataFrame
         run.settings, present if changed is None else present.clear(), run.run_id, run.built_ts)
     run.compute_seconds = time.perf_counter() - run.started
     if appended is not None and appended.valid.height:
-        run.written |= lake.write_symbol_files(appended.valid, paths(run.settings).data,
-                                               run.settings.parquet, run.metadata, append=True)
+        written = lake.write_symbol_files(appended.valid, paths(run.settings).data,
+                                          run.settings.parquet, run.metadata, append=True)
+        run.written |= written
+        run.files |= lake.file_figures(appended.valid, written)
         run.log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
     return appended, extended, old_ledger
 
@@ -357,7 +362,7 @@ def _run_full_path(run: _BronzeRun, full: pl.DataFrame, batch_bytes: int
     total = int(full["file_size_bytes"].sum() or 0)
     keep = _recent_writes_keeper(bronze.data, total)
     with ThreadPoolExecutor(max_workers=1) as writer:
-        pending: Future[dict[str, Path]] | None = None
+        pending: Future[None] | None = None
         budget = min(batch_bytes, max(MIN_BATCH_BYTES, total // PIPELINE_BATCHES))
         batches = byte_batches(full, budget) if full.height else []
         for number, batch in enumerate(batches, start=1):
@@ -366,15 +371,24 @@ def _run_full_path(run: _BronzeRun, full: pl.DataFrame, batch_bytes: int
                                   run.built_ts, run.settings.ingest.max_line_bytes)
             run.compute_seconds += time.perf_counter() - tick
             if pending is not None:
-                run.written |= pending.result()
-            pending = writer.submit(lake.write_symbol_files, result.valid, bronze.data,
-                                    run.settings.parquet, run.metadata, keep=keep)
+                pending.result()
+            pending = writer.submit(_write_valid, run, result.valid, keep)
             results.append(BronzeResult(result.valid.clear(), result.rejects, result.ledger))
             if len(batches) > 1:
                 run.log(f"bronze batch {number}/{len(batches)}: {batch.height} files parsed")
         if pending is not None:
-            run.written |= pending.result()
+            pending.result()
     return results
+
+
+def _write_valid(run: _BronzeRun, valid: pl.DataFrame,
+                 keep: Callable[[str, Path, pl.DataFrame], None] | None) -> None:
+    """Write one batch's valid rows per ticker. Runs on the writer thread, the only one that
+    touches ``run.written`` and ``run.files`` while the batches are parsed."""
+    written = lake.write_symbol_files(valid, paths(run.settings).data, run.settings.parquet,
+                                      run.metadata, keep=keep)
+    run.written |= written
+    run.files |= lake.file_figures(valid, written)
 
 
 def _recent_writes_keeper(data_root: Path, total: int
@@ -433,6 +447,7 @@ def _outcome(run: _BronzeRun, tickers: Sequence[str], ledger: pl.DataFrame,
         ledger=ledger,
         compute_seconds=run.compute_seconds,
         write_seconds=time.perf_counter() - run.started - run.compute_seconds,
+        files=run.files,
         appended_rows=_rows_per_ticker(appended.valid, extended) if appended is not None
         else {},
     )

@@ -37,6 +37,7 @@ class LayerStats:
 
     rows_written: dict[str, int] = field(default_factory=dict)  # {ticker: rows written}
     removed: set[str] = field(default_factory=set)  # tickers whose files were removed
+    files: dict[str, lake.FileFigures] = field(default_factory=dict)  # {path: figures} written
     seconds: float = 0.0
 
     @property
@@ -276,12 +277,13 @@ def _write(settings: Settings, layer: str, frame: pl.DataFrame, batch: Sequence[
            stats: LayerStats, append: bool) -> None:
     """Write the rows of ``frame`` per ticker (delta files when ``append``) and remove the
     files of ``batch`` tickers without rows. Runs on the writer thread, the only one that
-    touches ``stats.removed``."""
+    touches ``stats.removed`` and ``stats.files``."""
     root = lake.LAYERS[layer].root(settings)
     written = {}
     if not frame.is_empty():
         written = lake.write_symbol_files(frame, root, settings.parquet,
                                           {"run_id": str(frame["run_id"][0])}, append=append)
+        stats.files |= lake.file_figures(frame, written)
     missing = sorted(set(batch) - set(written))
     stats.removed.update(path.parent.name.removeprefix("ticker=")
                          for path in lake.remove_symbol_files(root, missing))

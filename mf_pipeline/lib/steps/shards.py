@@ -20,7 +20,7 @@ import difflib
 import os
 import string
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,18 +100,24 @@ def lake_files(settings: Settings, layer: str, shards: Iterable[str]) -> LakeFil
     return LakeFiles(root, wanted, files)
 
 
-def shard_states(settings: Settings, layer: str, found: LakeFiles
+def shard_states(settings: Settings, layer: str, found: LakeFiles,
+                 written: Mapping[str, lake.FileFigures] | None = None
                  ) -> dict[str, ShardState]:
     """``{shard: ShardState}`` for every shard walked (empty ones included).
 
-    Figures of files unchanged since a previous run (same size and mtime) come from the
+    Figures of the files this run wrote come from ``written`` (``{path: figures}``, known when
+    writing), those of files unchanged since a previous run (same size and mtime) from the
     figures cache; only the others are read (rows from the footers, ``trade_date`` for the
-    dates), and the cache is updated. A nightly append reads its new delta files, not the
-    whole lake.
+    dates). The cache is then updated, so a nightly append reads no file back.
     """
     cache = figures_path(settings, layer)
     known = _read_cache(cache)
     files = found.files.join(known, on=["file", "size", "mtime_ns"], how="left")
+    if written:
+        skip = len(str(found.root)) + 1
+        files = files.update(pl.DataFrame(
+            [(path[skip:], *figures) for path, figures in written.items()], orient="row",
+            schema={k: FIGURES_SCHEMA[k] for k in ("file", "rows", "low", "high")}), on="file")
     unknown = files.filter(pl.col("rows").is_null())
     fresh, damaged = _read_figures(found.root, unknown["file"].to_list())
     files = files.update(fresh, on="file")
