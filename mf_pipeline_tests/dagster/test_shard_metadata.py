@@ -22,7 +22,7 @@ from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.partitions import SHARD_KEYS, shard_of
 from mf_pipeline.lib.sample_append import append_one_bar
 from mf_pipeline.lib.settings import Settings, load_settings
-from mf_pipeline.lib.steps import bronze_step
+from mf_pipeline.lib.steps import bronze_step, shards
 from mf_pipeline.orchestration import runner
 from mf_pipeline.orchestration.runner import definitions, instance
 
@@ -195,6 +195,12 @@ def test_a_ticker_list_rebuilds_exactly_those_tickers(project):
         assert (meta["tickers_processed"], meta["tickers_written"], meta["changed"]) == \
             (ticker, 1, True), layer
         assert meta["dagster/row_count"] == before[layer][shard][1]["dagster/row_count"]
+        # The figures cache follows the rewritten file (no stale entry read again next run).
+        cache = pl.read_parquet(shards.figures_path(settings, layer))
+        [path] = [p for p in changed if p.is_relative_to(registry.spec(layer).root(settings))]
+        entry = cache.filter(pl.col("file").str.contains(f"ticker={ticker}/", literal=True))
+        assert entry.select("size", "mtime_ns").rows() == \
+            [(path.stat().st_size, path.stat().st_mtime_ns)], layer
 
     # The CLI's route (`mf silver-one`): the same resource, filled with the planned list.
     outcome = runner.run_partitioned(settings, (), ("silver",), (), [ticker], log=lambda _: None)

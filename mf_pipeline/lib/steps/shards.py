@@ -54,7 +54,7 @@ class ShardState:
 FIGURES_SCHEMA = {"file": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64,
                   "rows": pl.Int64, "low": pl.Date, "high": pl.Date}
 """The figures cache: per data file (path under the layer folder, size, mtime in ns) its rows
-and trade-date range, so a run reads only the files written since the last one."""
+and trade-date range, so no file is read twice for them."""
 
 
 def figures_path(settings: Settings, layer: str) -> Path:
@@ -113,6 +113,7 @@ def shard_states(settings: Settings, layer: str, found: LakeFiles,
     cache = figures_path(settings, layer)
     known = _read_cache(cache)
     files = found.files.join(known, on=["file", "size", "mtime_ns"], how="left")
+    cached = files["rows"].is_not_null().sum()
     if written:
         skip = len(str(found.root)) + 1
         files = files.update(pl.DataFrame(
@@ -122,7 +123,7 @@ def shard_states(settings: Settings, layer: str, found: LakeFiles,
     fresh, damaged = _read_figures(found.root, unknown["file"].to_list())
     files = files.update(fresh, on="file")
     walked = shard_expr(pl.col("file").str.extract(r"prefix=([^/]+)")).is_in(list(found.shards))
-    if unknown.height or known.filter(walked).height != files.height - unknown.height:
+    if cached != files.height or known.filter(walked).height != cached:  # the cache is stale
         figured = files.filter(pl.col("rows").is_not_null()).select(list(FIGURES_SCHEMA))
         lake.write_parquet(pl.concat([known.filter(~walked), figured]).sort("file"), cache)
     per_shard = files.group_by("shard").agg(
