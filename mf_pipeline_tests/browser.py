@@ -1,8 +1,10 @@
 """What the browser tests share: the system Chromium (never a downloaded one), free ports,
 waiting for a server, and a headless page."""
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -54,12 +56,25 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 9
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """Stop a server and, when it leads its own session (``start_new_session=True``), every
+    process it started: `dagster dev` leaves its webserver, daemon and code servers running
+    when only it is killed."""
+    group = os.getpgid(proc.pid) if proc.poll() is None else None
+    own_group = group is not None and group == proc.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+        else:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if own_group:  # the children may outlive the leader by a moment
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 @contextmanager

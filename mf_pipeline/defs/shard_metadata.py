@@ -8,8 +8,10 @@ holds and its rows and dates *in the lake after the run*, and what this run chan
 
 A run that had nothing to do for an asset records no materialization, so the asset page keeps
 the last real figures, unless Dagster needs one: a shard that was never materialized (an empty
-shard turns green), or an asset downstream in the same run (Dagster skips the steps after an
-output that was not yielded).
+shard turns green), an asset downstream in the same run (Dagster skips the steps after an
+output that was not yielded), or a backfill ("Materialize all" in the UI marks a partition
+its run did not materialize as failed, and everything downstream with it). The figures
+recorded then are still true: the lake's, with `changed: false`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mf_pipeline.lib.steps.shards import ShardState
 TICKERS_SHOWN = 500
 """Tickers listed by name in a shard's metadata (a few hundred per shard on 8,000 tickers)."""
 EMPTY_SHARD = "empty shard: no tickers"
+BACKFILL_TAG = "dagster/backfill"
 
 
 def ticker_list(tickers: Sequence[str], none: str = "none") -> dg.MetadataValue:
@@ -79,6 +82,10 @@ def keeps_last_materialization(context: dg.AssetExecutionContext, asset_key: str
     """For a run with nothing to do for ``asset_key``: True when it should record nothing
     (logged), False when it must materialize anyway (see the module docstring)."""
     key = dg.AssetKey(asset_key)
+    if context.run.tags.get(BACKFILL_TAG):
+        context.log.info(f"{asset_key}: nothing to do; recorded with its lake figures because "
+                         "a backfill counts a shard without a materialization as failed")
+        return False
     never = sorted(set(context.partition_keys)
                    - context.instance.get_materialized_partitions(key))
     if never:

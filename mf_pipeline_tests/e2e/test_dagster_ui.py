@@ -52,7 +52,7 @@ def test_materialize_all_silver_shards_from_the_ui(chromium, isolated, monkeypat
     with open(log, "w") as out:
         proc = subprocess.Popen([str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(port), "-m",
                                  "mf_pipeline.definitions"], cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/server_info", proc, log, timeout=180)
         with browser_page(chromium, height=1000) as page:
