@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mf_pipeline.lib.research.hmm import HmmParams
+from mf_pipeline.lib.research.clustering import ClusterConfig, cluster_metrics, run_clustering
+from mf_pipeline.lib.research.hmm import HmmParams, _gather_sequences
 from mf_pipeline.lib.research.hmm_diagnostics import (
     fitted_matrix,
     hmm_diagnostics,
@@ -335,3 +336,34 @@ def test_group_profile_refuses_an_empty_frame_or_a_missing_column():
         group_profile(frame.clear(), "s", ["x"])
     with pytest.raises(ValueError, match="column 'z'"):
         group_profile(frame, "z", ["x"])
+
+
+# --------------------------------------------------------------------------- hmm, clustering
+
+
+def test_gather_sequences_takes_the_chosen_whole_sequences():
+    X = np.arange(10.0)[:, None]
+    offsets = np.array([0, 3, 4, 8, 10])
+    xs, off = _gather_sequences(X, offsets, np.array([0, 2]))
+    assert xs[:, 0].tolist() == [0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 7.0]
+    assert off.tolist() == [0, 3, 7]
+    xs, off = _gather_sequences(X, offsets, np.array([1, 3]))
+    assert xs[:, 0].tolist() == [3.0, 8.0, 9.0] and off.tolist() == [0, 1, 3]
+
+
+def test_kmeans_on_all_rows_uses_the_requested_k():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.1, (20, 2)) for c in (0.0, 5.0, 10.0)])
+    r = run_clustering(X, "kmeans", ClusterConfig(n_clusters=3, kmeans_init_sample_max=None))
+    assert np.unique(r.labels["predict"]).size == 3
+    assert r.model_meta["n_clusters"] == 3 and r.model_meta["init_sample_rows"] == 60
+    assert r.model_meta["predict_rows"] == 60
+
+
+def test_cluster_metrics_noise_flag_and_record_keys():
+    X = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]])
+    m = cluster_metrics(X, np.array([0, 0, 1, 1, -1]))
+    assert m["has_noise_cluster"] is True and m["noise_share"] == pytest.approx(0.2)
+    assert m["calinski_harabasz"] is not None and m["davies_bouldin"] is not None
+    few = cluster_metrics(X[:1], np.array([0]))
+    assert set(few) == set(m) and few["silhouette_sampled"] is False
