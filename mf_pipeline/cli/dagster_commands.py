@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mf_pipeline.cli.app import app, fail, say, settings_of, show
+from mf_pipeline.cli.app import AsJson, app, emit, fail, run_summary, say, settings_of
 
 if TYPE_CHECKING:
     from mf_pipeline.lib.settings import Settings
@@ -40,7 +40,7 @@ def _partition_keys(settings: Settings, asset: str) -> tuple[str, list[str]] | N
 def partitions(
     ctx: typer.Context,
     asset: Annotated[str, typer.Argument(help="Asset name, e.g. bronze, silver, hmm_model.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """List an asset's partition keys (ticker shards with their ticker counts, or splits)."""
     settings = settings_of(ctx)
@@ -50,9 +50,9 @@ def partitions(
         return
     kind, keys = found
     counts = _shard_ticker_counts(settings) if kind == "static" else {}
-    if json_out:
-        show({"asset": asset, "kind": kind,
-              "partitions": [{"key": k, "tickers": counts.get(k)} for k in keys]})
+    if as_json:
+        emit({"asset": asset, "kind": kind,
+              "partitions": [{"key": k, "tickers": counts.get(k)} for k in keys]}, True)
         return
     for key in keys:
         typer.echo(f"{key}\t{counts[key]} tickers" if key in counts else key)
@@ -78,6 +78,7 @@ def materialize(
     select: Annotated[str, typer.Option(help="Comma-separated asset names, e.g. silver,events.")],
     partition: Annotated[str | None, typer.Option(help="One partition key (see `mf partitions "
                                                   "ASSET`).")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Materialize assets for one partition as one Dagster run (keys checked before launch)."""
     from mf_pipeline.lib.steps.research.options import split_key
@@ -108,4 +109,4 @@ def materialize(
                 fail(f"{partition!r} is not a partition of {name}; its keys are "
                      f"{' '.join(keys)}")
     outcome = runner.run_assets(settings, names, partition, log=say)
-    show(outcome.metadata)
+    emit(outcome.metadata, as_json, run_summary(outcome))
