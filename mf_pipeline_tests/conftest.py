@@ -7,6 +7,7 @@ the ``e2e`` marker, as do the few exhaustive tests elsewhere, so ``pytest -m "no
 fast loop.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,14 @@ def chromium() -> str:
     if path is None:
         pytest.skip(SKIP_NO_BROWSER)
     return path
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No ``MF_PIPELINE_*`` variable, and a working directory without ``.env`` or settings
+    file: the settings' own defaults."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.upper().startswith("MF_PIPELINE_"):
+            monkeypatch.delenv(name)
+    return tmp_path

@@ -5,7 +5,6 @@ hmmlearn called directly with the spec's arguments (an independent reference). T
 capture the run config ``mf research-*`` hands to Dagster.
 """
 
-import os
 
 import numpy as np
 import polars as pl
@@ -20,15 +19,6 @@ from mf_pipeline.lib.research.hmm import HmmConfig, fit_hmm
 from mf_pipeline.lib.settings import load_settings
 from mf_pipeline.lib.steps.research.options import cluster_config, hmm_config
 from mf_pipeline.orchestration import runner
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # no .env, no project settings file
-    for name in list(os.environ):
-        if name.upper().startswith("MF_PIPELINE_"):
-            monkeypatch.delenv(name)
-    return tmp_path
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ mappings read with ``dict.get(key, default)``: typing them changed no default an
 The one later change is the HMM's own continuous feature list (``HMM_FEATURES``, issue #17).
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -56,13 +55,6 @@ research_hmm:
 """
 
 
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # no .env, no project settings file
-    for name in list(os.environ):
-        if name.upper().startswith("MF_PIPELINE_"):
-            monkeypatch.delenv(name)
-    return tmp_path
 
 
 def _built(settings):
