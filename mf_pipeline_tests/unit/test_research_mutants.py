@@ -4,13 +4,22 @@ formula written here, where the older tests only checked a shape, a relation or 
 
 import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
 from mf_pipeline.lib.research.clustering import ClusterConfig, cluster_metrics, run_clustering
-from mf_pipeline.lib.research.hmm import HmmParams, _gather_sequences
+from mf_pipeline.lib.research.hmm import (
+    HmmConfig,
+    HmmFit,
+    HmmParams,
+    _gather_sequences,
+    _init_params,
+    fit_hmm,
+    state_change_columns,
+)
 from mf_pipeline.lib.research.hmm_diagnostics import (
     fitted_matrix,
     hmm_diagnostics,
@@ -367,3 +376,259 @@ def test_cluster_metrics_noise_flag_and_record_keys():
     assert m["calinski_harabasz"] is not None and m["davies_bouldin"] is not None
     few = cluster_metrics(X[:1], np.array([0]))
     assert set(few) == set(m) and few["silhouette_sampled"] is False
+
+
+# ------------------------------------------------------------------ hmm start values, fits
+
+
+def _regime_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three sequences (lengths 10, 12, 8) switching between two far-apart 2-D blobs."""
+    rng = np.random.default_rng(3)
+    regime = np.array([0] * 4 + [1] * 6 + [1] * 5 + [0] * 7 + [0] * 3 + [1] * 5)
+    X = np.where(regime[:, None] == 1, 8.0, 0.0) + rng.normal(0.0, 1.0, (regime.size, 2))
+    X[:, 1] *= 0.5  # unequal variances, so diag/spherical/full differ
+    return X, np.array([0, 10, 22, 30]), regime
+
+
+@pytest.mark.parametrize("kind", ["diag", "spherical", "tied", "full"])
+def test_init_params_are_the_kmeans_path_counts_and_moments(kind):
+    from sklearn.cluster import KMeans
+
+    X, off, _ = _regime_data()
+    cfg = HmmConfig(n_components=2, covariance_type=kind, min_covar=0.5, random_state=1,
+                    init_sample_rows=1000, init_kmeans_n_init=2)  # fmt: skip
+    got = _init_params(X, off, cfg)
+    lab = KMeans(2, n_init=2, random_state=1).fit(X).labels_
+    trans = np.ones((2, 2))  # add-one smoothing
+    start = np.ones(2)
+    for lo, hi in zip(off[:-1], off[1:], strict=True):
+        start[lab[lo]] += 1
+        for t in range(lo + 1, hi):
+            trans[lab[t - 1], lab[t]] += 1
+    np.testing.assert_allclose(got["startprob"], start / start.sum())
+    np.testing.assert_allclose(got["transmat"], trans / trans.sum(axis=1, keepdims=True))
+    means = np.array([X[lab == c].mean(axis=0) for c in range(2)])
+    var = np.array([X[lab == c].var(axis=0) for c in range(2)]) + 0.5
+    np.testing.assert_allclose(got["means"], means)
+    centred = X - X.mean(axis=0)
+    expected = {
+        "diag": var,
+        "spherical": var.mean(axis=1),
+        "tied": centred.T @ centred / X.shape[0] + 0.5 * np.eye(2),
+        "full": np.stack([np.cov(X[lab == c].T, ddof=0) + 0.5 * np.eye(2) for c in range(2)]),
+    }[kind]
+    np.testing.assert_allclose(got["covars"], expected, rtol=1e-12)
+
+
+def _hmmlearn_from(start: dict[str, np.ndarray], kind: str, n_iter: int, tol: float) -> Any:
+    from hmmlearn.hmm import GaussianHMM
+
+    model = GaussianHMM(n_components=2, covariance_type=kind, min_covar=1e-3, n_iter=n_iter,
+                        tol=tol, random_state=0, init_params="", params="stmc")  # fmt: skip
+    model.n_features = 2
+    for name, value in start.items():
+        setattr(model, f"{name}_", value)
+    return model
+
+
+def test_fast_full_covariance_fit_equals_hmmlearn_from_the_same_start():
+    X, off, _ = _regime_data()
+    cfg = HmmConfig(n_components=2, covariance_type="full", n_iter=4, random_state=0,
+                    fit_max_rows=None)  # fmt: skip
+    fit = fit_hmm(X, off, cfg)
+    ref = _hmmlearn_from(_init_params(X, off, cfg), "full", 4, 1e-5 * 30)
+    ref.fit(X, np.diff(off))
+    assert fit.params.covariance_type == "full" and fit.tol == pytest.approx(3e-4)
+    np.testing.assert_allclose(fit.params.covars, ref.covars_, rtol=1e-9)
+    np.testing.assert_allclose(fit.params.means, ref.means_, rtol=1e-9)
+    np.testing.assert_allclose(fit.params.transmat, ref.transmat_, rtol=1e-9)
+    assert fit.loglik == pytest.approx(ref.score(X, np.diff(off)), rel=1e-9)
+    assert fit.n_iter_used == ref.monitor_.iter
+    meta = fit.meta(cfg)
+    # free parameters, full: start 1 + transitions 2 + means 4 + covariances 2 * 3 = 13
+    assert meta["covariance_type"] == "full" and meta["n_parameters"] == 13
+
+
+def _polish_reference(sampled: HmmFit, X: np.ndarray, off: np.ndarray, n_iter: int,
+                      tol: float) -> Any:  # fmt: skip
+    """A fresh hmmlearn EM on all rows started from the sample fit's parameters."""
+    kind = sampled.params.covariance_type
+    names = ("startprob", "transmat", "means")
+    start = {name: getattr(sampled.model, f"{name}_") for name in names}
+    start["covars"] = sampled.model._covars_
+    ref = _hmmlearn_from(start, kind, n_iter, tol)
+    return ref.fit(X, np.diff(off))
+
+
+def test_polish_is_more_em_iterations_on_all_rows_with_their_own_cap_and_tol():
+    X, off, _ = _regime_data()
+    base = dict(n_components=2, n_iter=3, random_state=0, fit_max_rows=12)
+    sampled = fit_hmm(X, off, HmmConfig(**base))
+    assert sampled.em_rows == 18 and sampled.fit_rows == 30  # sequences of 10 and 8 rows
+    ref = _polish_reference(sampled, X, off, 1, 1e-5 * 30)
+    cfg = HmmConfig(**base, polish_iter=1)
+    polished = fit_hmm(X, off, cfg)
+    np.testing.assert_allclose(polished.params.means, ref.means_, rtol=1e-9)
+    np.testing.assert_allclose(polished.params.covars[:, [0, 1], [0, 1]], ref._covars_, rtol=1e-9)
+    assert polished.loglik == pytest.approx(ref.score(X, np.diff(off)), rel=1e-9)
+    assert polished.loglik != pytest.approx(sampled.loglik, rel=1e-9)
+    assert polished.n_iter_used == sampled.n_iter_used + 1
+    # hmmlearn calls an EM that stops at its iteration cap "converged"
+    assert polished.converged is True and polished.meta(cfg)["converged"] is True
+    assert polished.tol == sampled.tol  # the reported tol is the sample EM's
+    # many polish iterations stop by the all-rows tolerance (tol_per_row x 30 rows): the third
+    # EM gain here is 7.6e-8, under 9.9e-8 (all rows) but not under 5.9e-8 (the 18-row sample)
+    loose = dict(base, n_iter=10, tol_per_row=3.3e-9)
+    sampled = fit_hmm(X, off, HmmConfig(**loose))
+    ref = _polish_reference(sampled, X, off, 40, 3.3e-9 * 30)
+    assert ref.monitor_.iter == 3
+    polished = fit_hmm(X, off, HmmConfig(**loose, polish_iter=40))
+    assert polished.n_iter_used == sampled.n_iter_used + 3
+    assert polished.loglik == pytest.approx(ref.score(X, np.diff(off)), rel=1e-9)
+    # without a sample there is nothing to polish: same fit as polish_iter=0
+    full = dict(base, fit_max_rows=None)
+    a, b = fit_hmm(X, off, HmmConfig(**full)), fit_hmm(X, off, HmmConfig(**full, polish_iter=1))
+    assert a.n_iter_used == b.n_iter_used and a.loglik == b.loglik
+
+
+def test_hmm_payload_and_meta_records():
+    params = HmmParams(
+        startprob=np.array([0.25, 0.75]),
+        transmat=np.array([[0.9, 0.1], [0.2, 0.8]]),
+        means=np.array([[1.0, 2.0], [3.0, 4.0]]),
+        covars=np.array([np.diag([0.5, 1.5]), np.diag([2.0, 3.0])]),
+    )
+    assert params.payload() == {
+        "covariance_type": "diag",
+        "startprob": [0.25, 0.75],
+        "transmat": [[0.9, 0.1], [0.2, 0.8]],
+        "means": [[1.0, 2.0], [3.0, 4.0]],
+        "variances": [[0.5, 1.5], [2.0, 3.0]],
+    }
+    seconds = {"init": 0.1, "em": 0.2, "polish": 0.0, "loglik": 0.05, "total": 0.35}
+    fit = HmmFit(params=params, model=None, converged=False, n_iter_used=7, fit_rows=100,
+                 fit_sequences=4, em_rows=60, em_sequences=2, loglik=-250.0, tol=6e-4,
+                 seconds=seconds)  # fmt: skip
+    cfg = HmmConfig(n_components=2, n_iter=9, polish_iter=2, random_state=5)
+    p = 1 + 2 + 4 + 4  # start, transitions, means, diagonal variances
+    assert fit.meta(cfg) == {
+        "model_type": "GaussianHMM",
+        "n_components": 2,
+        "covariance_type": "diag",
+        "n_iter_requested": 9,
+        "fit_procedure": "fast",
+        "tol": 6e-4,
+        "tol_per_row": 1e-5,
+        "random_state": 5,
+        "converged": False,
+        "n_iter_used": 7,
+        "train_loglik": -250.0,
+        "train_loglik_per_obs": -2.5,
+        "train_rows": 100,
+        "train_sequences": 4,
+        "em_rows": 60,
+        "em_sequences": 2,
+        "em_sampled": True,
+        "polish_iter": 2,
+        "seconds": seconds,
+        "n_parameters": p,
+        "aic": 2 * p + 500.0,
+        "bic": pytest.approx(p * math.log(100) + 500.0),
+        "ic_rows": 100,
+    }
+    assert fit.meta(HmmConfig(tol=1e-3))["tol_per_row"] is None
+
+
+def test_fit_seconds_record_every_phase():
+    X, off, _ = _regime_data()
+    fit = fit_hmm(X, off, HmmConfig(n_components=2, n_iter=2, fit_max_rows=12, polish_iter=1))
+    s = fit.seconds
+    assert set(s) == {"init", "em", "polish", "loglik", "total"}
+    assert min(s.values()) > 0
+    assert s["total"] == pytest.approx(s["init"] + s["em"] + s["polish"] + s["loglik"])
+
+
+def test_state_change_columns_types_and_values():
+    cols = state_change_columns(np.array([1, 1, 2, 2, 2, 0]), np.array([0, 4, 6]))
+    assert cols["hmm_state_run_length"].dtype == pl.Int32
+    assert cols["hmm_state_run_length"].to_list() == [1, 2, 1, 2, 1, 1]
+    assert cols["bs_hmm_state_change"].dtype == pl.Int32
+    assert cols["hmm_state_prev"].dtype == pl.Int16
+    assert cols["hmm_state_prev"].to_list() == [None, 1, 1, 2, None, 2]
+    assert cols["hmm_transition_code"].dtype == pl.Int32
+    assert cols["hmm_transition_code"].to_list() == [None, 101, 102, 202, None, 200]
+    assert cols["hmm_state_changed"].to_list() == [False, False, True, False, False, True]
+
+
+# --------------------------------------------------------------------------- clustering edges
+
+
+def test_cluster_metrics_on_three_rows_by_hand():
+    X = np.array([[0.0], [1.0], [4.0]])
+    m = cluster_metrics(X, np.array([0, 0, 1]))
+    # silhouette: (4-1)/4, (3-1)/3 and 0 for the singleton
+    assert m["silhouette"] == pytest.approx((0.75 + 2 / 3 + 0.0) / 3)
+    # Davies-Bouldin: scatter 0.5 and 0, centroid distance 3.5
+    assert m["davies_bouldin"] == pytest.approx(0.5 / 3.5)
+    # Calinski-Harabasz: between 2*(0.5-5/3)^2 + (4-5/3)^2 over 1, within 0.5 over 1
+    assert m["calinski_harabasz"] == pytest.approx((2 * (7 / 6) ** 2 + (7 / 3) ** 2) / 0.5)
+    assert m["silhouette_sample_rows"] == 3 and m["silhouette_sampled"] is False
+
+
+def test_cluster_metrics_with_one_row_per_cluster_reports_none():
+    X = np.array([[0.0], [1.0], [4.0]])
+    m = cluster_metrics(X, np.array([0, 1, 2]))
+    assert m["n_clusters_detected"] == 3 and m["silhouette_sample_rows"] == 3
+    assert m["silhouette"] is None and m["davies_bouldin"] is None
+    assert m["calinski_harabasz"] is None
+
+
+def test_hdbscan_on_all_rows_is_sklearns_and_other_sets_take_the_nearest_label():
+    from sklearn.cluster import HDBSCAN
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(0, 0.3, (15, 2)), rng.normal(5, 0.3, (15, 2)),
+                        [[20.0, -20.0]]])  # fmt: skip
+    other = np.array([[0.2, 0.1], [5.1, 4.8], [19.0, -18.0]])
+    cfg = ClusterConfig(n_clusters=6, hdbscan_fit_sample_max=None)
+    r = run_clustering(X, "hdbscan", cfg, predict_sets={"predict": X, "other": other})
+    ref = HDBSCAN(min_cluster_size=6).fit(X).labels_
+    assert r.labels["predict"].tolist() == ref.tolist() and ref[-1] == -1
+    nearest = ((other[:, None, :] - X[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    assert r.labels["other"].tolist() == ref[nearest].tolist()
+    assert r.model_meta == {
+        "method": "hdbscan",
+        "min_cluster_size": 6,
+        "n_clusters_requested_hint": 6,
+        "fit_sample_rows": 31,
+        "fit_sampled": False,
+        "assignment": "exact",
+        "fit_rows": 31,
+        "fit_procedure": "fast",
+        "predict_rows": 31,
+    }
+    sampled = run_clustering(X, "hdbscan", ClusterConfig(hdbscan_fit_sample_max=20))
+    assert sampled.model_meta["assignment"] == "nearest_fitted_neighbour"
+    assert sampled.model_meta["min_cluster_size"] == 5  # max(5, n_clusters)
+
+
+def test_gmm_meta_record():
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(0, 1, (20, 2)), rng.normal(6, 1, (20, 2))])
+    r = run_clustering(X, "gmm", ClusterConfig(n_clusters=2, gmm_max_iter=50))
+    meta = r.model_meta
+    assert meta["method"] == "gmm" and meta["n_components"] == 2
+    assert meta["covariance_type"] == "diag" and meta["reg_covar"] == 1e-6
+    assert meta["max_iter"] == 50 and meta["converged"] is True
+    assert set(meta) == {"method", "n_components", "covariance_type", "reg_covar", "max_iter",
+                         "converged", "n_iter_used", "fit_rows", "fit_procedure",
+                         "predict_rows"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros(4), np.zeros((4, 3)), np.zeros((0, 2))], ids=["1d", "cols", "empty"]
+)
+def test_predict_sets_of_the_wrong_shape_are_refused(bad):
+    X = np.arange(8.0).reshape(4, 2)
+    with pytest.raises(ValueError, match="predict set 'bad' must be non-empty 2-D with 2 cols"):
+        run_clustering(X, "kmeans", ClusterConfig(n_clusters=2), predict_sets={"bad": bad})

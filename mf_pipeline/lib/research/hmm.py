@@ -456,6 +456,8 @@ def fit_hmm(X: np.ndarray, offsets: np.ndarray, config: HmmConfig = HmmConfig())
     if not spec and config.polish_iter > 0 and Xe.shape[0] < X.shape[0]:
         model.n_iter = config.polish_iter
         model.tol = em_tol(config, X.shape[0])
+        # hmmlearn's EM stops by its monitor, which copied n_iter and tol at construction
+        model.monitor_.n_iter, model.monitor_.tol = model.n_iter, model.tol
         model.fit(X, np.diff(off))
         n_used += int(model.monitor_.iter)
         converged = bool(model.monitor_.converged)
