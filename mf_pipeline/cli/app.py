@@ -45,6 +45,16 @@ class _Group(TyperGroup):
                 typer.echo(error.traceback, err=True)
             fail(str(error), code=1)
 
+    def format_commands(self, ctx: Context, formatter: Any) -> None:
+        """The command list with each command's whole first sentence, wrapped: click cuts it
+        to the terminal width with "..." (at 80 columns most of ``mf --help`` was cut)."""
+        rows = [(name, command.get_short_help_str(limit=10_000))
+                for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 app = typer.Typer(
     cls=_Group,

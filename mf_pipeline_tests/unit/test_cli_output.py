@@ -10,8 +10,9 @@ from mf_pipeline.cli.app import plain, run_summary
 from mf_pipeline.orchestration.progress import Display
 from mf_pipeline.orchestration.runner import RunOutcome
 
-CUT = re.compile(r"[\w-]…")
-"""A word cut short by an ellipsis (a lone ``…`` between spaces is text, as in ``→ … →``)."""
+CUT = re.compile(r"[\w-]…|[\w,:;)]\.\.\.$", re.M)
+"""A word cut short by an ellipsis: rich's ``…``, or click's ``...`` ending a command's short
+help in a list (a lone ``…`` between spaces is text, as in ``→ … →``; ``[ARGS]...`` is usage)."""
 
 
 def _help(*args: str) -> str:
