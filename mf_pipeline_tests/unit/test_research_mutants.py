@@ -2,6 +2,7 @@
 "Mutation testing"): each pins a reported figure or record key by hand or by an independent
 formula written here, where the older tests only checked a shape, a relation or a ranking."""
 
+import dataclasses
 import datetime as dt
 import math
 from typing import Any
@@ -443,7 +444,7 @@ def test_fast_full_covariance_fit_equals_hmmlearn_from_the_same_start():
     np.testing.assert_allclose(fit.params.means, ref.means_, rtol=1e-9)
     np.testing.assert_allclose(fit.params.transmat, ref.transmat_, rtol=1e-9)
     assert fit.loglik == pytest.approx(ref.score(X, np.diff(off)), rel=1e-9)
-    assert fit.n_iter_used == ref.monitor_.iter
+    assert fit.n_iter_used == ref.monitor_.iter and fit.converged is True
     meta = fit.meta(cfg)
     # free parameters, full: start 1 + transitions 2 + means 4 + covariances 2 * 3 = 13
     assert meta["covariance_type"] == "full" and meta["n_parameters"] == 13
@@ -537,6 +538,36 @@ def test_hmm_payload_and_meta_records():
         "ic_rows": 100,
     }
     assert fit.meta(HmmConfig(tol=1e-3))["tol_per_row"] is None
+    assert dataclasses.replace(fit, em_rows=100).meta(cfg)["em_sampled"] is False
+
+
+def _noise_data() -> tuple[np.ndarray, np.ndarray]:
+    """Three sequences of structureless 2-D noise: EM moves slowly, every start value counts."""
+    return np.random.default_rng(8).normal(size=(30, 2)), np.array([0, 10, 22, 30])
+
+
+def test_spec_procedure_is_hmmlearns_own_fit_on_every_row():
+    from hmmlearn.hmm import GaussianHMM
+
+    X, off = _noise_data()
+    cfg = HmmConfig(n_components=2, fit_procedure="spec", n_iter=3, min_covar=0.5,
+                    random_state=0, fit_max_rows=12)  # fmt: skip
+    fit = fit_hmm(X, off, cfg)
+    ref = GaussianHMM(n_components=2, min_covar=0.5, n_iter=3, tol=1e-3, random_state=0)
+    ref.fit(X, np.diff(off))
+    assert fit.em_rows == 30 and fit.em_sequences == 3 and fit.tol == 1e-3
+    np.testing.assert_allclose(fit.params.means, ref.means_, rtol=1e-9)
+    assert fit.loglik == pytest.approx(ref.score(X, np.diff(off)), rel=1e-9)
+    assert fit.n_iter_used == ref.monitor_.iter
+
+
+def test_fast_fit_stops_by_the_given_tol():
+    X, off = _noise_data()
+    cfg = HmmConfig(n_components=2, n_iter=40, tol=1e-4, random_state=0, fit_max_rows=None)
+    fit = fit_hmm(X, off, cfg)
+    ref = _hmmlearn_from(_init_params(X, off, cfg), "diag", 40, 1e-4).fit(X, np.diff(off))
+    assert fit.n_iter_used == ref.monitor_.iter
+    assert fit.loglik == pytest.approx(ref.score(X, np.diff(off)), rel=1e-9)
 
 
 def test_fit_seconds_record_every_phase():
@@ -573,6 +604,23 @@ def test_cluster_metrics_on_three_rows_by_hand():
     # Calinski-Harabasz: between 2*(0.5-5/3)^2 + (4-5/3)^2 over 1, within 0.5 over 1
     assert m["calinski_harabasz"] == pytest.approx((2 * (7 / 6) ** 2 + (7 / 3) ** 2) / 0.5)
     assert m["silhouette_sample_rows"] == 3 and m["silhouette_sampled"] is False
+
+
+def test_cluster_metrics_of_one_cluster_and_noise_reports_none():
+    X = np.array([[0.0], [0.2], [0.4], [9.0], [9.5]])
+    m = cluster_metrics(X, np.array([0, 0, 0, -1, -1]))
+    assert m == {
+        "n_clusters_detected": 1,
+        "has_noise_cluster": True,
+        "noise_share": 0.4,
+        "metrics_rows": 5,
+        "silhouette": None,
+        "silhouette_sampled": False,
+        "silhouette_sample_rows": 0,
+        "silhouette_sample_max": 20_000,
+        "davies_bouldin": None,
+        "calinski_harabasz": None,
+    }
 
 
 def test_cluster_metrics_with_one_row_per_cluster_reports_none():
@@ -632,3 +680,52 @@ def test_predict_sets_of_the_wrong_shape_are_refused(bad):
     X = np.arange(8.0).reshape(4, 2)
     with pytest.raises(ValueError, match="predict set 'bad' must be non-empty 2-D with 2 cols"):
         run_clustering(X, "kmeans", ClusterConfig(n_clusters=2), predict_sets={"bad": bad})
+
+
+def _three_blobs() -> np.ndarray:
+    rng = np.random.default_rng(6)
+    return np.concatenate([rng.normal(c, 0.5, (14, 2)) for c in (0.0, 4.0, 8.0)])
+
+
+def test_sampled_kmeans_is_sklearns_restarts_then_one_lloyd_run_with_the_iteration_cap():
+    from sklearn.cluster import KMeans
+
+    X = _three_blobs()
+    cfg = ClusterConfig(n_clusters=3, kmeans_n_init=2, kmeans_max_iter=1, kmeans_init_sample_max=20)
+    r = run_clustering(X, "kmeans", cfg)
+    idx = np.sort(np.random.default_rng(42).choice(42, size=20, replace=False))
+    seed = KMeans(3, n_init=2, max_iter=1, random_state=42).fit(X[idx])
+    ref = KMeans(3, init=seed.cluster_centers_, n_init=1, max_iter=1, random_state=42).fit(X)
+    assert r.labels["predict"].dtype == np.int32
+    assert r.labels["predict"].tolist() == ref.predict(X).tolist()
+    assert r.metrics["inertia"] == pytest.approx(ref.inertia_, rel=1e-12)
+    assert r.model_meta == {"method": "kmeans", "n_clusters": 3, "n_init": 2, "max_iter": 1,
+                            "init_sample_rows": 20, "n_iter_final": 1, "fit_rows": 42,
+                            "fit_procedure": "fast", "predict_rows": 42}  # fmt: skip
+
+
+def test_spec_procedure_fits_on_every_row_and_warns_for_hdbscan(caplog):
+    X = _three_blobs()
+    spec = dict(fit_procedure="spec", kmeans_init_sample_max=10, hdbscan_fit_sample_max=10)
+    km = run_clustering(X, "kmeans", ClusterConfig(n_clusters=3, **spec))
+    assert km.model_meta["init_sample_rows"] == 42
+    with caplog.at_level("WARNING", logger="mf_pipeline.lib.research.clustering"):
+        hd = run_clustering(X, "hdbscan", ClusterConfig(**spec))
+    assert hd.model_meta["fit_sampled"] is False and hd.model_meta["fit_sample_rows"] == 42
+    assert caplog.messages == [
+        "HDBSCAN fit on all 42 rows (fit_procedure spec): time and memory grow with the square "
+        "of the rows (about 7 min at 60,000 rows on 2 cores)"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mf_pipeline.lib.research.clustering"):
+        run_clustering(X, "hdbscan", ClusterConfig(hdbscan_fit_sample_max=None))
+    assert caplog.messages == []  # no bound given: nothing to warn about
+
+
+def test_run_clustering_passes_the_silhouette_bound_and_names_a_missing_primary_set():
+    X = _three_blobs()
+    r = run_clustering(X, "kmeans", ClusterConfig(n_clusters=3, silhouette_sample_max=10))
+    assert r.metrics["silhouette_sampled"] is True and r.metrics["silhouette_sample_rows"] == 10
+    assert r.metrics["silhouette_sample_max"] == 10
+    with pytest.raises(ValueError, match="primary set 'test' not among predict sets"):
+        run_clustering(X, "kmeans", ClusterConfig(n_clusters=3), primary_set="test")
