@@ -5,6 +5,7 @@ import shutil
 
 import dagster as dg
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
@@ -23,6 +24,7 @@ def evaluate(instance):
         return raw_files_sensor(context)
 
 
+@pytest.mark.e2e  # runs the real chain up to features twice: not the fast loop
 def test_sensor_requests_only_changed_tickers(isolated, messy_universe, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(messy_universe, raw)
