@@ -154,7 +154,9 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("rows_rejected", "rejected lines"), ("symbol_count", "tickers"), ("row_count", "rows"),
     ("rows", "rows"), ("ticker_count", "tickers in the lake"),
     ("dagster/row_count", "rows in the lake"), ("total_rows", "rows in the lake"),
-    ("problem_count", "problems"), ("seconds", "s"),
+    ("problem_count", "problems"), ("rows_fit", "rows fitted"), ("silhouette", "silhouette"),
+    ("ari_hmm_state_filtered", "ARI of the filtered states vs the true regimes"),
+    ("ari_cluster_id", "ARI vs the true regimes"), ("seconds", "s"),
 )
 """The metadata a run summary shows per asset, in this order (the rest: ``--json``)."""
 
