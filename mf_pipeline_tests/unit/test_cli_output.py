@@ -61,6 +61,19 @@ def test_run_summary_shows_headline_numbers_per_asset_then_the_run() -> None:
     assert run_summary(RunOutcome()) == "nothing to run: the lake is up to date"
 
 
+def test_run_summary_of_research_models_shows_their_fit_and_recovery() -> None:
+    outcome = RunOutcome(run_ids=["r-2"], seconds=20.0, metadata={
+        "hmm_model": {"rows_fit": 88618, "ari_hmm_state_filtered": 0.21348, "ari_hmm_state": 0.2,
+                      "in_sample": True},
+        "cluster_model": {"rows_fit": 65299, "silhouette": 0.31069, "ari_cluster_id": 0.186},
+    })
+    assert run_summary(outcome).splitlines()[:2] == [
+        "  hmm_model      88,618 rows fitted, 0.21348 ARI of the filtered states vs the true "
+        "regimes",
+        "  cluster_model  65,299 rows fitted, 0.31069 silhouette, 0.186 ARI vs the true regimes",
+    ]
+
+
 def test_batch_messages_advance_the_steps_bar_and_are_printed() -> None:
     lines: list[str] = []
     display = Display(lines.append, {"ticker_layers": "silver, features"}, bars=True)
