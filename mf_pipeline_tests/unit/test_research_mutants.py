@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib.research.clustering import ClusterConfig, cluster_metrics, run_clustering
+from mf_pipeline.lib.research.features import ScalerModel
 from mf_pipeline.lib.research.hmm import (
     HmmConfig,
     HmmFit,
@@ -30,6 +31,7 @@ from mf_pipeline.lib.research.hmm_diagnostics import (
     state_frequency,
     transition_tables,
 )
+from mf_pipeline.lib.research.labels import add_forward_labels, labelled_split
 from mf_pipeline.lib.research.null import circular_shift_index, flat, separation_null
 from mf_pipeline.lib.research.profiles import (
     forward_separation,
@@ -38,6 +40,13 @@ from mf_pipeline.lib.research.profiles import (
     labelled_profiles,
 )
 from mf_pipeline.lib.research.recovery import adjusted_rand
+from mf_pipeline.lib.research.splits import (
+    full_split,
+    infeasible_reason,
+    resolve_split,
+    split_from_id,
+    walkforward_splits,
+)
 
 # --------------------------------------------------------------------------- recovery
 
@@ -421,6 +430,18 @@ def test_init_params_are_the_kmeans_path_counts_and_moments(kind):
     np.testing.assert_allclose(got["covars"], expected, rtol=1e-12)
 
 
+def test_init_params_with_unseen_transitions_and_an_empty_sequence():
+    X = np.array([[0.0], [0.1], [0.2], [0.3], [10.0]])
+    cfg = HmmConfig(n_components=2, min_covar=0.5, random_state=0, init_sample_rows=100,
+                    init_kmeans_n_init=1)  # fmt: skip
+    # sequences [0.0 .. 0.3], an empty one, [10.0]: state 1 is never left nor entered
+    got = _init_params(X, np.array([0, 4, 4, 5]), cfg)
+    np.testing.assert_allclose(got["means"], [[0.15], [10.0]])
+    np.testing.assert_allclose(got["startprob"], [0.5, 0.5])
+    np.testing.assert_allclose(got["transmat"], [[4 / 5, 1 / 5], [1 / 2, 1 / 2]])
+    np.testing.assert_allclose(got["covars"], [[0.0125 + 0.5], [0.5]])
+
+
 def _hmmlearn_from(start: dict[str, np.ndarray], kind: str, n_iter: int, tol: float) -> Any:
     from hmmlearn.hmm import GaussianHMM
 
@@ -729,3 +750,111 @@ def test_run_clustering_passes_the_silhouette_bound_and_names_a_missing_primary_
     assert r.metrics["silhouette_sample_max"] == 10
     with pytest.raises(ValueError, match="primary set 'test' not among predict sets"):
         run_clustering(X, "kmeans", ClusterConfig(n_clusters=3), primary_set="test")
+
+
+# ------------------------------------------------------------------ splits, labels, features
+
+
+def _calendar(n: int) -> list[dt.date]:
+    return [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+
+
+def test_resolved_split_dates_and_payload_by_hand():
+    cal = _calendar(8)  # 2020-01-01 .. 2020-01-08
+    split = split_from_id("2020-01-03", embargo_bars=2, test_end=dt.date(2020, 1, 7))
+    assert split.test_end == dt.date(2020, 1, 7)
+    assert resolve_split(split, cal[::-1] + cal[:2]).payload() == {
+        "split_id": "2020-01-03",
+        "split_kind": "walk_forward",
+        "in_sample": False,
+        "split_mode": "time",
+        "train_end": "2020-01-03",
+        "embargo_bars": 2,
+        "embargo_first_date": "2020-01-04",
+        "embargo_last_date": "2020-01-05",
+        "test_start": "2020-01-06",
+        "test_end": "2020-01-07",
+        "train_first_date": "2020-01-01",
+        "train_last_date": "2020-01-03",
+    }
+    assert resolve_split(full_split(), cal).payload() == {
+        "split_id": "full", "split_kind": "full_in_sample", "in_sample": True,
+        "split_mode": "none", "train_end": None, "embargo_bars": 0,
+        "embargo_first_date": None, "embargo_last_date": None, "test_start": None,
+        "test_end": None, "train_first_date": "2020-01-01", "train_last_date": "2020-01-08",
+    }  # fmt: skip
+    # one train date is enough; the test needs at least one date after the embargo
+    one = resolve_split(split_from_id("2020-01-01", embargo_bars=6), cal)
+    assert (one.train_last, one.test_start, one.test_end) == (cal[0], cal[7], cal[7])
+    assert infeasible_reason(split_from_id("2020-01-01", embargo_bars=7), cal) == (
+        "split 2020-01-01: no trade date left after train_end + 7 embargo bars"
+    )
+    assert infeasible_reason(split_from_id("2020-01-01", embargo_bars=6), cal) is None
+    with pytest.raises(ValueError, match="no trade dates"):
+        resolve_split(full_split(), [])
+    late = split_from_id("2020-01-03", embargo_bars=2, test_end=dt.date(2020, 1, 5))
+    with pytest.raises(ValueError, match="test_end 2020-01-05 < test_start 2020-01-06"):
+        resolve_split(late, cal)
+
+
+def test_walkforward_splits_parse_blank_items_and_carry_test_end():
+    end = dt.date(2021, 6, 30)
+    splits = walkforward_splits("2014-12-31, ,2012-12-31,", embargo_bars=3, test_end=end)
+    assert [(s.split_id, s.embargo_bars, s.test_end) for s in splits] == [
+        ("2012-12-31", 3, end), ("2014-12-31", 3, end), ("full", 0, None)]  # fmt: skip
+    with pytest.raises(ValueError, match="^embargo_bars must be >= 0$"):
+        walkforward_splits(embargo_bars=-1)
+
+
+def _label_frame() -> pl.DataFrame:
+    dates = _calendar(6)
+    return pl.DataFrame({
+        "ticker": ["A"] * 6 + ["B"] * 3,
+        "trade_date": [dt.datetime.combine(d, dt.time()) for d in dates + dates[:3]],
+        "close": [10.0, 11.0, 12.0, 11.0, 13.0, 14.0, 5.0, 6.0, 5.0],
+    })  # fmt: skip
+
+
+def test_labelled_split_summary_by_hand():
+    split = split_from_id("2020-01-03", embargo_bars=2)
+    out = labelled_split(_label_frame(), split, windows=(1, 2), vol_horizon=1)
+    s = out.summary
+    assert s["label_horizon_bars"] == 2 and s["forward_windows"] == [1, 2]
+    assert s["rows_embargoed"] == 2 and s["test_start"] == "2020-01-06"
+    assert s["raw_stats"] == {
+        "all": {"rows": 9, "tickers": 2, "min_trade_date": "2020-01-01",
+                "max_trade_date": "2020-01-06"},
+        "train": {"rows": 6, "tickers": 2, "min_trade_date": "2020-01-01",
+                  "max_trade_date": "2020-01-03"},
+        "test": {"rows": 1, "tickers": 1, "min_trade_date": "2020-01-06",
+                 "max_trade_date": "2020-01-06"},
+    }  # fmt: skip
+    # vol_horizon 1: the next bar's absolute return... as a population std of one value, 0
+    assert out.train["fwd_vol_proxy_10"].to_list()[:2] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="embargo_bars=2 < longest forward horizon 3"):
+        labelled_split(_label_frame(), split, windows=(1, 2), vol_horizon=3)
+    with pytest.raises(ValueError, match=r"forward labels need columns \['close'\]"):
+        labelled_split(_label_frame().drop("close"), split, windows=(1, 2), vol_horizon=1)
+    with pytest.raises(ValueError, match="^vol_horizon must be >= 1$"):
+        add_forward_labels(_label_frame(), vol_horizon=0)
+
+
+def test_scaler_payload_record():
+    model = ScalerModel(
+        features=("a", "b"), missing_requested_features=("c",), scaler="robust",
+        scaling_scope="per_ticker", center=np.array([1.0, 2.0]), spread=np.array([0.5, 4.0]),
+        per_ticker=pl.DataFrame({"ticker": ["X", "Y", "Z"]}), fit_rows_before=10,
+        fit_rows_after_null_filter=8, fit_ticker_count=3,
+        fit_null_counts_per_feature={"a": 2, "b": 0},
+    )  # fmt: skip
+    expected = {
+        "scaler": "robust", "scaling_scope": "per_ticker", "feature_list": ["a", "b"],
+        "missing_requested_features": ["c"], "fit_rows_before": 10,
+        "fit_rows_after_null_filter": 8, "fit_ticker_count": 3,
+        "fit_null_counts_per_feature": {"a": 2, "b": 0}, "center": [1.0, 2.0],
+        "spread": [0.5, 4.0], "per_ticker_params_table": True,
+        "per_ticker_params_ticker_count": 3,
+    }  # fmt: skip
+    assert model.payload() == expected
+    pooled = dataclasses.replace(model, per_ticker=None, scaling_scope="global")
+    assert "per_ticker_params_table" not in pooled.payload()
