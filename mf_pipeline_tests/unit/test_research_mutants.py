@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib.research.clustering import ClusterConfig, cluster_metrics, run_clustering
-from mf_pipeline.lib.research.features import ScalerModel
+from mf_pipeline.lib.research.features import ScalerModel, fit_scaler, transform
 from mf_pipeline.lib.research.hmm import (
     HmmConfig,
     HmmFit,
@@ -858,3 +858,48 @@ def test_scaler_payload_record():
     assert model.payload() == expected
     pooled = dataclasses.replace(model, per_ticker=None, scaling_scope="global")
     assert "per_ticker_params_table" not in pooled.payload()
+
+
+def test_per_ticker_transform_record_and_values_by_hand():
+    inf = float("inf")
+    frame = pl.DataFrame({
+        "ticker": ["A", "A", "A", "B", "B", "C"],
+        "trade_date": _calendar(6),
+        "truth": [0, 1, 0, 1, 0, 1],
+        "a": [1.0, 3.0, None, 2.0, 4.0, 10.0],
+        "b": [0.0, 2.0, 5.0, inf, 1.0, 7.0],
+    })  # fmt: skip
+    model = fit_scaler(frame.head(5), ["a", "b", "zz"], " Standard", "per_ticker")
+    assert model.scaler == "standard" and model.fit_rows_after_null_filter == 3
+    out = transform(frame, model, clip_zscore=0, unseen_policy="global", extra_columns=["truth"])
+    assert out.frame.columns == ["ticker", "trade_date", "truth", "a", "b"]
+    # fit rows (a, b): A (1, 0), (3, 2); B (4, 1). A: mean 2 and 1, std 1 and 1; B: a single
+    # row, spread 0 -> 1. C is unseen: pooled mean/std of the three fit rows.
+    pooled_a = (10 - 8 / 3) / np.std([1.0, 3.0, 4.0])
+    pooled_b = (7 - 1) / np.std([0.0, 2.0, 1.0])
+    np.testing.assert_allclose(out.X, [[-1, -1], [1, 1], [0, 0], [pooled_a, pooled_b]])
+    assert out.summary == {
+        "rows_before": 6, "rows_after_null_filter": 4, "rows_after": 4,
+        "rows_dropped_null_features": 2, "selected_feature_count": 2,
+        "selected_features": ["a", "b"], "missing_requested_features": ["zz"],
+        "null_counts_per_feature": {"a": 1, "b": 1},
+        "nonfinite_counts_per_feature": {"a": 0, "b": 1}, "scaler": "standard",
+        "scaling_scope": "per_ticker", "clip_zscore": 0, "clipping_applied": False,
+        "fit_rows_before": 5, "fit_rows_after_null_filter": 3, "fit_ticker_count": 2,
+        "fit_null_counts_per_feature": {"a": 1, "b": 1}, "unseen_policy": "global",
+        "rows_unseen_tickers": 1, "rows_dropped_unseen_tickers": 0,
+        "rows_scaled_with_pooled_fallback": 1, "unseen_ticker_count": 1,
+        "unseen_tickers_sample": ["C"], "unseen_tickers": ["C"],
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="^every row belongs to a ticker unseen"):
+        transform(frame.tail(1), model)
+    with pytest.raises(ValueError, match=r"^frame lacks model features: \['b'\]$"):
+        transform(frame.drop("b"), model)
+    with pytest.raises(ValueError, match="^per_ticker scaling needs a 'ticker' column$"):
+        fit_scaler(frame.drop("ticker"), ["a"], "standard", "per_ticker")
+    with pytest.raises(ValueError, match="^scaling_scope must be one of global, per_ticker; got"):
+        fit_scaler(frame, ["a"], "standard", "pooled")
+    with pytest.raises(ValueError, match="^no fit rows left after dropping rows with a missing"):
+        fit_scaler(frame.slice(2, 2), ["a", "b"])
+    pooled = fit_scaler(frame.drop("ticker"), ["a"])  # global scope needs no ticker
+    assert pooled.fit_ticker_count == 0 and pooled.center.tolist() == [4.0]
