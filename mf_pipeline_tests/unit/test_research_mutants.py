@@ -31,7 +31,7 @@ from mf_pipeline.lib.research.hmm_diagnostics import (
     state_frequency,
     transition_tables,
 )
-from mf_pipeline.lib.research.labels import add_forward_labels, labelled_split
+from mf_pipeline.lib.research.labels import _stats, add_forward_labels, labelled_split
 from mf_pipeline.lib.research.null import circular_shift_index, flat, separation_null
 from mf_pipeline.lib.research.profiles import (
     forward_separation,
@@ -820,6 +820,7 @@ def test_labelled_split_summary_by_hand():
     out = labelled_split(_label_frame(), split, windows=(1, 2), vol_horizon=1)
     s = out.summary
     assert s["label_horizon_bars"] == 2 and s["forward_windows"] == [1, 2]
+    assert s["labels_computed_per_segment"] is True
     assert s["rows_embargoed"] == 2 and s["test_start"] == "2020-01-06"
     assert s["raw_stats"] == {
         "all": {"rows": 9, "tickers": 2, "min_trade_date": "2020-01-01",
@@ -837,6 +838,15 @@ def test_labelled_split_summary_by_hand():
         labelled_split(_label_frame().drop("close"), split, windows=(1, 2), vol_horizon=1)
     with pytest.raises(ValueError, match="^vol_horizon must be >= 1$"):
         add_forward_labels(_label_frame(), vol_horizon=0)
+    with pytest.raises(ValueError, match="^forward windows must contain at least one positive"):
+        add_forward_labels(_label_frame(), windows=(0, -5))
+    gap = _label_frame().with_columns(pl.col("trade_date").cast(pl.Date))
+    gap = gap.with_columns(pl.when(pl.col("close") > 13).then(None).otherwise(pl.col("trade_date"))
+                           .alias("trade_date"))  # fmt: skip
+    with pytest.raises(ValueError, match="^1 rows have a null trade_date$"):
+        labelled_split(gap, split, windows=(1, 2), vol_horizon=1)
+    assert _stats(_label_frame().head(0)) == {
+        "rows": 0, "tickers": 0, "min_trade_date": None, "max_trade_date": None}  # fmt: skip
 
 
 def test_scaler_payload_record():
