@@ -783,6 +783,8 @@ def test_resolved_split_dates_and_payload_by_hand():
         "embargo_first_date": None, "embargo_last_date": None, "test_start": None,
         "test_end": None, "train_first_date": "2020-01-01", "train_last_date": "2020-01-08",
     }  # fmt: skip
+    three = resolve_split(split_from_id("2020-01-02", embargo_bars=3), cal)
+    assert (three.embargo_first, three.embargo_last) == (cal[2], cal[4])
     # one train date is enough; the test needs at least one date after the embargo
     one = resolve_split(split_from_id("2020-01-01", embargo_bars=6), cal)
     assert (one.train_last, one.test_start, one.test_end) == (cal[0], cal[7], cal[7])
