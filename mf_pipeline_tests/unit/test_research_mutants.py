@@ -711,17 +711,17 @@ def _three_blobs() -> np.ndarray:
 def test_sampled_kmeans_is_sklearns_restarts_then_one_lloyd_run_with_the_iteration_cap():
     from sklearn.cluster import KMeans
 
-    X = _three_blobs()
-    cfg = ClusterConfig(n_clusters=3, kmeans_n_init=2, kmeans_max_iter=1, kmeans_init_sample_max=20)
+    X = np.random.default_rng(6).normal(size=(42, 2))  # no structure: iterations matter
+    cfg = ClusterConfig(n_clusters=3, kmeans_n_init=1, kmeans_max_iter=1, kmeans_init_sample_max=30)
     r = run_clustering(X, "kmeans", cfg)
-    idx = np.sort(np.random.default_rng(42).choice(42, size=20, replace=False))
-    seed = KMeans(3, n_init=2, max_iter=1, random_state=42).fit(X[idx])
+    idx = np.sort(np.random.default_rng(42).choice(42, size=30, replace=False))
+    seed = KMeans(3, n_init=1, max_iter=1, random_state=42).fit(X[idx])
     ref = KMeans(3, init=seed.cluster_centers_, n_init=1, max_iter=1, random_state=42).fit(X)
     assert r.labels["predict"].dtype == np.int32
     assert r.labels["predict"].tolist() == ref.predict(X).tolist()
     assert r.metrics["inertia"] == pytest.approx(ref.inertia_, rel=1e-12)
-    assert r.model_meta == {"method": "kmeans", "n_clusters": 3, "n_init": 2, "max_iter": 1,
-                            "init_sample_rows": 20, "n_iter_final": 1, "fit_rows": 42,
+    assert r.model_meta == {"method": "kmeans", "n_clusters": 3, "n_init": 1, "max_iter": 1,
+                            "init_sample_rows": 30, "n_iter_final": 1, "fit_rows": 42,
                             "fit_procedure": "fast", "predict_rows": 42}  # fmt: skip
 
 
