@@ -915,3 +915,12 @@ def test_per_ticker_transform_record_and_values_by_hand():
         fit_scaler(frame.slice(2, 2), ["a", "b"])
     pooled = fit_scaler(frame.drop("ticker"), ["a"])  # global scope needs no ticker
     assert pooled.fit_ticker_count == 0 and pooled.center.tolist() == [4.0]
+    assert transform(frame, pooled).X.flags.c_contiguous
+    with pytest.raises(ValueError, match="^scaler must be one of standard, robust; got 'minmax'"):
+        fit_scaler(frame, ["a"], "minmax")
+    with pytest.raises(ValueError, match="^no fit rows left after dropping rows with a missing"):
+        fit_scaler(frame.head(0), ["a"])
+    with pytest.raises(ValueError, match="^no rows left after dropping rows with a missing"):
+        transform(frame.slice(2, 1), model)
+    with pytest.raises(ValueError, match="^per_ticker scaling needs a 'ticker' column$"):
+        transform(frame.drop("ticker"), model)
