@@ -890,6 +890,7 @@ def test_per_ticker_transform_record_and_values_by_hand():
     pooled_a = (10 - 8 / 3) / np.std([1.0, 3.0, 4.0])
     pooled_b = (7 - 1) / np.std([0.0, 2.0, 1.0])
     np.testing.assert_allclose(out.X, [[-1, -1], [1, 1], [0, 0], [pooled_a, pooled_b]])
+    assert out.X.flags.c_contiguous  # polars hands out column-major arrays
     assert out.summary == {
         "rows_before": 6, "rows_after_null_filter": 4, "rows_after": 4,
         "rows_dropped_null_features": 2, "selected_feature_count": 2,
