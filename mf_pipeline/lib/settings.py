@@ -81,16 +81,56 @@ class IngestSettings(_Group):
     max_file_bytes: int = Field(256 * 2**20, ge=1)
 
 
+class BootstrapSettings(_Group):
+    """State-outcome bootstrap. ``mode``: block (dates in contiguous stationary blocks, ours),
+    circular (circular date blocks) or iid (rows independent, the old default: too narrow)."""
+
+    n_boot: int = Field(1000, ge=10)
+    ci: float = Field(0.95, gt=0, lt=1)
+    mode: Literal["block", "circular", "iid"] = "block"
+    block_length: int | None = Field(None, ge=1)
+    """Dates per block; null: Politis-White, at least the longest forward horizon."""
+    random_state: int = 42
+    alpha: float = Field(0.05, gt=0, lt=1)
+    """Family-wise error rate of the Holm-corrected edge and pairwise tests."""
+    max_points_per_state: int = Field(50_000, ge=100)
+
+
+class EventStudySettings(_Group):
+    window_pre: int = Field(10, ge=0)
+    window_post: int = Field(20, ge=1)
+    min_events_per_transition: int = Field(50, ge=1)
+    max_gap_days: int = Field(7, ge=1)
+    """No transition event across (and no event window through) a longer calendar gap."""
+
+
+class RollingStabilitySettings(_Group):
+    window_months: int = Field(12, ge=1)
+    step_months: int = Field(3, ge=1)
+
+
+class ScorecardSettings(_Group):
+    eps: float = Field(1e-12, gt=0)
+    weights: dict[str, float] = Field(default_factory=lambda: {
+        "sample_size": 0.2, "ci_width": 0.25, "sign_confidence": 0.2, "stability": 0.25,
+        "separation": 0.1})
+
+
+class ValidationIoSettings(_Group):
+    write_large_artifacts_default: bool = False
+
+
 class ValidationSettings(_Group):
     suspicious_range_pct_threshold: float = Field(0.5, gt=0)
     suspicious_return_pct_threshold: float = Field(0.3, gt=0)
     gap_days_warn_threshold: int = Field(7, ge=1)
-    # Statistical-validation keys share this group in the old settings; typed by their layer.
-    bootstrap: dict[str, Any] = Field(default_factory=dict)
-    event_study: dict[str, Any] = Field(default_factory=dict)
-    rolling_stability: dict[str, Any] = Field(default_factory=dict)
-    scorecard: dict[str, Any] = Field(default_factory=dict)
-    io: dict[str, Any] = Field(default_factory=dict)
+    # Statistical-validation keys share this group in the old settings (docs/VALIDATION.md).
+    bootstrap: BootstrapSettings = Field(default_factory=lambda: BootstrapSettings())
+    event_study: EventStudySettings = Field(default_factory=lambda: EventStudySettings())
+    rolling_stability: RollingStabilitySettings = Field(
+        default_factory=lambda: RollingStabilitySettings())
+    scorecard: ScorecardSettings = Field(default_factory=lambda: ScorecardSettings())
+    io: ValidationIoSettings = Field(default_factory=lambda: ValidationIoSettings())
 
 
 class IndicatorSettings(_Group):
@@ -241,7 +281,7 @@ class ResearchHmmSettings(_Group):
 
 
 class ClusterQaSettings(_Group):
-    """Thresholds of the per-state QA flags (not read yet: the cluster-QA layer will)."""
+    """Thresholds of the per-state QA flags (lib/validation/qa.py)."""
 
     ret_cv_threshold: float = Field(5.0, gt=0)
     min_n_rows: int = Field(200, ge=1)
@@ -249,6 +289,9 @@ class ClusterQaSettings(_Group):
     sign_consistency_threshold: float = Field(0.55, ge=0, le=1)
     ci_width_quantile_threshold: float = Field(0.8, ge=0, le=1)
     eps: float = Field(1e-12, gt=0)
+    ci_width_max: float = Field(0.04, gt=0)
+    """WIDE_CI: an absolute width of the fwd_ret_10 mean's CI (the old relative quantile is
+    still reported)."""
 
 
 class HardeningWeights(_Group):
@@ -268,8 +311,8 @@ def _default_penalties() -> dict[str, float]:
 
 
 class ClusterHardeningSettings(_Group):
-    """Hard limits, score cut-offs and penalties of state hardening (not read yet: the
-    cluster-hardening layer will). ``penalties``: score points per reason code."""
+    """Hard limits, score cut-offs and penalties of state hardening (lib/validation/policy.py).
+    ``penalties``: score points per reason code."""
 
     min_n_rows_hard: int = Field(200, ge=1)
     min_state_share_hard: float = Field(0.03, ge=0, le=1)
@@ -279,12 +322,24 @@ class ClusterHardeningSettings(_Group):
     score_min_allow: float = Field(70.0, ge=0, le=100)
     score_min_watch: float = Field(45.0, ge=0, le=100)
     eps: float = Field(1e-12, gt=0)
+    ci_width_hard_max: float = Field(0.06, gt=0)
+    """HARD_WIDE_CI: absolute width of the fwd_ret_10 mean's CI."""
+    alpha: float = Field(0.05, gt=0, lt=1)
+    """ALLOW needs the state's edge significant at this Holm-corrected level."""
     penalties: dict[str, float] = Field(default_factory=_default_penalties)
     weights: HardeningWeights = Field(default_factory=HardeningWeights)
 
 
 class ValidationWalkforwardSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
+    hmm_components: int = Field(5, ge=2)
+    cluster_method: Literal["gmm", "kmeans"] = "gmm"
+    cluster_k: int = Field(5, ge=2)
+    scaling_scope: Literal["global", "per_ticker"] = "per_ticker"
+    continue_on_error: bool = True
+    non_overlapping_test: bool = True
+    """Each split is judged on its own test window, up to the next train end (the old
+    expanding test sets overlap, so their results are not independent)."""
     train_end_list_default: list[dt.date] = Field(
         default_factory=lambda: [
             dt.date(2012, 12, 31),
