@@ -216,6 +216,8 @@ def sample_data(
     years: Annotated[float, typer.Option(min=0.1, help="Years of history.")] = 20.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 7,
     messy: Annotated[bool, typer.Option(help="Plant every known raw-data defect.")] = False,
+    null: Annotated[bool, typer.Option(
+        "--null", help="No regimes: driftless random walks, truth regime 0 everywhere.")] = False,
 ) -> None:
     """Write a deterministic synthetic universe in Stooq's layout (truth in <out>/_truth)."""
     from mf_pipeline.lib.sample import generate_universe
@@ -228,7 +230,7 @@ def sample_data(
             last[0] = done
 
         report = generate_universe(out, n_tickers=tickers, years=years, seed=seed, messy=messy,
-                                   progress=progress)
+                                   progress=progress, null=null)
     typer.echo(
         f"wrote {report.files_written} files, {report.bars_written:,} bars, "
         f"{report.bytes_written / 1e6:.1f} MB to {report.out_dir} (truth: {report.truth_dir})"

@@ -19,6 +19,14 @@ the end-to-end tests can prove that every defect is detected and reported with t
 code at the right physical line; `<out>/_truth/defects.json` lists each planted defect exactly.
 Clean files are identical with and without `messy`.
 
+Null mode (`null=True`) writes a universe with NO structure to find: every regime gets the same
+parameters (zero drift, one volatility level without the persistent volatility factor, one
+volume level, a symmetric close location), so log prices are driftless random walks with iid
+Student-t shocks. The regime paths are still drawn (the random streams, hence the shocks, stay
+those of the planted universe with the same seed) but they change nothing, and the truth says
+regime 0 everywhere. It exists to check that the research and validation layers find no edge
+where there is none.
+
 Everything is vectorised with numpy (regime paths via geometric dwell times and `np.repeat`,
 prices via cumulative sums) and formatted with polars string expressions; tickers are generated
 and written in batches so memory stays bounded for tens of millions of bars.
@@ -59,6 +67,9 @@ DWELL_SCALE = (0.8, 1.3)
 # On leaving a regime, the next one is (current + step) % 4: mostly the next Wyckoff phase.
 JUMP_STEPS = np.array([1, 2, 3])
 JUMP_PROBS = np.array([0.75, 0.10, 0.15])
+NULL_REGIME_NAME = "null"
+NULL_CLV_BETA = 3.0  # symmetric close location ~ Beta(3, 3), mean 0.5
+_PLANTED_VOL_NOISE = 0.25  # scale of the persistent log-volatility factor
 
 # Caps keeping clean bars clear of the validator's suspicious-bar thresholds
 # (|close/open - 1| > 0.3, (high - low)/close > 0.5): |log(C/O)| <= 0.21, log range <= 0.37.
@@ -121,6 +132,24 @@ class SampleReport:
     bars_written: int  # data lines written, clean + messy
     bytes_written: int  # bytes of the .txt files
     truth_dir: Path  # <out_dir>/_truth
+
+
+@dataclass(frozen=True)
+class _Model:
+    """Per-regime bar parameters (index = regime id) and the persistent volatility factor."""
+
+    drift_sigma_mult: np.ndarray
+    vol_mult: np.ndarray
+    volume_mult: np.ndarray
+    clv_beta_a: np.ndarray
+    clv_beta_b: np.ndarray
+    vol_noise: float
+
+
+_PLANTED = _Model(DRIFT_SIGMA_MULT, VOL_MULT, VOLUME_MULT, CLV_BETA_A, CLV_BETA_B,
+                  _PLANTED_VOL_NOISE)
+_NULL = _Model(np.zeros(K_REGIMES), np.ones(K_REGIMES), np.ones(K_REGIMES),
+               np.full(K_REGIMES, NULL_CLV_BETA), np.full(K_REGIMES, NULL_CLV_BETA), 0.0)
 
 
 @dataclass(frozen=True)
@@ -218,20 +247,24 @@ def _simulate_regimes(rng: np.random.Generator, dwell: np.ndarray, t_days: int) 
     return np.repeat(states.ravel().astype(np.int8), clipped.ravel()).reshape(nb, t_days)
 
 
-def _simulate(rng: np.random.Generator, p: _Params, t_days: int) -> dict[str, np.ndarray]:
+def _simulate(
+    rng: np.random.Generator, p: _Params, t_days: int, model: _Model = _PLANTED
+) -> dict[str, np.ndarray]:
     """Visible bars of a batch, flattened ticker-major: ids, day index, regime, OHLCV."""
     nb = p.sigma.shape[0]
     shape = (nb, t_days)
     regime = _simulate_regimes(rng, p.dwell, t_days)
-    sig = p.sigma[:, None] * VOL_MULT[regime] * np.exp(0.25 * _smooth_noise(rng, nb, t_days, 20))
+    vol_factor = np.exp(model.vol_noise * _smooth_noise(rng, nb, t_days, 20))
+    sig = p.sigma[:, None] * model.vol_mult[regime] * vol_factor
     z = rng.standard_t(5.0, size=shape) * math.sqrt(3.0 / 5.0)
-    ret = np.clip(DRIFT_SIGMA_MULT[regime] * p.sigma[:, None] + sig * z, -_RET_CAP, _RET_CAP)
+    drift = model.drift_sigma_mult[regime] * p.sigma[:, None]
+    ret = np.clip(drift + sig * z, -_RET_CAP, _RET_CAP)
     gap = np.clip(0.3 * sig * rng.standard_normal(shape), -_GAP_CAP, _GAP_CAP)
     wick = np.minimum(sig * (0.7 + 0.6 * rng.standard_exponential(shape)), _RANGE_CAP)
-    clv = rng.beta(CLV_BETA_A[regime], CLV_BETA_B[regime])
+    clv = rng.beta(model.clv_beta_a[regime], model.clv_beta_b[regime])
     log_v = (
         np.log(p.base_volume)[:, None]
-        + np.log(VOLUME_MULT[regime])
+        + np.log(model.volume_mult[regime])
         + 0.35 * _smooth_noise(rng, nb, t_days, 10)
         + 0.20 * rng.standard_normal(shape)
         + 0.25 * np.clip(np.abs(z) - 0.8, -1.0, 3.0)
@@ -419,6 +452,7 @@ def _write_messy(
     end_date: datetime.date,
     t_days: int,
     next_bucket: dict[str, int],
+    model: _Model,
 ) -> tuple[list[dict[str, Any]], list[str], int, int]:
     """Extra defect files (one kind each); returns defect entries, files, bars and bytes."""
     kinds = list(DEFECT_KINDS)
@@ -431,7 +465,7 @@ def _write_messy(
     params = dataclasses.replace(params, n_bars=np.full(n, n_days, dtype=np.int64))
     stems = [f"{name}.US" for name in names]
     stems[kinds.index("invalid_ticker_name")] = INVALID_FILE_NAME[: -len(".txt")].upper()
-    bars = _simulate(rng, params, n_days)
+    bars = _simulate(rng, params, n_days, model)
     date_str = pl.Series(days).dt.strftime("%Y%m%d")
     lines = _format_lines(bars, pl.Series(stems), date_str)
     per_ticker = lines.group_by("tid", maintain_order=True).agg("line")["line"].to_list()
@@ -475,6 +509,14 @@ def _write_messy(
 # --------------------------------------------------------------------------- public API
 
 
+def generated_null_flag(out_dir: Path) -> bool | None:
+    """Whether the universe generated under `out_dir` is a null one; None when there is none."""
+    meta = Path(out_dir) / TRUTH_DIRNAME / "universe.json"
+    if not meta.is_file():
+        return None
+    return bool(json.loads(meta.read_text()).get("null", False))
+
+
 def generate_universe(
     out_dir: Path,
     n_tickers: int = 300,
@@ -483,11 +525,13 @@ def generate_universe(
     messy: bool = False,
     end_date: datetime.date = datetime.date(2025, 12, 31),
     progress: Callable[[int, int], None] | None = None,
+    null: bool = False,
 ) -> SampleReport:
     """Write a synthetic Stooq-layout universe under `out_dir` plus its ground truth.
 
-    Deterministic in (n_tickers, years, seed, messy, end_date). `progress(done, total)` is
-    called after each batch of a few hundred tickers.
+    Deterministic in (n_tickers, years, seed, messy, end_date, null). `progress(done, total)`
+    is called after each batch of a few hundred tickers. `null=True`: no regimes at all (see
+    the module docstring); the output for `null=False` is unchanged by the option.
     """
     if n_tickers < 1:
         raise ValueError("n_tickers must be >= 1")
@@ -510,6 +554,7 @@ def generate_universe(
     nasdaq_p = np.where(lengths >= 4, _NASDAQ_SHARE_LONG, _NASDAQ_SHARE_SHORT)
     exchange = np.where(rng.random(n_tickers) < nasdaq_p, "NASDAQ", "NYSE")
     params = _draw_params(rng, n_tickers, t_days)
+    model = _NULL if null else _PLANTED
     rank = np.zeros(n_tickers, dtype=np.int64)
     next_bucket: dict[str, int] = {}
     for ex in EXCHANGE_DIRS:
@@ -533,7 +578,8 @@ def generate_universe(
     n_bars = n_bytes = 0
     for b_idx, lo in enumerate(range(0, n_tickers, batch)):
         sl = slice(lo, min(lo + batch, n_tickers))
-        bars = _simulate(np.random.default_rng([seed, 1, b_idx]), params.take(sl), t_days)
+        bars = _simulate(np.random.default_rng([seed, 1, b_idx]), params.take(sl), t_days, model)
+        regime = np.zeros_like(bars["regime"]) if null else bars["regime"]
         batch_tickers = pl.Series(tickers[sl])
         lines = _format_lines(bars, batch_tickers, date_str)
         texts = lines.group_by("tid", maintain_order=True).agg(pl.col("line").str.join("\n"))
@@ -547,7 +593,7 @@ def generate_universe(
             {
                 "ticker": batch_tickers.gather(pl.Series(bars["tid"])),
                 "trade_date": date_val.gather(pl.Series(bars["day"])),
-                "regime": pl.Series(bars["regime"], dtype=pl.Int8),
+                "regime": pl.Series(regime, dtype=pl.Int8),
             }
         ).write_parquet(part)
         parts.append(part)
@@ -576,13 +622,57 @@ def generate_universe(
     messy_files: list[str] = []
     if messy:
         entries, messy_files, m_bars, m_bytes = _write_messy(
-            out_dir, pool[n_tickers:], seed, end_date, t_days, next_bucket
+            out_dir, pool[n_tickers:], seed, end_date, t_days, next_bucket, model
         )
         _dump_json(truth_dir / "defects.json", entries)
         files_written += len(messy_files)
         n_bars += m_bars
         n_bytes += m_bytes
 
+    regimes = [
+        {
+            "id": k,
+            "name": REGIME_NAMES[k],
+            "drift_sigma_mult": float(DRIFT_SIGMA_MULT[k]),
+            "vol_mult": float(VOL_MULT[k]),
+            "volume_mult": float(VOLUME_MULT[k]),
+            "clv_beta": [float(CLV_BETA_A[k]), float(CLV_BETA_B[k])],
+            "clv_mean": float(CLV_BETA_A[k] / (CLV_BETA_A[k] + CLV_BETA_B[k])),
+            "dwell_mean_bars": float(DWELL_MEAN[k]),
+        }
+        for k in range(K_REGIMES)
+    ]
+    transitions: dict[str, Any] | None = {
+        "dwell_scale_range": list(DWELL_SCALE),
+        "jump_step_probs": {str(s): float(q) for s, q in zip(JUMP_STEPS, JUMP_PROBS, strict=True)},
+        "definition": (
+            "P[i,i] = 1 - 1/dwell_i; P[i,(i+s)%4] = q_s/dwell_i with per-ticker "
+            "dwell_i in tickers.parquet; initial state ~ dwell-weighted stationary"
+        ),
+    }
+    extra: dict[str, Any] = {}
+    if null:  # the key is absent otherwise, so the planted universe's truth is unchanged
+        regimes = [
+            {
+                "id": 0,
+                "name": NULL_REGIME_NAME,
+                "drift_sigma_mult": 0.0,
+                "vol_mult": 1.0,
+                "volume_mult": 1.0,
+                "clv_beta": [NULL_CLV_BETA, NULL_CLV_BETA],
+                "clv_mean": 0.5,
+                "dwell_mean_bars": None,
+            }
+        ]
+        transitions = None
+        extra = {
+            "null": True,
+            "null_definition": (
+                "one regime: driftless log-price random walk with iid Student-t(5) shocks at "
+                "each ticker's constant sigma, one volume level, close location ~ Beta(3, 3); "
+                "the dwell_* columns of tickers.parquet drive nothing"
+            ),
+        }
     _dump_json(
         truth_dir / "universe.json",
         {
@@ -599,29 +689,8 @@ def generate_universe(
             "bytes_written": n_bytes,
             "raw_root": "/".join(RAW_SUBDIR),
             "exchanges": {ex: int((exchange == ex).sum()) for ex in EXCHANGE_DIRS},
-            "regimes": [
-                {
-                    "id": k,
-                    "name": REGIME_NAMES[k],
-                    "drift_sigma_mult": float(DRIFT_SIGMA_MULT[k]),
-                    "vol_mult": float(VOL_MULT[k]),
-                    "volume_mult": float(VOLUME_MULT[k]),
-                    "clv_beta": [float(CLV_BETA_A[k]), float(CLV_BETA_B[k])],
-                    "clv_mean": float(CLV_BETA_A[k] / (CLV_BETA_A[k] + CLV_BETA_B[k])),
-                    "dwell_mean_bars": float(DWELL_MEAN[k]),
-                }
-                for k in range(K_REGIMES)
-            ],
-            "transitions": {
-                "dwell_scale_range": list(DWELL_SCALE),
-                "jump_step_probs": {
-                    str(s): float(q) for s, q in zip(JUMP_STEPS, JUMP_PROBS, strict=True)
-                },
-                "definition": (
-                    "P[i,i] = 1 - 1/dwell_i; P[i,(i+s)%4] = q_s/dwell_i with per-ticker "
-                    "dwell_i in tickers.parquet; initial state ~ dwell-weighted stationary"
-                ),
-            },
+            "regimes": regimes,
+            "transitions": transitions,
             "truth_files": {
                 "regimes": "regimes.parquet (ticker, trade_date, regime) for clean files only",
                 "tickers": "tickers.parquet (per-ticker parameters)",
@@ -629,6 +698,7 @@ def generate_universe(
             },
             "messy_files": messy_files,
             "defect_side_effects": {k: list(v) for k, v in DEFECT_SIDE_EFFECTS.items()},
+            **extra,
         },
     )
     return SampleReport(

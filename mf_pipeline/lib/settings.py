@@ -179,6 +179,8 @@ class SampleSettings(_Group):
     years: float = Field(8.0, gt=0)
     seed: int = 7
     messy: bool = True
+    null: bool = False
+    """No regimes (driftless random walks): a universe where no method should find an edge."""
 
 
 # ---------------------------------------------------------------- research (docs/RESEARCH.md)

@@ -78,20 +78,30 @@ def _read_or_empty(path: Path) -> pl.DataFrame:
 
 
 def ensure_raw_root(settings: Settings, log: Log = print) -> Path:
-    """The raw root; generates the embedded sample universe when none is configured."""
+    """The raw root; generates the embedded sample universe when none is configured, and
+    regenerates it in place when ``sample.null`` was switched (the files then change content,
+    so the incremental layers rebuild every ticker)."""
     root = settings.raw_root
-    if settings.uses_sample and not root.exists():
+    cfg = settings.sample
+    if settings.uses_sample and (not root.exists() or _null_switched(root, cfg.null)):
         from mf_pipeline.lib.sample import generate_universe
 
-        cfg = settings.sample
-        log(f"no raw_root configured: generating the sample universe in {root}")
+        kind = "null sample universe" if cfg.null else "sample universe"
+        log(f"no raw_root configured: generating the {kind} in {root}")
         generate_universe(root, n_tickers=cfg.tickers, years=cfg.years, seed=cfg.seed,
-                          messy=cfg.messy)
+                          messy=cfg.messy, null=cfg.null)
     elif not root.is_dir():
         raise FileNotFoundError(
             f"raw_root {root} does not exist (set paths.raw_root or MF_PIPELINE_PATHS__RAW_ROOT)"
         )
     return root
+
+
+def _null_switched(root: Path, null: bool) -> bool:
+    from mf_pipeline.lib.sample import generated_null_flag
+
+    found = generated_null_flag(root)
+    return found is not None and found != null
 
 
 @dataclass
