@@ -12,6 +12,7 @@ from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
     derived_commands,
     qa_commands,
     research_commands,
+    validation_commands,
     viewer_commands,
 )
 from mf_pipeline.cli.app import app

@@ -221,6 +221,32 @@ def run_assets(
     return outcome
 
 
+def run_job(settings: Settings, job_name: str, op_config: dict[str, Any],
+            log: Log = print, log_level: str | None = None) -> RunOutcome:
+    """Run a one-op job of ``defs`` (work on folders rather than assets, e.g. a QA of any
+    validation folder) with ``op_config`` as its op's config; its output is the op's
+    ``mf_result`` metadata in ``RunOutcome.metadata[job_name]``."""
+    started = time.perf_counter()
+    job = definitions().get_job_def(job_name)
+    op_name = job.graph.node_defs[0].name
+    config: dict[str, Any] = {"ops": {op_name: {"config": op_config}},
+                              "loggers": {"mf_progress": {}}}
+    level = log_level or os.environ.get("MF_LOG_LEVEL")
+    if level:
+        config["loggers"]["console"] = {"config": {"log_level": level.upper()}}
+    log(f"run: {job_name}")
+    with holding_lake_lock(settings, log), progress.showing(log, {op_name: job_name}):
+        result = job.execute_in_process(run_config=config, instance=instance(settings),
+                                        raise_on_error=False)
+    if not result.success:
+        raise _failure(result, [], settings)
+    outcome = RunOutcome(run_ids=[result.run_id])
+    outcome.metadata[job_name] = result.output_for_node(op_name)
+    outcome.seconds = time.perf_counter() - started
+    log(f"done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
+    return outcome
+
+
 def _register_dynamic_key(settings: Settings, selection: Sequence[str], key: str) -> None:
     """Add ``key`` to the dynamic partitions of the selected assets (e.g. a research split
     for a train end outside the defaults), so the run is a run on that partition."""
