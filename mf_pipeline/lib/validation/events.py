@@ -40,16 +40,28 @@ PATH_COLUMNS = ("daily_ret_1_mean", "abs_daily_ret_mean", "cumulative_ret_from_e
 
 @dataclass
 class EventStudy:
+    """The four artefacts of one event study (spec §6.3 steps 3, 5, 6, 7)."""
+
     events: pl.DataFrame
     summary: pl.DataFrame
     path_summary: pl.DataFrame
     top_codes: dict[str, Any]
 
 
+def _grouped_offsets(df: pl.DataFrame) -> np.ndarray | None:
+    """Ticker offsets when each ticker is one block with strictly increasing dates, else None."""
+    try:
+        offsets = ticker_offsets(df["ticker"])
+    except ValueError:
+        return None
+    step = np.diff(df["trade_date"].cast(pl.Int64).to_numpy())
+    return None if (step[bar_index(offsets)[1:] > 0] <= 0).any() else offsets
+
+
 def ordered_panel(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, np.ndarray]:
     """``columns`` of the rows with a date and a state, sorted by (ticker, trade_date), + offsets.
 
-    The adapted frame is already sorted, so the check is one pass and the sort only happens for
+    The adapted frame is already sorted, so this is one check and the sort only happens for
     other input. A ticker with two rows on one date is an error: "the previous row" would be
     ambiguous.
     """
@@ -57,20 +69,13 @@ def ordered_panel(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataF
     if missing:
         raise ValueError(f"the frame lacks required columns {missing}")
     df = frame.select(columns).drop_nulls(["trade_date", "state_id"])
-    for attempt in range(2):
-        try:
-            offsets = ticker_offsets(df["ticker"])
-        except ValueError:
-            offsets = None
-        if offsets is not None:
-            step = np.diff(df["trade_date"].cast(pl.Int64).to_numpy())
-            inside = bar_index(offsets)[1:] > 0
-            if not (step[inside] <= 0).any():
-                return df, offsets
-            if attempt == 1:
-                raise ValueError("the frame has duplicate (ticker, trade_date) rows")
+    offsets = _grouped_offsets(df)
+    if offsets is None:
         df = df.sort("ticker", "trade_date")
-    raise AssertionError("unreachable")  # pragma: no cover
+        offsets = _grouped_offsets(df)
+        if offsets is None:
+            raise ValueError("the frame has duplicate (ticker, trade_date) rows")
+    return df, offsets
 
 
 def _finite(col: str) -> pl.Expr:

@@ -38,6 +38,8 @@ RET = "fwd_ret_10"
 
 @dataclass
 class Stability:
+    """rolling_state_metrics, state_stability_summary, transition_matrix_stability."""
+
     rolling: pl.DataFrame
     state_summary: pl.DataFrame
     transition_matrix: pl.DataFrame
