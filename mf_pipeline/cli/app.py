@@ -156,7 +156,9 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("dagster/row_count", "rows in the lake"), ("total_rows", "rows in the lake"),
     ("problem_count", "problems"), ("rows_fit", "rows fitted"), ("silhouette", "silhouette"),
     ("ari_hmm_state_filtered", "ARI of the filtered states vs the true regimes"),
-    ("ari_cluster_id", "ARI vs the true regimes"), ("seconds", "s"),
+    ("ari_cluster_id", "ARI vs the true regimes"), ("state_count", "states"),
+    ("states_flagged", "states flagged"), ("allow_count", "ALLOW"), ("watch_count", "WATCH"),
+    ("block_count", "BLOCK"), ("seconds", "s"),
 )
 """The metadata a run summary shows per asset, in this order (the rest: ``--json``)."""
 

@@ -297,3 +297,139 @@ def validation_wf_sanity(
     from mf_pipeline.lib.steps.validation.sanity import wf_sanity
 
     _report(_read(wf_sanity, wf_run_dir), as_json)
+
+
+SPLIT_SELECTION = ("hmm_model", "hmm_states", "cluster_model", "cluster_labels",
+                   *(f"{kind}_{source}" for source in SOURCES
+                     for kind in ("state_validation", "cluster_qa", "state_policy")))
+"""One split of a walk-forward validation: both models, then each source's validation, QA and
+policy — one Dagster run on the split partition."""
+
+
+def _wf_split(settings: Any, key: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Run one split; its manifest record (SUCCESS with the folders, or FAILED)."""
+    from mf_pipeline.lib.steps.research.artifacts import now
+    from mf_pipeline.lib.steps.validation.run import read_run
+    from mf_pipeline.orchestration import runner
+
+    started = now()
+    record: dict[str, Any] = {"train_end": key.removeprefix("wf"), "split_id": key,
+                              "started_ts": started, "skipped_existing": False}
+    try:
+        out = runner.run_assets(settings, SPLIT_SELECTION, key, config, log=say)
+    except runner.RunFailed as error:
+        return record | {"status": "FAILED", "error": str(error), "finished_ts": now()}
+    meta = out.metadata
+    record |= {"status": "SUCCESS", "error": None, "finished_ts": now(),
+               "hmm_run_dir": meta["hmm_model"]["output_dir"],
+               "cluster_run_dir": meta["cluster_model"]["output_dir"],
+               **{f"val_{s}_dir": meta[f"state_validation_{s}"]["output_dir"] for s in SOURCES},
+               "common_rows": meta["state_validation_hmm"].get("common_rows"),
+               "dagster_run_id": out.run_ids[0]}  # fmt: skip
+    bounds = read_run(record["val_hmm_dir"]).get("bounds") or {}
+    record |= {"test_start": bounds.get("min_trade_date"),
+               "test_end": meta["state_validation_hmm"].get("test_end")
+               or bounds.get("max_trade_date")}
+    return record
+
+
+def _current(record: dict[str, Any] | None) -> bool:
+    return bool(record and record.get("status") == "SUCCESS" and all(
+        record.get(f"val_{s}_dir") and (Path(record[f"val_{s}_dir"]) / "run_summary.json")
+        .is_file() for s in SOURCES))
+
+
+@app.command("validation-wf-run")
+def validation_wf_run(
+    ctx: typer.Context,
+    dataset: Annotated[Path | None, Opt(help="ML dataset parquet (default: newest export).")
+                       ] = None,
+    train_end_list: Annotated[str | None, Opt(help="Comma-separated train ends (default "
+                                                   "settings).")] = None,
+    hmm_components: Annotated[int | None, Opt(min=2)] = None,
+    cluster_method: Annotated[str | None, Opt(help="gmm | kmeans (default gmm).")] = None,
+    cluster_k: Annotated[int | None, Opt(min=2)] = None,
+    scaling_scope: Annotated[str | None, Opt(help="global | per_ticker (default per_ticker).")
+                             ] = None,
+    bootstrap_n: BOOT_N = None,
+    bootstrap_mode: BOOT_MODE = None,
+    block_length: BLOCK = None,
+    event_window_pre: PRE = None,
+    event_window_post: POST = None,
+    min_events_per_transition: MIN_EVENTS = None,
+    non_overlapping_test: Annotated[bool | None, Opt(
+        "--non-overlapping-test/--overlapping-test",
+        help="Judge each split up to the next train end (default) or to the end of data "
+             "(the old nested design).")] = None,
+    force: Annotated[bool, Opt(help="Rerun every split.")] = False,
+    force_split: Annotated[list[str] | None, Opt(help="Rerun these train ends (repeatable, "
+                                                      "comma lists allowed).")] = None,
+    stop_on_error: Annotated[bool, Opt(help="Stop at the first failed split.")] = False,
+    max_splits: Annotated[int | None, Opt(min=1)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Walk-forward validation: per split fit HMM + clusters, validate flow/HMM/cluster
+    states on the same rows, QA and policy; then the aggregate report."""
+    from mf_pipeline.lib.research.splits import parse_train_ends
+    from mf_pipeline.lib.steps.research.prepare import resolve_dataset
+    from mf_pipeline.lib.steps.validation import walkforward as wf_step
+    from mf_pipeline.orchestration import runner
+
+    settings = settings_of(ctx)
+    w = settings.validation_walkforward
+    try:
+        ends = [d.isoformat() for d in parse_train_ends(
+            train_end_list or [str(d) for d in w.train_end_list_default])]
+        data = str(resolve_dataset(settings, dataset))
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+        raise
+    ends = ends[:max_splits] if max_splits else ends
+    method = (cluster_method or w.cluster_method).strip().lower()
+    scope = (scaling_scope or w.scaling_scope).strip().lower()
+    if method not in ("gmm", "kmeans"):
+        fail("--cluster-method must be gmm or kmeans")
+    if scope not in ("global", "per_ticker"):
+        fail("--scaling-scope must be global or per_ticker")
+    validation = _validation_config(
+        bootstrap_n=bootstrap_n, bootstrap_mode=bootstrap_mode, block_length=block_length,
+        event_window_pre=event_window_pre, event_window_post=event_window_post,
+        min_events_per_transition=min_events_per_transition)
+    _checked_options(ctx, validation)
+    validation["non_overlapping_test"] = w.non_overlapping_test \
+        if non_overlapping_test is None else non_overlapping_test  # fmt: skip
+    models = {"hmm_model": {"n_components": hmm_components or w.hmm_components,
+                            "scaling_scope": scope, "dataset_path": data},
+              "cluster_model": {"method": method, "n_clusters": cluster_k or w.cluster_k,
+                                "scaling_scope": scope, "dataset_path": data}}  # fmt: skip
+    ops = {**{k: {"config": v} for k, v in models.items()},
+           **{f"state_validation_{s}": {"config": validation} for s in SOURCES}}
+    sig = wf_step.signature(settings, data, ends, {"models": models, "validation": validation})
+    folder = wf_step.wf_folder(settings, sig)
+    old = {s["train_end"]: s for s in (wf_step.load_manifest(folder) or {}).get("splits", [])}
+    forced = {d.strip() for item in force_split or [] for d in item.split(",") if d.strip()}
+    k, states = models["cluster_model"]["n_clusters"], models["hmm_model"]["n_components"]
+    say(f"walk-forward {folder.name}: {len(ends)} splits, {method} k={k}, HMM {states} states")
+    records = []
+    for end in ends:
+        previous = old.get(end)
+        if not force and end not in forced and _current(previous):
+            say(f"split {end}: current, skipped (--force-split {end} reruns it)")
+            records.append({**previous, "skipped_existing": True})
+            continue
+        record = _wf_split(settings, f"wf{end}", {"ops": ops})
+        records.append(record)
+        wf_step.save_manifest(folder, sig, records + [s for e, s in old.items()
+                                                      if e not in ends])
+        if record["status"] != "SUCCESS":
+            say(f"split {end} FAILED: {record['error']}")
+            if stop_on_error or not w.continue_on_error:
+                fail(f"split {end} failed; stopped (no aggregate written)")
+    wf_step.save_manifest(folder, sig, records)
+    out = runner.run_assets(settings, ["wf_validation"], None, {"ops": {"wf_validation": {
+        "config": {"wf_run_dir": str(folder)}}}}, log=say)
+    meta = out.metadata["wf_validation"]
+    emit({"wf_run_id": folder.name, "wf_run_dir": str(folder),
+          **{k: meta.get(k) for k in ("splits_total", "splits_successful", "splits_failed",
+                                      "wins_by_metric")},
+          "report": str(folder / "wf_full_report.md")}, as_json)

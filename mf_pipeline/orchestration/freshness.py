@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from mf_pipeline.lib.settings import Settings
 
-RESEARCH_SETTINGS = ("research_clustering", "research_hmm", "cluster_qa", "cluster_hardening",
-                     "validation_walkforward")
+RESEARCH_SETTINGS = ("research_clustering", "research_hmm", "validation", "cluster_qa",
+                     "cluster_hardening", "validation_walkforward")
 """The settings groups a research fit reads (besides its run config)."""
 SETTINGS_DIGEST = "settings_digest"
 OPTIONS = "options"

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
 PER_TICKER_TAG = "mf/per_ticker"
 SPLIT_TAG = "mf/per_split"
-"""Asset tags (set in ``defs/``) that mark the shard-partitioned per-ticker layers and the
-split-partitioned research models with their published labels."""
+ON_DEMAND_TAG = "mf/on_demand"
+"""Asset tags (set in ``defs/``) that mark the shard-partitioned per-ticker layers, the
+split-partitioned research models with their labels, validations and policies, and the
+assets only a command of their own runs (the walk-forward aggregate), never ``mf demo``."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def _tagged(defs: dg.Definitions, tag: str) -> list[str]:
 
 def _unpartitioned(defs: dg.Definitions) -> list[str]:
     return [spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()
-            if spec.partitions_def is None]
+            if spec.partitions_def is None and spec.tags.get(ON_DEMAND_TAG) != "true"]
 
 
 def per_ticker_assets(defs: dg.Definitions) -> tuple[str, ...]:
@@ -48,7 +50,8 @@ def per_ticker_assets(defs: dg.Definitions) -> tuple[str, ...]:
 
 
 def split_assets(defs: dg.Definitions) -> tuple[str, ...]:
-    """The research models and their labels, partitioned by split (``mf demo`` fits ``full``)."""
+    """The research models, their labels, validations, QA and policies, partitioned by split
+    (``mf demo`` runs them on ``full``)."""
     return tuple(_tagged(defs, SPLIT_TAG))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from mf_pipeline.defs.research.partitions import research_splits
+from mf_pipeline.defs.research.partitions import REGIME_TAGS, research_splits
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.defs.validation.config import (
     PolicyConfig,
@@ -26,9 +26,13 @@ from mf_pipeline.lib.steps.validation import policy as policy_step
 from mf_pipeline.lib.steps.validation import sanity, split_validation
 from mf_pipeline.lib.steps.validation import walkforward as wf_step
 from mf_pipeline.lib.steps.validation.inputs import SOURCES
+from mf_pipeline.orchestration.freshness import OPTIONS, SETTINGS_DIGEST, research_settings_digest
+from mf_pipeline.orchestration.planning import ON_DEMAND_TAG
 
 SPLIT = {"partitions_def": research_splits, "group_name": "validation",
-         "io_manager_key": "lake_io"}  # fmt: skip
+         "io_manager_key": "lake_io", "tags": REGIME_TAGS}  # fmt: skip
+"""Split-partitioned like the research models (and, like them, run by ``mf demo`` on
+``full``)."""
 
 
 def _check(name: str, asset: str, report: dict[str, Any]) -> dg.AssetCheckResult:
@@ -61,7 +65,8 @@ def _validation_asset(source: str) -> dg.AssetsDefinition:
                   "validation_grade": summary.get("validation_grade")}
         yield dg.Output(record, metadata={
             **record, "output_dir": dg.MetadataValue.path(str(out.output_dir)),
-            "options": config.given(), "config_digest": summary["config_digest"],
+            OPTIONS: config.given(), SETTINGS_DIGEST: research_settings_digest(s),
+            "config_digest": summary["config_digest"],
             "block_length": summary["bootstrap"].get("block_length"),
             "common_rows": summary["identity"].get("common_rows"),
             "test_end": summary["identity"].get("test_end")})
@@ -87,7 +92,8 @@ def _qa_asset(source: str) -> dg.AssetsDefinition:
             "output_dir": dg.MetadataValue.path(out["output_dir"]),
             "states_total": summary.get("states_total"),
             "states_flagged": summary.get("states_flagged"),
-            "issue_counts": summary.get("issue_counts") or {}, "options": config.given()})
+            "issue_counts": summary.get("issue_counts") or {}, OPTIONS: config.given(),
+            SETTINGS_DIGEST: research_settings_digest(settings.get())})
 
     _asset.__doc__ = (f"QA flags of the {source} states of a split (research.md §8; named "
                       "after the old cluster-qa-run, it applies to every source).")
@@ -120,7 +126,7 @@ def _policy_asset(source: str) -> dg.AssetsDefinition:
             **{k: v for k, v in record.items() if not k.endswith("_ids")},
             "output_dir": dg.MetadataValue.path(out["output_dir"]),
             "allow": str(summary.get("allow_state_ids")), "reused": out["reused"],
-            "options": config.given()})
+            OPTIONS: config.given(), SETTINGS_DIGEST: research_settings_digest(s)})
         yield _check("hardening_sanity", name, sanity.hardening_sanity(out["output_dir"]))
 
     _asset.__doc__ = (f"Tradable-state policy of the {source} states of a split "
@@ -133,7 +139,7 @@ ASSETS = [make(source) for source in SOURCES
           for make in (_validation_asset, _qa_asset, _policy_asset)]
 
 
-@dg.asset(group_name="validation", kinds={"polars"},
+@dg.asset(group_name="validation", kinds={"polars"}, tags={ON_DEMAND_TAG: "true"},
           deps=[f"state_policy_{source}" for source in SOURCES],
           check_specs=[dg.AssetCheckSpec("wf_sanity", asset="wf_validation", blocking=True,
                                          description="Manifest and aggregates written; no "

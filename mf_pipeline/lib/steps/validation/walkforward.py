@@ -124,11 +124,24 @@ def write_aggregate(settings: Settings, folder: Path, manifest: dict[str, Any],
         lake.write_csv(table, folder / name)
     summary = wf.aggregate_summary(records, long)
     lake.write_json(summary, folder / "wf_aggregate_summary.json")
-    lake.write_text(wf.full_report(manifest, records, summary, long),
+    lake.write_text(wf.full_report(records, summary, long, _report_config(manifest), folder.name),
                     folder / "wf_full_report.md")
     write_qa_aggregate(folder, records)
     write_policy_aggregate(folder, records, thresholds)
     return summary
+
+
+def _report_config(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The report's Configuration block: dataset, train ends, model and validation options."""
+    sig = manifest.get("config") or {}
+    config = sig.get("config") or {}
+    models = config.get("models") or {}
+    return {"dataset": sig.get("dataset_path"), "train_end_list": sig.get("train_end_list"),
+            **{f"hmm_{k}": v for k, v in (models.get("hmm_model") or {}).items()
+               if k != "dataset_path"},
+            **{f"cluster_{k}": v for k, v in (models.get("cluster_model") or {}).items()
+               if k != "dataset_path"},
+            **(config.get("validation") or {}), "settings_digest": sig.get("settings_digest")}
 
 
 def write_qa_aggregate(folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
