@@ -213,9 +213,9 @@ def test_large_state_uses_a_random_subset_that_keeps_each_rows_date(monkeypatch)
     seen = []
     real = bmod._weighted_replicates
 
-    def spy(values, units, weights, is_return):
-        seen.append((values.copy(), units.copy()))
-        return real(values, units, weights, is_return)
+    def spy(cells, weights):
+        seen.extend((values.copy(), units.copy()) for values, units, _ in cells)
+        return real(cells, weights)
 
     monkeypatch.setattr(bmod, "_weighted_replicates", spy)
     res = run_bootstrap(_frame(vals), outcomes=["fwd_ret_5"], n_boot=10, max_points_per_state=100)

@@ -1,4 +1,4 @@
-"""Numba kernel for bootstrap medians from resampling weights.
+"""Numba kernels for bootstrap replicate statistics from resampling weights.
 
 A bootstrap replicate that draws resampling unit ``u`` (a date, or a row in the iid mode)
 ``w[u]`` times is the original sample with every value repeated ``w`` times. Its median is
@@ -67,3 +67,12 @@ def weighted_medians(
         else:
             v2, pos, c = _value_at_rank(sorted_vals, units, w, r2, pos, c)
             out[b] = 0.5 * (v1 + v2)
+
+
+@njit(cache=True)
+def draw_counts(idx: np.ndarray, out: np.ndarray) -> None:
+    """``out[b, i]`` = how often row ``i`` occurs in iid draw ``idx[b]`` (``out`` zeroed by
+    the caller; float64 so it feeds the weighted statistics directly)."""
+    for b in range(idx.shape[0]):
+        for j in range(idx.shape[1]):
+            out[b, idx[b, j]] += 1.0

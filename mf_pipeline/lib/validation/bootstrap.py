@@ -24,6 +24,11 @@ a centred bootstrap p-value, and Holm and Benjamini-Hochberg adjustments across 
 of mean = 0, Holm-adjusted across the states of that outcome. Above ``max_points_per_state``
 a (state, outcome) cell is a seeded random subset of its rows, each keeping its date (fault
 #31: never a head slice); ``n`` still reports the full count.
+
+A replicate that draws none of a rare state's dates has no statistic for it and is left out
+of that state's interval and p-value. The date weights are one (n_boot x n_dates) float64
+matrix (29 MB at 1000 x 3650). Cost on 1.09M rows, 5 states, 5 outcomes, n_boot 1000: about
+0.5 s in the block modes; the iid mode draws 1.25e9 row indices and takes about 12 s.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import polars as pl
 from arch.bootstrap import CircularBlockBootstrap, StationaryBootstrap, optimal_block_length
 from statsmodels.stats.multitest import multipletests
 
-from mf_pipeline.lib.kernels.bootstrap import weighted_medians
+from mf_pipeline.lib.kernels.bootstrap import draw_counts, weighted_medians
 from mf_pipeline.lib.research.labels import FORWARD_COLUMNS, FORWARD_RETURN_COLUMNS
 
 MODES: tuple[str, ...] = ("block", "circular", "iid")
@@ -140,39 +145,40 @@ def _date_weights(
 
 
 def _weighted_replicates(
-    values: np.ndarray, units: np.ndarray, weights: np.ndarray, is_return: bool
-) -> _Replicates:
-    """Replicate mean, median and hit rate of ``values`` when unit ``u`` carries
-    ``weights[b, u]`` copies in replicate ``b``."""
+    cells: Sequence[tuple[np.ndarray, np.ndarray, bool]], weights: np.ndarray
+) -> list[_Replicates]:
+    """Replicate mean, median and hit rate of every cell ``(values, units, is_return)`` when
+    unit ``u`` carries ``weights[b, u]`` copies in replicate ``b``.
+
+    Per cell, four per-unit vectors (sum, count, positives, count below the observed median)
+    go into one (units x 4k) matrix, so a single product with ``weights`` gives every
+    replicate's sums of every cell.
+    """
     n_units = weights.shape[1]
-    order = np.argsort(values, kind="stable")
-    sorted_vals = np.ascontiguousarray(values[order])
-    sorted_units = np.ascontiguousarray(units[order])
-    start = values.size // 2
-    per_unit = np.stack(
-        [
-            np.bincount(units, weights=values, minlength=n_units),
-            np.bincount(units, minlength=n_units).astype(np.float64),
-            np.bincount(units, weights=(values > 0).astype(np.float64), minlength=n_units),
-            np.bincount(sorted_units[:start], minlength=n_units).astype(np.float64),
-        ],
-        axis=1,
-    )
-    sums, total, positives, below = (weights @ per_unit).T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / total
-        hit = positives / total if is_return else np.full(mean.size, np.nan)
-    median = np.empty(weights.shape[0])
-    weighted_medians(
-        sorted_vals,
-        sorted_units,
-        weights,
-        start,
-        np.ascontiguousarray(below),
-        np.ascontiguousarray(total),
-        median,
-    )
-    return _Replicates(mean=mean, median=median, hit=hit)
+    per_unit = np.empty((n_units, 4 * len(cells)))
+    ordered = []
+    for k, (values, units, _) in enumerate(cells):
+        order = np.argsort(values)
+        sorted_units = np.ascontiguousarray(units[order])
+        start = values.size // 2
+        per_unit[:, 4 * k] = np.bincount(units, weights=values, minlength=n_units)
+        per_unit[:, 4 * k + 1] = np.bincount(units, minlength=n_units)
+        per_unit[:, 4 * k + 2] = np.bincount(units[values > 0], minlength=n_units)
+        per_unit[:, 4 * k + 3] = np.bincount(sorted_units[:start], minlength=n_units)
+        ordered.append((np.ascontiguousarray(values[order]), sorted_units, start))
+    agg = weights @ per_unit
+    out = []
+    for k, ((sorted_vals, sorted_units, start), (_, _, is_return)) in enumerate(
+        zip(ordered, cells, strict=True)
+    ):
+        sums, total, positives, below = (np.ascontiguousarray(agg[:, 4 * k + j]) for j in range(4))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / total
+            hit = positives / total if is_return else np.full(mean.size, np.nan)
+        median = np.empty(weights.shape[0])
+        weighted_medians(sorted_vals, sorted_units, weights, start, below, total, median)
+        out.append(_Replicates(mean=mean, median=median, hit=hit))
+    return out
 
 
 def _iid_replicates(
@@ -185,9 +191,9 @@ def _iid_replicates(
     for first in range(0, n_boot, IID_BATCH):
         size = min(IID_BATCH, n_boot - first)
         idx = rng.integers(0, m, size=(size, m))
-        keys = (np.arange(size, dtype=np.int64)[:, None] * m + idx).ravel()
-        counts = np.bincount(keys, minlength=size * m).reshape(size, m).astype(np.float64)
-        parts.append(_weighted_replicates(values, np.arange(m), counts, is_return))
+        counts = np.zeros((size, m))
+        draw_counts(idx, counts)
+        parts.extend(_weighted_replicates([(values, np.arange(m), is_return)], counts))
     return _Replicates(
         *(np.concatenate([getattr(p, f) for p in parts]) for f in ("mean", "median", "hit"))
     )
@@ -354,20 +360,22 @@ def run_bootstrap(
     """
     outs = _outcomes(frame, outcomes)
     _check_args(n_boot, ci, mode, alpha, max_points_per_state)
-    df = frame.filter(pl.col("state_id").is_not_null()).sort("state_id", "ticker", "trade_date")
-    states = df["state_id"].unique().sort().to_list()
-    date_code = df["trade_date"].rank("dense").cast(pl.Int64).to_numpy() - 1
-    n_dates = int(date_code.max()) + 1 if df.height else 0
+    daily_col = pairwise_outcome if pairwise_outcome in frame.columns else outs[0]
+    df = frame.select(
+        "state_id",
+        pl.col("trade_date").rank("dense").cast(pl.Int64).sub(1).alias("date_code"),
+        *(pl.col(c).cast(pl.Float64).fill_nan(None) for c in dict.fromkeys([*outs, daily_col])),
+    ).filter(pl.col("state_id").is_not_null())
+    n_dates = int(df["date_code"].max()) + 1 if df.height else 0
     rng = np.random.default_rng(random_state)
 
     length = method = pw = None
     weights = None
     if mode != "iid" and df.height:
-        daily_col = pairwise_outcome if pairwise_outcome in df.columns else outs[0]
         daily = (
-            df.group_by("trade_date")
+            df.group_by("date_code")
             .agg(pl.col(daily_col).mean())
-            .sort("trade_date")
+            .sort("date_code")
             .drop_nulls()[daily_col]
             .to_numpy()
         )
@@ -375,35 +383,47 @@ def run_bootstrap(
         length, method, pw = _block_length(daily, horizon, block_length, mode, n_dates)
         weights = _date_weights(n_dates, n_boot, mode, length, rng)
 
-    state_arr = df["state_id"].to_numpy()
-    outcome_arr = {o: df[o].cast(pl.Float64).fill_null(np.nan).to_numpy() for o in outs}
+    # Rows stay in frame order within a state (ticker, trade_date for an adapted frame), so
+    # the seeded subsets and the iid draws are those of the old tool's (state, ticker, date).
+    parts = df.partition_by("state_id", as_dict=True, maintain_order=True)
+    states = sorted(int(k[0]) for k in parts)
+    cells: list[tuple[int, str, int, np.ndarray, np.ndarray]] = []
+    reps: list[_Replicates | None] = []
+    for state in states:
+        part = parts[(state,)]
+        units = part["date_code"].to_numpy()
+        for outcome in outs:
+            vals = part[outcome].fill_null(np.nan).to_numpy()
+            idx = np.flatnonzero(np.isfinite(vals))
+            n_full = idx.size
+            if idx.size > max_points_per_state:
+                idx = rng.choice(idx, size=max_points_per_state, replace=False)
+            cells.append((state, outcome, n_full, vals[idx], units[idx]))
+            if weights is None and idx.size:
+                is_return = outcome in FORWARD_RETURN_COLUMNS
+                reps.append(_iid_replicates(vals[idx], n_boot, is_return, rng))
+            else:
+                reps.append(None)
+    if weights is not None:
+        todo = [k for k, c in enumerate(cells) if c[3].size]
+        done = _weighted_replicates(
+            [(cells[k][3], cells[k][4], cells[k][1] in FORWARD_RETURN_COLUMNS) for k in todo],
+            weights,
+        )
+        for k, r in zip(todo, done, strict=True):
+            reps[k] = r
+
     rows: list[dict[str, Any]] = []
     pair_means: dict[int, np.ndarray] = {}
     pair_obs: dict[int, float] = {}
     full_n: dict[tuple[int, str], int] = {}
-    for state in states:
-        in_state = state_arr == state
-        for outcome in outs:
-            vals = outcome_arr[outcome]
-            idx = np.flatnonzero(in_state & np.isfinite(vals))
-            full_n[(state, outcome)] = idx.size
-            if idx.size > max_points_per_state:
-                idx = rng.choice(idx, size=max_points_per_state, replace=False)
-            values = vals[idx]
-            reps = None
-            if values.size:
-                is_return = outcome in FORWARD_RETURN_COLUMNS
-                if weights is None:
-                    reps = _iid_replicates(values, n_boot, is_return, rng)
-                else:
-                    reps = _weighted_replicates(values, date_code[idx], weights, is_return)
-            row = _state_row(
-                state, outcome, full_n[(state, outcome)], values, reps, ci, mode, length
-            )
-            rows.append(row)
-            if outcome == pairwise_outcome and reps is not None:
-                pair_means[state] = reps.mean
-                pair_obs[state] = row["mean_obs"]
+    for (state, outcome, n_full, values, _), rep in zip(cells, reps, strict=True):
+        full_n[(state, outcome)] = n_full
+        row = _state_row(state, outcome, n_full, values, rep, ci, mode, length)
+        rows.append(row)
+        if outcome == pairwise_outcome and rep is not None:
+            pair_means[state] = rep.mean
+            pair_obs[state] = row["mean_obs"]
 
     for outcome in outs:
         cells = [r for r in rows if r["outcome_name"] == outcome]
