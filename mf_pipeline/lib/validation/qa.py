@@ -19,6 +19,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 QA_LABELS: tuple[str, ...] = (
@@ -33,6 +34,12 @@ QA_LABELS: tuple[str, ...] = (
 )
 OUTLIER_MIN_WINDOWS = 4
 OUTLIER_STD_MULT = 2.0
+OUTLIER_FAMILY_ALPHA = 0.05
+"""LIKELY_OUTLIER_WINDOW fires when the most extreme window mean lies further from the mean
+than the larger of 2 std and the two-sided Bonferroni z of ``OUTLIER_FAMILY_ALPHA`` over the
+state's windows. The old fixed 2 std flags most states of pure noise once there are 20+
+windows (the chance that the largest of n normal deviations exceeds 2 std grows with n);
+calibrated this way, noise flags about 5 % of states whatever the number of windows."""
 EXTREME_WINDOWS = 3  # best and worst windows listed per state
 
 
@@ -87,9 +94,9 @@ def _present_windows(rolling: pl.DataFrame) -> pl.DataFrame:
 def window_stats(rolling: pl.DataFrame) -> pl.DataFrame:
     """Per state over its rolling windows (by ``window_seq``): ``window_count``,
     ``sign_flip_count`` (sign changes between consecutive non-zero finite window means),
-    ``share_variance`` (population), ``best/worst_window_fwd_ret_10``, ``drift_span`` and
-    ``likely_outlier_window`` (≥ 4 finite means and one more than 2 population std from their
-    mean)."""
+    ``share_variance`` (population), ``best/worst_window_fwd_ret_10``, ``drift_span``,
+    ``outlier_z`` (largest |mean − their mean| / population std) and ``likely_outlier_window``
+    (≥ 4 finite means and ``outlier_z`` above :func:`outlier_threshold`)."""
     v = pl.col("fwd_ret_10_mean")
     fin = v.filter(v.is_finite())
     nonzero_sign = fin.sign().filter(fin.sign() != 0)
@@ -105,12 +112,15 @@ def window_stats(rolling: pl.DataFrame) -> pl.DataFrame:
             share.var(ddof=0).alias("share_variance"),
             fin.max().alias("best_window_fwd_ret_10"),
             fin.min().alias("worst_window_fwd_ret_10"),
-            (
-                (fin.len() >= OUTLIER_MIN_WINDOWS)
-                & (sd > 0)
-                & ((fin - fin.mean()).abs().max() > OUTLIER_STD_MULT * sd)
-            ).fill_null(False).alias("likely_outlier_window"),
+            fin.len().alias("_finite_windows"),
+            pl.when(sd > 0).then((fin - fin.mean()).abs().max() / sd).alias("outlier_z"),
         )
+        .with_columns(
+            ((pl.col("_finite_windows") >= OUTLIER_MIN_WINDOWS)
+             & (pl.col("outlier_z") > outlier_threshold(pl.col("_finite_windows"))))
+            .fill_null(False).alias("likely_outlier_window"),
+        )
+        .drop("_finite_windows")
         .with_columns(
             (pl.col("best_window_fwd_ret_10") - pl.col("worst_window_fwd_ret_10")).alias(
                 "drift_span"
@@ -118,6 +128,18 @@ def window_stats(rolling: pl.DataFrame) -> pl.DataFrame:
             pl.col("sign_flip_count").cast(pl.Int64),
         )
     )
+
+
+def outlier_threshold(windows: pl.Expr) -> pl.Expr:
+    """Deviation (in std) a window mean must exceed to be an outlier among ``windows`` means."""
+    from scipy.stats import norm
+
+    def z(n: pl.Series) -> pl.Series:
+        counts = n.cast(pl.Float64).fill_null(1.0).clip(1.0).to_numpy()
+        level = norm.ppf(1 - OUTLIER_FAMILY_ALPHA / (2 * counts))
+        return pl.Series(np.maximum(OUTLIER_STD_MULT, level))
+
+    return windows.map_batches(z, return_dtype=pl.Float64)
 
 
 def transition_counts(transition_summary: pl.DataFrame) -> pl.DataFrame:
