@@ -205,3 +205,11 @@ def test_adapted_frame_invariants(rows):
     assert all(t == t.strip().upper() for t in f["ticker"])
     for c in FORWARD_COLUMNS:
         assert f[c].is_nan().sum() == 0
+
+
+def test_null_ticker_raises_and_tickers_are_normalised():
+    frame = _panel(1, 3).with_columns(pl.Series("ticker", [" ab.us", "ab.US", None]))
+    with pytest.raises(ValueError, match="1 rows have a null ticker"):
+        adapt(frame)
+    ok = adapt(frame.head(2).with_columns(pl.Series("trade_date", [D0, D0 + timedelta(1)])))
+    assert ok.frame["ticker"].to_list() == ["AB.US", "AB.US"]

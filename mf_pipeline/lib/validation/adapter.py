@@ -172,6 +172,16 @@ def _dates(s: pl.Series) -> pl.Series:
     return parsed
 
 
+def _tickers(s: pl.Series) -> pl.Series:
+    """Trimmed, upper-cased tickers; normalised once per distinct value, not per row."""
+    s = s.cast(pl.Utf8)
+    distinct = s.unique()
+    norm = distinct.str.strip_chars().str.to_uppercase()
+    if distinct.equals(norm):
+        return s
+    return s.replace_strict(distinct, norm)
+
+
 def _bound(value: str | None, what: str) -> date | None:
     if value is None:
         return None
@@ -230,8 +240,8 @@ def adapt(
     elif kind == "flow" and "flow_state_label" in frame.columns:
         names = frame["flow_state_label"].cast(pl.Utf8)
     else:
-        names = pl.Series([None] * frame.height, dtype=pl.Utf8)
-    ticker = frame["ticker"].cast(pl.Utf8).str.strip_chars().str.to_uppercase()
+        names = pl.repeat(None, frame.height, dtype=pl.Utf8, eager=True)
+    ticker = _tickers(frame["ticker"])
     if ticker.null_count():
         raise ValueError(f"{ticker.null_count()} rows have a null ticker")
     df = frame.with_columns(
@@ -244,9 +254,16 @@ def adapt(
         pl.coalesce("state_label_name", pl.col("state_id").cast(pl.Utf8)).alias("state_label_name")
     )
     null_dates = df["trade_date"].null_count()
-    df = df.filter(pl.col("trade_date").is_not_null()).sort("ticker", "trade_date")
-    # Sorted, a duplicated (ticker, trade_date) is a row equal to the previous one.
+    df = df.filter(pl.col("trade_date").is_not_null())
     keys = df.select("ticker", "trade_date")
+    prev = keys.shift(1)
+    in_order = (keys["ticker"] > prev["ticker"]) | (
+        (keys["ticker"] == prev["ticker"]) & (keys["trade_date"] >= prev["trade_date"])
+    )
+    if not in_order.fill_null(True).all():
+        df = df.sort("ticker", "trade_date")
+        keys = df.select("ticker", "trade_date")
+    # Sorted, a duplicated (ticker, trade_date) is a row equal to the previous one.
     dup = (keys == keys.shift(1)).select(pl.all_horizontal(pl.all()).fill_null(False))
     dup = dup.to_series()
     if dup.any():
