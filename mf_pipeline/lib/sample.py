@@ -22,9 +22,9 @@ Clean files are identical with and without `messy`.
 Null mode (`null=True`) writes a universe with NO structure to find: every regime gets the same
 parameters (zero drift, one volatility level without the persistent volatility factor, one
 volume level, a symmetric close location), so log prices are driftless random walks with iid
-Student-t shocks. The regime paths are still drawn (the random streams, hence the shocks, stay
-those of the planted universe with the same seed) but they change nothing, and the truth says
-regime 0 everywhere. It exists to check that the research and validation layers find no edge
+Student-t shocks. The regime paths are still drawn, so the tickers, histories and return shocks
+are those of the planted universe with the same seed, but they change nothing, and the truth
+says regime 0 everywhere. It exists to check that the research and validation layers find no edge
 where there is none.
 
 Everything is vectorised with numpy (regime paths via geometric dwell times and `np.repeat`,

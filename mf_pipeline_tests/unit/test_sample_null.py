@@ -152,3 +152,19 @@ def test_settings_null_regenerates_embedded_sample(
     assert generated_null_flag(root) is True
     truth = pl.read_parquet(root / "_truth" / "regimes.parquet")
     assert truth["regime"].unique().to_list() == [0]
+
+
+def test_null_messy_plants_the_same_defects(tmp_path: Path) -> None:
+    """A messy null universe plants every defect kind in the same files (their bars are null
+    too, so the random stream and thus the defect line numbers may differ)."""
+    kwargs = {"n_tickers": 3, "years": 0.5, "seed": 11, "messy": True}
+    planted = generate_universe(tmp_path / "p", **kwargs)
+    null = generate_universe(tmp_path / "n", null=True, **kwargs)
+    defects = [json.loads((r.truth_dir / "defects.json").read_text()) for r in (planted, null)]
+    def kinds(entries: list[dict]) -> list[tuple]:
+        return [(e["kind"], e["source_file"], e["expected_reason"]) for e in entries]
+
+    assert kinds(defects[0]) == kinds(defects[1]) and len(defects[0]) >= 19
+    messy_file = planted.out_dir / defects[0][0]["source_file"]
+    null_file = null.out_dir / defects[0][0]["source_file"]
+    assert messy_file.read_bytes() != null_file.read_bytes()
