@@ -36,6 +36,7 @@ import polars as pl
 
 MODEL_ORDER: tuple[str, ...] = ("HMM", "Flow", "Cluster")
 """Stable model order: table order and the tie-break of the wins."""
+_RANK = {m: i for i, m in enumerate(MODEL_ORDER)}
 COMPARISONS: dict[str, tuple[str, str]] = {
     "HMM_vs_Flow": ("HMM", "Flow"),
     "HMM_vs_Cluster": ("HMM", "Cluster"),
@@ -147,9 +148,7 @@ def _int(value: Any) -> int | None:
 
 
 def _model_rank() -> pl.Expr:
-    return pl.col("model").replace_strict(
-        {m: i for i, m in enumerate(MODEL_ORDER)}, default=len(MODEL_ORDER), return_dtype=pl.Int8
-    )
+    return pl.col("model").replace_strict(_RANK, default=len(_RANK), return_dtype=pl.Int8)
 
 
 def _successes(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -164,8 +163,7 @@ def _failed_splits(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 def _models(record: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """The record's models in the stable order (unknown names after, alphabetically)."""
     models = record.get("models") or {}
-    order = {m: i for i, m in enumerate(MODEL_ORDER)}
-    return sorted(models.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return sorted(models.items(), key=lambda kv: (_RANK.get(kv[0], len(_RANK)), kv[0]))
 
 
 # --------------------------------------------------------------------------- §7.3 tables
