@@ -78,9 +78,24 @@ def test_block_statistics_from_a_known_date_draw(monkeypatch):
     assert row["mean_ci_hi"] == pytest.approx((0.11 / 6 + 0.02) / 2)
     assert (row["median_ci_lo"], row["median_ci_hi"]) == pytest.approx((0.01, 0.02))
     assert (row["hit_rate_ci_lo"], row["hit_rate_ci_hi"]) == pytest.approx((0.5, 5 / 6))
-    # no replicate mean is |obs| away from obs: p = 1 / (B + 1)
-    assert row["mean_p_value"] == pytest.approx(0.25)
+    # one state is its own all-states reference: its edge is 0 in every replicate, p = 1
+    assert row["mean_p_value"] == pytest.approx(1.0)
     assert row["block_length"] == 1 and row["bootstrap_mode"] == "block"
+
+
+def test_edge_test_is_the_state_mean_minus_the_all_states_mean(monkeypatch):
+    # Every value is positive, so "mean = 0" gives state 0 p = 1/6 (no replicate mean is
+    # 0.0467 away from 0.0467). Its edge: 0.14/3 - 0.195/6 = 0.01417; replicates (state mean -
+    # all-rows mean of the same draw) 0.01417, 0.02 - 0.015, 0.05 - 0.03583, 0.09 - 0.0575,
+    # 0.02667 - 0.02167 = 0.01417, 0.005, 0.01417, 0.0325, 0.005: only 0.0325 is >= 0.01417
+    # away from 0.01417, p = 2/6. State 1's edge is the mirror image (equal counts).
+    vals = np.array([[0.02, 0.03, 0.09], [0.01, 0.02, 0.025]])
+    w = np.array([[1.0, 1, 1], [3, 0, 0], [0, 2, 1], [0, 0, 3], [1, 2, 0]])
+    monkeypatch.setattr(bmod, "_date_weights", lambda *a: w)
+    frame = _frame(vals, np.array([[0], [1]]), "fwd_ret_10")
+    res = run_bootstrap(frame, n_boot=5, block_length=1).state_summary
+    assert res["mean_p_value"].to_list() == pytest.approx([1 / 3, 1 / 3])
+    assert res["mean_p_adjusted"].to_list() == pytest.approx([2 / 3, 2 / 3])
 
 
 @pytest.mark.parametrize(
@@ -195,12 +210,14 @@ def test_default_block_length_is_politis_white_at_least_the_longest_horizon():
     for t in range(1, 600):
         ar[t] = 0.97 * ar[t - 1] + rng.normal()
     frame = _frame(np.stack([ar, ar + rng.normal(0, 0.1, 600)]), col="fwd_ret_10")
-    res = run_bootstrap(frame, n_boot=5)
     daily = frame.group_by("trade_date").agg(pl.col("fwd_ret_10").mean()).sort("trade_date")
-    pw = optimal_block_length(daily["fwd_ret_10"].to_numpy())["stationary"].iloc[0]
-    assert pw > 10
-    assert res.meta["block_length"] == int(np.ceil(pw))
-    assert res.meta["block_length_method"] == "politis_white_min_horizon"
+    pw = optimal_block_length(daily["fwd_ret_10"].to_numpy())
+    for mode, column in (("block", "stationary"), ("circular", "circular")):
+        res = run_bootstrap(frame, n_boot=5, mode=mode)
+        assert pw[column].iloc[0] > 10
+        assert res.meta["block_length"] == int(np.ceil(pw[column].iloc[0]))
+        assert res.state_summary["block_length"].unique().to_list() == [res.meta["block_length"]]
+        assert res.meta["block_length_method"] == "politis_white_min_horizon"
     noise = _frame(rng.normal(size=(2, 300)), col="fwd_ret_20")
     assert run_bootstrap(noise, n_boot=5).meta["block_length"] == 20
 
