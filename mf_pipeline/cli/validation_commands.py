@@ -370,9 +370,12 @@ def validation_wf_run(
 ) -> None:
     """Walk-forward validation: per split fit HMM + clusters, validate flow/HMM/cluster
     states on the same rows, QA and policy; then the aggregate report."""
+    import datetime as dt
+
     from mf_pipeline.lib.research.splits import parse_train_ends
     from mf_pipeline.lib.steps.research.prepare import resolve_dataset
     from mf_pipeline.lib.steps.validation import walkforward as wf_step
+    from mf_pipeline.lib.validation.walkforward import test_windows
     from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
@@ -402,8 +405,16 @@ def validation_wf_run(
                             "scaling_scope": scope, "dataset_path": data},
               "cluster_model": {"method": method, "n_clusters": cluster_k or w.cluster_k,
                                 "scaling_scope": scope, "dataset_path": data}}  # fmt: skip
-    ops = {**{k: {"config": v} for k, v in models.items()},
-           **{f"state_validation_{s}": {"config": validation} for s in SOURCES}}
+    windows = dict(test_windows([dt.date.fromisoformat(e) for e in ends], None,
+                                validation["non_overlapping_test"]))
+
+    def ops(end: str) -> dict[str, Any]:
+        """The split's run config: models, then validations up to the next train end."""
+        last = windows[dt.date.fromisoformat(end)]
+        judged = validation | ({"test_end": last.isoformat()} if last else {})
+        return {**{k: {"config": v} for k, v in models.items()},
+                **{f"state_validation_{s}": {"config": judged} for s in SOURCES}}
+
     sig = wf_step.signature(settings, data, ends, {"models": models, "validation": validation})
     folder = wf_step.wf_folder(settings, sig)
     old = {s["train_end"]: s for s in (wf_step.load_manifest(folder) or {}).get("splits", [])}
@@ -417,7 +428,7 @@ def validation_wf_run(
             say(f"split {end}: current, skipped (--force-split {end} reruns it)")
             records.append({**previous, "skipped_existing": True})
             continue
-        record = _wf_split(settings, f"wf{end}", {"ops": ops})
+        record = _wf_split(settings, f"wf{end}", {"ops": ops(end)})
         records.append(record)
         wf_step.save_manifest(folder, sig, records + [s for e, s in old.items()
                                                       if e not in ends])

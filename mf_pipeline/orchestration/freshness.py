@@ -33,7 +33,9 @@ def research_settings_digest(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(groups, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None) -> Any:
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey,
+                           partition: str | None) -> Any:
+    """The newest materialization record of ``key`` (``partition``), by Dagster's records."""
     import dagster as dg
 
     records = instance.fetch_materializations(
@@ -63,8 +65,9 @@ def stale_split_assets(instance: dg.DagsterInstance, defs: dg.Definitions, setti
     digest = research_settings_digest(settings)
     parents = {name: list(graph.get(dg.AssetKey(name)).parent_keys) for name in assets}
     stale = {name for name in assets if not _is_current(
-        _latest(instance, dg.AssetKey(name), partition),
-        [_latest(instance, parent, partition if graph.get(parent).is_partitioned else None)
+        latest_materialization(instance, dg.AssetKey(name), partition),
+        [latest_materialization(instance, parent,
+                                partition if graph.get(parent).is_partitioned else None)
          for parent in parents[name]],
         digest)}
     grew = True

@@ -9,6 +9,7 @@ failed validation or an inconsistent policy. ``wf_validation`` aggregates the wa
 splits. Every asset only wires ``mf_pipeline.lib.steps.validation`` to storage.
 """
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ from mf_pipeline.lib.steps.validation import policy as policy_step
 from mf_pipeline.lib.steps.validation import sanity, split_validation
 from mf_pipeline.lib.steps.validation import walkforward as wf_step
 from mf_pipeline.lib.steps.validation.inputs import SOURCES
-from mf_pipeline.orchestration.freshness import OPTIONS, SETTINGS_DIGEST, research_settings_digest
+from mf_pipeline.orchestration.freshness import (
+    OPTIONS,
+    SETTINGS_DIGEST,
+    latest_materialization,
+    research_settings_digest,
+)
 from mf_pipeline.orchestration.planning import ON_DEMAND_TAG
 
 SPLIT = {"partitions_def": research_splits, "group_name": "validation",
@@ -57,7 +63,8 @@ def _validation_asset(source: str) -> dg.AssetsDefinition:
             non_overlapping = s.validation_walkforward.non_overlapping_test
         out = split_validation.validate_split(
             s, context.partition_key, source, hmm_model["output_dir"],
-            cluster_model["output_dir"], config.options(s), non_overlapping)
+            cluster_model["output_dir"], config.options(s), non_overlapping,
+            dt.date.fromisoformat(config.test_end) if config.test_end else None)
         summary = out.summary
         record = {"run_id": out.run_id, "output_dir": str(out.output_dir), "source": source,
                   "split_id": context.partition_key, "rows": summary["rows"],
@@ -178,10 +185,9 @@ def _latest_manifest(context: dg.AssetExecutionContext, settings: Any
     for key in (k for k in split_keys(settings) if k.startswith(WF_PREFIX)):
         dirs = {}
         for source in SOURCES:
-            event = context.instance.get_latest_materialization_event(
-                dg.AssetKey(f"state_validation_{source}"), partition=key) \
-                if hasattr(context.instance, "get_latest_materialization_event") else None
-            mat = event.asset_materialization if event is not None else None
+            record = latest_materialization(context.instance,
+                                            dg.AssetKey(f"state_validation_{source}"), key)
+            mat = record.asset_materialization if record is not None else None
             if mat is not None and "output_dir" in mat.metadata:
                 dirs[f"val_{source}_dir"] = str(mat.metadata["output_dir"].value)
         status = "SUCCESS" if len(dirs) == len(SOURCES) else "MISSING"

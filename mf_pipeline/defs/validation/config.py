@@ -60,6 +60,9 @@ class ValidationConfig(_Given):
 class StateValidationConfig(ValidationConfig):
     non_overlapping_test: bool | None = None
     """Judge a walk-forward split only up to the next train end (default: settings, true)."""
+    test_end: str | None = None
+    """Last test date judged, YYYY-MM-DD (default: the next default train end when tests do
+    not overlap; ``mf validation-wf-run`` passes the next train end of its own list)."""
 
 
 class FileValidationConfig(ValidationConfig):

@@ -55,8 +55,10 @@ def test_end_of(settings: Settings, split_key: str, non_overlapping: bool) -> dt
 
 
 def split_rows(settings: Settings, split_key: str, hmm_run_dir: str | Path,
-               cluster_run_dir: str | Path, non_overlapping: bool = True) -> SplitRows:
-    """The split's rows labelled by both model runs, with every state column."""
+               cluster_run_dir: str | Path, non_overlapping: bool = True,
+               test_end: dt.date | None = None) -> SplitRows:  # fmt: skip
+    """The split's rows labelled by both model runs, with every state column, up to
+    ``test_end`` (default :func:`test_end_of`: the next default train end)."""
     hmm_path = Path(hmm_run_dir) / "decoded_rows.parquet"
     cluster_path = Path(cluster_run_dir) / "clustered_dataset_full.parquet"
     for path in (hmm_path, cluster_path):
@@ -70,7 +72,8 @@ def split_rows(settings: Settings, split_key: str, hmm_run_dir: str | Path,
     rows_cluster = clusters.select(pl.len()).collect().item()
     frame = hmm.select(hmm_cols).join(clusters.select(cluster_cols),
                                       on=["ticker", "trade_date"], how="inner")
-    test_end = test_end_of(settings, split_key, non_overlapping)
+    if test_end is None:
+        test_end = test_end_of(settings, split_key, non_overlapping)
     if test_end is not None:
         frame = frame.filter(pl.col("trade_date") <= test_end)
     out = frame.sort("ticker", "trade_date").collect()

@@ -6,6 +6,7 @@ what identifies them (the run id is a digest of that identity and the options).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from mf_pipeline.lib.settings import Settings
@@ -17,11 +18,14 @@ from mf_pipeline.lib.validation.adapter import adapt, read_state_file
 
 def validate_split(settings: Settings, split_key: str, source: str, hmm_run_dir: str | Path,
                    cluster_run_dir: str | Path, options: ValidationOptions,
-                   non_overlapping: bool = True) -> ValidationOutcome:  # fmt: skip
-    """Validate the ``source`` states of split ``split_key`` on the rows both runs labelled."""
+                   non_overlapping: bool = True, test_end: dt.date | None = None
+                   ) -> ValidationOutcome:  # fmt: skip
+    """Validate the ``source`` states of split ``split_key`` on the rows both runs labelled
+    (up to ``test_end``, default: the next default train end with ``non_overlapping``)."""
     if source not in SOURCES:
         raise ValueError(f"unknown state source {source!r}: one of {', '.join(SOURCES)}")
-    rows = split_rows(settings, split_key, hmm_run_dir, cluster_run_dir, non_overlapping)
+    rows = split_rows(settings, split_key, hmm_run_dir, cluster_run_dir, non_overlapping,
+                      test_end)
     input_type, state_col = SOURCES[source]
     adapted = adapt(rows.frame, input_type=input_type, state_col=state_col)
     adapted.summary["split"] = rows.info
