@@ -34,8 +34,8 @@ SCHEMA = {
     "state_share_mean": pl.Float64, "state_share_cv": pl.Float64,
     "pairwise_diff_significant_share": pl.Float64, "confidence_score": pl.Float64,
     "notes": pl.Utf8, "pairwise_diff_sign_consistent_share": pl.Float64,
-    "edge_p_value": pl.Float64, "edge_p_adjusted": pl.Float64, "edge_significant": pl.Boolean,
-    "edge_direction": pl.Int8,
+    "edge_p_value": pl.Float64, "edge_p_adjusted": pl.Float64, "edge_excess": pl.Float64,
+    "edge_significant": pl.Boolean, "edge_direction": pl.Int8,
 }  # fmt: skip
 GOOD = {
     "state_id": 0, "n_rows": 5000, "fwd_ret_10_mean": 0.01, "fwd_ret_10_ci_lo": 0.004,
@@ -43,8 +43,8 @@ GOOD = {
     "sign_confidence_flag": True, "stability_sign_consistency": 0.9, "ret_mean_cv": 0.6,
     "state_share_mean": 0.3, "state_share_cv": 0.2, "pairwise_diff_significant_share": 1.0,
     "confidence_score": 80.0, "notes": "ok", "pairwise_diff_sign_consistent_share": 1.0,
-    "edge_p_value": 0.001, "edge_p_adjusted": 0.002, "edge_significant": True,
-    "edge_direction": 1,
+    "edge_p_value": 0.001, "edge_p_adjusted": 0.002, "edge_excess": 0.006,
+    "edge_significant": True, "edge_direction": 1,
 }  # fmt: skip
 NO_TRANSITIONS = pl.DataFrame(
     schema={"prev_state_id": pl.Int32, "next_state_id": pl.Int32, "count_events": pl.Int64}
@@ -300,7 +300,8 @@ def _bearish_inputs(consistency_column: str):
         {"state_id": [0, 1], "outcome_name": ["fwd_ret_10"] * 2, "n": [6000, 5000],
          "mean_obs": [0.008, -0.012], "mean_ci_lo": [0.003, -0.018],
          "mean_ci_hi": [0.013, -0.006], "hit_rate_obs": [0.55, 0.42],
-         "mean_p_value": [0.002, 0.001], "mean_p_adjusted": [0.002, 0.002]}
+         "mean_p_value": [0.002, 0.001], "mean_p_adjusted": [0.002, 0.002],
+         "mean_excess_obs": [0.0095, -0.0105]}
     ).with_columns(pl.col("state_id").cast(pl.Int32))  # fmt: skip
     pairwise = pl.DataFrame({"state_a": [0], "state_b": [1], "diff_sign_consistent": [True],
                              "significant": [True]})  # fmt: skip
@@ -503,3 +504,13 @@ def test_recommend_thresholds():
     rec = recommend_thresholds(blocked, t)
     assert rec["reference_class"] == "all"
     assert rec["recommendations"]["ret_cv_hard"] == t.ret_cv_hard
+
+
+def test_a_positive_state_below_the_average_is_no_long_edge():
+    """The edge is the excess over the all-states mean: a state whose mean is positive (CI
+    above 0) but significantly BELOW the average of all states is WATCH, not ALLOW long."""
+    table = harden(card({"state_id": 0}, {"state_id": 1, "edge_excess": -0.004}),
+                   rolling({0: [0.01] * 8, 1: [0.01] * 8}), NO_TRANSITIONS, {0: [], 1: []},
+                   PolicyThresholds()).state_table.sort("state_id")
+    assert table["class_label"].to_list() == ["ALLOW", "WATCH"]
+    assert "WATCH_EDGE_DIRECTION_MIXED" in table["reasons"][1]

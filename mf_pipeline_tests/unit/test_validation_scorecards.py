@@ -21,15 +21,15 @@ FRAME = pl.DataFrame(
 
 def _boot(pairwise: pl.DataFrame | None = None, extra: list[dict] | None = None):
     rows = [
-        # state, outcome, n, mean, lo, hi, hit, p, p_adj
-        (0, "fwd_ret_10", 1000, 0.01, 0.004, 0.016, 0.55, 0.001, 0.003),
-        (1, "fwd_ret_10", 100, -0.008, -0.02, -0.001, 0.45, 0.01, 0.02),
-        (2, "fwd_ret_10", 400, 0.0005, -0.03, 0.031, 0.50, 0.9, 0.9),
+        # state, outcome, n, mean, lo, hi, hit, p, p_adj, excess over the all-states mean
+        (0, "fwd_ret_10", 1000, 0.01, 0.004, 0.016, 0.55, 0.001, 0.003, 0.0093),
+        (1, "fwd_ret_10", 100, -0.008, -0.02, -0.001, 0.45, 0.01, 0.02, -0.0087),
+        (2, "fwd_ret_10", 400, 0.0005, -0.03, 0.031, 0.50, 0.9, 0.9, -0.0002),
         # another outcome: must be ignored by the scorecard
-        (0, "fwd_ret_5", 1000, 0.5, 0.4, 0.6, 0.9, 0.0, 0.0),
+        (0, "fwd_ret_5", 1000, 0.5, 0.4, 0.6, 0.9, 0.0, 0.0, 0.1),
     ]
     cols = ["state_id", "outcome_name", "n", "mean_obs", "mean_ci_lo", "mean_ci_hi",
-            "hit_rate_obs", "mean_p_value", "mean_p_adjusted"]  # fmt: skip
+            "hit_rate_obs", "mean_p_value", "mean_p_adjusted", "mean_excess_obs"]  # fmt: skip
     summary = pl.DataFrame(rows, schema=cols, orient="row")
     if extra:
         summary = pl.concat([summary, pl.DataFrame(extra, schema=summary.schema)])
@@ -150,7 +150,8 @@ def test_worst_state_is_never_a_null_mean_state():
     """#20: the old sort put a state with no finite outcome (null mean) last, i.e. "worst"."""
     empty = [{"state_id": 3, "outcome_name": "fwd_ret_10", "n": 0, "mean_obs": None,
               "mean_ci_lo": None, "mean_ci_hi": None, "hit_rate_obs": None,
-              "mean_p_value": None, "mean_p_adjusted": None}]  # fmt: skip
+              "mean_p_value": None, "mean_p_adjusted": None,
+              "mean_excess_obs": None}]  # fmt: skip
     card, overall = build_scorecards(FRAME, "hmm", _boot(extra=empty), STABILITY, weights={})
     assert card.height == 4
     assert overall["worst_state_id"] == 1

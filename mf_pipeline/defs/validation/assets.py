@@ -50,8 +50,11 @@ def _check(name: str, asset: str, report: dict[str, Any]) -> dg.AssetCheckResult
 
 def _validation_asset(source: str) -> dg.AssetsDefinition:
     name = f"state_validation_{source}"
+    description = (f"Validation of the {source} states of a split (research.md §6): "
+                   "date-block bootstrap CIs with Holm-corrected edge and pairwise tests, "
+                   "transition event study, rolling stability, scorecards.")
 
-    @dg.asset(name=name, kinds={"polars"}, **SPLIT,
+    @dg.asset(name=name, kinds={"polars"}, description=description, **SPLIT,
               check_specs=[dg.AssetCheckSpec("validation_sanity", asset=name, blocking=True,
                                              description="Finished run, one scorecard row per "
                                              "state, no NaN cell (research.md §6.7).")])
@@ -79,16 +82,16 @@ def _validation_asset(source: str) -> dg.AssetsDefinition:
             "test_end": summary["identity"].get("test_end")})
         yield _check("validation_sanity", name, sanity.validation_sanity(out.output_dir))
 
-    _asset.__doc__ = (f"Validation of the {source} states of a split (research.md §6): "
-                      "date-block bootstrap CIs with Holm-corrected edge and pairwise tests, "
-                      "transition event study, rolling stability, scorecards.")
     return _asset
 
 
 def _qa_asset(source: str) -> dg.AssetsDefinition:
     name, upstream = f"cluster_qa_{source}", f"state_validation_{source}"
+    description = (f"QA flags of the {source} states of a split (research.md §8; named after "
+                   "the old cluster-qa-run, it applies to every source).")
 
-    @dg.asset(name=name, **SPLIT, ins={"validation": dg.AssetIn(upstream)})
+    @dg.asset(name=name, description=description, **SPLIT,
+              ins={"validation": dg.AssetIn(upstream)})
     def _asset(config: QaConfig, settings: PipelineSettings, validation: dict) -> dg.Output:
         out = policy_step.qa_run(validation["output_dir"], config.qa(settings.get()))
         summary = out["summary"]
@@ -102,15 +105,16 @@ def _qa_asset(source: str) -> dg.AssetsDefinition:
             "issue_counts": summary.get("issue_counts") or {}, OPTIONS: config.given(),
             SETTINGS_DIGEST: research_settings_digest(settings.get())})
 
-    _asset.__doc__ = (f"QA flags of the {source} states of a split (research.md §8; named "
-                      "after the old cluster-qa-run, it applies to every source).")
     return _asset
 
 
 def _policy_asset(source: str) -> dg.AssetsDefinition:
     name = f"state_policy_{source}"
+    description = (f"Tradable-state policy of the {source} states of a split "
+                   "(research.md §9): ALLOW / WATCH / BLOCK with reasons, tradability score "
+                   "and direction; ALLOW needs a Holm-significant edge.")
 
-    @dg.asset(name=name, **SPLIT,
+    @dg.asset(name=name, description=description, **SPLIT,
               ins={"validation": dg.AssetIn(f"state_validation_{source}"),
                    "qa": dg.AssetIn(f"cluster_qa_{source}")},
               check_specs=[dg.AssetCheckSpec("hardening_sanity", asset=name, blocking=True,
@@ -136,9 +140,6 @@ def _policy_asset(source: str) -> dg.AssetsDefinition:
             OPTIONS: config.given(), SETTINGS_DIGEST: research_settings_digest(s)})
         yield _check("hardening_sanity", name, sanity.hardening_sanity(out["output_dir"]))
 
-    _asset.__doc__ = (f"Tradable-state policy of the {source} states of a split "
-                      "(research.md §9): ALLOW / WATCH / BLOCK with reasons, tradability "
-                      "score and direction; ALLOW needs a Holm-significant edge.")
     return _asset
 
 
@@ -155,7 +156,7 @@ def wf_validation(context: dg.AssetExecutionContext, config: WfValidationConfig,
                   settings: PipelineSettings) -> Any:
     """Walk-forward aggregate over the splits (research.md §7.3–7.5, §8.4, §9.7): per-model
     scorecards, wins, comparisons, QA issue frequency, policy counts and the threshold
-    recommendation, with ``wf_full_report.md``."""
+    recommendation, with `wf_full_report.md`."""
     s = settings.get()
     if config.wf_run_dir:
         folder = Path(config.wf_run_dir)

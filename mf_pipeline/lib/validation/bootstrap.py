@@ -74,6 +74,7 @@ STATE_SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "bootstrap_sample_n": pl.Int64,
     "mean_p_value": pl.Float64,
     "mean_p_adjusted": pl.Float64,
+    "mean_excess_obs": pl.Float64,
     "block_length": pl.Int32,
 }
 PAIRWISE_SCHEMA: dict[str, pl.DataType] = {
@@ -309,7 +310,8 @@ def _state_row(
         row["hit_rate_ci_lo"], row["hit_rate_ci_hi"] = _ci(reps.hit, ci)
         if reference is not None:
             ref_obs, ref_reps = reference
-            row["mean_p_value"] = centred_p_value(reps.mean - ref_reps, row["mean_obs"] - ref_obs)
+            row["mean_excess_obs"] = row["mean_obs"] - ref_obs
+            row["mean_p_value"] = centred_p_value(reps.mean - ref_reps, row["mean_excess_obs"])
     return row
 
 

@@ -65,7 +65,7 @@ STATE_TABLE_COLUMNS: tuple[str, ...] = (
     "score_component_sign_confidence", "score_component_ci_width",
     "score_component_sign_consistency", "score_component_ret_cv",
     "score_component_confidence_score", "ci_relative_rank", "occupancy_rank", "stability_rank",
-    "edge_p_adjusted", "edge_significant",
+    "edge_p_adjusted", "edge_excess", "edge_significant",
 )  # fmt: skip
 
 
@@ -167,7 +167,12 @@ def _classify(t: PolicyThresholds) -> list[pl.Expr]:
         & pl.col("sign_confidence_flag").fill_null(False)
         & ~pl.any_horizontal([qa.list.contains(x) for x in ALLOW_BLOCKING_QA])
     )
-    edge = pl.col("edge_significant")
+    lo, hi = pl.col("fwd_ret_10_ci_lo"), pl.col("fwd_ret_10_ci_hi")
+    ci_sign = pl.when((lo > 0) & (hi > 0)).then(1).when((lo < 0) & (hi < 0)).then(-1).otherwise(0)
+    # the edge (excess over the all-states mean) must point the way the trade would go: a
+    # positive state that is significantly BELOW the average is no long edge
+    agrees = (pl.col("edge_excess").sign() == ci_sign).fill_null(False)
+    edge = pl.col("edge_significant") & agrees
     block = has_hard | (score < t.score_min_watch)
     label = (
         pl.when(block).then(pl.lit("BLOCK"))
@@ -178,7 +183,9 @@ def _classify(t: PolicyThresholds) -> list[pl.Expr]:
         pl.when(block & ~has_hard).then(pl.lit("BLOCK_LOW_SCORE")),
         pl.when(~block & allow_checks & edge).then(pl.lit("ALLOW_SCORE_AND_STABILITY_OK")),
         pl.when(~block & ~allow_checks).then(pl.lit("WATCH_MIXED_SIGNALS")),
-        pl.when(~block & ~edge).then(pl.lit("WATCH_EDGE_NOT_SIGNIFICANT")),
+        pl.when(~block & ~pl.col("edge_significant")).then(pl.lit("WATCH_EDGE_NOT_SIGNIFICANT")),
+        pl.when(~block & pl.col("edge_significant") & ~agrees)
+        .then(pl.lit("WATCH_EDGE_DIRECTION_MIXED")),
     ).list.drop_nulls()
     qa_reasons = qa.list.eval(pl.lit("QA_") + pl.element())
     reasons = pl.concat_list(hard, class_reasons, qa_reasons)

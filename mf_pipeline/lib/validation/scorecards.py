@@ -13,8 +13,10 @@ grade cut-offs) except where they misled:
 * #20 — ``top_state_id`` / ``worst_state_id`` only consider states with a mean.
 
 Added per state: the bootstrap edge test of the ``fwd_ret_10`` mean (``edge_p_value``, Holm
-``edge_p_adjusted``, ``edge_significant`` at ``alpha``, ``edge_direction`` = sign of the mean
-when significant, else 0).
+``edge_p_adjusted``, ``edge_significant`` at ``alpha``, ``edge_excess`` = the state's mean minus
+the all-states mean, ``edge_direction`` = sign of that excess when significant, else 0). The
+edge is the state's difference from the unconditional mean, not from zero: a market drift or
+the convexity of simple returns lifts every state alike and is no regime edge.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ SCORECARD_COLUMNS: tuple[str, ...] = (
     "pairwise_diff_sign_consistent_share",
     "edge_p_value",
     "edge_p_adjusted",
+    "edge_excess",
     "edge_significant",
     "edge_direction",
 )
@@ -76,6 +79,7 @@ _BOOT_COLUMNS = (
     "hit_rate_obs",
     "mean_p_value",
     "mean_p_adjusted",
+    "mean_excess_obs",
 )
 _STABILITY_COLUMNS = (
     "state_id",
@@ -209,6 +213,7 @@ def state_scorecard(
             pl.col("hit_rate_obs").alias("hit_rate"),
             pl.col("mean_p_value").alias("edge_p_value"),
             pl.col("mean_p_adjusted").alias("edge_p_adjusted"),
+            pl.col("mean_excess_obs").alias("edge_excess"),
         )
         .with_columns(
             (hi - lo).alias("ci_width"),
@@ -217,7 +222,7 @@ def state_scorecard(
         )
         .with_columns(
             pl.when(pl.col("edge_significant"))
-            .then(pl.col("fwd_ret_10_mean").sign())
+            .then(pl.col("edge_excess").sign())
             .otherwise(0)
             .cast(pl.Int8)
             .alias("edge_direction"),
