@@ -52,10 +52,11 @@ def run_folder(settings: Settings, run_id: str, adapted: Adapted, state_tag: str
 
 def validation_run(settings: Settings, adapted: Adapted, options: ValidationOptions, *,
                    identity: dict[str, Any], state_tag: str | None = None,
-                   in_sample: bool = False, rows_file: str | None = None
+                   in_sample: bool | None = False, rows_file: str | None = None
                    ) -> ValidationOutcome:  # fmt: skip
     """Validate ``adapted`` with ``options``; ``identity`` says what was validated (file and
     its content hash, or split, source and model runs) and, with the options, fixes the id.
+    ``in_sample``: true when the states were fitted on these rows, None when unknown (a file).
     ``rows_file``: the state-labelled rows a policy export joins (default the input file)."""
     started, t0 = now(), time.perf_counter()
     frame, label_type = adapted.frame, adapted.summary["state_label_type"]

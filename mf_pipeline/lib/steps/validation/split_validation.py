@@ -53,8 +53,9 @@ def validate_file(settings: Settings, input_file: str | Path, options: Validatio
     identity = {"input_file": str(path.resolve()), "content": _content_hash(path),
                 "input_type": input_type, "state_col": state_col, "sample_frac": sample_frac,
                 "date_from": date_from, "date_to": date_to}  # fmt: skip
+    # whether a file's labels were fitted on these rows is the user's knowledge, not ours
     return validation_run(settings, adapted, options, identity=identity, state_tag=state_col,
-                          in_sample=False)
+                          in_sample=None)
 
 
 def _content_hash(path: Path) -> str:
