@@ -20,8 +20,9 @@ import streamlit as st
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.settings import Settings, SettingsError, load_settings
-from viewer import compute, core, data, registry
+from viewer import compute, core, data, registry, validation, validation_data
 from viewer.chart import ChartOptions, build_figure
+from viewer.validation_chart import with_policy_strips
 
 TITLE = "mf_pipeline overlay viewer"
 PREVIEW_ROWS = 300
@@ -38,6 +39,9 @@ HELP = """
   (grey quiet, greens demand, orange/red supply), HMM states (one colour per state, or green
   LONG / slate NEUTRAL / red SHORT when grouped), cluster labels and policy classes when
   those layers exist. Hover a strip for the state of a date.
+- **Policy strips**: under a Flow, HMM or cluster strip, the ALLOW long / ALLOW short / WATCH /
+  BLOCK class the state policy gave each state (the HMM's by its filtered state); the
+  Validation tab shows why. Marked in-sample when the policy comes from the `full` split.
 - **Disabled switches**: hover the ⓘ to see the file or folder the viewer looked at.
 - **TMF + TTI proxy** panel: dotted zero and ±0.20 signal levels, dashed ±0.30 entry levels;
   markers = Event Grammar zero crosses (triangles), bursts (stars), respects (circles).
@@ -200,6 +204,22 @@ def main() -> None:
     st.title(TITLE)
     st.caption("Visualization only: reads the lake, computes no layer, places no orders.")
     settings = _settings()
+    runs, not_validated = validation_data.load_runs(settings)
+    chart_tab, validation_tab = st.tabs(["Chart", "Validation"], key="view", on_change="rerun")
+    if validation_tab.open:  # the chart tab always renders: it holds the sidebar's controls
+        with validation_tab:
+            validation.section(runs, not_validated, cached_read)
+    no_policy = "; ".join([*not_validated.values(), *(n for r in runs.values() for n in r.notes)])
+    with chart_tab:
+        _chart_page(settings, runs, no_policy, started)
+
+
+def _chart_page(settings: Settings, runs: dict[str, validation_data.ValidationRun],
+                no_policy: str, started: float) -> None:
+    """The ticker's chart and the sidebar; stops the script early when there is no chart.
+
+    ``runs``: the recorded validations whose policies can be painted (``no_policy``: why
+    some cannot)."""
     universe = data.load_universe(settings, cached_read)
 
     with st.sidebar:
@@ -258,6 +278,10 @@ def main() -> None:
                                 f"show_{layer.name}")
             for layer in registry.OPTIONAL_LAYERS if layer.name != "hmm"
         }
+        show_policy = _toggle("Show policy class strips",
+                              any(r.policy is not None for r in runs.values()),
+                              f"No recorded state policy of the `full` split: {no_policy}",
+                              "show_policy_strips")
         with st.expander("TMF / TTI settings"):
             scale_pct = st.toggle("Scale TMF/TTI to %", False, key="scale_pct")
             max_candles = st.number_input(
@@ -299,6 +323,8 @@ def main() -> None:
             bands += layer.bands
             markers += layer.markers
 
+    if show_policy:
+        frame, bands = with_policy_strips(frame, bands, runs)
     window = core.clip_window(frame, start, end)
     ohlcv = [c for c in ("trade_date", "open", "high", "low", "close", "volume")
              if c in window.columns]
@@ -332,6 +358,9 @@ def main() -> None:
                               "note": td.notes.get(name), "file": _file_info(ref)}
                        for name, ref in td.files.items()},
             "hmm_display": hmm_summary,
+            "validation_runs": {source: {"folder": str(run.folder), "in_sample": run.in_sample,
+                                         "policy": str(run.policy_dir) if run.policy_dir
+                                         else None} for source, run in runs.items()},
             "render_seconds": round(time.perf_counter() - started, 3),
         }, expanded=False)
     with st.expander("Data preview"):

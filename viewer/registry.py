@@ -32,6 +32,17 @@ FLOW_LABELS: dict[int, str] = {
 }
 GROUP_COLORS: dict[int, str] = {-1: "#e53935", 0: SLATE, 1: "#43a047"}
 POLICY_COLORS: dict[str, str] = {"ALLOW": GREEN, "WATCH": AMBER, "BLOCK": RED, "UNKNOWN": GREY}
+# A state's policy class (state_policy_<source> assets) as painted on its strip and plots.
+CLASS_ALLOW_LONG, CLASS_ALLOW_SHORT, CLASS_ALLOW, CLASS_WATCH, CLASS_BLOCK, CLASS_NONE = range(6)
+POLICY_CLASS_LABELS: dict[int, str] = {
+    CLASS_ALLOW_LONG: "ALLOW long", CLASS_ALLOW_SHORT: "ALLOW short",
+    CLASS_ALLOW: "ALLOW (direction unconfirmed)", CLASS_WATCH: "WATCH", CLASS_BLOCK: "BLOCK",
+    CLASS_NONE: "no policy",
+}  # fmt: skip
+POLICY_CLASS_COLORS: dict[int, str] = {
+    CLASS_ALLOW_LONG: GREEN, CLASS_ALLOW_SHORT: "#6a1b9a", CLASS_ALLOW: "#9ccc65",
+    CLASS_WATCH: AMBER, CLASS_BLOCK: RED, CLASS_NONE: GREY,
+}  # fmt: skip
 
 Panel = Literal["price", "tmf"]
 

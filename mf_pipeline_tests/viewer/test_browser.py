@@ -13,7 +13,7 @@ import pytest
 
 from mf_pipeline.cli.viewer_commands import app_file, streamlit_command
 from mf_pipeline_tests.browser import browser_page, free_port, stop, wait_healthy
-from viewer import registry
+from viewer import registry, validation_data
 
 pytestmark = pytest.mark.e2e
 
@@ -116,6 +116,46 @@ def test_chart_renders_every_band_in_headless_chromium(chromium, demo_lake, demo
     assert deploy == 0
     assert shot.stat().st_size > 10_000
     if target := os.environ.get("MF_PIPELINE_VIEWER_SCREENSHOT"):
+        save_for_docs(shot, target)
+
+
+def test_validation_tab_in_headless_chromium(chromium, demo_lake, demo_settings, tmp_path):
+    """The Validation tab, opened by a click: the IN-SAMPLE label of the demo's ``full``
+    split, the HMM scorecard with its classes, the CI and transition plots; back on the
+    chart, the policy strips are under the state strips. ``MF_PIPELINE_VIEWER_VALIDATION_
+    SCREENSHOT`` saves the tab's picture for the docs."""
+    runs, missing = validation_data.load_runs(demo_settings)
+    assert not missing, missing
+    classes = set(runs["hmm"].policy["class_label"])
+
+    def command(port: int) -> list[str]:
+        return streamlit_command(port, "127.0.0.1")
+
+    with served(command, tmp_path, tmp_path / "streamlit.log") as port, \
+            browser_page(chromium, height=1700) as page:
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot .boxlayer .trace path", timeout=90_000)
+        pick_ticker(page, demo_lake.banded)
+        page.wait_for_function(
+            f"() => ({HEATMAP_NAMES})().some(n => n.startsWith('HMM policy'))", timeout=60_000)
+        heatmaps = page.evaluate(HEATMAP_NAMES)
+        page.get_by_role("tab", name="Validation").click()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
+        page.wait_for_selector('[data-testid="stDataFrame"]:visible', timeout=30_000)
+        page.wait_for_timeout(1000)  # let the data grid and plots paint for the screenshot
+        text = page.inner_text('[data-testid="stMain"]')
+        points = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".map(p => p._fullData.map(t => t.name))")
+        shot = tmp_path / "validation.png"
+        page.screenshot(path=str(shot), full_page=True)
+    assert heatmaps.index("HMM policy (filtered state), in-sample") == \
+        heatmaps.index("HMM state") + 1, heatmaps
+    assert "IN-SAMPLE" in text and "Validation and policy" in text
+    assert classes <= {name for names in points for name in names}, points  # CI plot legend
+    assert any(name.endswith("events)") for names in points for name in names), points
+    if target := os.environ.get("MF_PIPELINE_VIEWER_VALIDATION_SCREENSHOT"):
         save_for_docs(shot, target)
 
 
