@@ -33,6 +33,7 @@ def pipeline_env(raw: Path, work: Path) -> dict[str, str]:
         "MF_PIPELINE_PATHS__RAW_ROOT": str(raw),
         "MF_PIPELINE_PATHS__DATA_ROOT": str(work / "data"),
         "MF_PIPELINE_PATHS__ARTIFACTS_ROOT": str(work / "artifacts"),
+        "MF_PIPELINE_PATHS__LOGS_ROOT": str(work / "logs"),
         "DAGSTER_HOME": str(work / "dagster_home"),
     })
     (work / "dagster_home").mkdir(parents=True, exist_ok=True)

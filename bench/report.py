@@ -251,6 +251,142 @@ def _dagster(entry: dict[str, Any]) -> list[str]:
     return out
 
 
+# Issue #19: the old tool on the 300 x 20 y sample (1.09M rows, 5 states, one process each).
+# Ours: one validation-run >= 10x faster (<= 5 s) under 1.5 GB peak; the whole walk-forward
+# over the default splits >= 10x faster.
+OLD_VALIDATION_S = {"flow": 50.0, "hmm": 36.0, "cluster": 40.0}
+OLD_VALIDATION_NOTE = {"flow": "45 CPU s, 1.35 GB"}
+OLD_WF_SPLIT_S = 8.7 * 60  # one split, silhouette 6.6 min of it
+OLD_WF_ALL_S = 45 * 60  # all five default splits
+VALIDATION_TARGET_S = 5.0
+VALIDATION_TARGET_MB = 1.5 * 1024
+WF_SPEEDUP = 10
+WF_GROUPS = (("HMM fit + decode", ("hmm_model", "hmm_states")),
+             ("clustering fit + labels", ("cluster_model", "cluster_labels")),
+             ("validations", ("state_validation_flow", "state_validation_hmm",
+                              "state_validation_cluster")),
+             ("QA + policy", ("cluster_qa_flow", "cluster_qa_hmm", "cluster_qa_cluster",
+                              "state_policy_flow", "state_policy_hmm", "state_policy_cluster")))
+"""Asset groups of one walk-forward split (the run's assets, as its progress lines name them)."""
+
+
+def _ratio(old: float | None, new: Any) -> str:
+    return f"{old / new:.1f}x" if old and isinstance(new, int | float) and new > 0 else "–"
+
+
+def _validation(entry: dict[str, Any], old: bool) -> list[str]:
+    """``mf validation-run`` per source, then the library calls of one run, phase by phase."""
+    v = entry.get("validation")
+    if not v:
+        return []
+    sources = [s for s in ("flow", "hmm", "cluster") if s in v]
+    out = [f"#### Validation: `mf validation-run --input-file` (one process, through Dagster) "
+           f"— median of {v['repeat']} run(s){_when(v)}", ""]
+    rows = []
+    for source in sources:
+        r = v[source]["median"]
+        row = [f"{source} (`{v[source]['file']}`)", _num(r.get("rows")), _num(r.get("states")),
+               _num(r.get("wall_s")), _num(r.get("cpu_s")), _num(r.get("peak_rss_mb")),
+               _num(r.get("run_start_s")), _num(r.get("dagster_run_s")), _num(r.get("step_s")),
+               _num(r.get("block_length")), _pct(r.get("others_cpu_frac")),
+               _load(r.get("load_before"))]
+        if old:
+            base = OLD_VALIDATION_S[source]
+            note = OLD_VALIDATION_NOTE.get(source)
+            row += [f"{base:.0f}" + (f" ({note})" if note else ""),
+                    _ratio(base, r.get("wall_s"))]
+        rows.append(row)
+    header = ["states of", "rows", "states", "wall s", "CPU s", "peak RSS MB",
+              "start → run s", "Dagster run s", "step s", "block", "others' CPU", "load"]
+    out += _table(header + (["old tool s", "speed-up"] if old else []), rows)
+    if old:
+        walls = [v[s]["median"].get("wall_s") or 0 for s in sources]
+        peaks = [v[s]["median"].get("peak_rss_mb") or 0 for s in sources]
+        met = max(walls) <= VALIDATION_TARGET_S and max(peaks) <= VALIDATION_TARGET_MB
+        out += [f"Target (issue #19): each run <= {VALIDATION_TARGET_S:.0f} s wall (>= 10x the "
+                f"old tool) under {VALIDATION_TARGET_MB / 1024:.1f} GB peak: "
+                f"**{'met' if met else 'not met'}** at this load (slowest {max(walls):.2f} s, "
+                f"largest peak {max(peaks):.0f} MB).", ""]
+    phases = v.get("phases") or {}
+    if phases:
+        names = [p["phase"] for p in phases[sources[0]]["phases"]]
+        rows = []
+        for name in names:
+            recs = [next(p for p in phases[s]["phases"] if p["phase"] == name) for s in sources]
+            rows.append([name, *(_num(r["wall_s"]) for r in recs),
+                         _num(max(r["peak_rss_mb"] for r in recs))])
+        rows.append(["import", *(_num(phases[s]["import_s"]) for s in sources), "–"])
+        out += ["Where one run's time goes: the library calls of a run with settings defaults "
+                "in a child process (no Dagster, output files not written), wall s per phase; "
+                "peak RSS is each phase's own (the frames still held count):", ""]
+        out += _table(["phase", *(f"{s} s" for s in sources), "peak RSS MB"], rows)
+        out += _dominant(v, phases, sources)
+    return out
+
+
+def _dominant(v: dict[str, Any], phases: dict[str, Any], sources: list[str]) -> list[str]:
+    """One sentence per source: fixed cost, the Dagster run, and the largest library phase."""
+    parts = []
+    for s in sources:
+        r = v[s]["median"]
+        recs = phases[s]["phases"]
+        top = max(recs, key=lambda p: p["wall_s"])
+        total = sum(p["wall_s"] for p in recs)
+        parts.append(f"{s}: {_num(r.get('run_start_s'))} s before the Dagster run starts "
+                     f"(imports, settings, definitions), {_num(r.get('dagster_run_s'))} s run, "
+                     f"of which the library calls {_num(total)} s, {top['phase']} "
+                     f"{_num(top['wall_s'])} s the largest")
+    return ["What dominates: " + "; ".join(parts) + ".", ""]
+
+
+def _wf(entry: dict[str, Any], old: bool) -> list[str]:
+    """``mf validation-wf-run`` per split (asset groups) and in total."""
+    w = entry.get("validation_wf")
+    if not w:
+        return []
+    out = [f"#### Walk-forward validation: `mf validation-wf-run --force` over the default "
+           f"train ends (one process) — {w['repeat']} run(s){_when(w)}", ""]
+    run = min(w["runs"], key=lambda r: r["wall_s"]) if w["runs"] else None
+    if run is None:
+        return []
+    rows = []
+    totals = {label: 0.0 for label, _ in WF_GROUPS}
+    for split in run["runs"]:
+        assets = split.get("assets") or {}
+        groups = [[assets[a] for a in names if a in assets] for _, names in WF_GROUPS]
+        for (label, _), values in zip(WF_GROUPS, groups, strict=True):
+            totals[label] += sum(values)
+        rows.append([split.get("key") or "aggregate (`wf_validation`)",
+                     _num(split.get("common_rows")), _num(split.get("wall_s")),
+                     _num(split.get("dagster_run_s")),
+                     *(_num(sum(g)) if g else "–" for g in groups)])
+    out += _table(["split", "common rows", "wall s", "Dagster run s",
+                   *(f"{label} s" for label, _ in WF_GROUPS)], rows)
+    r = w["median"]
+    text = (f"Whole command (fastest of {len(w['runs'])}): **{_num(run['wall_s'])} s wall**, "
+            f"{_num(run['cpu_s'])} CPU s, peak RSS {_num(run['peak_rss_mb'])} MB, "
+            f"{r.get('splits_successful')}/{r.get('splits_total')} splits, others' CPU "
+            f"{_pct(run.get('others_cpu_frac'))}, load {_load(run.get('load_before'))}. ")
+    asset_total = sum(totals.values())
+    if asset_total > 0:
+        text += ("Asset seconds summed over the splits: " + ", ".join(
+            f"{label} {_num(value)} s ({100 * value / asset_total:.0f}%)"
+            for label, value in totals.items()) + ".")
+    out += [text, ""]
+    if old:
+        splits = [s for s in run["runs"] if s.get("key")]
+        per_split = max((s.get("wall_s") or 0 for s in splits), default=None)
+        target = OLD_WF_ALL_S / WF_SPEEDUP
+        out += _table(["run", "old tool", "ours", "speed-up", "target"], [
+            ["slowest split", f"{OLD_WF_SPLIT_S:.0f} s (silhouette 6.6 min of it)",
+             _num(per_split), _ratio(OLD_WF_SPLIT_S, per_split), "–"],
+            ["all default splits + aggregate", f"~{OLD_WF_ALL_S:.0f} s (45 min)",
+             _num(run["wall_s"]), _ratio(OLD_WF_ALL_S, run["wall_s"]),
+             f"<= {target:.0f} s: **{'met' if run['wall_s'] <= target else 'not met'}**"],
+        ], "llrrl")
+    return out
+
+
 def _kernels(k: dict[str, Any] | None) -> list[str]:
     if not k:
         return []
@@ -345,6 +481,21 @@ HOW = """\
   traffic: every input read once, every output written once) x rows / seconds / the measured
   `np.copyto` read+write rate. Polars runs on its default pool (2 threads here); Numba kernels
   and TA-Lib are single-threaded.
+* **Validation** (`bench/validation.py`, sections `validation` and `validation_wf`): one lake
+  per session from the universe (`mf run --until ml_dataset`, then `mf research-hmm-run` and
+  `mf research-cluster-run` on split `full`, settings defaults; not timed against a target).
+  `validation` runs `mf validation-run --input-file F --input-type T --json` as a child
+  process per source: the decoded HMM rows judged by `flow_state_code` (flow) and by the
+  causal `hmm_state_filtered` (hmm), the clustered rows by `cluster_id` (cluster); settings
+  defaults (1,000 date-block bootstrap replicates). Wall, the child's CPU and peak RSS
+  (`wait4`); "start → run" is when the `run:` line arrived (imports, settings, Dagster
+  definitions), "step" the run's own `duration_sec` (bootstrap to written files, after the
+  file was read and adapted). The phase table runs the same library calls once more in a
+  plain child process (`python -m bench.validation`), each phase timed with its own peak RSS.
+  `validation_wf` runs `mf validation-wf-run --force --json` (default train ends, models
+  refitted) once by default (`--wf-repeat`); each split's wall, Dagster run and asset seconds
+  come from the progress lines (`run: … [wfYYYY-MM-DD]`, `<asset>: done in …s`), its common
+  rows from `wf_manifest.json`.
 * **Shared machine.** Other work runs on these cores (load 2–4 is normal). Every measurement
   records the 1-minute load average before it ("load"), the share of all CPU time other
   processes used while it ran ("others' CPU", from `/proc/stat` minus our own CPU) and the
@@ -361,10 +512,11 @@ RUN = """\
 ## How to run
 
 ```bash
-make bench                                   # small size, every section (~15 min)
+make bench                                   # small size, every section (~25 min)
 .venv/bin/mf bench --size medium             # or: .venv/bin/python -m bench.run --size medium
 .venv/bin/python -m bench.run --size large   # 1 repetition by default; the lead's scale target
 .venv/bin/python -m bench.run --size small --only layers,mf_run --repeat 3
+.venv/bin/python -m bench.run --size small --only validation,validation_wf   # issue #19 rows
 .venv/bin/python -m bench.guard              # < 60 s regression guard: rows/s per layer
 .venv/bin/python -m bench.report             # re-render this file from bench/results.json
 ```
@@ -410,6 +562,7 @@ def render(results: dict[str, Any]) -> str:
         out += [f"Machine: {_machine(entry)}.", ""]
         out += _layers(entry) + _mf_run(entry)
         out += (_budget(entry) if name == "small" else []) + _dagster(entry)
+        out += _validation(entry, name == "small") + _wf(entry, name == "small")
     out += _kernels(results.get("kernels"))
     out += _research(results.get("research"))
     out += [RUN, HOW]

@@ -9,7 +9,15 @@ then measures, each in child processes so every measurement gets its own peak RS
 * ``startup`` — the CLI's fixed start-up cost (``mf --help``);
 * ``dagster`` — Dagster's own bookkeeping per asset-partition (``bench.dagster_probe``), with
   and without ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1``;
-* ``kernels`` — the 10M-row kernel micro-benchmarks (``bench.kernels``).
+* ``kernels`` — the 10M-row kernel micro-benchmarks (``bench.kernels``);
+* ``validation`` — ``mf validation-run --input-file`` on the decoded HMM rows (flow and HMM
+  states) and the clustered rows of split ``full``, plus the library calls of one run timed
+  apart (``bench.validation``);
+* ``validation_wf`` — ``mf validation-wf-run`` over the default train ends (``--wf-repeat``
+  runs, default 1: minutes each).
+
+``validation`` and ``validation_wf`` share one lake built for them (``mf run --until
+ml_dataset``, then the HMM and clustering runs on ``full``), not timed against a target.
 
 Results are merged into ``bench/results.json`` (one entry per size, plus ``kernels``) and
 ``docs/BENCHMARKS.md`` is regenerated from that file. Nothing here asserts on time.
@@ -27,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import mfrun
+from bench import validation as val
 from bench.common import (
     BENCH_DIR,
     CACHE_DIR,
@@ -41,10 +50,12 @@ from bench.common import (
 )
 from bench.universe import SIZES, Size, custom, ensure_universe
 
-SECTIONS = ("layers", "mf_run", "startup", "dagster", "kernels")
+SECTIONS = ("layers", "mf_run", "startup", "dagster", "kernels", "validation", "validation_wf")
 DEFAULT_OUT = BENCH_DIR / "results.json"
 DEFAULT_DOC = PROJECT_ROOT / "docs" / "BENCHMARKS.md"
 EMIT_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+WF_MIN_YEARS = 15.0
+"""Universe years ``validation_wf`` needs: every default train end has bars before it."""
 
 
 def _now() -> str:
@@ -173,16 +184,37 @@ def measure_kernels(tickers: int, bars: int, repeat: int, mem_mib: int) -> dict[
     return payload
 
 
+def measure_validation(raw: Path, work: Path, sections: set[str], repeat: int,
+                       wf_repeat: int, years: float) -> dict[str, Any]:
+    """The ``validation`` and ``validation_wf`` sections on one lake built for them."""
+    shutil.rmtree(work, ignore_errors=True)
+    prepared = val.prepare(raw, work)
+    out: dict[str, Any] = {}
+    if "validation" in sections:
+        out["validation"] = val.measure_validation(prepared, repeat)
+        out["validation"]["phases"] = val.measure_phases(prepared)
+        out["validation"].update(prepare_s=prepared["prepare_s"], measured=_now())
+    if "validation_wf" in sections and years < WF_MIN_YEARS:
+        say(f"validation_wf skipped: the default train ends start at 2012-12-31 and sample "
+            f"universes end 2025-12-31, so {years:g} y of bars leave the first splits empty")
+    elif "validation_wf" in sections:
+        out["validation_wf"] = val.measure_wf(prepared, wf_repeat)
+        out["validation_wf"]["measured"] = _now()
+    return out
+
+
 def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = CACHE_DIR,
                  dagster_partitions: int = 300, dagster_runs: int = 10,
-                 keep: bool = False, dagster_configs: set[str] | None = None) -> dict[str, Any]:
+                 keep: bool = False, dagster_configs: set[str] | None = None,
+                 wf_repeat: int = 1) -> dict[str, Any]:
     """Every requested section except ``kernels`` for one universe size."""
     entry: dict[str, Any] = {
         "size": size.name, "label": size.label, "repeat": repeat, "started": _now(),
         "machine": machine_info(cache_dir if cache_dir.exists() else BENCH_DIR),
         "versions": library_versions(),
     }
-    needs_universe = bool(sections & {"layers", "mf_run"})
+    validation = sections & {"validation", "validation_wf"}
+    needs_universe = bool(sections & {"layers", "mf_run"} or validation)
     work = cache_dir / size.name / "work"
     if needs_universe:
         raw, facts = ensure_universe(size, cache_dir)
@@ -195,6 +227,9 @@ def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = 
         if "mf_run" in sections:
             entry["mf_run"] = measure_mf_run(raw, work / "mf_run", repeat, keep, size.until)
             entry["mf_run"]["measured"] = _now()
+        if validation:
+            entry.update(measure_validation(raw, work / "validation", validation, repeat,
+                                            wf_repeat, size.years))
     if "startup" in sections:
         say("start-up: mf --help")
         entry["startup"] = mfrun.startup(repeat)
@@ -252,6 +287,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dagster-configs",
                         help="Comma-separated probe configurations (default all): "
                         + ", ".join(label for _, label, _ in DAGSTER_CONFIGS))
+    parser.add_argument("--wf-repeat", type=int, default=1,
+                        help="Runs of mf validation-wf-run (section validation_wf).")
     parser.add_argument("--kernel-tickers", type=int, default=2000)
     parser.add_argument("--kernel-bars", type=int, default=5000)
     parser.add_argument("--kernel-repeat", type=int, default=5)
@@ -276,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if sections - {"kernels"}:
         configs = set(args.dagster_configs.split(",")) if args.dagster_configs else None
         entry = measure_size(size, sections, repeat, args.cache_dir, args.dagster_partitions,
-                             args.dagster_runs, args.keep_work, configs)
+                             args.dagster_runs, args.keep_work, configs, args.wf_repeat)
     kernels = None
     if "kernels" in sections:
         kernels = measure_kernels(args.kernel_tickers, args.kernel_bars, args.kernel_repeat,
