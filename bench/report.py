@@ -313,12 +313,13 @@ def _validation(entry: dict[str, Any], old: bool) -> list[str]:
         rows = []
         for name in names:
             recs = [next(p for p in phases[s]["phases"] if p["phase"] == name) for s in sources]
-            rows.append([name, *(_num(r["wall_s"]) for r in recs),
+            rows.append([name, *(f"{_num(r['wall_s'])} ({_num(r['cpu_s'])})" for r in recs),
                          _num(max(r["peak_rss_mb"] for r in recs))])
         rows.append(["import", *(_num(phases[s]["import_s"]) for s in sources), "–"])
         out += ["Where one run's time goes: the library calls of a run with settings defaults "
-                "in a child process (no Dagster, output files not written), wall s per phase; "
-                "peak RSS is each phase's own (the frames still held count):", ""]
+                "in a child process (no Dagster, output files not written), wall s per phase "
+                "with CPU s in brackets; peak RSS is each phase's own (the frames still held "
+                "count):", ""]
         out += _table(["phase", *(f"{s} s" for s in sources), "peak RSS MB"], rows)
         out += _dominant(v, phases, sources)
     return out
@@ -331,10 +332,10 @@ def _dominant(v: dict[str, Any], phases: dict[str, Any], sources: list[str]) -> 
         r = v[s]["median"]
         recs = phases[s]["phases"]
         top = max(recs, key=lambda p: p["wall_s"])
-        total = sum(p["wall_s"] for p in recs)
+        wall, cpu = (sum(p[k] for p in recs) for k in ("wall_s", "cpu_s"))
         parts.append(f"{s}: {_num(r.get('run_start_s'))} s before the Dagster run starts "
-                     f"(imports, settings, definitions), {_num(r.get('dagster_run_s'))} s run, "
-                     f"of which the library calls {_num(total)} s, {top['phase']} "
+                     f"(imports, settings, definitions), {_num(r.get('dagster_run_s'))} s run; "
+                     f"the library calls {_num(wall)} s ({_num(cpu)} CPU s), {top['phase']} "
                      f"{_num(top['wall_s'])} s the largest")
     return ["What dominates: " + "; ".join(parts) + ".", ""]
 
@@ -535,6 +536,18 @@ def _research(entry: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _profile(entry: dict[str, Any] | None) -> list[str]:
+    """Where validation's CPU goes (issue #19), cProfile findings recorded in results.json by
+    hand when re-profiled (``validation_profile``)."""
+    if not entry:
+        return []
+    out = ["## Validation profile", "", f"Measured: {entry.get('measured', '?')}.", ""]
+    for table in entry.get("tables") or []:
+        out += [f"{table['title']}:", ""]
+        out += _table(["part", "CPU s", "what"], table.get("rows") or [], "lrl")
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole Markdown document for ``results`` (the merged ``bench/results.json``)."""
     out = ["# Benchmarks", "",
@@ -564,7 +577,7 @@ def render(results: dict[str, Any]) -> str:
         out += (_budget(entry) if name == "small" else []) + _dagster(entry)
         out += _validation(entry, name == "small") + _wf(entry, name == "small")
     out += _kernels(results.get("kernels"))
-    out += _research(results.get("research"))
+    out += _research(results.get("research")) + _profile(results.get("validation_profile"))
     out += [RUN, HOW]
     return "\n".join(out).rstrip() + "\n"
 
