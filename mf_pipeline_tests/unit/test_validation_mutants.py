@@ -9,8 +9,11 @@ column or record key nobody read. Expected values are worked out by hand in the 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from types import SimpleNamespace
 
 import polars as pl
+import pytest
 
 from mf_pipeline.lib.validation.compare import (
     hardening_compare,
@@ -25,7 +28,12 @@ from mf_pipeline.lib.validation.policy import (
     harden,
     recommend_thresholds,
 )
-from mf_pipeline.lib.validation.qa import QaThresholds, cluster_qa
+from mf_pipeline.lib.validation.qa import QaThresholds, cluster_qa, window_stats
+from mf_pipeline.lib.validation.scorecards import (
+    build_scorecards,
+    pairwise_shares,
+    state_scorecard,
+)
 from mf_pipeline_tests.unit.test_validation_compare import PERM, SUMMARY_A, SUMMARY_B, _table
 from mf_pipeline_tests.unit.test_validation_policy import (
     NO_TRANSITIONS,
@@ -34,6 +42,7 @@ from mf_pipeline_tests.unit.test_validation_policy import (
     rolling,
     transitions,
 )
+from mf_pipeline_tests.unit.test_validation_scorecards import FRAME, STABILITY, _boot
 
 
 def _utc_seconds(stamp: str) -> dt.datetime:
@@ -61,6 +70,78 @@ def test_qa_flags_on_null_inputs_and_at_the_near_zero_boundary() -> None:
         2: ["MEAN_NEAR_ZERO_CV_INFLATION"],
         3: ["LOW_N"],
     }
+
+
+
+def test_qa_summary_thresholds_record() -> None:
+    t = QaThresholds(ci_width_max=0.05, min_n_rows=300)
+    sc = card({"state_id": 0, "ci_width": 0.01}, {"state_id": 1, "ci_width": 0.03})
+    summary = cluster_qa(sc, rolling({0: STEADY, 1: STEADY}), NO_TRANSITIONS, t).summary
+    _utc_seconds(summary["generated_ts"])
+    assert summary["thresholds"] == {
+        "ret_cv_threshold": 5.0, "min_n_rows": 300, "min_state_share": 0.03,
+        "sign_consistency_threshold": 0.55, "ci_width_max": 0.05,
+        "ci_width_threshold_value": 0.05, "ci_width_quantile_threshold": 0.8,
+        "ci_width_quantile_value": pytest.approx(0.01 + 0.8 * 0.02),  # linear q0.8 of 2 widths
+        "transitions_sparse_threshold": 60, "near_zero_mean_threshold": 0.001, "eps": 1e-12,
+    }  # fmt: skip
+
+
+def test_windows_without_rows_are_not_windows_of_the_state() -> None:
+    """Rolling rows with ``row_count`` 0 (a producer listing absent states) are dropped, and
+    an Int64 ``state_id`` is read as the Int32 id of the scorecard."""
+    roll = rolling({0: [0.01, 0.02, -0.01]}).with_columns(
+        pl.Series("row_count", [100, 0, 100]), pl.col("state_id").cast(pl.Int64))
+    stats = window_stats(roll)
+    assert stats.schema["state_id"] == pl.Int32
+    # windows 0 and 2: means 0.01, -0.01 -> one sign flip, span 0.02
+    assert stats.select("state_id", "window_count", "sign_flip_count").rows() == [(0, 2, 1)]
+    assert stats["drift_span"].item() == pytest.approx(0.02)
+    qa = cluster_qa(card({"state_id": 0}), roll, transitions((0, 0, 50)), QaThresholds())
+    assert qa.windows.filter(pl.col("window_kind") == "best")["window_seq"].to_list() == [0, 2]
+
+
+# --------------------------------------------------------------------------- scorecards
+
+
+def test_state_scorecard_default_alpha_is_five_percent() -> None:
+    boot = _boot()  # Holm p of the fwd_ret_10 edge: 0.003, 0.02, 0.9 for states 0, 1, 2
+    card_ = state_scorecard(boot.state_summary, boot.pairwise, STABILITY.state_summary,
+                            weights={})  # fmt: skip
+    flags = dict(card_.select("state_id", "edge_significant").rows())
+    assert flags == {0: True, 1: True, 2: False}
+
+
+def test_missing_pairwise_column_message() -> None:
+    pairwise = pl.DataFrame({"state_a": [0], "state_b": [1], "diff_sign_consistent": [True]})
+    with pytest.raises(ValueError, match=r"^pairwise lacks columns \['significant'\]$"):
+        pairwise_shares(pairwise)
+
+
+def test_old_stability_summary_message() -> None:
+    old = SimpleNamespace(state_summary=STABILITY.state_summary.drop("dominant_sign"))
+    with pytest.raises(ValueError, match=r"\['dominant_sign'\] \(without dominant_sign, "
+                       r"fwd_ret_10_sign_stability is the old positive-window share, which "
+                       r"marks steadily bearish states as unstable; issue #12\)$"):
+        build_scorecards(FRAME, "cluster", _boot(), old, weights={})
+
+
+def test_state_without_pairwise_rows_has_zero_shares() -> None:
+    pairwise = pl.DataFrame({"state_a": [0], "state_b": [1], "diff_sign_consistent": [True],
+                             "significant": [True]})  # fmt: skip
+    card_, _ = build_scorecards(FRAME, "cluster", _boot(pairwise), STABILITY, weights={})
+    shares = card_.select("state_id", "pairwise_diff_significant_share",
+                          "pairwise_diff_sign_consistent_share").sort("state_id").rows()
+    assert shares == [(0, 1.0, 1.0), (1, 1.0, 1.0), (2, 0.0, 0.0)]
+
+
+def test_grade_is_c_without_a_sign_consistency() -> None:
+    stability = STABILITY.state_summary.with_columns(
+        pl.lit(None, pl.Float64).alias("fwd_ret_10_sign_stability"))
+    _, overall = build_scorecards(FRAME, "cluster", _boot(),
+                                  SimpleNamespace(state_summary=stability), weights={})
+    assert overall["avg_state_sign_consistency"] is None
+    assert overall["validation_grade"] == "C"
 
 
 # --------------------------------------------------------------------------- compare
@@ -126,6 +207,47 @@ def test_export_carries_the_score_and_counts_source_rows() -> None:
         "class_counts": [{"tradable_state_class": c, "row_count": 1}
                          for c in ("ALLOW", "BLOCK", "UNMAPPED")],
     }  # fmt: skip
+
+
+def test_one_row_state_and_an_outsized_confidence_score() -> None:
+    """A state of one row gets log(2) / log(1 + max n) of the sample component, not 0; a
+    confidence score above 100 (custom scorecard weights summing above 1) caps at 1."""
+    sc = card({"state_id": 0, "n_rows": 99},
+              {"state_id": 1, "n_rows": 1, "confidence_score": 150.0})
+    table = harden(sc, rolling({0: STEADY, 1: STEADY}), NO_TRANSITIONS, {0: [], 1: []},
+                   PolicyThresholds()).state_table  # fmt: skip
+    row = table.filter(pl.col("state_id") == 1).to_dicts()[0]
+    assert row["score_component_sample_size"] == pytest.approx(math.log(2) / math.log(100))
+    assert row["score_component_confidence_score"] == 1.0
+
+
+def test_policy_payload_thresholds_record() -> None:
+    t = PolicyThresholds(min_state_share_hard=0.05, penalties={"LOW_N": 7.0})
+    sc = card({"state_id": 0, "ci_width": 0.01}, {"state_id": 1, "ci_width": 0.02})
+    policy = harden(sc, rolling({0: STEADY, 1: STEADY}), NO_TRANSITIONS, {0: [], 1: []},
+                    t).policy  # fmt: skip
+    assert list(policy) == ["generated_ts", "thresholds", "summary", "per_state"]
+    _utc_seconds(policy["generated_ts"])
+    assert policy["thresholds"] == {
+        "min_n_rows_hard": 200, "min_state_share_hard": 0.05, "ret_cv_hard": 6.0,
+        "ret_cv_is_hard_limit": False, "sign_consistency_hard": 0.55,
+        "ci_width_hard_max": 0.06, "ci_width_hard_value": 0.06, "ci_width_hard_quantile": 0.8,
+        "ci_width_hard_quantile_value": pytest.approx(0.018),  # linear q0.8 of 0.01, 0.02
+        "score_min_allow": 70.0, "score_min_watch": 45.0, "alpha": 0.05,
+        "weights": dict(t.weights), "penalties": {"LOW_N": 7.0}, "eps": 1e-12,
+    }  # fmt: skip
+
+
+def test_a_ci_touching_zero_confirms_no_direction() -> None:
+    """CI [0, 0.02]: not above zero, so neither the direction hint nor the edge check sees a
+    long side; the significant positive excess then points nowhere the CI confirms."""
+    sc = card({"state_id": 0, "fwd_ret_10_ci_lo": 0.0, "fwd_ret_10_ci_hi": 0.02,
+               "sign_confidence_flag": False})  # fmt: skip
+    row = harden(sc, rolling({0: STEADY}), NO_TRANSITIONS, {0: []},
+                 PolicyThresholds()).state_table.to_dicts()[0]  # fmt: skip
+    assert (row["class_label"], row["directional_edge_sign"]) == ("WATCH", 0)
+    assert row["allow_direction_hint"] == "UNCONFIRMED"
+    assert row["reasons"] == "WATCH_MIXED_SIGNALS,WATCH_EDGE_DIRECTION_MIXED"
 
 
 def test_recommend_thresholds_records() -> None:
