@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
+from mf_pipeline.lib.research.labels import FORWARD_COLUMNS
+from mf_pipeline.lib.validation.adapter import adapt
 from mf_pipeline.lib.validation.compare import (
     hardening_compare,
     match_states,
@@ -34,6 +36,8 @@ from mf_pipeline.lib.validation.scorecards import (
     pairwise_shares,
     state_scorecard,
 )
+from mf_pipeline.lib.validation.stability import rolling_stability
+from mf_pipeline_tests.unit.test_validation_adapter import _panel
 from mf_pipeline_tests.unit.test_validation_compare import PERM, SUMMARY_A, SUMMARY_B, _table
 from mf_pipeline_tests.unit.test_validation_policy import (
     NO_TRANSITIONS,
@@ -142,6 +146,70 @@ def test_grade_is_c_without_a_sign_consistency() -> None:
                                   SimpleNamespace(state_summary=stability), weights={})
     assert overall["avg_state_sign_consistency"] is None
     assert overall["validation_grade"] == "C"
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def test_blank_text_labels_are_null_states() -> None:
+    frame = _panel(1, 4, cluster_label=["bull", "  ", "bear", ""])
+    out = adapt(frame)
+    assert out.frame["state_id"].to_list() == [1, 0]  # bear 0, bull 1; both blanks dropped
+    assert out.summary["rows_dropped_null_state"] == 2
+    assert out.summary["state_labels"] == {"0": "bear", "1": "bull"}
+
+
+def test_a_small_sample_fraction_keeps_one_ticker() -> None:
+    out = adapt(_panel(3, 30), sample_frac=0.1)  # round(0.1 * 3) = 0 -> at least one ticker
+    assert out.summary["tickers_sampled"] == 1 == out.frame["ticker"].n_unique()
+
+
+def test_missing_state_column_message() -> None:
+    with pytest.raises(ValueError, match=r"^input_type 'hmm' needs one of the columns "
+                       r"\('hmm_state_filtered', 'hmm_state'\) or state_col$"):
+        adapt(_panel(1, 3), input_type="hmm")
+
+
+def test_adapter_summary_record_and_close_column() -> None:
+    d0 = dt.date(2022, 3, 1)
+    days = [d0, d0 + dt.timedelta(days=1), None, d0, d0 + dt.timedelta(days=1),
+            d0 + dt.timedelta(days=2)]  # fmt: skip
+    frame = pl.DataFrame({
+        "ticker": ["a", "a", "a", "b", "b", "b"], "trade_date": days,
+        "close": [10.0, float("inf"), 11.0, 20.0, 21.0, 22.0],
+        "flow_state_code": [0, 1, 0, 1, 1, 0],
+        "flow_state_label": ["calm", "hot", "calm", "hot", "hot", "calm"],
+    })  # fmt: skip
+    out = adapt(frame)
+    assert out.frame["close"].to_list() == [10.0, None, 20.0, 21.0, 22.0]  # inf is no price
+    assert out.summary == {
+        "input_file": None, "metadata": None, "input_type_requested": "auto",
+        "input_type_resolved": "flow", "state_label_type": "flow",
+        "state_column": "flow_state_code", "causal_states": True,
+        "state_labels_from_text": False, "state_labels": {"0": "calm", "1": "hot"},
+        "rows_input": 6, "rows_dropped_null_date": 1, "rows_dropped_date_range": 0,
+        "rows_dropped_null_state": 0, "rows": 5, "ticker_count": 2, "state_count": 2,
+        "min_trade_date": "2022-03-01", "max_trade_date": "2022-03-03", "sample_frac": None,
+        "sample_unit": "ticker", "sample_seed": None, "tickers_sampled": None,
+        "date_from": None, "date_to": None, "forward_columns_present": list(FORWARD_COLUMNS),
+        "forward_recomputed": True,
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def test_transition_stability_without_any_pair() -> None:
+    """Two tickers of one row each: windows with rows but no transition pair anywhere."""
+    frame = pl.DataFrame({
+        "ticker": ["A", "B"], "trade_date": [dt.date(2024, 1, 5), dt.date(2024, 2, 5)],
+        "state_id": pl.Series([0, 1], dtype=pl.Int32), "fwd_ret_10": [0.01, -0.01],
+        "fwd_abs_ret_10": [0.01, 0.01], "fwd_vol_proxy_10": [0.1, 0.1],
+    })  # fmt: skip
+    tm = rolling_stability(frame, window_months=1, step_months=1,
+                           transition_stability=True).transition_matrix  # fmt: skip
+    assert tm.select("window_seq", "transition_count", "frobenius_distance").rows() == [
+        (0, 0, None), (1, 0, None)]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- compare
