@@ -88,7 +88,8 @@ def one_universe(work: Path, seed: int, args: argparse.Namespace) -> list[dict[s
     for mode in args.modes:
         run = _mf(env, "validation-run", "--input-file", str(labels), "--input-type", "generic",
                   "--state-col", "regime", "--bootstrap-mode", mode)
-        policy = _mf(env, "cluster-hardening-run", "--validation-run-dir", run["output_dir"])
+        policy = _mf(env, "cluster-hardening-run", "--validation-run-dir", run["output_dir"],
+                     "--force")  # a rerun rewrites the same run folder: no stale policy
         card = pl.read_parquet(Path(run["output_dir"]) / "state_scorecard.parquet")
         records.append({
             "seed": seed, "mode": mode, "rows": run["rows"], "states": run["state_count"],

@@ -83,19 +83,26 @@ def test_block_statistics_from_a_known_date_draw(monkeypatch):
     assert row["block_length"] == 1 and row["bootstrap_mode"] == "block"
 
 
-def test_edge_test_is_the_state_mean_minus_the_all_states_mean(monkeypatch):
-    # Every value is positive, so "mean = 0" gives state 0 p = 1/6 (no replicate mean is
-    # 0.0467 away from 0.0467). Its edge: 0.14/3 - 0.195/6 = 0.01417; replicates (state mean -
-    # all-rows mean of the same draw) 0.01417, 0.02 - 0.015, 0.05 - 0.03583, 0.09 - 0.0575,
-    # 0.02667 - 0.02167 = 0.01417, 0.005, 0.01417, 0.0325, 0.005: only 0.0325 is >= 0.01417
-    # away from 0.01417, p = 2/6. State 1's edge is the mirror image (equal counts).
-    vals = np.array([[0.02, 0.03, 0.09], [0.01, 0.02, 0.025]])
-    w = np.array([[1.0, 1, 1], [3, 0, 0], [0, 2, 1], [0, 0, 3], [1, 2, 0]])
+def test_edge_test_is_the_state_against_its_own_tickers(monkeypatch):
+    # Ticker A earns more than B (means 0.06 and 0.0075). State 0 holds A on dates 0-2 and B on
+    # date 3: its raw mean 0.045 beats the all-rows 0.03375 by 0.01125, only because it sits
+    # on A. Its edge values (outcome minus ticker mean) are -0.02, 0, -0.01 (A) and 0.0225 (B):
+    # edge -0.001875. Replicates (state - all rows of the edge values, same draw):
+    # (1,1,1,1) -0.001875; (2,0,0,2) 0.00125 - 0.00625 = -0.005; (0,2,1,1) -0.000625;
+    # (0,1,3,0) +0.000625; (1,2,1,0) -0.00125. |r - edge| >= 0.001875 for -0.005 and
+    # +0.000625 only: p = (1 + 2) / 6. State 1 is the mirror image (equal counts).
+    vals = np.array([[0.04, 0.06, 0.05, 0.09], [0.00, 0.01, -0.01, 0.03]])
+    states = np.array([[0, 0, 0, 1], [1, 1, 1, 0]])
+    w = np.array([[1.0, 1, 1, 1], [2, 0, 0, 2], [0, 2, 1, 1], [0, 1, 3, 0], [1, 2, 1, 0]])
     monkeypatch.setattr(bmod, "_date_weights", lambda *a: w)
-    frame = _frame(vals, np.array([[0], [1]]), "fwd_ret_10")
-    res = run_bootstrap(frame, n_boot=5, block_length=1).state_summary
-    assert res["mean_p_value"].to_list() == pytest.approx([1 / 3, 1 / 3])
-    assert res["mean_p_adjusted"].to_list() == pytest.approx([2 / 3, 2 / 3])
+    res = run_bootstrap(_frame(vals, states, "fwd_ret_10"), n_boot=5, block_length=1)
+    rows = res.state_summary.sort("state_id")
+    assert rows["mean_obs"].to_list() == pytest.approx([0.045, 0.0225])
+    assert rows["mean_excess_obs"].to_list() == pytest.approx([-0.001875, 0.001875])
+    assert rows["mean_p_value"].to_list() == pytest.approx([0.5, 0.5])
+    assert rows["mean_p_adjusted"].to_list() == pytest.approx([1.0, 1.0])
+    iid = run_bootstrap(_frame(vals, states, "fwd_ret_10"), n_boot=50, mode="iid")
+    assert iid.state_summary["mean_excess_obs"].to_list() == pytest.approx([-0.001875, 0.001875])
 
 
 @pytest.mark.parametrize(

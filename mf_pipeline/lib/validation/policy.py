@@ -169,7 +169,7 @@ def _classify(t: PolicyThresholds) -> list[pl.Expr]:
     )
     lo, hi = pl.col("fwd_ret_10_ci_lo"), pl.col("fwd_ret_10_ci_hi")
     ci_sign = pl.when((lo > 0) & (hi > 0)).then(1).when((lo < 0) & (hi < 0)).then(-1).otherwise(0)
-    # the edge (excess over the all-states mean) must point the way the trade would go: a
+    # the edge (excess over the state's own tickers) must point the way the trade would go: a
     # positive state that is significantly BELOW the average is no long edge
     agrees = (pl.col("edge_excess").sign() == ci_sign).fill_null(False)
     edge = pl.col("edge_significant") & agrees

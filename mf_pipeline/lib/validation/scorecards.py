@@ -13,10 +13,11 @@ grade cut-offs) except where they misled:
 * #20 — ``top_state_id`` / ``worst_state_id`` only consider states with a mean.
 
 Added per state: the bootstrap edge test of the ``fwd_ret_10`` mean (``edge_p_value``, Holm
-``edge_p_adjusted``, ``edge_significant`` at ``alpha``, ``edge_excess`` = the state's mean minus
-the all-states mean, ``edge_direction`` = sign of that excess when significant, else 0). The
-edge is the state's difference from the unconditional mean, not from zero: a market drift or
-the convexity of simple returns lifts every state alike and is no regime edge.
+``edge_p_adjusted``, ``edge_significant`` at ``alpha``, ``edge_excess`` = the state's mean of
+the outcome minus its ticker's mean, ``edge_direction`` = sign of that excess when significant,
+else 0; bootstrap.py). Not the difference from zero: a market drift or the convexity of simple
+returns lifts every state alike, and a state that merely gathers volatile tickers is no regime
+edge.
 """
 
 from __future__ import annotations
