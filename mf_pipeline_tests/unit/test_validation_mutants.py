@@ -23,6 +23,7 @@ from mf_pipeline.lib.validation.compare import (
     outcome_profile,
     validation_compare,
 )
+from mf_pipeline.lib.validation.events import transition_event_study
 from mf_pipeline.lib.validation.policy import (
     PolicyThresholds,
     export_rows,
@@ -39,6 +40,8 @@ from mf_pipeline.lib.validation.scorecards import (
 from mf_pipeline.lib.validation.stability import rolling_stability
 from mf_pipeline_tests.unit.test_validation_adapter import _panel
 from mf_pipeline_tests.unit.test_validation_compare import PERM, SUMMARY_A, SUMMARY_B, _table
+from mf_pipeline_tests.unit.test_validation_events import hand_frame as events_hand_frame
+from mf_pipeline_tests.unit.test_validation_events import study
 from mf_pipeline_tests.unit.test_validation_policy import (
     NO_TRANSITIONS,
     STEADY,
@@ -210,6 +213,52 @@ def test_transition_stability_without_any_pair() -> None:
                            transition_stability=True).transition_matrix  # fmt: skip
     assert tm.select("window_seq", "transition_count", "frobenius_distance").rows() == [
         (0, 0, None), (1, 0, None)]  # fmt: skip
+
+
+
+def test_stability_window_message() -> None:
+    with pytest.raises(ValueError, match=r"^window_months and step_months must be >= 1$"):
+        rolling_stability(pl.DataFrame(), step_months=0)
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_event_hit_rate_counts_only_positive_returns() -> None:
+    frame = events_hand_frame().with_columns(  # A's 0->1 event now returns exactly 0
+        pl.when(pl.int_range(pl.len()) == 2).then(0.0).otherwise(pl.col("fwd_ret_10"))
+        .alias("fwd_ret_10"))  # fmt: skip
+    summary = study(frame).summary.filter(pl.col("transition_code") == "0->1")
+    assert summary.select("count_events", "fwd_ret_10_hit_rate").rows() == [(2, 0.0)]  # 0, -0.01
+
+
+def test_default_pre_window_is_ten_bars() -> None:
+    frame = pl.DataFrame({
+        "ticker": ["X"] * 13, "trade_date": [dt.date(2024, 3, d) for d in range(1, 14)],
+        "state_id": pl.Series([0] * 12 + [1], dtype=pl.Int32), "close": [float(d) for d in
+                                                                         range(1, 14)],
+    })  # fmt: skip
+    path = transition_event_study(frame, min_events_per_transition=1).path_summary
+    assert path["rel_bar"].to_list() == list(range(-10, 1))  # 12 bars of state 0, 10 kept
+
+
+def test_codes_of_large_state_ids_stay_apart() -> None:
+    """Ids near 1e8: a float64 (prev, next) key would merge 1e8->5 with 1e8->6."""
+    big = 100_000_000
+    frame = pl.DataFrame({
+        "ticker": ["X"] * 4, "trade_date": [dt.date(2024, 2, d) for d in range(1, 5)],
+        "state_id": pl.Series([big, 5, big, 6], dtype=pl.Int32), "close": [1.0, 2, 3, 4],
+    })  # fmt: skip
+    path = study(frame, window_pre=1, window_post=1).path_summary
+    counts = path.group_by("transition_code").agg(pl.col("count_points").sum()).sort(
+        "transition_code").rows()  # fmt: skip
+    # each event: its entry bar (rel 0) and the one bar of the state left (rel -1)
+    assert counts == [("100000000->5", 2), ("100000000->6", 2), ("5->100000000", 2)]
+
+
+def test_event_window_message() -> None:
+    with pytest.raises(ValueError, match=r"^window_pre and window_post must be >= 0$"):
+        transition_event_study(events_hand_frame(), window_post=-1)
 
 
 # --------------------------------------------------------------------------- compare
