@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib.research.labels import FORWARD_COLUMNS
+from mf_pipeline.lib.validation import walkforward as wf
 from mf_pipeline.lib.validation.adapter import adapt
 from mf_pipeline.lib.validation.compare import (
     hardening_compare,
@@ -50,6 +51,7 @@ from mf_pipeline_tests.unit.test_validation_policy import (
     transitions,
 )
 from mf_pipeline_tests.unit.test_validation_scorecards import FRAME, STABILITY, _boot
+from mf_pipeline_tests.unit.test_validation_walkforward import _records as wf_records
 
 
 def _utc_seconds(stamp: str) -> dt.datetime:
@@ -387,3 +389,35 @@ def test_recommend_thresholds_records() -> None:
         "sign_consistency_hard": 0.7, "ci_width_hard_quantile": 0.8,
         "ci_width_hard_value_recommended": 0.06,
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- walkforward
+
+
+def test_walkforward_empty_tables_keep_their_columns() -> None:
+    assert wf.issue_frequency(pl.DataFrame(), "issues").schema == pl.Schema({
+        "model": pl.String, "issue": pl.String, "split_count": pl.UInt32,
+        "state_count": pl.UInt32})  # fmt: skip
+    qa = wf.qa_walkforward(wf_records())  # no model carries qa_flagged
+    assert qa.flagged.columns == ["train_end", "model", "validation_run_dir"]
+    assert qa.summary["total_flagged_states"] == 0 and qa.summary["by_model"] == {}
+
+
+def test_walkforward_report_tables() -> None:
+    records = wf_records()
+    long = wf.model_summary_long(records)
+    summary = wf.aggregate_summary(records, long)
+    lines = wf.full_report(records, summary, long, {}).splitlines()
+    assert "## Wins by metric" in lines
+    assert ("| train_end | model | rows | n_states | validation_grade | forward_separation_score"
+            " | pairwise_diff_significant_share | avg_ci_width_fwd_ret_10"
+            " | avg_state_sign_consistency | avg_state_ret_cv | nan_warning_total |") in lines
+    # rows 1000 + 500, 990 + 500, 1000; grades A, B -> 2.5; B, null -> 2; C -> 1
+    assert "| total_rows_sum | 1500 | 1490 | 1000 |" in lines
+    assert "| validation_grade_score_mean_heuristic | 2.5 | 2 | 1 |" in lines
+    # a table with rows gets no placeholder row of dashes
+    assert not [line for line in lines if line.startswith("| —") and set(line) <= set("|— ")]
+    expanding = wf.full_report([dict(r, test_end=None) for r in records], summary, long, {})
+    assert ("Test windows overlap (expanding design: each split runs to the end of data), so "
+            "later splits' test rows are contained in earlier ones and the splits are NOT "
+            "independent.") in expanding.splitlines()
