@@ -12,10 +12,12 @@ import datetime as dt
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import polars as pl
 import pytest
 
 from mf_pipeline.lib.research.labels import FORWARD_COLUMNS
+from mf_pipeline.lib.validation import bootstrap as bmod
 from mf_pipeline.lib.validation import walkforward as wf
 from mf_pipeline.lib.validation.adapter import adapt
 from mf_pipeline.lib.validation.compare import (
@@ -40,6 +42,7 @@ from mf_pipeline.lib.validation.scorecards import (
 )
 from mf_pipeline.lib.validation.stability import rolling_stability
 from mf_pipeline_tests.unit.test_validation_adapter import _panel
+from mf_pipeline_tests.unit.test_validation_bootstrap import _frame as boot_frame
 from mf_pipeline_tests.unit.test_validation_compare import PERM, SUMMARY_A, SUMMARY_B, _table
 from mf_pipeline_tests.unit.test_validation_events import hand_frame as events_hand_frame
 from mf_pipeline_tests.unit.test_validation_events import study
@@ -261,6 +264,24 @@ def test_codes_of_large_state_ids_stay_apart() -> None:
 def test_event_window_message() -> None:
     with pytest.raises(ValueError, match=r"^window_pre and window_post must be >= 0$"):
         transition_event_study(events_hand_frame(), window_post=-1)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_a_pair_never_drawn_together_has_no_bootstrap_figures(monkeypatch) -> None:
+    """Both replicates draw date 0 twice: state 1 (date 1 only) is never drawn, so the pair
+    keeps its observed difference 0.01 - (-0.02) and nothing else."""
+    monkeypatch.setattr(bmod, "_date_weights", lambda *a: np.array([[2.0, 0.0], [2.0, 0.0]]))
+    frame = boot_frame(np.array([[0.01, -0.02]]), np.array([[0, 1]]), "fwd_ret_10")
+    res = bmod.run_bootstrap(frame, n_boot=2, block_length=1)
+    pair = res.pairwise.row(0, named=True)
+    assert (pair["state_a"], pair["state_b"], pair["n_a"], pair["n_b"]) == (0, 1, 1, 1)
+    assert pair["diff_mean_obs"] == pytest.approx(0.03)
+    assert [pair[k] for k in ("diff_ci_lo", "diff_ci_hi", "diff_boot_mean", "p_value")] == [
+        None] * 4  # fmt: skip
+    assert pair["diff_sign_consistent"] is False and pair["significant"] is False
+    assert res.state_summary["bootstrap_method"].to_list() == ["percentile"] * 2
 
 
 # --------------------------------------------------------------------------- compare
