@@ -284,6 +284,25 @@ def test_a_pair_never_drawn_together_has_no_bootstrap_figures(monkeypatch) -> No
     assert res.state_summary["bootstrap_method"].to_list() == ["percentile"] * 2
 
 
+def test_bootstrap_defaults_one_replicate_and_no_outcome() -> None:
+    frame = boot_frame(np.array([[0.01, -0.02, 0.03]]), 0, "fwd_ret_10")
+    res = bmod.run_bootstrap(frame)
+    assert res.state_summary.schema == pl.Schema(bmod.STATE_SUMMARY_SCHEMA)
+    meta = {k: v for k, v in res.meta.items() if k != "generated_ts"}
+    assert meta == {
+        "outcomes": ["fwd_ret_10"], "n_boot": 1000, "ci": 0.95, "bootstrap_mode": "block",
+        # Politis-White needs >= 10 dates; the horizon 10 is capped at the 3 dates
+        "block_length": 3, "block_length_method": "politis_white_min_horizon",
+        "block_length_politis_white": None, "random_state": 42, "pairwise_outcome": "fwd_ret_10",
+        "state_count": 1, "alpha": 0.05, "correction": "holm", "resample_unit": "date_block",
+        "n_dates": 3, "max_points_per_state": 50_000,
+    }  # fmt: skip
+    one = bmod.run_bootstrap(frame, n_boot=1, block_length=1)  # one replicate is allowed
+    assert one.meta["n_boot"] == 1 and one.state_summary["mean_ci_lo"].item() is not None
+    with pytest.raises(ValueError, match=r"^no outcome column to bootstrap$"):
+        bmod.run_bootstrap(frame.drop("fwd_ret_10"))
+
+
 # --------------------------------------------------------------------------- compare
 
 
