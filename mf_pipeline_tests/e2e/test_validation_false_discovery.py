@@ -5,11 +5,11 @@ nothing, whether the states are random labels or what the HMM and the clustering
 
 Tolerance on the null: zero ALLOW in each of the four policies (HMM, cluster and flow states
 of ``mf demo``, two random states). ALLOW needs a Holm-significant edge at alpha 0.05 across the
-states of one run, so a calibrated harness has a false ALLOW in at most ~5 % of runs (measured
-over 20 null universes by ``bench/validation_null_calibration.py``; docs/VALIDATION.md,
-"False-discovery check"); the seeds are fixed, so the test is deterministic. Two random states
-rather than five on purpose: more rows per state give the check power against the convexity of
-simple returns (a driftless log walk has mean ``fwd_ret_10`` exp(10 sigma^2 / 2) - 1, about
+states of one run, so a calibrated harness has a false ALLOW in at most ~5 % of runs; measured
+by ``bench/validation_null_calibration.py`` (docs/VALIDATION.md, "False-discovery check"): one
+ALLOW in 5 of 50 null universes with five random states, never two (row-iid resampling: 16 of
+20). The seeds are fixed, so the test is deterministic. Two random states rather than five on
+purpose: more rows per state give the check power against the convexity of simple returns (a driftless log walk has mean ``fwd_ret_10`` exp(10 sigma^2 / 2) - 1, about
 +0.2 % here), which the old "mean = 0" edge test took for an edge of every state: on f231e34
 this null lake had both random states, cluster 0 and flow state 2 ALLOW LONG_BIAS (HMM: none).
 """
