@@ -9,9 +9,10 @@ states of one run, so a calibrated harness has a false ALLOW in at most ~5 % of 
 by ``bench/validation_null_calibration.py`` (docs/VALIDATION.md, "False-discovery check"): one
 ALLOW in 5 of 50 null universes with five random states, never two (row-iid resampling: 16 of
 20). The seeds are fixed, so the test is deterministic. Two random states rather than five on
-purpose: more rows per state give the check power against the convexity of simple returns (a driftless log walk has mean ``fwd_ret_10`` exp(10 sigma^2 / 2) - 1, about
-+0.2 % here), which the old "mean = 0" edge test took for an edge of every state: on f231e34
-this null lake had both random states, cluster 0 and flow state 2 ALLOW LONG_BIAS (HMM: none).
+purpose: more rows per state give the check power against the convexity of simple returns (a
+driftless log walk has mean ``fwd_ret_10`` exp(10 sigma^2 / 2) - 1, about +0.2 % here), which
+the old "mean = 0" edge test took for an edge of every state: on f231e34 this null lake had both
+random states, cluster 0 and flow state 2 ALLOW LONG_BIAS (HMM: none).
 """
 
 import json
