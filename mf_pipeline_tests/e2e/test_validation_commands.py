@@ -203,3 +203,16 @@ def test_walk_forward_runs_splits_on_non_overlapping_tests_and_resumes(lake: Pat
     assert sanity["passed"] and sanity["splits_successful"] == 2
     hardening = mf("cluster-hardening-run", "--wf-run-dir", str(folder), "--json")
     assert hardening["splits_successful"] >= 2
+
+
+def test_a_policy_is_rebuilt_when_its_validation_was_rerun(lake: Path, mf) -> None:
+    """A policy is reused only for the validation contents it was built from."""
+    folder = _record(lake, "state_validation_flow")["output_dir"]
+    first = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
+    again = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
+    assert again["reused"] is True
+    summary = Path(folder) / "run_summary.json"
+    run = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**run, "finished_ts": "2030-01-01T00:00:00+00:00"}))
+    rebuilt = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
+    assert rebuilt["reused"] is False and first["output_dir"] == rebuilt["output_dir"]

@@ -101,7 +101,10 @@ def policy_run(validation_dir: str | Path, qa: QaThresholds, thresholds: PolicyT
     run = read_run(folder)
     state_col = run.get("state_column") or "state_id"
     rows_path = Path(rows_file) if rows_file else _rows_file(run)
+    # the run's finish time too: a validation rerun into the same folder (same id, e.g. after
+    # a code change) must not be answered with the policy of its previous contents
     key = digest({"qa": asdict(qa), "policy": asdict(thresholds), "run": run["run_id"],
+                  "finished": run.get("finished_ts"),
                   "labels": extra_labels or {}, "given": qa_labels,
                   "export": bool(export_filtered and rows_path),
                   "rows": str(rows_path)})  # fmt: skip
