@@ -148,12 +148,20 @@ def test_state_without_pairwise_rows_has_zero_shares() -> None:
 
 
 def test_grade_is_c_without_a_sign_consistency() -> None:
+    """Every pair significant (share 1, enough for A) and narrow CIs: only the missing sign
+    consistency keeps the run from a grade, so it is C."""
+    pairwise = pl.DataFrame({"state_a": [0, 0, 1], "state_b": [1, 2, 2],
+                             "diff_sign_consistent": [True] * 3, "significant": [True] * 3})
     stability = STABILITY.state_summary.with_columns(
         pl.lit(None, pl.Float64).alias("fwd_ret_10_sign_stability"))
-    _, overall = build_scorecards(FRAME, "cluster", _boot(),
+    _, overall = build_scorecards(FRAME, "cluster", _boot(pairwise),
                                   SimpleNamespace(state_summary=stability), weights={})
+    assert overall["pairwise_diff_significant_share"] == 1.0
     assert overall["avg_state_sign_consistency"] is None
     assert overall["validation_grade"] == "C"
+    ci_only = build_scorecards(FRAME, "cluster", _boot(pairwise), STABILITY, weights={})[1]
+    assert ci_only["avg_state_sign_consistency"] == pytest.approx(2.2 / 3)
+    assert ci_only["validation_grade"] == "B"  # (0.012 + 0.019 + 0.061) / 3 > 0.02: not A
 
 
 # --------------------------------------------------------------------------- adapter
