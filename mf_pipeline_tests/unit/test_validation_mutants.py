@@ -37,6 +37,7 @@ from mf_pipeline.lib.validation.policy import (
 from mf_pipeline.lib.validation.qa import QaThresholds, cluster_qa, window_stats
 from mf_pipeline.lib.validation.scorecards import (
     build_scorecards,
+    overall_scorecard,
     pairwise_shares,
     state_scorecard,
 )
@@ -82,6 +83,9 @@ def test_qa_flags_on_null_inputs_and_at_the_near_zero_boundary() -> None:
         2: ["MEAN_NEAR_ZERO_CV_INFLATION"],
         3: ["LOW_N"],
     }
+    # a state with a single label is flagged too
+    assert qa.flagged["state_id"].to_list() == [1, 2, 3]
+    assert qa.summary["states_flagged"] == 3
 
 
 
@@ -162,6 +166,27 @@ def test_grade_is_c_without_a_sign_consistency() -> None:
     ci_only = build_scorecards(FRAME, "cluster", _boot(pairwise), STABILITY, weights={})[1]
     assert ci_only["avg_state_sign_consistency"] == pytest.approx(2.2 / 3)
     assert ci_only["validation_grade"] == "B"  # (0.012 + 0.019 + 0.061) / 3 > 0.02: not A
+
+
+def test_one_row_state_sample_component_and_grade_a_at_the_ci_limit() -> None:
+    boot = _boot()
+    boot.state_summary = boot.state_summary.with_columns(
+        pl.when(pl.col("state_id") == 2).then(1).otherwise(pl.col("n")).alias("n"))
+    card_, _ = build_scorecards(FRAME, "cluster", boot, STABILITY, weights={})
+    # n = 1, 100, 1000: n_ref = floor(100 + 0.8 * 900) = 820; state 2 (CI width 0.061,
+    # consistency 0.5, cv 20 -> 0, no sign confidence, no significant pair)
+    expected = 100 * (0.2 * math.log(2) / math.log(821) + 0.25 * (1 - 0.061 / 0.2)
+                      + 0.25 * 0.5 * 0.5)  # fmt: skip
+    score = card_.filter(pl.col("state_id") == 2)["confidence_score"].item()
+    assert score == pytest.approx(round(expected, 3))
+    # average CI width exactly at grade A's 0.02 (inclusive), every pair significant
+    two = pl.DataFrame({"state_id": [0, 1], "fwd_ret_10_mean": [0.01, -0.01],
+                        "ci_width": [0.02, 0.02], "stability_sign_consistency": [0.7, 0.7],
+                        "ret_mean_cv": [1.0, 1.0], "edge_significant": [True, True]})
+    pairwise = pl.DataFrame({"significant": [True], "diff_sign_consistent": [True]})
+    overall = overall_scorecard(two, pairwise, FRAME, "cluster", eps=1e-12, alpha=0.05)
+    assert overall["avg_ci_width_fwd_ret_10"] == 0.02
+    assert overall["validation_grade"] == "A"
 
 
 # --------------------------------------------------------------------------- adapter
