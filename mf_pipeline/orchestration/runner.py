@@ -249,9 +249,16 @@ def run_job(settings: Settings, job_name: str, op_config: dict[str, Any],
 
 def _register_dynamic_key(settings: Settings, selection: Sequence[str], key: str) -> None:
     """Add ``key`` to the dynamic partitions of the selected assets (e.g. a research split
-    for a train end outside the defaults), so the run is a run on that partition."""
+    for a train end outside the defaults), so the run is a run on that partition. Each
+    partitions definition is asked once, and only when the key is new."""
     names = {dg.AssetKey(name) for name in selection}
-    for spec in definitions().resolve_all_asset_specs():
-        pdef = spec.partitions_def
-        if spec.key in names and isinstance(pdef, dg.DynamicPartitionsDefinition) and pdef.name:
-            instance(settings).add_dynamic_partitions(pdef.name, [key])
+    dynamic = dg.DynamicPartitionsDefinition
+    pdefs = {spec.partitions_def.name for spec in definitions().resolve_all_asset_specs()
+             if spec.key in names and isinstance(spec.partitions_def, dynamic)
+             and spec.partitions_def.name}
+    if not pdefs:
+        return
+    inst = instance(settings)
+    for name in sorted(pdefs):
+        if not inst.has_dynamic_partition(name, key):
+            inst.add_dynamic_partitions(name, [key])
