@@ -413,7 +413,10 @@ def validation_wf_run(
         last = windows[dt.date.fromisoformat(end)]
         judged = validation | ({"test_end": last.isoformat()} if last else {})
         return {**{k: {"config": v} for k, v in models.items()},
-                **{f"state_validation_{s}": {"config": judged} for s in SOURCES}}
+                **{f"state_validation_{s}": {"config": judged} for s in SOURCES},
+                # as the old walk-forward: policies without the row exports (research.md §9.7)
+                **{f"state_policy_{s}": {"config": {"export_filtered": False}}
+                   for s in SOURCES}}
 
     sig = wf_step.signature(settings, data, ends, {"models": models, "validation": validation})
     folder = wf_step.wf_folder(settings, sig)
