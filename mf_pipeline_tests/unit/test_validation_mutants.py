@@ -34,7 +34,12 @@ from mf_pipeline.lib.validation.policy import (
     harden,
     recommend_thresholds,
 )
-from mf_pipeline.lib.validation.qa import QaThresholds, cluster_qa, window_stats
+from mf_pipeline.lib.validation.qa import (
+    QaThresholds,
+    cluster_qa,
+    transition_counts,
+    window_stats,
+)
 from mf_pipeline.lib.validation.scorecards import (
     build_scorecards,
     overall_scorecard,
@@ -87,6 +92,12 @@ def test_qa_flags_on_null_inputs_and_at_the_near_zero_boundary() -> None:
     assert qa.flagged["state_id"].to_list() == [1, 2, 3]
     assert qa.summary["states_flagged"] == 3
 
+
+
+def test_transition_summary_without_counts_gives_no_counts() -> None:
+    out = transition_counts(pl.DataFrame({"prev_state_id": [0], "next_state_id": [1]}))
+    assert out.is_empty()
+    assert out.schema == pl.Schema({"state_id": pl.Int32, "transition_event_count": pl.Int64})
 
 
 def test_qa_summary_thresholds_record() -> None:
