@@ -216,3 +216,18 @@ def test_a_policy_is_rebuilt_when_its_validation_was_rerun(lake: Path, mf) -> No
     summary.write_text(json.dumps({**run, "finished_ts": "2030-01-01T00:00:00+00:00"}))
     rebuilt = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
     assert rebuilt["reused"] is False and first["output_dir"] == rebuilt["output_dir"]
+
+
+def test_threshold_options_reach_the_qa_and_the_policy(lake: Path, mf) -> None:
+    folder = _record(lake, "state_validation_hmm")["output_dir"]
+    states = _record(lake, "state_validation_hmm")["state_count"]
+    qa = mf("cluster-qa-run", "--validation-run-dir", folder, "--min-n-rows", "10000000",
+            "--json")
+    assert qa["states_flagged"] == states and qa["issue_counts"]["LOW_N"] == states
+    policy = mf("cluster-hardening-run", "--validation-run-dir", folder, "--min-n-rows-hard",
+                "10000000", "--no-export-filtered", "--json")
+    assert policy["block_count"] == states
+    table = pl.read_csv(Path(policy["output_dir"]) / "cluster_hardening_state_table.csv")
+    assert table["reasons"].str.contains("HARD_LOW_N").all()
+    default = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
+    assert default["reused"] is False and default["block_count"] < states

@@ -9,7 +9,7 @@ the same folder with the thresholds given. Outputs are reused only when their re
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +32,18 @@ QA_DIR, POLICY_DIR = "cluster_qa", "cluster_hardening"
 POLICY_FILE = "cluster_hardening_policy.json"
 
 
-def _from(cls: type, group: Any, overrides: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    values = {k: v for k, v in group.model_dump().items() if k in names}
-    values |= {k: v for k, v in overrides.items() if v is not None and k in names}
-    return cls(**values)
+def _with(base: Any, overrides: dict[str, Any]) -> Any:
+    """``base`` (a thresholds dataclass) with the non-None ``overrides`` it has fields for."""
+    names = {f.name for f in fields(base)}
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None and k in names})
 
 
 def qa_thresholds(settings: Settings, **overrides: Any) -> QaThresholds:
-    return _from(QaThresholds, settings.cluster_qa, overrides)
+    return _with(QaThresholds.from_settings(settings.cluster_qa), overrides)
 
 
 def policy_thresholds(settings: Settings, **overrides: Any) -> PolicyThresholds:
-    return _from(PolicyThresholds, settings.cluster_hardening, overrides)
+    return _with(PolicyThresholds.from_settings(settings.cluster_hardening), overrides)
 
 
 def read_table(folder: Path, name: str) -> pl.DataFrame:
