@@ -21,6 +21,7 @@ from mf_pipeline.lib.research.labels import FORWARD_COLUMNS
 from mf_pipeline.lib.research.splits import FULL_SPLIT_ID
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.research.options import WF_PREFIX, split_keys
+from mf_pipeline.lib.validation.walkforward import test_windows
 
 SOURCES: dict[str, tuple[str, str]] = {
     "flow": ("flow", "flow_state_code"),
@@ -43,15 +44,15 @@ class SplitRows:
 
 
 def test_end_of(settings: Settings, split_key: str, non_overlapping: bool) -> dt.date | None:
-    """Last test date of a walk-forward split: the next default train end when tests do not
-    overlap (the last split, ``full`` and off-list splits run to the end of data)."""
-    if not non_overlapping or split_key == FULL_SPLIT_ID:
+    """Last test date of a walk-forward split among the default train ends
+    (:func:`walkforward.test_windows`: the next train end when tests do not overlap; the last
+    split and ``full`` run to the end of data)."""
+    if split_key == FULL_SPLIT_ID:
         return None
-    ends = sorted(dt.date.fromisoformat(k.removeprefix(WF_PREFIX))
-                  for k in split_keys(settings) if k.startswith(WF_PREFIX))
+    ends = {dt.date.fromisoformat(k.removeprefix(WF_PREFIX))
+            for k in split_keys(settings) if k.startswith(WF_PREFIX)}
     own = dt.date.fromisoformat(split_key.removeprefix(WF_PREFIX))
-    later = [end for end in ends if end > own]
-    return later[0] if later else None
+    return dict(test_windows(sorted(ends | {own}), None, non_overlapping))[own]
 
 
 def split_rows(settings: Settings, split_key: str, hmm_run_dir: str | Path,
