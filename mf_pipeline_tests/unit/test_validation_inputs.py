@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from mf_pipeline.lib.settings import Settings
-from mf_pipeline.lib.steps.validation.inputs import test_end_of
+from mf_pipeline.lib.steps.validation import inputs
 
 
 @pytest.mark.parametrize(("key", "non_overlapping", "end"), [
@@ -16,4 +16,4 @@ from mf_pipeline.lib.steps.validation.inputs import test_end_of
     ("full", True, None),
 ])  # fmt: skip
 def test_a_split_is_judged_up_to_the_next_train_end(key, non_overlapping, end) -> None:
-    assert test_end_of(Settings(), key, non_overlapping) == end
+    assert inputs.test_end_of(Settings(), key, non_overlapping) == end
