@@ -185,3 +185,10 @@ def test_rejects_ticker_in_two_blocks() -> None:
     df = frame()
     with pytest.raises(ValueError, match="contiguous"):
         run_trades(pl.concat([df.head(3), df.tail(8), df.slice(3, 9)]), BacktestConfig())
+
+
+def test_no_eligible_row_gives_empty_trade_table() -> None:
+    res = run_trades(frame([0] * 12, [0] * 8), BacktestConfig("state_entry", "horizon"))
+    assert res.trades.height == 0
+    assert res.trades.columns[:3] == ["position_id", "ticker", "side"]
+    assert res.diagnostics["entry_signals"] == 0

@@ -113,8 +113,9 @@ def run_trades(
         state, side, signal_eligible, gate_pass, offsets,
         kb.SIGNAL_MODES.index(config.signal_mode), entry_signal,
     )
-    trade_int = np.zeros((n, kb.N_TRADE_INT), dtype=np.int64)
-    trade_float = np.full((n, kb.N_TRADE_FLOAT), np.nan)
+    capacity = int(entry_signal.sum())
+    trade_int = np.zeros((capacity, kb.N_TRADE_INT), dtype=np.int64)
+    trade_float = np.full((capacity, kb.N_TRADE_FLOAT), np.nan)
     diag = np.zeros(kb.N_DIAG, dtype=np.int64)
     n_trades = kb.simulate_trades(
         *(kernel_array(frame[c]) for c in PRICE_COLS),

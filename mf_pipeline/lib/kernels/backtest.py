@@ -160,13 +160,16 @@ def simulate_trades(
     exit fires on a row that is not ``signal_eligible`` or whose side opposes the position
     (also on the entry bar). MFE/MAE use high/low of the rows the position is held through
     the close (entry row included, exit-fill row excluded). ``net = gross - 2 * cost``.
-    ``trade_int`` (n x 7) and ``trade_float`` (n x 6) hold at least one row per input row
-    (a trade needs its own entry row); ``diag`` (5) is zeroed here.
+    ``trade_int`` (m x 7) and ``trade_float`` (m x 6) need m >= the number of entry signals
+    (each trade has its own trigger row); ``diag`` (5) is zeroed here.
     """
     n = close.shape[0]
     check_offsets(offsets, n)
-    if trade_int.shape[0] < n or trade_float.shape[0] < n:
-        raise ValueError("trade tables need one row per input row")
+    capacity = 0
+    for i in range(n):
+        capacity += 1 if entry_signal[i] else 0
+    if trade_int.shape[0] < capacity or trade_float.shape[0] < capacity:
+        raise ValueError("trade tables need one row per entry signal")
     diag[:] = 0
     cost = 2.0 * cost_bps_per_side / 10_000.0
     horizon = max(1, hold_bars)
