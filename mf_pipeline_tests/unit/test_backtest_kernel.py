@@ -192,3 +192,22 @@ def test_no_eligible_row_gives_empty_trade_table() -> None:
     assert res.trades.height == 0
     assert res.trades.columns[:3] == ["position_id", "ticker", "side"]
     assert res.diagnostics["entry_signals"] == 0
+
+
+def test_unfillable_entry_is_skipped_and_zero_exit_price_is_invalid() -> None:
+    zero = ((pl.col("ticker") == "BBB") & (pl.col("trade_date") == day(2))) | (
+        (pl.col("ticker") == "AAA") & (pl.col("trade_date") == day(5))
+    )
+    df = frame().with_columns(
+        [pl.when(zero).then(0.0).otherwise(pl.col(c)).alias(c) for c in ("open", "close")]
+    )
+    res = run_trades(df, BacktestConfig("state_transition_entry", "state_exit"))
+    t = res.trades
+    # BBB's entry at bar 2 has no positive price: dropped, the next BBB trade is from bar 6
+    assert [k[:5] for k in key(t)] == [
+        ("AAA-1", 1, 2, 4, 5), ("AAA-2", 6, 7, 8, 9), ("BBB-1", 6, 7, 7, 7)
+    ]
+    assert t["is_valid_trade"].to_list() == [False, True, True]
+    assert t["net_return"].to_list()[0] is None
+    assert res.diagnostics["skipped_no_next_bar_entry"] == 1
+    assert res.diagnostics["invalid_trade_count"] == 1
