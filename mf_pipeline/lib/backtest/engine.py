@@ -82,18 +82,20 @@ def run_trades(
     direction_col: str = "direction",
     eligible_col: str | None = None,
     gate_col: str | None = None,
+    entry_col: str | None = None,
     carry: Sequence[str] = (),
 ) -> BacktestResult:
     """Simulate ``config`` on ``frame`` and return its trades and diagnostics.
 
     ``eligible_col`` is the mapping-level ``signal_eligible`` (default: direction != 0); it
     drives both entries and the state exit. ``gate_col`` (overlay and execution gates,
-    default all true) restricts entries only. Each column ``c`` in ``carry`` (plus the state
+    default all true) restricts entries only. ``entry_col`` takes entry signals already
+    computed (by ``signals.generate_signals``) instead of deriving them here. Each column ``c`` in ``carry`` (plus the state
     column) is copied from the entry's trigger row as ``entry_<c>``. A null direction means
     none; null prices become NaN and are handled by the kernel's fallbacks.
     """
     required = ["ticker", "trade_date", *PRICE_COLS, state_col, direction_col, *carry]
-    required += [c for c in (eligible_col, gate_col) if c is not None]
+    required += [c for c in (eligible_col, gate_col, entry_col) if c is not None]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"backtest input lacks columns {missing}")
@@ -108,11 +110,14 @@ def run_trades(
     signal_eligible = _bool_array(frame, eligible_col, side != 0)
     gate_pass = _bool_array(frame, gate_col, np.ones(n, dtype=np.bool_))
 
-    entry_signal = np.zeros(n, dtype=np.bool_)
-    kb.entry_signals(
-        state, side, signal_eligible, gate_pass, offsets,
-        kb.SIGNAL_MODES.index(config.signal_mode), entry_signal,
-    )
+    if entry_col is None:
+        entry_signal = np.zeros(n, dtype=np.bool_)
+        kb.entry_signals(
+            state, side, signal_eligible, gate_pass, offsets,
+            kb.SIGNAL_MODES.index(config.signal_mode), entry_signal,
+        )
+    else:
+        entry_signal = _bool_array(frame, entry_col, side != 0)
     capacity = int(entry_signal.sum())
     trade_int = np.zeros((capacity, kb.N_TRADE_INT), dtype=np.int64)
     trade_float = np.full((capacity, kb.N_TRADE_FLOAT), np.nan)
