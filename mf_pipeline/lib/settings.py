@@ -22,6 +22,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -332,6 +333,108 @@ class ClusterHardeningSettings(_Group):
     weights: HardeningWeights = Field(default_factory=HardeningWeights)
 
 
+SignalMode = Literal["state_entry", "state_transition_entry", "state_persistence_confirm"]
+ExitMode = Literal["horizon", "state_exit", "horizon_or_state"]
+EquityMode = Literal["event_returns_only", "daily_equity_curve", "daily_mark_to_market"]
+OverlayMode = Literal["none", "allow_only", "allow_watch", "allow_or_unknown", "block_veto"]
+
+
+class FlowMappingSettings(_Group):
+    long_states: list[int] = Field(default_factory=lambda: [1, 2])
+    short_states: list[int] = Field(default_factory=lambda: [3, 4])
+    ignore_states: list[int] = Field(default_factory=lambda: [0])
+
+
+class HmmDirectionSettings(_Group):
+    source_priority: list[str] = Field(
+        default_factory=lambda: ["state_map", "validation_scorecard", "profile"])
+    """Echoed only: the order is state map, then a validation scorecard (as the old tool)."""
+    min_abs_forward_mean_for_direction: float = Field(0.0, ge=0)
+
+
+class ClusterPolicySettings(_Group):
+    default_classes: list[str] = Field(default_factory=lambda: ["ALLOW"])
+    include_watch_default: bool = False
+
+
+class BacktestSettings(_Group):
+    """Strategy defaults of ``mf backtest-run`` and the ``backtest_*`` assets."""
+
+    signal_mode: SignalMode = "state_transition_entry"
+    exit_mode: ExitMode = "horizon_or_state"
+    hold_bars: int = Field(10, ge=1)
+    allow_overlap: bool = False
+    """Kept so old settings files load; true is refused (positions never overlap)."""
+    allow_unconfirmed: bool = False
+    equity_mode: EquityMode = "event_returns_only"
+    fee_bps_per_side: float = Field(0.0, ge=0)
+    slippage_bps_per_side: float = Field(0.0, ge=0)
+    capital_base: float = Field(1.0, gt=0)
+    flow_mapping: FlowMappingSettings = Field(default_factory=lambda: FlowMappingSettings())
+    hmm_direction_inference: HmmDirectionSettings = Field(
+        default_factory=lambda: HmmDirectionSettings())
+    cluster_policy: ClusterPolicySettings = Field(default_factory=lambda: ClusterPolicySettings())
+    nan_policy: dict[str, bool] = Field(default_factory=dict)
+    """Echoed only: non-finite prices always make a trade invalid."""
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> BacktestSettings:
+        if self.allow_overlap:
+            raise ValueError("backtest.allow_overlap=true is not supported: positions never "
+                             "overlap (the old option only hid the skipped_due_overlap count)")
+        return self
+
+
+class OverlaySettings(_Group):
+    default_overlay_mode: OverlayMode = "none"
+    join_keys: list[str] = Field(default_factory=lambda: ["ticker", "trade_date"])
+    allow_unknown_for_block_veto: bool = True
+    min_overlay_match_rate_warn: float = Field(0.80, ge=0, le=1)
+    dedupe_rule: Literal["first"] = "first"
+    enable_direction_conflict_metrics: bool = True
+
+
+class CoverageSettings(_Group):
+    coverage_mode: Literal["warn_only", "strict_fail"] = "warn_only"
+    min_match_rate_warn: float = Field(0.80, ge=0, le=1)
+    min_match_rate_fail: float = Field(0.60, ge=0, le=1)
+    min_year_match_rate_warn: float = Field(0.70, ge=0, le=1)
+    min_year_match_rate_fail: float = Field(0.50, ge=0, le=1)
+    unknown_rate_warn: float = Field(0.25, ge=0, le=1)
+    unknown_rate_fail: float = Field(0.50, ge=0, le=1)
+    unknown_handling: Literal["treat_unknown_as_pass", "treat_unknown_as_block"] = (
+        "treat_unknown_as_pass")
+
+
+class ExecutionProfileSettings(_Group):
+    min_price: float | None = None
+    min_dollar_vol_20: float | None = None
+    max_vol_pct: float | None = None
+    min_history_bars_for_execution: int | None = None
+
+
+def _default_profiles() -> dict[str, ExecutionProfileSettings]:
+    return {
+        "none": ExecutionProfileSettings(),
+        "lite": ExecutionProfileSettings(min_price=2.0, min_dollar_vol_20=1_000_000,
+                                         max_vol_pct=0.12, min_history_bars_for_execution=50),
+        "strict": ExecutionProfileSettings(min_price=5.0, min_dollar_vol_20=5_000_000,
+                                           max_vol_pct=0.08, min_history_bars_for_execution=100),
+    }  # fmt: skip
+
+
+class ExecutionRealismSettings(_Group):
+    default_profile: str = "none"
+    profiles: dict[str, ExecutionProfileSettings] = Field(default_factory=_default_profiles)
+    dollar_vol_window: int = Field(20, ge=1)
+    dollar_vol_rolling_method: Literal["median", "mean"] = "median"
+    vol_input_unit_mode: Literal["auto", "decimal", "percent_points"] = "auto"
+    min_history_bars_default: int = Field(50, ge=0)
+    report_min_trades_default: int = Field(30, ge=0)
+    report_max_zero_trade_share_default: float = Field(0.50, ge=0, le=1)
+    report_max_ret_cv_default: float = Field(20.0, gt=0)
+
+
 class ValidationWalkforwardSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     hmm_components: int = Field(5, ge=2)
@@ -387,10 +490,11 @@ class Settings(BaseSettings):
     # Groups of layers still to be built (research, validation, backtests, operations) are
     # loaded as plain mappings until those layers type them; their YAML defaults are kept.
     validation_harness: dict[str, Any] = Field(default_factory=dict)
-    backtest: dict[str, Any] = Field(default_factory=dict)
-    backtest_policy_overlay: dict[str, Any] = Field(default_factory=dict)
-    overlay_coverage_policy: dict[str, Any] = Field(default_factory=dict)
-    backtest_execution_realism: dict[str, Any] = Field(default_factory=dict)
+    backtest: BacktestSettings = Field(default_factory=BacktestSettings)
+    backtest_policy_overlay: OverlaySettings = Field(default_factory=OverlaySettings)
+    overlay_coverage_policy: CoverageSettings = Field(default_factory=CoverageSettings)
+    backtest_execution_realism: ExecutionRealismSettings = Field(
+        default_factory=ExecutionRealismSettings)
     backtest_execution_calibration: dict[str, Any] = Field(default_factory=dict)
     backtest_sensitivity: dict[str, Any] = Field(default_factory=dict)
     candidate_rerun: dict[str, Any] = Field(default_factory=dict)
