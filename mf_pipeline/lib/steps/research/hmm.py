@@ -23,12 +23,15 @@ from mf_pipeline.lib.research.profiles import (
     hmm_state_profiles,
     labelled_profiles,
 )
+from mf_pipeline.lib.research.train_scorecard import train_state_scorecard
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.research import artifacts
 from mf_pipeline.lib.steps.research.artifacts import write_preprocess, write_table
 from mf_pipeline.lib.steps.research.prepare import Prepared
 
 DECODED_SAMPLE_ROWS = 5_000
+TRAIN_SCORECARD = "train_state_scorecard"
+"""Per filtered state, fwd_ret_10 on the fit rows: the backtest's direction source."""
 
 
 @dataclass
@@ -117,6 +120,10 @@ def hmm_run(
     fitted = pl.DataFrame(fit.params.transmat, schema=[f"to_{j}" for j in range(k)]
                           ).insert_column(0, pl.Series("hmm_state_prev", np.arange(k)))
     out |= write_table(fitted, folder, "transition_matrix_fitted", ("csv",), settings)
+    # the backtest's state directions: known at the train end, never from the traded rows
+    train_frame = hm.decode(fit.params, fit_seqs).frame if _decodes_test(prep) else frame
+    out |= write_table(train_state_scorecard(train_frame, settings.validation.bootstrap),
+                       folder, TRAIN_SCORECARD, ("csv",), settings)
     test_rows = seqs.n_rows if _decodes_test(prep) else 0
     robust = _hmm_robustness(frame, diag, diag_f, fit, test_ll, test_rows)
     # decoded rows the fit also saw: their log-likelihood is reported, but never as a test figure
