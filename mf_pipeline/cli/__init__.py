@@ -6,6 +6,7 @@ import os
 import sys
 
 from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
+    backtest_commands,
     bench_commands,
     bronze_commands,
     dagster_commands,
