@@ -11,15 +11,15 @@ import pytest
 
 from mf_pipeline.lib.backtest.walkforward import (
     FAILED,
+    FAILED_UPSTREAM,
     SPLIT_SCHEMA,
     SUCCESS,
     aggregate_summary,
+    by_split_frame,
     model_summary,
     overlay_source_summary,
     overlay_split_frame,
     overlay_split_row,
-    split_entry_status,
-    split_frame,
     split_row,
     wf_report_md,
 )
@@ -80,7 +80,7 @@ def test_split_row_values() -> None:
 
 
 def test_model_summary_hand_computed() -> None:
-    out = model_summary(split_frame(_rows()))
+    out = model_summary(by_split_frame(_rows()))
     assert out["model"].to_list() == ["HMM", "FLOW", "CLUSTER"]
     hmm, flow, cluster = out.rows(named=True)
     assert (hmm["splits"], hmm["splits_failed"], hmm["trade_count_sum"]) == (2, 1, 40)
@@ -121,13 +121,19 @@ def test_overlay_rows_and_source_summary() -> None:
     assert overlay_split_row(S3, "CLUSTER", None)["overlay_match_rate"] is None
 
 
+def _manifest(upstream_failed: bool = True) -> dict[str, Any]:
+    splits = [{"train_end": e, "status": "DONE"} for e in (S1, S2)]
+    splits.append({"train_end": S3, "status": "FAILED"})
+    if upstream_failed:
+        splits.append({"train_end": "2021-12-31", "status": FAILED_UPSTREAM})
+    config = {"overlay_coverage_bypass": None, "exec_profile": "lite", "exec_min_price": 3.0,
+              "exec_max_vol_pct": None}  # fmt: skip
+    return {"wf_bt_id": "wfbt-1", "source_wf_run_dir": "/w", "splits": splits,
+            "signature": {"wf_run_dir": "/w", "config": config}}  # fmt: skip
+
+
 def test_aggregate_counts_a_split_only_when_a_model_succeeded() -> None:
-    agg = aggregate_summary(
-        wf_bt_id="wfbt-1", wf_run_dir="/w", splits_total=4, by_split=split_frame(_rows()),
-        run_params={"overlay_enabled": False, "overlay_mode": "none",
-                    "execution_profile": "lite", "exec_overrides": {"min_price": 3.0}},
-        generated_ts="2026-01-01T00:00:00",
-    )  # fmt: skip
+    agg = aggregate_summary(_manifest(), by_split_frame(_rows()), generated_ts="2026-01-01")
     # 4 manifest splits: one failed upstream (no rows), S3 had every model fail
     assert (agg["splits_total"], agg["splits_successful"], agg["splits_failed"]) == (4, 2, 2)
     assert agg["splits_failed_upstream"] == 1
@@ -137,36 +143,45 @@ def test_aggregate_counts_a_split_only_when_a_model_succeeded() -> None:
         (S1, "CLUSTER", "no policy"), (S2, "CLUSTER", "boom"),
         (S3, "HMM", "e1"), (S3, "FLOW", "e2"), (S3, "CLUSTER", "e3"),
     ]  # fmt: skip
-    assert agg["exec_overrides"] == {"min_price": 3.0} and agg["overlay_coverage_bypass"] is None
-    assert split_entry_status([FAILED, SUCCESS, FAILED]) == "DONE"
-    assert split_entry_status([FAILED, FAILED, FAILED]) == "FAILED_ALL_MODELS"
+    assert (agg["wf_bt_id"], agg["wf_run_dir"], agg["generated_ts"]) == ("wfbt-1", "/w",
+                                                                         "2026-01-01")
+    assert agg["execution_profile"] == "lite"
+    assert agg["exec_overrides"] == {"exec_min_price": 3.0}
+    assert agg["overlay_coverage_bypass"] is False and agg["overlay_enabled"] is False
+    assert agg["overlay_mode"] is None
+
+
+def test_aggregate_overlay_settings_from_the_runs() -> None:
+    overlay = overlay_split_frame([overlay_split_row(S1, "HMM", _summary(1, 1.0, 0.1, None,
+                                                                         match=0.9))])
+    agg = aggregate_summary(_manifest(), by_split_frame(_rows()), overlay)
+    assert agg["overlay_enabled"] is True
+    assert (agg["overlay_mode"], agg["overlay_coverage_mode"]) == ("allow_only", "warn_only")
+    assert agg["generated_ts"]  # now, when not given
 
 
 def test_report_sections() -> None:
-    by_split = split_frame(_rows())
-    agg = aggregate_summary(wf_bt_id="wfbt-1", wf_run_dir="/w", splits_total=3,
-                            by_split=by_split, run_params={"overlay_enabled": True},
-                            generated_ts="t")  # fmt: skip
+    by_split = by_split_frame(_rows())
     overlay = overlay_split_frame([overlay_split_row(S1, "HMM", _summary(1, 1.0, 0.1, None,
                                                                          match=0.9))])
-    text = wf_report_md(agg, by_split, model_summary(by_split), overlay,
-                        overlay_source_summary(overlay))  # fmt: skip
+    agg = aggregate_summary(_manifest(upstream_failed=False), by_split, overlay, "t")
+    text = wf_report_md(agg, by_split, model_summary(by_split), overlay_source_summary(overlay),
+                        overlay)  # fmt: skip
     assert text.startswith("# Walk-forward backtest report: wfbt-1")
     assert "- splits_successful: 2" in text and "- splits_failed: 1" in text
     assert f"- {S3} CLUSTER: e3" in text
     assert "| HMM | 2 | 1 | 40 | 0.5 | 0.004 | 0.001 | 0.004 | 1.5 | 1 | 0.8 |" in text
     assert "## Overlay by model" in text and "| HMM | 1 | 0.9 |" in text
-    empty = split_frame([])
-    text = wf_report_md(aggregate_summary(wf_bt_id="x", wf_run_dir="/w", splits_total=0,
-                                          by_split=empty, run_params={}, generated_ts="t"),
-                        empty, model_summary(empty))  # fmt: skip
+    assert "## Overlay by split" in text
+    empty = by_split_frame([])
+    text = wf_report_md(aggregate_summary({"splits": []}, empty), empty, model_summary(empty))
     assert "## Failed model runs\n\nnone" in text and "## Overlay" not in text
 
 
 def test_nan_metric_is_ignored_like_null() -> None:
     rows = [split_row(S1, "HMM", None, _summary(5, 0.2, 0.01, 2.0), SUCCESS, None),
             split_row(S2, "HMM", None, _summary(5, float("nan"), 0.03, 4.0), SUCCESS, None)]
-    out = model_summary(split_frame(rows)).row(0, named=True)
+    out = model_summary(by_split_frame(rows)).row(0, named=True)
     assert out["win_rate_mean"] == pytest.approx(0.2)
     assert out["profit_factor_mean"] == pytest.approx(3.0)
     assert out["avg_return_trade_weighted"] == pytest.approx(0.02)

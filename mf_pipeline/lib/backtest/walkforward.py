@@ -24,7 +24,7 @@ from mf_pipeline.lib.backtest.report import fmt, frame_table, profit_factor_of
 
 MODELS: tuple[str, ...] = ("HMM", "FLOW", "CLUSTER")
 SUCCESS, FAILED = "SUCCESS", "FAILED"
-SPLIT_DONE, SPLIT_ALL_FAILED = "DONE", "FAILED_ALL_MODELS"
+FAILED_UPSTREAM = "FAILED_UPSTREAM"
 F64 = pl.Float64
 EXEC_COLUMNS = ("exec_eligibility_rate", "exec_suppressed_signal_share",
                 "exec_trade_avg_dollar_vol_20")  # fmt: skip
@@ -51,6 +51,8 @@ MODEL_SUMMARY_COLUMNS = (
 )  # fmt: skip
 RUN_KEYS = ("overlay_enabled", "overlay_mode", "overlay_coverage_mode", "overlay_coverage_bypass",
             "execution_profile", "exec_overrides")  # fmt: skip
+EXEC_OVERRIDE_KEYS = ("exec_min_price", "exec_min_dollar_vol20", "exec_max_vol_pct",
+                      "exec_min_history_bars")  # fmt: skip
 
 
 def split_row(
@@ -91,7 +93,7 @@ def overlay_split_row(
     return row | {k: block.get(k) for k in OVERLAY_SPLIT_SCHEMA if k not in row}
 
 
-def split_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+def by_split_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """``wf_backtest_by_split`` from :func:`split_row` rows, with fixed dtypes."""
     return pl.DataFrame(list(rows), schema=SPLIT_SCHEMA)
 
@@ -99,12 +101,6 @@ def split_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
 def overlay_split_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     """``wf_overlay_split_summary`` from :func:`overlay_split_row` rows, with fixed dtypes."""
     return pl.DataFrame(list(rows), schema=OVERLAY_SPLIT_SCHEMA)
-
-
-def split_entry_status(statuses: Sequence[str]) -> str:
-    """Manifest status of a split that ran (fix 29): ``DONE`` when at least one model run
-    succeeded, else ``FAILED_ALL_MODELS`` (the old tool said DONE either way)."""
-    return SPLIT_DONE if SUCCESS in statuses else SPLIT_ALL_FAILED
 
 
 def _model_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -155,22 +151,33 @@ def overlay_source_summary(overlay_by_split: pl.DataFrame) -> pl.DataFrame:
     return _model_order(summary)
 
 
+def _first(frame: pl.DataFrame | None, column: str) -> Any:
+    """The first non-null value of a column (None when there is none)."""
+    if frame is None or column not in frame.columns:
+        return None
+    values = frame[column].drop_nulls()
+    return values[0] if values.len() else None
+
+
 def aggregate_summary(
-    *,
-    wf_bt_id: str,
-    wf_run_dir: Path | str,
-    splits_total: int,
+    manifest: Mapping[str, Any],
     by_split: pl.DataFrame,
-    run_params: Mapping[str, Any],
-    generated_ts: str,
+    overlay_by_split: pl.DataFrame | None = None,
+    generated_ts: str | None = None,
 ) -> dict[str, Any]:
     """``wf_backtest_aggregate_summary.json`` (§4) with fix 29.
 
-    ``splits_total`` counts the manifest's splits, including those that failed upstream and
-    never ran (they have no by-split rows). ``splits_successful`` = splits with at least one
-    SUCCESS model run; ``splits_failed`` = the rest (failed upstream or every model failed).
-    ``run_params`` supplies the overlay/execution settings of :data:`RUN_KEYS`.
+    ``manifest`` is ``wf_backtest_manifest.json``'s content: ``wf_bt_id``,
+    ``source_wf_run_dir``, ``splits`` (each with ``train_end`` and ``status``, FAILED_UPSTREAM
+    for a split that never ran) and ``signature.config`` (the run options:
+    ``overlay_coverage_bypass`` and the ``exec_*`` overrides are read from it).
+    ``splits_successful`` = splits with at least one SUCCESS model run; ``splits_failed`` = the
+    rest (failed upstream, or every model failed). Overlay mode/coverage mode and the
+    execution profile are those the successful runs recorded (first non-null);
+    ``generated_ts`` defaults to now (UTC).
     """
+    splits = list(manifest.get("splits") or [])
+    config = (manifest.get("signature") or {}).get("config") or {}
     ran = by_split["train_end"].unique()
     good = by_split.filter(pl.col("status") == SUCCESS)["train_end"].unique()
     failures = _model_order(by_split.filter(pl.col("status") != SUCCESS)).sort(
@@ -179,19 +186,28 @@ def aggregate_summary(
     counts = by_split.group_by("model").agg(
         (pl.col("status") != SUCCESS).sum().cast(pl.Int64).alias("n")
     )
+    overlay_on = overlay_by_split is not None and bool(
+        overlay_by_split["overlay_enabled"].fill_null(False).any()
+    )
     return {
-        "wf_bt_id": wf_bt_id,
-        "wf_run_dir": str(wf_run_dir),
-        "splits_total": splits_total,
+        "wf_bt_id": manifest.get("wf_bt_id"),
+        "wf_run_dir": manifest.get("source_wf_run_dir"),
+        "splits_total": len(splits),
         "splits_successful": good.len(),
-        "splits_failed": splits_total - good.len(),
-        "splits_failed_upstream": splits_total - ran.len(),
+        "splits_failed": len(splits) - good.len(),
+        "splits_failed_upstream": sum(s.get("status") == FAILED_UPSTREAM for s in splits),
         "splits_all_models_failed": sorted(set(ran.to_list()) - set(good.to_list())),
         "model_failure_counts": dict(_model_order(counts).rows()),
         "model_failures": failures.select("train_end", "model", "error").to_dicts(),
-        "generated_ts": generated_ts,
-        **{k: run_params.get(k) for k in RUN_KEYS},
-    }
+        "generated_ts": generated_ts or dt.datetime.now(dt.UTC).isoformat(),
+        "overlay_enabled": overlay_on,
+        "overlay_mode": _first(overlay_by_split, "overlay_mode"),
+        "overlay_coverage_mode": _first(overlay_by_split, "overlay_coverage_mode"),
+        "overlay_coverage_bypass": bool(config.get("overlay_coverage_bypass")),
+        "execution_profile": _first(by_split, "execution_profile"),
+        "exec_overrides": {k: config[k] for k in EXEC_OVERRIDE_KEYS
+                           if config.get(k) is not None},
+    }  # fmt: skip
 
 
 _NOTES = (
@@ -210,8 +226,8 @@ def wf_report_md(
     aggregate: Mapping[str, Any],
     by_split: pl.DataFrame,
     models: pl.DataFrame,
-    overlay_by_split: pl.DataFrame | None = None,
     overlay_summary: pl.DataFrame | None = None,
+    overlay_by_split: pl.DataFrame | None = None,
 ) -> str:
     """``wf_backtest_report.md``: split counts, settings, per-model summary, failed model runs,
     by-split rows and, when the overlay was on, its summaries."""
