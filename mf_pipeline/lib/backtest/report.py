@@ -39,7 +39,8 @@ EXEC_REASONS: tuple[str, ...] = ("price", "liquidity", "vol", "warmup")
 EXECUTION_KEYS: tuple[str, ...] = (
     "execution_profile", "execution_filters_enabled", "params_used", "vol_metric_source",
     "vol_unit_detected", "vol_threshold_effective_pct", "vol_unit_warnings", "rows_total",
-    "rows_eligible", "exec_eligibility_rate", "candidate_signals_before_filters",
+    "rows_eligible", "exec_eligibility_rate", "exec_candidate_eligibility_rate",
+    "candidate_signals_before_filters",
     "candidate_signals_after_filters", "exec_suppressed_signal_count",
     "exec_suppressed_signal_share",
     *(f"exec_suppressed_by_{r}_{k}" for r in EXEC_REASONS for k in ("count", "share")),

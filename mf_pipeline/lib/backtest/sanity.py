@@ -112,6 +112,8 @@ def execution_errors(run_dir: Path, block: dict[str, Any]) -> list[str]:
               if not (run_dir / name).is_file()]  # fmt: skip
     shares = ["exec_eligibility_rate", "exec_suppressed_signal_share",
               *(f"exec_suppressed_by_{r}_share" for r in EXEC_REASONS)]  # fmt: skip
+    if block.get("rows_total") == 0 and block.get("exec_eligibility_rate") is None:
+        shares.remove("exec_eligibility_rate")  # no row at all: the rate is undefined
     errors += [f"{k}_missing_or_out_of_range" for k in shares if not _unit_share(block.get(k))]
     errors += [f"exec_suppressed_by_{r}_count_invalid" for r in EXEC_REASONS
                if not _count(block.get(f"exec_suppressed_by_{r}_count"))]  # fmt: skip
