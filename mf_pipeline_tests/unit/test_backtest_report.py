@@ -61,10 +61,12 @@ def test_in_sample_line_is_visible_for_each_value() -> None:
     by_state, by_symbol = _states(3), _symbols()
     yes = backtest_report_md(_summary(in_sample=True), by_state, by_symbol, None)
     no = backtest_report_md(_summary(in_sample=False), by_state, by_symbol, None)
-    unknown = backtest_report_md(_summary(), by_state, by_symbol, None)
+    unknown = backtest_report_md(_summary(input_type="hmm"), by_state, by_symbol, None)
+    flow = backtest_report_md(_summary(), by_state, by_symbol, None)
     assert "**In-sample: YES**" in yes.splitlines()[2]
     assert "**In-sample: no**" in no.splitlines()[2]
     assert "**In-sample: unknown**" in unknown.splitlines()[2]
+    assert "**In-sample: no**: FLOW directions are fixed rules" in flow.splitlines()[2]
 
 
 def test_profit_factor_inf_from_flag_and_headline_values() -> None:

@@ -138,6 +138,8 @@ def key_values(block: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
 def in_sample_line(summary: Mapping[str, Any]) -> str:
     """One visible line saying whether directions/policy were fitted on the traded rows."""
     flag = summary.get("in_sample")
+    if flag is None and str(summary.get("input_type", "")).lower() == "flow":
+        return "**In-sample: no**: FLOW directions are fixed rules (long/short state lists)."
     if flag is None:
         return "**In-sample: unknown** (the run did not record where its directions came from)."
     if flag:
