@@ -90,9 +90,10 @@ def run_trades(
     ``eligible_col`` is the mapping-level ``signal_eligible`` (default: direction != 0); it
     drives both entries and the state exit. ``gate_col`` (overlay and execution gates,
     default all true) restricts entries only. ``entry_col`` takes entry signals already
-    computed (by ``signals.generate_signals``) instead of deriving them here. Each column ``c`` in ``carry`` (plus the state
-    column) is copied from the entry's trigger row as ``entry_<c>``. A null direction means
-    none; null prices become NaN and are handled by the kernel's fallbacks.
+    computed (by ``signals.generate_signals``) instead of deriving them here. Each column
+    ``c`` in ``carry`` (plus the state column) is copied from the entry's trigger row as
+    ``entry_<c>``. A null direction means none; null prices become NaN and are handled by
+    the kernel's fallbacks.
     """
     required = ["ticker", "trade_date", *PRICE_COLS, state_col, direction_col, *carry]
     required += [c for c in (eligible_col, gate_col, entry_col) if c is not None]
