@@ -72,35 +72,17 @@ def _rows(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str
     return by_split, overlay_rows
 
 
-def _run_params(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Overlay/execution settings of the walk-forward, from one of its run summaries."""
-    for split in manifest["splits"]:
-        for run in (split.get("runs") or {}).values():
-            if run.get("run_dir"):
-                s = read_summary(run["run_dir"])
-                over, exe = s.get("overlay") or {}, s.get("execution") or {}
-                return {**{k: over.get(k) for k in ("overlay_enabled", "overlay_mode",
-                                                     "overlay_coverage_mode",
-                                                     "overlay_coverage_bypass")},
-                        "execution_profile": exe.get("execution_profile"),
-                        "exec_overrides": exe.get("params_used")}  # fmt: skip
-    return {}
-
-
 def write_aggregate(folder: Path) -> dict[str, Any]:
     """The aggregate files of a walk-forward backtest folder from its manifest (§4)."""
     manifest = load_manifest(folder)
     if manifest is None:
         raise FileNotFoundError(f"{folder} has no {MANIFEST}: run mf backtest-wf-run")
     by_split_rows, overlay_rows = _rows(manifest)
-    by_split = wf.split_frame(by_split_rows)
+    by_split = wf.by_split_frame(by_split_rows)
     overlay_split = wf.overlay_split_frame(overlay_rows)
     model_summary = wf.model_summary(by_split)
     overlay_source = wf.overlay_source_summary(overlay_split)
-    summary = wf.aggregate_summary(
-        wf_bt_id=folder.name, wf_run_dir=manifest.get("source_wf_run_dir") or "",
-        splits_total=len(manifest["splits"]), by_split=by_split,
-        run_params=_run_params(manifest), generated_ts=now())
+    summary = wf.aggregate_summary(manifest, by_split, overlay_split, now())
     for name, frame in (("wf_backtest_by_split", by_split),
                         ("wf_backtest_model_summary", model_summary),
                         ("wf_overlay_split_summary", overlay_split),
@@ -108,8 +90,8 @@ def write_aggregate(folder: Path) -> dict[str, Any]:
                         ("wf_overlay_effectiveness_summary", overlay_source)):
         lake.write_csv(frame, folder / f"{name}.csv")
     lake.write_json(finite_json(summary), folder / "wf_backtest_aggregate_summary.json")
-    lake.write_text(wf.wf_report_md(summary, by_split, model_summary, overlay_split,
-                                    overlay_source), folder / "wf_backtest_report.md")
+    lake.write_text(wf.wf_report_md(summary, by_split, model_summary, overlay_source,
+                                    overlay_split), folder / "wf_backtest_report.md")
     return summary
 
 
