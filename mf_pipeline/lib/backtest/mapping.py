@@ -21,7 +21,10 @@ import polars as pl
 LONG, SHORT, UNCONFIRMED = "LONG_BIAS", "SHORT_BIAS", "UNCONFIRMED"
 DIRECTIONS: tuple[str, ...] = (LONG, SHORT, UNCONFIRMED)
 CLASSES: tuple[str, ...] = ("ALLOW", "WATCH", "BLOCK")
-HMM_MAPPING_SOURCES: tuple[str, ...] = ("state_map", "validation_scorecard", "none")
+HMM_MAPPING_SOURCES: tuple[str, ...] = ("state_map", "validation_scorecard", "train_scorecard",
+                                         "none")
+"""``train_scorecard``: a split's ``train_state_scorecard.csv`` (forward returns of each
+filtered state on the TRAIN rows; the walk-forward backtest's causal direction source)."""
 POLICY_FILTER_MODES: tuple[str, ...] = ("allow_only", "allow_watch", "all_states")
 SCORECARD_COLUMNS: tuple[str, ...] = (
     "state_id", "fwd_ret_10_mean", "fwd_ret_10_ci_lo", "fwd_ret_10_ci_hi",
