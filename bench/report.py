@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.backtest import report_lines as backtest_lines
+
 SIZE_ORDER = ("tiny", "small", "medium", "large")
 
 
@@ -576,6 +578,7 @@ def render(results: dict[str, Any]) -> str:
         out += _layers(entry) + _mf_run(entry)
         out += (_budget(entry) if name == "small" else []) + _dagster(entry)
         out += _validation(entry, name == "small") + _wf(entry, name == "small")
+        out += backtest_lines(entry)
     out += _kernels(results.get("kernels"))
     out += _research(results.get("research")) + _profile(results.get("validation_profile"))
     out += [RUN, HOW]

@@ -14,7 +14,9 @@ then measures, each in child processes so every measurement gets its own peak RS
   states) and the clustered rows of split ``full``, plus the library calls of one run timed
   apart (``bench.validation``);
 * ``validation_wf`` — ``mf validation-wf-run`` over the default train ends (``--wf-repeat``
-  runs, default 1: minutes each).
+  runs, default 1: minutes each);
+* ``backtest`` — the backtest kernel on a synthetic 1.09M-row panel and the flow
+  ``backtest-run`` step on a lake of its own (``bench.backtest``).
 
 ``validation`` and ``validation_wf`` share one lake built for them (``mf run --until
 ml_dataset``, then the HMM and clustering runs on ``full``), not timed against a target.
@@ -34,6 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import backtest as bt
 from bench import mfrun
 from bench import validation as val
 from bench.common import (
@@ -50,7 +53,8 @@ from bench.common import (
 )
 from bench.universe import SIZES, Size, custom, ensure_universe
 
-SECTIONS = ("layers", "mf_run", "startup", "dagster", "kernels", "validation", "validation_wf")
+SECTIONS = ("layers", "mf_run", "startup", "dagster", "kernels", "validation", "validation_wf",
+            "backtest")
 DEFAULT_OUT = BENCH_DIR / "results.json"
 DEFAULT_DOC = PROJECT_ROOT / "docs" / "BENCHMARKS.md"
 EMIT_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -214,7 +218,7 @@ def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = 
         "versions": library_versions(),
     }
     validation = sections & {"validation", "validation_wf"}
-    needs_universe = bool(sections & {"layers", "mf_run"} or validation)
+    needs_universe = bool(sections & {"layers", "mf_run", "backtest"} or validation)
     work = cache_dir / size.name / "work"
     if needs_universe:
         raw, facts = ensure_universe(size, cache_dir)
@@ -230,6 +234,9 @@ def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = 
         if validation:
             entry.update(measure_validation(raw, work / "validation", validation, repeat,
                                             wf_repeat, size.years))
+        if "backtest" in sections:
+            entry["backtest"] = bt.measure(raw, work / "backtest", repeat)
+            entry["backtest"]["measured"] = _now()
     if "startup" in sections:
         say("start-up: mf --help")
         entry["startup"] = mfrun.startup(repeat)
