@@ -61,12 +61,22 @@ OUTPUT_COLS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def read_input(path: str | Path) -> pl.DataFrame:
-    """Read a ``.parquet`` or ``.csv`` (dates inferred) backtest input; other types are errors."""
+READ_COLS: tuple[str, ...] = (
+    "ticker", "exchange", "trade_date", "trade_dt", *PRICE_COLS, *DEFAULT_STATE_COLUMN.values(),
+    HMM_VITERBI_STATE, "hmm_state_prob_max", "hmm_prob_filtered_max", "cluster_prob_max",
+    "run_id", *CARRIED_COLS,
+)  # fmt: skip
+"""Every column :func:`normalize` or the overlay join may read (a Parquet read projects them)."""
+
+
+def read_input(path: str | Path, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Read a ``.parquet`` (only the :data:`READ_COLS` and ``extra`` columns it has) or ``.csv``
+    (dates inferred) backtest input; other types are errors."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pl.read_parquet(path)
+        names = pl.read_parquet_schema(path)
+        return pl.read_parquet(path, columns=[c for c in names if c in {*READ_COLS, *extra}])
     if suffix == ".csv":
         return pl.read_csv(path, try_parse_dates=True, infer_schema_length=10_000)
     raise ValueError(f"{path}: unsupported backtest input type {suffix!r} (use .parquet or .csv)")
@@ -123,8 +133,16 @@ def _trade_dt(df: pl.DataFrame) -> pl.Expr:
     return pl.col("trade_dt").cast(pl.Datetime("us"), strict=False)
 
 
-def _text(col: str) -> pl.Expr:
-    return pl.col(col).cast(pl.Utf8).str.strip_chars().str.to_uppercase()
+def _text(frame: pl.DataFrame, col: str) -> pl.Series:
+    """``col`` as trimmed upper-case text. Cleaned on the distinct values (a few hundred
+    tickers) and replaced only where they change: ~15 ms instead of ~85 ms per million rows."""
+    values = frame[col].cast(pl.Utf8)
+    distinct = values.unique()
+    clean = distinct.str.strip_chars().str.to_uppercase()
+    changed = (distinct != clean).fill_null(False)
+    if changed.any():
+        values = values.replace(distinct.filter(changed), clean.filter(changed))
+    return values.alias(col)
 
 
 def normalize(
@@ -132,11 +150,14 @@ def normalize(
     input_type: str,
     input_file: str | Path | None = None,
     state_col: str | None = None,
+    row_ids: bool = True,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Normalise a raw state frame (spec §1.1 steps 1-8); return it and the adapter summary.
 
     ``state_col`` overrides the source's state column (HMM default ``hmm_state_filtered``;
-    ``"hmm_state"`` is the in-sample Viterbi path). Errors name ``input_file``.
+    ``"hmm_state"`` is the in-sample Viterbi path). Errors name ``input_file``. ``row_ids``
+    false leaves ``row_id`` null: a quarter of the time on a million rows, and only the
+    exported joined rows show it.
     """
     if input_type not in INPUT_TYPES:
         raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
@@ -159,8 +180,8 @@ def normalize(
     else:
         label = pl.format(f"{STATE_SOURCE[input_type]}_{{}}", state_id)
     df = frame.select(
-        _text("ticker").alias("ticker"),
-        _text("exchange") if "exchange" in cols else pl.lit("UNKNOWN").alias("exchange"),
+        _text(frame, "ticker"),
+        _text(frame, "exchange") if "exchange" in cols else pl.lit("UNKNOWN").alias("exchange"),
         _trade_date(frame.schema["trade_date"]).alias("trade_date"),
         _trade_dt(frame).alias("trade_dt"),
         *[pl.col(c if c in cols else "close").cast(pl.Float64, strict=False).alias(c)
@@ -198,6 +219,8 @@ def normalize(
          pl.col("state_id").cast(pl.Utf8)],
         separator="|",
     )  # fmt: skip
+    if not row_ids:
+        row_id = pl.lit(None, dtype=pl.Utf8)
     out = df.with_columns(row_id.alias("row_id")).select(OUTPUT_COLS)
     summary: dict[str, Any] = {
         "input_file": None if input_file is None else str(input_file),

@@ -33,7 +33,12 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import polars as pl
+
+from mf_pipeline.lib.kernels.offsets import bar_index, kernel_array, ticker_offsets
+from mf_pipeline.lib.kernels.recursive import rolling_mean
+from mf_pipeline.lib.kernels.rolling_median import rolling_median
 
 LOGGER = logging.getLogger(__name__)
 
@@ -305,13 +310,27 @@ def _prepare(frame: pl.DataFrame, params: ExecutionParams) -> pl.DataFrame:
              if "overlay_allow_signal" in frame.columns else pl.lit(True))
     volume = (pl.col("volume").cast(pl.Float64, strict=False)
               if "volume" in frame.columns else pl.lit(None, dtype=pl.Float64))
-    return frame.sort("ticker", "trade_date").with_columns(
+    ticker, day = pl.col("ticker"), pl.col("trade_date")
+    ordered = frame.select(((ticker > ticker.shift(1)) | ((ticker == ticker.shift(1))
+                            & (day > day.shift(1)))).fill_null(True).all()).item()
+    return (frame if ordered else frame.sort("ticker", "trade_date")).with_columns(
         pl.col("close").cast(pl.Float64, strict=False),
         pl.col("signal_eligible").cast(pl.Boolean).fill_null(False),
         allow.alias("overlay_allow_signal"),
         pl.col("state_direction_hint").cast(pl.String).fill_null("UNCONFIRMED"),
         volume.alias("volume"),
     )
+
+
+def _rolling_dollar_volume(dollar: pl.Series, offsets: np.ndarray, params: ExecutionParams
+                           ) -> pl.Series:  # fmt: skip
+    """Per-ticker rolling median (or mean) over ``dollar_vol_window`` rows, all of them
+    present (Numba kernels: one pass over every ticker, no grouped window)."""
+    window = params.dollar_vol_window
+    out = np.empty(dollar.len())
+    kernel = rolling_mean if params.dollar_vol_rolling_method == "mean" else rolling_median
+    kernel(kernel_array(dollar), window, window, offsets, out)
+    return pl.Series("exec_dollar_vol_20", out).fill_nan(None)
 
 
 def apply_execution(frame: pl.DataFrame, params: ExecutionParams) -> ExecutionResult:
@@ -325,15 +344,13 @@ def apply_execution(frame: pl.DataFrame, params: ExecutionParams) -> ExecutionRe
     work = _prepare(frame, params)
     raw_expr, vol_source = _vol_source(work, params.max_vol_pct is not None)
     dollar = pl.col("close") * pl.col("volume")
-    window = params.dollar_vol_window
-    roll = (pl.col("exec_dollar_vol").rolling_mean(window, min_samples=window)
-            if params.dollar_vol_rolling_method == "mean"
-            else pl.col("exec_dollar_vol").rolling_median(window, min_samples=window))
+    offsets = ticker_offsets(work["ticker"])
     work = work.with_columns(
         pl.when(dollar.is_finite()).then(dollar).alias("exec_dollar_vol"),
         raw_expr.alias("exec_vol_raw_pct"),
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("ticker").alias("exec_history_bars"),
-    ).with_columns(roll.over("ticker").alias("exec_dollar_vol_20"))
+        pl.Series("exec_history_bars", bar_index(offsets) + 1, dtype=pl.Int64),
+    )
+    work = work.with_columns(_rolling_dollar_volume(work["exec_dollar_vol"], offsets, params))
 
     detected, raw_median, raw_p90 = _detect_unit(work["exec_vol_raw_pct"],
                                                  params.vol_input_unit_mode)
@@ -440,6 +457,8 @@ def trade_context(trades: pl.DataFrame, frame: pl.DataFrame) -> dict[str, Any]:
     """
     if trades.is_empty():
         return dict.fromkeys(TRADE_CONTEXT_KEYS) | {"trade_count": 0}
+    if "entry_signal" in frame.columns:  # a signal frame: only entry rows can be joined
+        frame = frame.filter(pl.col("entry_signal"))
     signal_rows = frame.select(
         pl.col("ticker").cast(pl.String),
         pl.col("trade_date").cast(pl.Date).alias("entry_signal_date"),

@@ -5,6 +5,7 @@ hardening folder), and the optional overlay (backtest_ops.md §1, §3, §6.1).""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,11 @@ def file_inputs(input_type: str, input_file: str | Path, *, hmm_state_col: str =
     file's content, so a changed input gets a new run id."""
     if input_type not in INPUT_TYPES:
         raise ValueError(f"--input-type must be one of {', '.join(INPUT_TYPES)}")
+    started = time.perf_counter()
     path = _file(input_file, "--input-file")
     identity: dict[str, Any] = {"input_file": str(path.resolve()),
                                 "content": content_hash(path)}
-    inputs = BacktestInputs(rows=adapter.read_input(path), input_type=input_type,
+    inputs = BacktestInputs(rows=adapter.read_input(path, (hmm_state_col,)), input_type=input_type,
                             tag=(tag or path.parent.name).replace(" ", "-"), identity=identity,
                             input_file=str(path), in_sample=None)  # fmt: skip
     if input_type == "hmm":
@@ -79,4 +81,5 @@ def file_inputs(input_type: str, input_file: str | Path, *, hmm_state_col: str =
         inputs.overlay_policy, ppath = _policy(overlay_cluster_hardening_dir or "",
                                                "--overlay-cluster-hardening-dir")
         identity["overlay"] = [content_hash(opath), content_hash(ppath)]
+    inputs.load_sec = time.perf_counter() - started
     return inputs

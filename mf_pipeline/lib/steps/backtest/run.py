@@ -62,6 +62,8 @@ class BacktestInputs:
     overlay_policy: dict[str, Any] | None = None
     in_sample: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    load_sec: float = 0.0
+    """Seconds spent reading the rows (part of the run's ``duration_sec``)."""
 
 
 @dataclass
@@ -170,7 +172,8 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
     run_id = run_id or run_id_of(inputs, options)
     folder = folder or run_folder(settings, run_id, inputs.input_type, inputs.tag)
     frame, adapter_summary = adapter.normalize(inputs.rows, inputs.input_type,
-                                               inputs.input_file, inputs.state_col)
+                                               inputs.input_file, inputs.state_col,
+                                               row_ids=options.export_joined_rows)
     directions, source = _directions(inputs, settings)
     b = settings.backtest
     mapped, mapping_summary, snapshot = mapping.map_states(
@@ -333,7 +336,8 @@ def _write(folder: Path, summary: dict[str, Any], trades: pl.DataFrame,
     for name, payload in js.items():
         out[name.removesuffix(".json")] = str(lake.write_json(finite_json(payload), temp / name))
     summary["finished_ts"] = now()
-    summary["duration_sec"] = round(time.perf_counter() - t0, 3)
+    summary["load_sec"] = round(inputs.load_sec, 3)
+    summary["duration_sec"] = round(time.perf_counter() - t0 + inputs.load_sec, 3)
     summary["output_dir"] = str(folder)
     summary["outputs"] = {k: v.replace(str(temp), str(folder)) for k, v in out.items()}
     policy_counts = (inputs.cluster_policy or {}).get("summary") if inputs.input_type == \

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,14 @@ def split_inputs(settings: Settings, split_key: str, source: str, hmm_dir: str |
         raise ValueError(f"unknown backtest source {source!r}: one of {', '.join(SOURCE_TYPES)}")
     if test_end is None:
         test_end = test_end_of(settings, split_key, non_overlapping)
+    started = time.perf_counter()
     frame, info = split_bars(settings, split_key, hmm_dir, cluster_dir, test_end)
     in_sample = split_key == FULL_SPLIT_ID
     identity = {**info, "source": source, "non_overlapping_test": non_overlapping}
     inputs = BacktestInputs(rows=frame, input_type=source, tag=f"{split_key}-{source}",
                             identity=identity, input_file=str(Path(hmm_dir) / DECODED),
-                            in_sample=in_sample, extra={"split": info})  # fmt: skip
+                            in_sample=in_sample, extra={"split": info},
+                            load_sec=time.perf_counter() - started)  # fmt: skip
     if source == "hmm":
         card = _need(Path(hmm_dir) / f"{TRAIN_SCORECARD}.csv",
                      "the HMM run predates train scorecards: rerun the split's HMM model")
