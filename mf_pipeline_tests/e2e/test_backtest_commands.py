@@ -6,13 +6,13 @@ command against what they wrote, with every input type, overlay mode and executi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from mf_pipeline.cli import app
+from mf_pipeline_tests.e2e.demo_cli import asset_record, demo_lake, mf_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -26,55 +26,26 @@ OVERLAY_FILES = ("overlay_join_summary.json", "overlay_coverage_verdict.json",
 EXEC_FILES = ("execution_filter_summary.json", "execution_filter_by_reason.csv",
               "execution_filter_by_year.csv", "execution_trade_context_summary.json")
 SAMPLE_END_YEARS = ("2021-12-31", "2023-12-31")
-ENV = ("MF_PIPELINE_PATHS__DATA_ROOT", "MF_PIPELINE_PATHS__ARTIFACTS_ROOT",
-       "MF_PIPELINE_PATHS__LOGS_ROOT", "DAGSTER_HOME")
-
-
-def _env(root: Path) -> dict[str, str]:
-    return dict(zip(ENV, (str(root / "data"), str(root / "artifacts"), str(root / "logs"),
-                          str(root / "dagster_home")), strict=True))
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("backtest_lake")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in _env(root).items():
-            patch.setenv(name, value)
-        for name in ("MF_PIPELINE_PATHS__RAW_ROOT", "MF_PIPELINE_SETTINGS_FILE"):
-            patch.delenv(name, raising=False)
-        result = CliRunner().invoke(app, ["demo"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        yield root
+def lake(tmp_path_factory) -> Iterator[Path]:
+    yield from demo_lake(tmp_path_factory.mktemp("backtest_lake"))
 
 
 @pytest.fixture
 def mf(lake: Path, monkeypatch):
-    for name, value in _env(lake).items():
-        monkeypatch.setenv(name, value)
-    for name in ("MF_PIPELINE_PATHS__RAW_ROOT", "MF_PIPELINE_SETTINGS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str, code: int = 0) -> dict | str:
-        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return json.loads(result.stdout) if "--json" in args and code == 0 else result.output
-
-    return run
-
-
-def _record(lake: Path, asset: str, partition: str = "full") -> dict:
-    return json.loads((lake / "data" / "_io" / asset / f"{partition}.json").read_text())
+    return mf_runner(lake, monkeypatch)
 
 
 def _inputs(lake: Path) -> dict[str, str]:
     """The files the demo's model and policy assets wrote (the backtest-run inputs)."""
-    hmm = Path(_record(lake, "hmm_model")["output_dir"])
-    cluster = Path(_record(lake, "cluster_model")["output_dir"])
+    hmm = Path(asset_record(lake, "hmm_model")["output_dir"])
+    cluster = Path(asset_record(lake, "cluster_model")["output_dir"])
     return {"decoded": str(hmm / "decoded_rows.parquet"),
             "clustered": str(cluster / "clustered_dataset_full.parquet"),
-            "val_hmm": _record(lake, "state_validation_hmm")["output_dir"],
-            "policy": _record(lake, "state_policy_cluster")["output_dir"]}
+            "val_hmm": asset_record(lake, "state_validation_hmm")["output_dir"],
+            "policy": asset_record(lake, "state_policy_cluster")["output_dir"]}
 
 
 def _summary(folder: str | Path) -> dict:
@@ -83,7 +54,7 @@ def _summary(folder: str | Path) -> dict:
 
 @pytest.mark.parametrize("source", ["flow", "hmm", "cluster"])
 def test_demo_backtests_every_source_on_its_split(lake: Path, mf, source: str) -> None:
-    record = _record(lake, f"backtest_{source}")
+    record = asset_record(lake, f"backtest_{source}")
     folder = Path(record["output_dir"])
     assert all((folder / name).is_file() for name in RUN_FILES)
     summary = _summary(folder)
@@ -184,3 +155,13 @@ def test_walk_forward_backtest_trades_each_split_out_of_sample(lake: Path, mf) -
     # traded only after the train end and the embargo, up to the next train end
     assert trades["entry_signal_date"].min() > pl.Series([SAMPLE_END_YEARS[0]]).str.to_date()[0]
     assert trades["exit_date"].max() <= pl.Series([SAMPLE_END_YEARS[1]]).str.to_date()[0]
+    gated = mf("backtest-wf-run", "--wf-run-dir", wf["wf_run_dir"], "--overlay-mode",
+               "allow_only", "--json")
+    assert gated["wf_bt_dir"] != out["wf_bt_dir"] and gated["splits_successful"] == 2
+    gated_dir = Path(gated["wf_bt_dir"])
+    overlay = pl.read_csv(gated_dir / "wf_overlay_split_summary.csv")
+    assert overlay["overlay_enabled"].all() and set(overlay["overlay_mode"]) == {"allow_only"}
+    split = json.loads((gated_dir / "wf_backtest_manifest.json").read_text())["splits"][0]
+    gated_trades = pl.read_parquet(Path(split["runs"]["hmm"]["run_dir"]) / "trades.parquet")
+    assert set(gated_trades["entry_overlay_policy_class"].unique()) <= {"ALLOW"}
+    assert gated_trades.height <= trades.height

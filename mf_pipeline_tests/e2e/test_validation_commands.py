@@ -8,13 +8,13 @@ The demo runs the validation, QA and policy assets of every state source on the 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from mf_pipeline.cli import app
+from mf_pipeline_tests.e2e.demo_cli import asset_record, demo_lake, mf_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -31,46 +31,18 @@ SAMPLE_END_YEARS = ("2021-12-31", "2023-12-31")
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("validation_lake")
-    env = {"MF_PIPELINE_PATHS__DATA_ROOT": str(root / "data"),
-           "MF_PIPELINE_PATHS__ARTIFACTS_ROOT": str(root / "artifacts"),
-           "MF_PIPELINE_PATHS__LOGS_ROOT": str(root / "logs"),
-           "DAGSTER_HOME": str(root / "dagster_home")}  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        for name in ("MF_PIPELINE_PATHS__RAW_ROOT", "MF_PIPELINE_SETTINGS_FILE"):
-            patch.delenv(name, raising=False)
-        result = CliRunner().invoke(app, ["demo"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        yield root
+def lake(tmp_path_factory) -> Iterator[Path]:
+    yield from demo_lake(tmp_path_factory.mktemp("validation_lake"))
 
 
 @pytest.fixture
 def mf(lake: Path, monkeypatch):
-    monkeypatch.setenv("MF_PIPELINE_PATHS__DATA_ROOT", str(lake / "data"))
-    monkeypatch.setenv("MF_PIPELINE_PATHS__ARTIFACTS_ROOT", str(lake / "artifacts"))
-    monkeypatch.setenv("MF_PIPELINE_PATHS__LOGS_ROOT", str(lake / "logs"))
-    monkeypatch.setenv("DAGSTER_HOME", str(lake / "dagster_home"))
-    for name in ("MF_PIPELINE_PATHS__RAW_ROOT", "MF_PIPELINE_SETTINGS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str, code: int = 0) -> dict | str:
-        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return json.loads(result.stdout) if "--json" in args and code == 0 else result.output
-
-    return run
-
-
-def _record(lake: Path, asset: str, partition: str = "full") -> dict:
-    return json.loads((lake / "data" / "_io" / asset / f"{partition}.json").read_text())
+    return mf_runner(lake, monkeypatch)
 
 
 @pytest.mark.parametrize("source", ["flow", "hmm", "cluster"])
 def test_demo_validates_and_classifies_every_source_in_sample(lake: Path, source: str) -> None:
-    record = _record(lake, f"state_validation_{source}")
+    record = asset_record(lake, f"state_validation_{source}")
     folder = Path(record["output_dir"])
     assert all((folder / name).is_file() for name in SPEC_FILES)
     run = json.loads((folder / "run_summary.json").read_text())
@@ -79,7 +51,7 @@ def test_demo_validates_and_classifies_every_source_in_sample(lake: Path, source
     assert run["state_column"] == expected[source]  # HMM outcomes judged on causal states
     scorecard = pl.read_parquet(folder / "state_scorecard.parquet")
     assert scorecard.height == run["state_count"] == record["state_count"]
-    policy = _record(lake, f"state_policy_{source}")
+    policy = asset_record(lake, f"state_policy_{source}")
     table = pl.read_csv(Path(policy["output_dir"]) / "cluster_hardening_state_table.csv")
     counts = table["class_label"].value_counts()
     assert dict(counts.rows()) == {k: v for k, v in (
@@ -93,7 +65,7 @@ def test_demo_validates_and_classifies_every_source_in_sample(lake: Path, source
 
 
 def test_the_three_sources_are_judged_on_the_same_rows(lake: Path) -> None:
-    runs = [json.loads((Path(_record(lake, f"state_validation_{s}")["output_dir"])
+    runs = [json.loads((Path(asset_record(lake, f"state_validation_{s}")["output_dir"])
                         / "run_summary.json").read_text()) for s in ("flow", "hmm", "cluster")]
     assert len({r["rows"] for r in runs}) == 1
     assert len({r["identity"]["common_rows"] for r in runs}) == 1
@@ -101,7 +73,7 @@ def test_the_three_sources_are_judged_on_the_same_rows(lake: Path) -> None:
 
 def test_observed_means_are_the_plain_means_of_the_input_rows(lake: Path) -> None:
     """The bootstrap's ``mean_obs`` against polars on the rows the HMM run decoded."""
-    record = _record(lake, "state_validation_hmm")
+    record = asset_record(lake, "state_validation_hmm")
     run = json.loads((Path(record["output_dir"]) / "run_summary.json").read_text())
     decoded = pl.read_parquet(Path(run["identity"]["hmm_run_dir"]) / "decoded_rows.parquet")
     clustered = pl.read_parquet(
@@ -152,8 +124,8 @@ def test_bad_input_gets_a_clear_error(lake: Path, mf, tmp_path: Path) -> None:
 
 
 def test_folder_commands_qa_hardening_and_compares(lake: Path, mf) -> None:
-    hmm_dir = _record(lake, "state_validation_hmm")["output_dir"]
-    cluster_dir = _record(lake, "state_validation_cluster")["output_dir"]
+    hmm_dir = asset_record(lake, "state_validation_hmm")["output_dir"]
+    cluster_dir = asset_record(lake, "state_validation_cluster")["output_dir"]
     qa = mf("cluster-qa-run", "--validation-run-dir", cluster_dir, "--json")
     assert Path(qa["output_dir"], "cluster_qa_flagged_states.csv").is_file()
     policy = mf("cluster-hardening-run", "--validation-run-dir", cluster_dir, "--force", "--json")
@@ -169,8 +141,8 @@ def test_folder_commands_qa_hardening_and_compares(lake: Path, mf) -> None:
     compare = mf("validation-compare", "--run-dir-a", hmm_dir, "--run-dir-b", cluster_dir,
                  "--json")
     table = pl.read_csv(Path(compare["output_dir"]) / "validation_compare_states_matched.csv")
-    assert table.height == min(_record(lake, "state_validation_hmm")["state_count"],
-                               _record(lake, "state_validation_cluster")["state_count"])
+    assert table.height == min(asset_record(lake, "state_validation_hmm")["state_count"],
+                               asset_record(lake, "state_validation_cluster")["state_count"])
     same = mf("cluster-hardening-compare", "--hardening-dir-a", policy["output_dir"],
               "--hardening-dir-b", policy["output_dir"], "--json")
     assert same["class_changed_states"] == 0 and same["match_total_cost"] == pytest.approx(0)
@@ -207,7 +179,7 @@ def test_walk_forward_runs_splits_on_non_overlapping_tests_and_resumes(lake: Pat
 
 def test_a_policy_is_rebuilt_when_its_validation_was_rerun(lake: Path, mf) -> None:
     """A policy is reused only for the validation contents it was built from."""
-    folder = _record(lake, "state_validation_flow")["output_dir"]
+    folder = asset_record(lake, "state_validation_flow")["output_dir"]
     first = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
     again = mf("cluster-hardening-run", "--validation-run-dir", folder, "--json")
     assert again["reused"] is True
@@ -219,8 +191,8 @@ def test_a_policy_is_rebuilt_when_its_validation_was_rerun(lake: Path, mf) -> No
 
 
 def test_threshold_options_reach_the_qa_and_the_policy(lake: Path, mf) -> None:
-    folder = _record(lake, "state_validation_hmm")["output_dir"]
-    states = _record(lake, "state_validation_hmm")["state_count"]
+    folder = asset_record(lake, "state_validation_hmm")["output_dir"]
+    states = asset_record(lake, "state_validation_hmm")["state_count"]
     qa = mf("cluster-qa-run", "--validation-run-dir", folder, "--min-n-rows", "10000000",
             "--json")
     assert qa["states_flagged"] == states and qa["issue_counts"]["LOW_N"] == states

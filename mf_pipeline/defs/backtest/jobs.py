@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from mf_pipeline.defs.backtest.config import CompareConfig, FileBacktestConfig
+from mf_pipeline.defs.one_op import one_op_job
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.steps.backtest.compare_runs import compare_backtests
 from mf_pipeline.lib.steps.backtest.file_inputs import file_inputs
@@ -38,15 +39,7 @@ def backtest_compare_op(config: CompareConfig, settings: PipelineSettings) -> di
     return compare_backtests(settings.get(), config.run_dirs)
 
 
-def _job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
-    @dg.job(name=name, description=description)
-    def _graph() -> None:
-        op()
-
-    return _graph
-
-
 JOBS = [
-    _job("backtest_file_run", backtest_file_op, "mf backtest-run --input-file"),
-    _job("backtest_compare", backtest_compare_op, "mf backtest-compare"),
+    one_op_job("backtest_file_run", backtest_file_op, "mf backtest-run --input-file"),
+    one_op_job("backtest_compare", backtest_compare_op, "mf backtest-compare"),
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from mf_pipeline.defs.one_op import one_op_job
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.defs.validation.config import (
     CompareConfig,
@@ -79,19 +80,11 @@ def cluster_hardening_compare_op(config: HardeningCompareConfig, settings: Pipel
                                          config.hardening_dir_b)
 
 
-def _job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
-    @dg.job(name=name, description=description)
-    def _graph() -> None:
-        op()
-
-    return _graph
-
-
 JOBS = [
-    _job("validation_file_run", validation_file_op, "mf validation-run --input-file"),
-    _job("cluster_qa_run", cluster_qa_op, "mf cluster-qa-run"),
-    _job("cluster_hardening_run", cluster_hardening_op, "mf cluster-hardening-run"),
-    _job("validation_compare", validation_compare_op, "mf validation-compare"),
-    _job("cluster_hardening_compare", cluster_hardening_compare_op,
+    one_op_job("validation_file_run", validation_file_op, "mf validation-run --input-file"),
+    one_op_job("cluster_qa_run", cluster_qa_op, "mf cluster-qa-run"),
+    one_op_job("cluster_hardening_run", cluster_hardening_op, "mf cluster-hardening-run"),
+    one_op_job("validation_compare", validation_compare_op, "mf validation-compare"),
+    one_op_job("cluster_hardening_compare", cluster_hardening_compare_op,
          "mf cluster-hardening-compare"),
 ]
