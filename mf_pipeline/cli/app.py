@@ -158,7 +158,8 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("ari_hmm_state_filtered", "ARI of the filtered states vs the true regimes"),
     ("ari_cluster_id", "ARI vs the true regimes"), ("state_count", "states"),
     ("states_flagged", "states flagged"), ("allow_count", "ALLOW"), ("watch_count", "WATCH"),
-    ("block_count", "BLOCK"), ("seconds", "s"),
+    ("block_count", "BLOCK"), ("trade_count", "trades"), ("win_rate", "win rate"),
+    ("avg_return", "avg net return"), ("profit_factor", "profit factor"), ("seconds", "s"),
 )
 """The metadata a run summary shows per asset, in this order (the rest: ``--json``)."""
 

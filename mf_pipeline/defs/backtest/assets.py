@@ -81,7 +81,8 @@ def _backtest_asset(source: str) -> dg.AssetsDefinition:
         out = backtest_run(s, inputs, config.options(s))
         record = record_of(out.summary, source, context.partition_key)
         yield dg.Output(record, metadata={
-            **{k: v for k, v in record.items() if v is not None and k != "output_dir"},
+            **{k: v for k, v in record.items()
+               if v is not None and k != "output_dir" and v == v and v != float("inf")},
             "output_dir": dg.MetadataValue.path(str(out.output_dir)),
             "rows": out.summary["adapter_summary"]["rows_out"],
             "test_end": inputs.identity.get("test_end"),
