@@ -77,6 +77,7 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
                if k.startswith("ari_") and v is not None}
         if ari:
             say(f"HMM regime recovery on the sample (ARI vs true regimes, in-sample): {ari}")
+    backtest = (outcome.metadata.get("backtest_hmm") or {}).get("output_dir")
     emit(outcome.metadata, as_json, run_summary(outcome) + (
         "\n\nWhere to look next:\n"
         f"  lake:       {settings.data_root}\n"
@@ -85,6 +86,7 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
         "  UI:         make ui      (then open http://127.0.0.1:3000)\n"
         "  viewer:     make viewer  (then open http://127.0.0.1:8501: candles and state bands)\n"
         "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\""
+        + (f"\n  backtest:   {backtest}  (in-sample; docs/BACKTESTS.md)" if backtest else "")
     ))
 
 
