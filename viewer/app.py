@@ -20,7 +20,16 @@ import streamlit as st
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.settings import Settings, SettingsError, load_settings
-from viewer import compute, core, data, registry, validation, validation_data
+from viewer import (
+    backtest,
+    backtest_data,
+    compute,
+    core,
+    data,
+    registry,
+    validation,
+    validation_data,
+)
 from viewer.chart import ChartOptions, build_figure
 from viewer.validation_chart import with_policy_strips
 
@@ -205,21 +214,27 @@ def main() -> None:
     st.caption("Visualization only: reads the lake, computes no layer, places no orders.")
     settings = _settings()
     runs, not_validated = validation_data.load_runs(settings)
-    chart_tab, validation_tab = st.tabs(["Chart", "Validation"], key="view", on_change="rerun")
+    backtests, no_backtest = backtest_data.load_runs(settings)
+    chart_tab, validation_tab, backtest_tab = st.tabs(["Chart", "Validation", "Backtest"],
+                                                      key="view", on_change="rerun")
     if validation_tab.open:  # the chart tab always renders: it holds the sidebar's controls
         with validation_tab:
             validation.section(runs, not_validated, cached_read)
+    if backtest_tab.open:
+        with backtest_tab:
+            backtest.section(settings, backtests, no_backtest, cached_read)
     no_policy = "; ".join([*not_validated.values(), *(n for r in runs.values() for n in r.notes)])
     with chart_tab:
-        _chart_page(settings, runs, no_policy, started)
+        _chart_page(settings, runs, no_policy, backtests, started)
 
 
 def _chart_page(settings: Settings, runs: dict[str, validation_data.ValidationRun],
-                no_policy: str, started: float) -> None:
+                no_policy: str, backtests: dict[str, backtest_data.BacktestRun],
+                started: float) -> None:
     """The ticker's chart and the sidebar; stops the script early when there is no chart.
 
     ``runs``: the recorded validations whose policies can be painted (``no_policy``: why
-    some cannot)."""
+    some cannot); ``backtests``: the recorded backtests whose trades can be marked."""
     universe = data.load_universe(settings, cached_read)
 
     with st.sidebar:
@@ -282,6 +297,7 @@ def _chart_page(settings: Settings, runs: dict[str, validation_data.ValidationRu
                               any(r.policy is not None for r in runs.values()),
                               f"No recorded state policy of the `full` split: {no_policy}",
                               "show_policy_strips")
+        trades_of = backtest.chart_choice(backtests)
         with st.expander("TMF / TTI settings"):
             scale_pct = st.toggle("Scale TMF/TTI to %", False, key="scale_pct")
             max_candles = st.number_input(
@@ -325,6 +341,9 @@ def _chart_page(settings: Settings, runs: dict[str, validation_data.ValidationRu
 
     if show_policy:
         frame, bands = with_policy_strips(frame, bands, runs)
+    if trades_of is not None:
+        frame, trade_markers = backtest.mark_trades(frame, trades_of, ticker, cached_read)
+        markers += trade_markers
     window = core.clip_window(frame, start, end)
     ohlcv = [c for c in ("trade_date", "open", "high", "low", "close", "volume")
              if c in window.columns]
