@@ -152,6 +152,11 @@ def test_walk_forward_backtest_trades_each_split_out_of_sample(lake: Path, mf) -
     hmm = _summary(first["runs"]["hmm"]["run_dir"])
     trades = pl.read_parquet(Path(first["runs"]["hmm"]["run_dir"]) / "trades.parquet")
     assert hmm["in_sample"] is False and hmm["mapping_source"] == "train_scorecard"
+    cluster = _summary(first["runs"]["cluster"]["run_dir"])  # policy judged on train rows
+    assert cluster["in_sample"] is False and cluster["policy_judged_on"] == "train_rows"
+    train_policy = Path(cluster["identity"]["policy_file"])
+    validated = json.loads((train_policy.parents[1] / "run_summary.json").read_text())
+    assert validated["bounds"]["max_trade_date"] <= SAMPLE_END_YEARS[0]
     # traded only after the train end and the embargo, up to the next train end
     assert trades["entry_signal_date"].min() > pl.Series([SAMPLE_END_YEARS[0]]).str.to_date()[0]
     assert trades["exit_date"].max() <= pl.Series([SAMPLE_END_YEARS[1]]).str.to_date()[0]

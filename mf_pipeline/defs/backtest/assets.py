@@ -3,7 +3,8 @@
 ``backtest_<source>`` trades the split's test rows (the rows its validation judged) with the
 strategy given as run config: flow states by the flow mapping, HMM by its causal filtered
 state with directions from the train rows (``train_state_scorecard.csv`` of the split's HMM
-run), clusters by the split's ``state_policy_cluster`` (``allow_only`` by default). A blocking
+run), clusters by a policy judged on the split's train rows (``full``: the split's
+``state_policy_cluster``; ``allow_only`` by default). A blocking
 ``backtest_sanity`` check keeps an inconsistent run from consumers. ``wf_backtest`` aggregates
 the splits. Every asset only wires ``mf_pipeline.lib.steps.backtest`` to storage.
 """
@@ -57,7 +58,8 @@ def _backtest_asset(source: str) -> dg.AssetsDefinition:
            "policy": dg.AssetIn("state_policy_cluster")}
     direction = {"flow": "the flow mapping (1,2 long; 3,4 short)",
                  "hmm": "the causal filtered HMM state, directions from the train rows",
-                 "cluster": "the split's state policy (ALLOW only by default)"}[source]
+                 "cluster": "a policy judged on the train rows (full: the split's "
+                            "state_policy_cluster; ALLOW only by default)"}[source]
     description = (f"Backtest of the {source} states of a split on its test rows "
                    f"(backtest_ops.md §1): {direction}; signal at the close, fill at the next "
                    "open, Numba simulation, trades and metrics.")

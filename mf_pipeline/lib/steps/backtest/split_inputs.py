@@ -8,9 +8,11 @@ direction sources.
   decoded rows carry only the close; the old tool then derived open = close).
 - HMM directions: ``train_state_scorecard.csv`` of the split's HMM run, the forward returns of
   each filtered state on the TRAIN rows; never the traded rows' own future (fault 6).
-- Cluster classes: the split's ``state_policy_cluster``. That policy was judged on the split's
-  test rows, so a walk-forward cluster backtest is in-sample for its policy and says so
-  (``in_sample: true``) — the cluster model has no train-row labels to judge it earlier.
+- Cluster classes (and the overlay's): on a walk-forward split, a policy judged on the split's
+  TRAIN rows (:mod:`train_policy`), known when the test starts. The split's own
+  ``state_policy_cluster`` judges the test rows themselves; it is used for ``full`` (in-sample
+  anyway) and for clustering runs from before train rows were kept, and then the run says
+  ``in_sample: true``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mf_pipeline.lib import lake
 from mf_pipeline.lib.research.splits import FULL_SPLIT_ID
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.backtest.run import BacktestInputs
+from mf_pipeline.lib.steps.backtest.train_policy import train_policy, train_rows_file
 from mf_pipeline.lib.steps.research.hmm import TRAIN_SCORECARD
 from mf_pipeline.lib.steps.validation.inputs import test_end_of
 from mf_pipeline.lib.steps.validation.policy import POLICY_FILE
@@ -72,6 +75,20 @@ def split_bars(settings: Settings, split_key: str, hmm_dir: str | Path, cluster_
     return frame, info
 
 
+def _cluster_policy(settings: Settings, split_key: str, cluster_dir: str | Path,
+                    policy_dir: str | Path | None) -> tuple[dict[str, Any], Path, bool]:
+    """The cluster policy of a split and whether it was judged on the traded (test) rows:
+    a walk-forward split's own train rows when its clustering run kept them, else the
+    split's ``state_policy_cluster`` (the ``full`` split, or a run from before train rows)."""
+    if split_key != FULL_SPLIT_ID and train_rows_file(cluster_dir).is_file():
+        policy, path = train_policy(settings, split_key, cluster_dir)
+        return policy, path, False
+    if policy_dir is None:
+        raise ValueError("cluster classes need the split's state policy (state_policy_cluster)")
+    path = _need(Path(policy_dir) / POLICY_FILE, "run mf cluster-hardening-run first")
+    return json.loads(path.read_text()), path, True
+
+
 def split_inputs(settings: Settings, split_key: str, source: str, hmm_dir: str | Path,
                  cluster_dir: str | Path, policy_dir: str | Path | None = None, *,
                  non_overlapping: bool = True, test_end: dt.date | None = None,
@@ -99,13 +116,11 @@ def split_inputs(settings: Settings, split_key: str, source: str, hmm_dir: str |
         identity["direction_file"] = str(card)
     if source != "cluster" and not overlay:
         return inputs
-    if policy_dir is None:
-        raise ValueError("cluster classes need the split's state policy (state_policy_cluster)")
-    path = _need(Path(policy_dir) / POLICY_FILE, "run mf cluster-hardening-run first")
-    policy = json.loads(path.read_text())
+    policy, path, judged_on_test = _cluster_policy(settings, split_key, cluster_dir, policy_dir)
     identity["policy_file"] = str(path)
     identity["policy_generated"] = policy.get("generated_ts")
-    inputs.in_sample = True  # the policy was judged on these test rows (module doc)
+    inputs.in_sample = in_sample or judged_on_test
+    inputs.extra["policy_judged_on"] = "test_rows" if judged_on_test else "train_rows"
     if source == "cluster":
         inputs.cluster_policy = policy
         inputs.input_file = str(Path(cluster_dir) / CLUSTERED)

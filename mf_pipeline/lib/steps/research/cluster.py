@@ -23,6 +23,10 @@ from mf_pipeline.lib.steps.research.artifacts import write_preprocess, write_tab
 from mf_pipeline.lib.steps.research.prepare import Prepared
 
 SAMPLE_ROWS = 100_000
+TRAIN_ROWS = "clustered_train_rows"
+"""The train rows of a walk-forward split with their cluster: a backtest judges the clusters on
+them, so the policy it trades the test rows with is known at the train end."""
+TRAIN_ROW_COLUMNS = ("ticker", "trade_date", "cluster_id", "close")
 
 
 def _notes(sil: float | None, largest: float | None, sep_note: str,
@@ -104,6 +108,9 @@ def cluster_run(
     if not prep.split.in_sample:
         train = _clustered(prep, result, "train", prep.train or prep.fit)
         test = clustered if prep.test is None else _clustered(prep, result, "test", prep.test)
+        keep = [c for c in train.columns if c in TRAIN_ROW_COLUMNS or c.startswith("fwd_")]
+        outputs["clustered_train_rows_path"] = str(lake.write_parquet(
+            train.select(keep), folder / f"{TRAIN_ROWS}.parquet", settings.parquet))
         for seg, frame in (("train", train), ("test", test)):
             p = cluster_profiles(frame)["profile"]
             got = write_table(p, folder, f"cluster_profile_{seg}", ("parquet", "csv"), settings)
