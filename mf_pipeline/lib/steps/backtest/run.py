@@ -339,6 +339,8 @@ def _write(folder: Path, summary: dict[str, Any], trades: pl.DataFrame,
     summary["load_sec"] = round(inputs.load_sec, 3)
     summary["duration_sec"] = round(time.perf_counter() - t0 + inputs.load_sec, 3)
     summary["output_dir"] = str(folder)
+    out["backtest_report"] = str(temp / "backtest_report.md")
+    out["backtest_summary"] = str(temp / SUMMARY)
     summary["outputs"] = {k: v.replace(str(temp), str(folder)) for k, v in out.items()}
     policy_counts = (inputs.cluster_policy or {}).get("summary") if inputs.input_type == \
         "cluster" else None  # fmt: skip
