@@ -69,14 +69,20 @@ READ_COLS: tuple[str, ...] = (
 """Every column :func:`normalize` or the overlay join may read (a Parquet read projects them)."""
 
 
-def read_input(path: str | Path, extra: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Read a ``.parquet`` (only the :data:`READ_COLS` and ``extra`` columns it has) or ``.csv``
-    (dates inferred) backtest input; other types are errors."""
+def read_input(path: str | Path, extra: tuple[str, ...] = (),
+               input_type: str | None = None) -> pl.DataFrame:  # fmt: skip
+    """Read a ``.parquet`` (only the :data:`READ_COLS` and ``extra`` columns it has; with
+    ``input_type``, of the state columns only that type's) or ``.csv`` (dates inferred)
+    backtest input; other types are errors."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        wanted = set(READ_COLS) | set(extra)
+        if input_type is not None:
+            others = {c for t, c in DEFAULT_STATE_COLUMN.items() if t != input_type}
+            wanted -= (others | {HMM_VITERBI_STATE}) - set(extra)
         names = pl.read_parquet_schema(path)
-        return pl.read_parquet(path, columns=[c for c in names if c in {*READ_COLS, *extra}])
+        return pl.read_parquet(path, columns=[c for c in names if c in wanted])
     if suffix == ".csv":
         return pl.read_csv(path, try_parse_dates=True, infer_schema_length=10_000)
     raise ValueError(f"{path}: unsupported backtest input type {suffix!r} (use .parquet or .csv)")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -114,7 +115,11 @@ class ExecutionResult:
     frame: pl.DataFrame
     summary: dict[str, Any]
     by_reason: pl.DataFrame
-    by_year: pl.DataFrame
+
+    @cached_property
+    def by_year(self) -> pl.DataFrame:
+        """``execution_filter_by_year.csv`` (computed when asked: only written with filters)."""
+        return _by_year(self.frame)
 
 
 def resolve(
@@ -428,7 +433,7 @@ def apply_execution(frame: pl.DataFrame, params: ExecutionParams) -> ExecutionRe
         summary[f"exec_suppressed_by_{name}_share"] = reason_share[label]
     LOGGER.info("execution filter profile=%s enabled=%s rows=%d eligible=%d suppressed=%d",
                 params.profile_name, params.filters_enabled, rows_total, rows_eligible, suppressed)
-    return ExecutionResult(frame=work, summary=summary, by_reason=by_reason, by_year=_by_year(work))
+    return ExecutionResult(frame=work, summary=summary, by_reason=by_reason)
 
 
 def _finite(value: Any) -> float | None:

@@ -50,7 +50,8 @@ def file_inputs(input_type: str, input_file: str | Path, *, hmm_state_col: str =
     path = _file(input_file, "--input-file")
     identity: dict[str, Any] = {"input_file": str(path.resolve()),
                                 "content": content_hash(path)}
-    inputs = BacktestInputs(rows=adapter.read_input(path, (hmm_state_col,)), input_type=input_type,
+    extra = (hmm_state_col,) if input_type == "hmm" else ()
+    inputs = BacktestInputs(rows=adapter.read_input(path, extra, input_type), input_type=input_type,
                             tag=(tag or path.parent.name).replace(" ", "-"), identity=identity,
                             input_file=str(path), in_sample=None)  # fmt: skip
     if input_type == "hmm":
