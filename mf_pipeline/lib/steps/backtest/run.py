@@ -169,11 +169,13 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
                  run_id: str | None = None, folder: Path | None = None) -> BacktestOutcome:
     """Run one backtest and write its artifacts (§1.7); see the module docstring."""
     started, t0 = now(), time.perf_counter()
+    stages = _Stages({"load": round(inputs.load_sec, 3)})
     run_id = run_id or run_id_of(inputs, options)
     folder = folder or run_folder(settings, run_id, inputs.input_type, inputs.tag)
     frame, adapter_summary = adapter.normalize(inputs.rows, inputs.input_type,
                                                inputs.input_file, inputs.state_col,
                                                row_ids=options.export_joined_rows)
+    stages.lap("normalize")
     directions, source = _directions(inputs, settings)
     b = settings.backtest
     mapped, mapping_summary, snapshot = mapping.map_states(
@@ -188,15 +190,20 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
         include_state_ids=options.include_state_ids,
         allow_unconfirmed=options.allow_unconfirmed,
     )  # fmt: skip
+    stages.lap("map_states")
     over = _apply_overlay(mapped, inputs, options)
+    stages.lap("overlay")
     params = _execution_params(settings, options)
     exe = execution.apply_execution(over.frame, params)
+    stages.lap("execution")
     sig, gen_diag = signals.generate_signals(exe.frame, options.signal_mode)
+    stages.lap("signals")
     config = BacktestConfig(options.signal_mode, options.exit_mode, options.hold_bars,
                             options.fee_bps_per_side, options.slippage_bps_per_side)
     result = run_trades(sig, config, state_col="state_id", direction_col="direction",
                         eligible_col="signal_eligible", entry_col="entry_signal",
                         carry=CARRY)  # fmt: skip
+    stages.lap("simulate")
     trades = result.trades
     tables = _tables(trades, sig, options)
     headline = metrics.trade_summary(trades, result.diagnostics)
@@ -218,10 +225,25 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
     summary["overlay"] = _overlay_block(over, gen_diag, options)
     trade_ctx = execution.trade_context(trades, sig)
     summary["execution"] = execution.execution_block(params, exe, gen_diag, trade_ctx)
+    stages.lap("metrics")
+    summary["stage_seconds"] = stages.seconds
     exec_files = params.filters_enabled or options.exec_profile != "none"
     _write(folder, summary, trades, tables, sig, snapshot, over, exe if exec_files else None,
            trade_ctx, gen_diag, options, t0, inputs)
     return BacktestOutcome(run_id, folder, summary, trades)
+
+
+class _Stages:
+    """Seconds per stage of a run (``stage_seconds`` in the summary; ``write`` is filled in
+    when the folder is written): where the time of a slow run went."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self._last = seconds, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now_ = time.perf_counter()
+        self.seconds[name] = round(now_ - self._last, 3)
+        self._last = now_
 
 
 def _tables(trades: pl.DataFrame, sig: pl.DataFrame, options: BacktestOptions
@@ -337,6 +359,9 @@ def _write(folder: Path, summary: dict[str, Any], trades: pl.DataFrame,
         out[name.removesuffix(".json")] = str(lake.write_json(finite_json(payload), temp / name))
     summary["finished_ts"] = now()
     summary["load_sec"] = round(inputs.load_sec, 3)
+    summary["stage_seconds"]["write"] = round(
+        time.perf_counter() - t0 - sum(v for k, v in summary["stage_seconds"].items()
+                                       if k != "load"), 3)
     summary["duration_sec"] = round(time.perf_counter() - t0 + inputs.load_sec, 3)
     summary["output_dir"] = str(folder)
     out["backtest_report"] = str(temp / "backtest_report.md")
