@@ -209,8 +209,10 @@ def normalize(
 
     missing = pl.any_horizontal(pl.col(c).is_null() for c in ESSENTIAL_COLS)
     bad_price = pl.any_horizontal(~pl.col(c).is_finite() for c in PRICE_COLS).fill_null(True)
-    counts = df.select(missing.sum().alias("missing"), bad_price.sum().alias("bad"))
-    df = df.filter(~missing & ~bad_price)
+    counts = df.select(missing.sum().alias("missing"), bad_price.sum().alias("bad"),
+                       (missing | bad_price).sum().alias("either"))
+    if counts["either"][0]:  # a filter copies every column: only when a row goes
+        df = df.filter(~missing & ~bad_price)
     before_dedupe = df.height
     # sorted input with unique days (the usual case) skips the sort; otherwise the first row
     # of each (ticker, trade_date) run after the sort is the one to keep
