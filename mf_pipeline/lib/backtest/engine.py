@@ -107,11 +107,11 @@ def run_trades(
     _check_input(keyed, offsets)
     n = frame.height
     side = np.array(keyed["direction_key"].fill_null(0).to_numpy(), dtype=np.int8)
-    state = np.array(keyed["state_key"].rank("dense").to_numpy(), dtype=np.int64)
     signal_eligible = _bool_array(frame, eligible_col, side != 0)
     gate_pass = _bool_array(frame, gate_col, np.ones(n, dtype=np.bool_))
 
     if entry_col is None:
+        state = np.array(keyed["state_key"].rank("dense").to_numpy(), dtype=np.int64)
         entry_signal = np.zeros(n, dtype=np.bool_)
         kb.entry_signals(
             state, side, signal_eligible, gate_pass, offsets,
