@@ -407,9 +407,6 @@ def test_adapter_output_schema_and_build_time() -> None:
     assert before - dt.timedelta(seconds=1) <= out["built_ts"][0] <= after
 
 
-@pytest.mark.xfail(strict=True, reason="adapter.normalize skips its sort and dedupe when "
-                   "every ticker change is a 'new ticker', even a decreasing one: a (ticker, "
-                   "day) repeated in another block survives (docs/BACKTESTS.md, mutation testing)")
 def test_adapter_sorts_and_dedupes_tickers_in_any_order() -> None:
     # AAA, BBB, AAA on one day: the second AAA row is a duplicate and must go; the output is
     # sorted by ticker

@@ -218,8 +218,8 @@ def normalize(
     # of each (ticker, trade_date) run after the sort is the one to keep
     ticker, day = pl.col("ticker"), pl.col("trade_date")
     new_ticker = ticker != ticker.shift(1)
-    if not df.select((new_ticker | ((ticker == ticker.shift(1)) & (day > day.shift(1))))
-                     .fill_null(True).all()).item():  # fmt: skip
+    in_order = (ticker > ticker.shift(1)) | ((ticker == ticker.shift(1)) & (day > day.shift(1)))
+    if not df.select(in_order.fill_null(True).all()).item():
         df = df.sort("ticker", "trade_date", "trade_dt", maintain_order=True)
         df = df.filter((new_ticker | (day != day.shift(1))).fill_null(True))
     row_id = pl.concat_str(
