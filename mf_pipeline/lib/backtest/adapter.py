@@ -183,8 +183,11 @@ def normalize(
         label = state_id.replace_strict(
             FLOW_STATE_LABELS, default="FLOW_UNKNOWN", return_dtype=pl.Utf8
         )
-    else:
-        label = pl.format(f"{STATE_SOURCE[input_type]}_{{}}", state_id)
+    else:  # "HMM_<id>": formatted once per distinct state, then looked up per row
+        ids = frame.select(state_id.unique().drop_nulls()).to_series().to_list()
+        label = state_id.replace_strict(
+            {i: f"{STATE_SOURCE[input_type]}_{i}" for i in ids}, default=None,
+            return_dtype=pl.Utf8)
     df = frame.select(
         _text(frame, "ticker"),
         _text(frame, "exchange") if "exchange" in cols else pl.lit("UNKNOWN").alias("exchange"),
