@@ -14,9 +14,7 @@ Two measurements, each in a child process so each has its own peak RSS:
   run's own ``duration_sec`` (load, simulate, metrics, artifacts) and the whole command's wall,
   CPU and peak RSS (``wait4``). The input is the HMM run's decoded rows of split ``full``
   (built with :func:`bench.validation.prepare`), the rows the old tool's flow run read.
-  While the CLI command is not registered, the same step runs through the library in a child
-  (``python -m bench.backtest step``: ``file_inputs`` → ``backtest_options`` →
-  ``backtest_run``), reported as ``library``. Targets: the old tool's 40.7 s / 6.9 GB ->
+  Targets: the old tool's 40.7 s / 6.9 GB ->
   ``duration_sec`` <= 40.7 / 50 s and peak < 1 GB.
 """
 
@@ -128,66 +126,29 @@ def measure_kernel(n_tickers: int, n_bars: int, repeat: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- step
 
 
-def run_step_library(input_file: Path) -> dict[str, Any]:
-    """The ``backtest-run`` step through the library (settings from the environment).
-
-    The hook while ``mf backtest-run`` is not registered: the call the command makes.
-    """
-    started = time.perf_counter()
-    from mf_pipeline.lib.settings import load_settings
-    from mf_pipeline.lib.steps.backtest.file_inputs import file_inputs
-    from mf_pipeline.lib.steps.backtest.options import backtest_options
-    from mf_pipeline.lib.steps.backtest.run import backtest_run
-
-    import_s = time.perf_counter() - started
-    settings = load_settings()
-    with Meter() as meter:
-        outcome = backtest_run(settings, file_inputs("flow", input_file),
-                               backtest_options(settings))
-    return {"import_s": import_s, "call_s": meter.wall_s, "call_cpu_s": meter.cpu_s,
-            "duration_sec": outcome.summary.get("duration_sec"),
-            "trades": outcome.trades.height,
-            "rows": (outcome.summary.get("adapter_summary") or {}).get("rows_in"),
-            "output_dir": str(outcome.output_dir)}
-
-
-def cli_available(env: dict[str, str]) -> bool:
-    return run_child([mf_executable(), "backtest-run", "--help"], env=env).returncode == 0
-
-
 def measure_step(prepared: dict[str, Any], repeat: int) -> dict[str, Any]:
     """``repeat`` runs of the flow step with settings defaults; medians."""
     path = prepared["files"]["flow"]
     env = prepared["env"]
-    how = "cli" if cli_available(env) else "library"
     runs = []
     for index in range(repeat):
-        say(f"backtest-run flow ({how}): run {index + 1}/{repeat} ({path.name})")
-        if how == "cli":
-            child = run_child([mf_executable(), "backtest-run", "--input-type", "flow",
-                               "--input-file", str(path), "--force", "--json"],
-                              env=env, merge_stderr=True)
-            if child.returncode != 0:
-                raise RuntimeError(f"mf backtest-run failed:\n{child.stdout[-4000:]}")
-            out = last_json_object(child.stdout) or {}
-            summary = json.loads((Path(out["output_dir"]) / SUMMARY).read_text())
-            rec = {**val._record(child), "duration_sec": summary["duration_sec"],
-                   "rows": summary["adapter_summary"]["rows_in"],
-                   "trades": summary["headline"]["trade_count"]}
-        else:
-            out = run_json_child("bench.backtest", ["step", "--input", str(path)], env=env)
-            process = out.pop("process")
-            rec = {**out, "wall_s": process["wall_s"], "cpu_s": process["cpu_s"],
-                   "peak_rss_mb": process["peak_rss_mb"],
-                   **{k: v for k, v in process.items()
-                      if k not in ("wall_s", "cpu_s", "peak_rss_mb")}}
-            rec.pop("output_dir", None)
+        say(f"backtest-run flow: run {index + 1}/{repeat} ({path.name})")
+        child = run_child([mf_executable(), "backtest-run", "--input-type", "flow",
+                           "--input-file", str(path), "--json"], env=env, merge_stderr=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"mf backtest-run failed:\n{child.stdout[-4000:]}")
+        out = last_json_object(child.stdout) or {}
+        summary = json.loads((Path(out["output_dir"]) / SUMMARY).read_text())
+        rec = {**val._record(child), "duration_sec": summary["duration_sec"],
+               "load_sec": summary.get("load_sec"),
+               "rows": summary["adapter_summary"]["rows_in"],
+               "trades": summary["headline"]["trade_count"]}
         runs.append(rec)
         print(f"    step {rec['duration_sec'] or 0:6.3f} s  wall {rec['wall_s']:6.2f} s  CPU "
               f"{rec['cpu_s']:6.2f} s  peak {rec['peak_rss_mb']:6.0f} MB  "
               f"{rec.get('trades') or 0:,} trades  load {rec['load_before'][0]:.1f}",
               flush=True)
-    return {"how": how, "input": path.name, "repeat": repeat, "median": median_records(runs),
+    return {"input": path.name, "repeat": repeat, "median": median_records(runs),
             "runs": runs}
 
 
@@ -242,10 +203,7 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
     s = b.get("step")
     if s:
         m = s["median"]
-        command = ("`mf backtest-run --input-type flow --input-file decoded_rows.parquet`"
-                   if s["how"] == "cli" else
-                   "the `backtest-run` step through the library in a child process "
-                   "(`python -m bench.backtest step`; the CLI command was not registered yet)")
+        command = "`mf backtest-run --input-type flow --input-file decoded_rows.parquet`"
         step_s, peak = m.get("duration_sec"), m.get("peak_rss_mb")
         loads = [x[0] for x in m.get("load_before") or []]
         out += [f"Step: {command}, settings defaults, median of {s['repeat']} run(s):", "",
@@ -261,9 +219,9 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
                 f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f} | "
                 f"{OLD_STEP_S} s, {OLD_PEAK_MB / 1024:.1f} GB | "
                 f"{_fmt(OLD_STEP_S / step_s) + 'x' if step_s else '–'} |", "",
-                "`duration_sec` is what the run records: from normalizing the rows to the "
-                "written artifacts; reading the input file (and hashing it for the run id) "
-                "happens before it and is in the Dagster run and wall only. The decoded rows "
+                "`duration_sec` is what the run records: reading (and hashing, for the run id) "
+                "the input, normalizing, simulating, metrics and written artifacts; the wall "
+                "adds the interpreter, imports and the Dagster run around it. The decoded rows "
                 "carry only the close (open = high = low = close, as in the old tool's run); the "
                 "old tool's 27,716 trades were on its own sample, not this synthetic one.", ""]
         fast = step_s is not None and step_s <= OLD_STEP_S / STEP_SPEEDUP
@@ -280,18 +238,13 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=("kernel", "step"))
+    parser.add_argument("what", choices=("kernel",))
     parser.add_argument("--tickers", type=int, default=TICKERS)
     parser.add_argument("--bars", type=int, default=BARS)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--input", type=Path, help="step: the flow input file")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.what == "kernel":
-        payload = measure_kernel(args.tickers, args.bars, args.repeat)
-    else:
-        payload = run_step_library(args.input)
-    write_json(payload, args.json)
+    write_json(measure_kernel(args.tickers, args.bars, args.repeat), args.json)
 
 
 if __name__ == "__main__":
