@@ -338,6 +338,15 @@ def _rolling_dollar_volume(dollar: pl.Series, offsets: np.ndarray, params: Execu
     return pl.Series("exec_dollar_vol_20", out).fill_nan(None)
 
 
+def warm_up() -> None:
+    """Load the rolling kernels from Numba's cache with the types the filter uses (see
+    :func:`engine.warm_up`)."""
+    for method in ("median", "mean"):
+        _rolling_dollar_volume(pl.Series([1.0, 2.0]), np.array([0, 2]),
+                               ExecutionParams(dollar_vol_window=2,
+                                               dollar_vol_rolling_method=method))
+
+
 def apply_execution(frame: pl.DataFrame, params: ExecutionParams) -> ExecutionResult:
     """Add the execution columns to ``frame`` and build the filter summary and tables (§7.2-7.4).
 

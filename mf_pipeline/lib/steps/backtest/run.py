@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,16 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import lake
-from mf_pipeline.lib.backtest import adapter, equity, execution, mapping, metrics, overlay, signals
+from mf_pipeline.lib.backtest import (
+    adapter,
+    engine,
+    equity,
+    execution,
+    mapping,
+    metrics,
+    overlay,
+    signals,
+)
 from mf_pipeline.lib.backtest import report as report_md
 from mf_pipeline.lib.backtest.engine import BacktestConfig, run_trades
 from mf_pipeline.lib.settings import Settings
@@ -172,6 +182,8 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
     stages = _Stages({"load": round(inputs.load_sec, 3)})
     run_id = run_id or run_id_of(inputs, options)
     folder = folder or run_folder(settings, run_id, inputs.input_type, inputs.tag)
+    warming = threading.Thread(target=_warm_kernels, daemon=True)
+    warming.start()  # overlaps Numba's one-time start with the polars work below
     frame, adapter_summary = adapter.normalize(inputs.rows, inputs.input_type,
                                                inputs.input_file, inputs.state_col,
                                                row_ids=options.export_joined_rows)
@@ -194,6 +206,7 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
     over = _apply_overlay(mapped, inputs, options)
     stages.lap("overlay")
     params = _execution_params(settings, options)
+    warming.join()
     exe = execution.apply_execution(over.frame, params)
     stages.lap("execution")
     sig, gen_diag = signals.generate_signals(exe.frame, options.signal_mode)
@@ -231,6 +244,11 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
     _write(folder, summary, trades, tables, sig, snapshot, over, exe if exec_files else None,
            trade_ctx, gen_diag, options, t0, inputs)
     return BacktestOutcome(run_id, folder, summary, trades)
+
+
+def _warm_kernels() -> None:
+    engine.warm_up()
+    execution.warm_up()
 
 
 class _Stages:
