@@ -14,7 +14,7 @@ import math
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +119,9 @@ def _directions(inputs: BacktestInputs, settings: Settings
 
 
 def _coverage(options: BacktestOptions) -> overlay.CoverageThresholds:
-    return overlay.CoverageThresholds(
-        min_match_rate_warn=options.overlay_min_match_rate_warn,
-        min_match_rate_fail=options.overlay_min_match_rate_fail,
-        min_year_match_rate_warn=options.overlay_min_year_match_rate_warn,
-        min_year_match_rate_fail=options.overlay_min_year_match_rate_fail,
-        unknown_rate_warn=options.overlay_unknown_rate_warn,
-        unknown_rate_fail=options.overlay_unknown_rate_fail,
-        coverage_mode=options.overlay_coverage_mode,
-        unknown_handling=options.overlay_unknown_handling,
-    )
+    """The options' ``overlay_<name>`` values as the overlay's thresholds (same names)."""
+    names = [f.name for f in fields(overlay.CoverageThresholds)]
+    return overlay.CoverageThresholds(**{n: getattr(options, f"overlay_{n}") for n in names})
 
 
 def _execution_params(settings: Settings, options: BacktestOptions) -> execution.ExecutionParams:
