@@ -32,7 +32,7 @@ from mf_pipeline.lib.backtest import (
     signals,
 )
 from mf_pipeline.lib.backtest import report as report_md
-from mf_pipeline.lib.backtest.engine import BacktestConfig, run_trades
+from mf_pipeline.lib.backtest.engine import BacktestConfig, BacktestResult, run_trades
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions
 from mf_pipeline.lib.steps.research.artifacts import now
@@ -168,13 +168,25 @@ def _apply_overlay(frame: pl.DataFrame, inputs: BacktestInputs,
     return _Overlaid(result.frame, result)
 
 
-def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOptions, *,
-                 run_id: str | None = None, folder: Path | None = None) -> BacktestOutcome:
-    """Run one backtest and write its artifacts (§1.7); see the module docstring."""
-    started, t0 = now(), time.perf_counter()
-    stages = _Stages({"load": round(inputs.load_sec, 3)})
-    run_id = run_id or run_id_of(inputs, options)
-    folder = folder or run_folder(settings, run_id, inputs.input_type, inputs.tag)
+@dataclass
+class Prepared:
+    """A run's rows up to the signals (§1.1–1.4): everything a strategy's simulation reads.
+    A grid prepares once per signal-defining option set and simulates many combos on it."""
+
+    adapter_summary: dict[str, Any]
+    mapping_summary: dict[str, Any]
+    snapshot: dict[str, Any] | None
+    over: _Overlaid
+    params: execution.ExecutionParams
+    exe: execution.ExecutionResult
+    signals: pl.DataFrame
+    generator_diag: dict[str, Any]
+
+
+def prepare(settings: Settings, inputs: BacktestInputs, options: BacktestOptions,
+            stages: _Stages | None = None) -> Prepared:  # fmt: skip
+    """Normalize, map states, overlay, execution gates and signals of ``inputs``."""
+    stages = stages or _Stages({})
     warming = threading.Thread(target=_warm_kernels, daemon=True)
     warming.start()  # overlaps Numba's one-time start with the polars work below
     frame, adapter_summary = adapter.normalize(inputs.rows, inputs.input_type,
@@ -204,11 +216,32 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
     stages.lap("execution")
     sig, gen_diag = signals.generate_signals(exe.frame, options.signal_mode)
     stages.lap("signals")
+    return Prepared(adapter_summary, mapping_summary, snapshot, over, params, exe, sig,
+                    gen_diag)
+
+
+def simulate(prepared: Prepared, options: BacktestOptions) -> BacktestResult:
+    """The trades of ``options``' exit mode, hold and costs on prepared signals (§1.5)."""
     config = BacktestConfig(options.signal_mode, options.exit_mode, options.hold_bars,
                             options.fee_bps_per_side, options.slippage_bps_per_side)
-    result = run_trades(sig, config, state_col="state_id", direction_col="direction",
-                        eligible_col="signal_eligible", entry_col="entry_signal",
-                        carry=CARRY)  # fmt: skip
+    return run_trades(prepared.signals, config, state_col="state_id",
+                      direction_col="direction", eligible_col="signal_eligible",
+                      entry_col="entry_signal", carry=CARRY)  # fmt: skip
+
+
+def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOptions, *,
+                 run_id: str | None = None, folder: Path | None = None) -> BacktestOutcome:
+    """Run one backtest and write its artifacts (§1.7); see the module docstring."""
+    started, t0 = now(), time.perf_counter()
+    stages = _Stages({"load": round(inputs.load_sec, 3)})
+    run_id = run_id or run_id_of(inputs, options)
+    folder = folder or run_folder(settings, run_id, inputs.input_type, inputs.tag)
+    prep = prepare(settings, inputs, options, stages)
+    adapter_summary, mapping_summary, snapshot = (prep.adapter_summary, prep.mapping_summary,
+                                                  prep.snapshot)  # fmt: skip
+    over, params, exe, sig, gen_diag = (prep.over, prep.params, prep.exe, prep.signals,
+                                        prep.generator_diag)  # fmt: skip
+    result = simulate(prep, options)
     stages.lap("simulate")
     trades = result.trades
     tables = _tables(trades, sig, options)
