@@ -435,6 +435,70 @@ class ExecutionRealismSettings(_Group):
     report_max_ret_cv_default: float = Field(20.0, gt=0)
 
 
+class CalibrationSweepSettings(_Group):
+    min_price: list[float] = Field(default_factory=lambda: [0.0, 1.0, 2.0, 5.0])
+    min_dollar_vol20: list[float] = Field(
+        default_factory=lambda: [0.0, 250_000.0, 500_000.0, 1_000_000.0, 2_000_000.0])
+    max_vol_pct: list[float | None] = Field(
+        default_factory=lambda: [None, 5.0, 8.0, 10.0, 15.0, 20.0, 30.0])
+    """Volatility caps; ``null`` = no cap, values > 1 are percent points (5 = 5 %)."""
+    min_history_bars: list[int] = Field(default_factory=lambda: [20, 50])
+
+
+class CalibrationSettings(_Group):
+    """``execution-realism-calibrate`` (backtest_ops.md §7.7)."""
+
+    sweep: CalibrationSweepSettings = Field(default_factory=CalibrationSweepSettings)
+    target_lite_eligibility_min: float = Field(0.20, ge=0, le=1)
+    target_lite_eligibility_max: float = Field(0.60, ge=0, le=1)
+    target_strict_eligibility_min: float = Field(0.05, ge=0, le=1)
+    target_strict_eligibility_max: float = Field(0.30, ge=0, le=1)
+    min_eligible_signals: int = Field(100, ge=0)
+    max_single_reason_share: float = Field(0.95, ge=0, le=1)
+    top_k_recommendations: int = Field(5, ge=1)
+    by_year_default: bool = True
+    """By-year distributions unless ``--no-by-year`` (the flag now wins, fault 28)."""
+
+
+class DefaultGridSettings(_Group):
+    hold_bars: list[int] = Field(default_factory=lambda: [5, 10, 15, 20])
+    signal_mode: list[str] = Field(default_factory=lambda: ["state_transition_entry"])
+    exit_mode: list[str] = Field(default_factory=lambda: ["horizon_or_state"])
+    fee_bps_per_side: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0])
+    slippage_bps_per_side: list[float] = Field(default_factory=lambda: [0.0])
+    allow_overlap: list[bool] = Field(default_factory=lambda: [False])
+    equity_mode: list[str] = Field(default_factory=lambda: ["event_returns_only"])
+    include_watch: list[bool] = Field(default_factory=lambda: [False])
+    include_state_sets: list[list[int]] = Field(default_factory=lambda: [[]])
+
+
+class RobustnessWeights(_Group):
+    expectancy_rank: float = 0.30
+    profit_factor_rank: float = 0.20
+    drawdown_score: float = 0.20
+    consistency: float = 0.15
+    cost_robustness: float = 0.10
+    hygiene: float = 0.05
+
+
+class SensitivitySettings(_Group):
+    """Sensitivity grids (backtest_ops.md §5)."""
+
+    progress_every: int = Field(10, ge=1)
+    max_combos: int = Field(500, ge=1)
+    stop_on_error: bool = False
+    policy_filter_mode_default: Literal["allow_only", "allow_watch", "all_states"] = "allow_only"
+    include_ret_cv_default: bool = True
+    include_tail_metrics_default: bool = True
+    report_top_n_default: int = Field(10, ge=1)
+    min_successful_splits_default: int = Field(1, ge=0)
+    default_grid: DefaultGridSettings = Field(default_factory=DefaultGridSettings)
+    ranking_metric_default: str = "expectancy"
+    robustness_score_weights: RobustnessWeights = Field(default_factory=RobustnessWeights)
+    pbo_splits: int = Field(16, ge=2)
+    """CSCV blocks for the Probability of Backtest Overfitting (even; 16 as in the paper)."""
+
+
 class ValidationWalkforwardSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     hmm_components: int = Field(5, ge=2)
@@ -495,8 +559,9 @@ class Settings(BaseSettings):
     overlay_coverage_policy: CoverageSettings = Field(default_factory=CoverageSettings)
     backtest_execution_realism: ExecutionRealismSettings = Field(
         default_factory=ExecutionRealismSettings)
-    backtest_execution_calibration: dict[str, Any] = Field(default_factory=dict)
-    backtest_sensitivity: dict[str, Any] = Field(default_factory=dict)
+    backtest_execution_calibration: CalibrationSettings = Field(
+        default_factory=CalibrationSettings)
+    backtest_sensitivity: SensitivitySettings = Field(default_factory=SensitivitySettings)
     candidate_rerun: dict[str, Any] = Field(default_factory=dict)
     ops_nightly: dict[str, Any] = Field(default_factory=dict)
     overlay_viewer: dict[str, Any] = Field(default_factory=dict)
