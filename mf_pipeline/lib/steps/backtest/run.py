@@ -261,7 +261,7 @@ def backtest_run(settings: Settings, inputs: BacktestInputs, options: BacktestOp
         "in_sample": inputs.in_sample, "mapping_source": mapping_summary.get("mapping_source"),
         "identity": inputs.identity, **inputs.extra,
     }  # fmt: skip
-    summary["overlay"] = _overlay_block(over, gen_diag, options)
+    summary["overlay"] = overlay_block(over, gen_diag, options)
     trade_ctx = execution.trade_context(trades, sig)
     summary["execution"] = execution.execution_block(params, exe, gen_diag, trade_ctx)
     stages.lap("metrics")
@@ -297,16 +297,24 @@ def _tables(trades: pl.DataFrame, sig: pl.DataFrame, options: BacktestOptions
         "summary_by_symbol": metrics.by_symbol(trades),
         "exit_reason_summary": metrics.exit_reason_summary(trades),
     }
-    if options.equity_mode == "daily_equity_curve":
-        tables["equity_curve"], tables["_equity_metrics"] = equity.exit_date_curve(
-            trades, options.capital_base)
-    elif options.equity_mode == "daily_mark_to_market":
-        tables["equity_curve"], tables["_equity_metrics"] = equity.mark_to_market_curve(
-            trades, sig.select("ticker", "trade_date", "close"), options.capital_base)
+    curve = equity_of(trades, sig, options)
+    if curve is not None:
+        tables["equity_curve"], tables["_equity_metrics"] = curve
     return tables
 
 
-def _overlay_block(over: _Overlaid, gen: dict[str, Any], options: BacktestOptions
+def equity_of(trades: pl.DataFrame, sig: pl.DataFrame, options: BacktestOptions
+              ) -> tuple[pl.DataFrame, dict[str, Any]] | None:  # fmt: skip
+    """The equity curve and its metrics of ``options.equity_mode`` (None: event returns only)."""
+    if options.equity_mode == "daily_equity_curve":
+        return equity.exit_date_curve(trades, options.capital_base)
+    if options.equity_mode == "daily_mark_to_market":
+        return equity.mark_to_market_curve(trades, sig.select("ticker", "trade_date", "close"),
+                                           options.capital_base)
+    return None
+
+
+def overlay_block(over: _Overlaid, gen: dict[str, Any], options: BacktestOptions
                    ) -> dict[str, Any]:  # fmt: skip
     """The summary's ``overlay`` block (§1.7)."""
     block: dict[str, Any] = {
@@ -417,10 +425,10 @@ def _write(folder: Path, summary: dict[str, Any], trades: pl.DataFrame,
                                                  tables["summary_by_symbol"], policy_counts),
                     temp / "backtest_report.md")  # fmt: skip
     lake.write_json(finite_json(summary), temp / SUMMARY)
-    _swap(temp, folder)
+    swap_in(temp, folder)
 
 
-def _swap(temp: Path, folder: Path) -> None:
+def swap_in(temp: Path, folder: Path) -> None:
     """Replace ``folder`` by the complete ``temp`` folder (two renames)."""
     old = folder.parent / f".{folder.name}.old-{lake.writer_tag()}"
     if folder.exists():
