@@ -2,17 +2,25 @@
 drawdown from the running peak, heatmap cells = means by hand, …) and every page is one
 self-contained file: plotly.js inlined once, no CDN script, the Markdown rendered."""
 
+import json
 import math
 import re
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from plotly.offline import get_plotlyjs
 
+from mf_pipeline.lib.grids.combos import GridDimensions
+from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.reports import figures, pages
 from mf_pipeline.lib.reports.html import Section, page
+from mf_pipeline.lib.settings import load_settings
+from mf_pipeline.lib.steps.backtest.calibrate import calibrate
+from mf_pipeline.lib.steps.backtest.options import backtest_options
+from mf_pipeline_tests.unit.test_grid_engine import _inputs
 
 D = [date(2020, 1, d) for d in (2, 3, 6, 7)]
 
@@ -30,6 +38,13 @@ def _metrics(**columns) -> pl.DataFrame:
 def _z(trace) -> list[list]:
     """A heatmap's z as lists (plotly stores a tuple of lists)."""
     return [list(row) for row in trace.z]
+
+
+def _figure_data(text: str, number: int) -> list[dict]:
+    """The trace list a page hands to ``Plotly.newPlot`` for its ``number``-th figure."""
+    match = re.search(rf'Plotly\.newPlot\(\s*"figure-{number}",\s*', text)
+    assert match, f"figure-{number} not in the page"
+    return json.JSONDecoder().raw_decode(text, match.end())[0]
 
 
 def _single_script_bundle(text: str) -> None:
@@ -85,6 +100,7 @@ def test_equity_drawdown_figure_traces_hold_the_curves() -> None:
     assert list(top_eq.x) == D and top_dd.yaxis == "y2"
     assert top_eq.name == "top 1: flow #1 hold 5, cost 0 bps (v2 80.0)"
     assert worst_eq.line.dash == "dash" and top_eq.line.dash is None
+    assert top_eq.line.color == top_dd.line.color != worst_eq.line.color
     assert top_eq.showlegend and not top_dd.showlegend
 
 
@@ -182,7 +198,7 @@ def test_eligibility_heatmap_slices_vol_off_and_the_shortest_history() -> None:
                                       "min_history_bars", "eligibility_rate"], orient="row")
     heat = figures.eligibility_heatmap(grid)
     cell = heat.data[0]
-    assert cell.x == ("0", "1e+06") and cell.y == ("1", "5")
+    assert cell.x == ("0", "1,000,000") and cell.y == ("1", "5")
     assert [pytest.approx(row) for row in _z(cell)] == [[0.12, 0.22], [0.52, 0.62]]
     assert "vol cap off" in heat.layout.title.text
     capped = figures.eligibility_heatmap(grid.filter(pl.col("max_vol_pct_input").is_not_null()))
@@ -242,3 +258,79 @@ def test_every_page_says_not_available_for_an_empty_folder(tmp_path: Path) -> No
         text = out.read_text()
         assert "not available" in text and "Plotly.newPlot" not in text, name
 
+
+
+# --- whole pages on folders made by the real producers -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grid_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dims = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0),
+                          exit_mode=("horizon", "horizon_or_state"))
+    folder = tmp_path_factory.mktemp("grid") / "grid-html"
+    return run_grid(load_settings(), [GridSource(_inputs())], dims, GridOptions(tag="t"),
+                    folder=folder).output_dir
+
+
+def test_grid_page_draws_the_grid_folder(grid_folder: Path) -> None:
+    metrics = pl.read_parquet(grid_folder / "grid_metrics_table.parquet")
+    summary = json.loads((grid_folder / "grid_summary.json").read_text())
+    text = (grid_folder / "grid_report.html").read_text()  # written by the grid run itself
+    _single_script_bundle(text)
+    assert f"Sensitivity grid — {summary['grid_run_id']}</title>" in text
+    assert f"fluke risk <strong>{summary['overfitting']['flow']['fluke_risk']}</strong>" in text
+    assert "<table>" in text and "Report text" in text  # the Markdown report, rendered
+    # equity/drawdown: first line = best robustness_score_v2, from the stored returns
+    best = metrics.sort("robustness_score_v2", "combo_index", descending=[True, False]).row(
+        0, named=True)
+    returns = (pl.read_parquet(grid_folder / "grid_period_returns.parquet")
+               .filter(pl.col("combo_id") == best["combo_id"]).sort("trade_date"))
+    equity = np.cumsum(returns["period_return"].to_numpy())
+    drawdown = equity - np.maximum.accumulate(np.maximum(equity, 0.0))
+    traces = _figure_data(text, 1)
+    assert traces[0]["name"].startswith(f"top 1: flow #{best['combo_index']} ")
+    assert traces[0]["y"] == pytest.approx(equity.tolist())
+    assert traces[1]["y"] == pytest.approx(drawdown.tolist())
+    assert traces[0]["x"] == [d.isoformat() for d in returns["trade_date"]]
+    assert len(traces) == 12  # top 5 + worst, equity and drawdown each
+    # default heatmap: hold_bars (x) × fee (y), each cell the mean over exit modes
+    heat = _figure_data(text, 2)[0]
+    for i, fee in enumerate((0.0, 10.0)):
+        for j, hold in enumerate((3, 10)):
+            cell = metrics.filter(pl.col("fee_bps_per_side") == fee, pl.col("hold_bars") == hold)
+            assert heat["z"][i][j] == pytest.approx(cell["robustness_score_v2"].mean())
+    cost = _figure_data(text, 3)
+    assert [t["name"] for t in cost] == ["hold 3", "hold 10"]
+    for trace, hold in zip(cost, (3, 10), strict=True):
+        assert trace["x"] == [0.0, 10.0]  # total_cost_bps = fee + slippage per side
+        assert trace["y"] == pytest.approx([
+            metrics.filter(pl.col("hold_bars") == hold, pl.col("total_cost_bps") == c)
+            ["expectancy"].mean() for c in (0.0, 10.0)])
+    # re-rendered with chosen dimensions
+    again = pages.grid_html(grid_folder, heatmap_dims=("exit_mode", "hold_bars")).read_text()
+    assert _figure_data(again, 2)[0]["x"] == ["horizon", "horizon_or_state"]
+    with pytest.raises(ValueError, match="not in the metrics table"):
+        pages.grid_html(grid_folder, heatmap_dims=("hold_bars", "colour"))
+
+
+def test_calibration_page_draws_the_calibration_folder(tmp_path: Path) -> None:
+    settings = load_settings()
+    summary = calibrate(settings, _inputs(), backtest_options(settings, exec_profile="lite"),
+                        out_dir=tmp_path / "calib")
+    text = pages.calibration_html(tmp_path / "calib").read_text()
+    _single_script_bundle(text)
+    assert f"— {summary['run_id']}</title>" in text
+    wf = summary["waterfall"]
+    bars = _figure_data(text, 1)[0]
+    assert bars["y"][:3] == [wf["candidate_signals_total"], wf["eligible_signals_total"],
+                             wf["suppressed_signals_total"]]
+    grid = pl.read_csv(tmp_path / "calib" / "execution_calibration_grid.csv")
+    base = grid.filter(pl.col("max_vol_pct_input").is_null(),
+                       pl.col("min_history_bars") == grid["min_history_bars"].min())
+    heat = _figure_data(text, 2)[0]
+    prices = sorted(base["min_price"].unique())
+    dollar = sorted(base["min_dollar_vol20"].unique())
+    assert len(heat["z"]) == len(prices) and len(heat["z"][0]) == len(dollar)
+    for row in base.iter_rows(named=True):
+        i, j = prices.index(row["min_price"]), dollar.index(row["min_dollar_vol20"])
+        assert heat["z"][i][j] == pytest.approx(row["eligibility_rate"])

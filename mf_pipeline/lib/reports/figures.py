@@ -12,6 +12,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 SCORE = "robustness_score_v2"
@@ -43,8 +44,8 @@ def dim_label(dim: str, value: Any) -> str:
     """Axis text of a dimension value; a null state subset means "all states"."""
     if value is None:
         return "all" if dim == "state_subset_key" else "null"
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # 1000000.0 -> "1,000,000", 2.5 -> "2.5"
+        return f"{value:,.0f}" if value.is_integer() else f"{value:g}"
     return str(value)
 
 
@@ -99,12 +100,14 @@ def equity_drawdown_figure(curves: pl.DataFrame, combos: pl.DataFrame) -> go.Fig
                         subplot_titles=("Equity: cumulative sum of per-period returns "
                                         "(exit dates)", "Drawdown: equity − running peak"))
     by_combo = curves.partition_by(_CURVE_KEYS, as_dict=True)
-    for row in combos.iter_rows(named=True):
+    palette = qualitative.Plotly
+    for i, row in enumerate(combos.iter_rows(named=True)):
         curve = by_combo.get((row["source_type"], row["combo_id"]))
         if curve is None:
             continue
         name = _combo_name(row)
-        line = {"dash": "dash", "color": "grey"} if row["role"] == "worst" else {}
+        line = ({"dash": "dash", "color": "grey"} if row["role"] == "worst"
+                else {"color": palette[i % len(palette)]})  # same colour in both panels
         x = curve["trade_date"].to_list()
         for r, col in ((1, "equity"), (2, "drawdown")):
             fig.add_trace(go.Scatter(x=x, y=curve[col].to_list(), name=name, mode="lines",

@@ -28,7 +28,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        max-width: 1200px; padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
 nav a { margin-right: 1rem; } .meta { color: #666; font-size: .9rem; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; display: block;
+        overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 code { background: #f5f5f5; padding: 0 .2rem; } .figure { margin: 1rem 0; }

@@ -17,9 +17,9 @@ import polars as pl
 
 from mf_pipeline.lib.reports.html import NOT_AVAILABLE, Section, markdown_table, write_page
 
-OVERFIT_COLUMNS = ("n_trials", "periods", "best_combo_id", "best_sharpe", "sr0", "dsr",
-                   "max_sharpe_combo_id", "dsr_max_sharpe", "pbo", "pbo_n_combinations",
-                   "fluke_risk", "note")
+OVERFIT_COLUMNS = ("fluke_risk", "dsr", "pbo", "n_trials", "periods", "best_combo_id",
+                   "best_sharpe", "sr0", "note")
+"""The grid summary's overfitting fields shown on the page (all of them are in the Markdown)."""
 
 
 def _read_table(folder: Path, stem: str) -> pl.DataFrame | None:
@@ -39,14 +39,24 @@ def _read_markdown(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
 def _missing(name: str) -> str:
     return f"`{name}` {NOT_AVAILABLE}."
 
 
-def _write(folder: Path, report: str, title: str, sections: list[Section]) -> Path:
-    """Write ``<report>.html`` beside ``<report>.md`` in ``folder``."""
-    return write_page(folder / f"{report}.html", f"{title} — {folder.name}", sections,
-                      _read_markdown(folder / f"{report}.md"), subtitle=str(folder))
+def _write(folder: Path, report: str, title: str, sections: list[Section],
+           summary: dict[str, Any] | None, id_key: str) -> Path:
+    """Write ``<report>.html`` beside ``<report>.md`` in ``folder``. The page is named by the
+    run id recorded in ``summary`` (the folder may still be a hidden temp folder when the
+    producer renders it) and shows the summary's output_dir when it has one."""
+    summary = summary or {}
+    name = summary.get(id_key) or folder.name
+    return write_page(folder / f"{report}.html", f"{title} — {name}", sections,
+                      _read_markdown(folder / f"{report}.md"),
+                      subtitle=str(summary.get("output_dir") or ""))
 
 
 # --- grid ----------------------------------------------------------------------------------
@@ -59,7 +69,10 @@ def _overfitting_section(summary: dict[str, Any] | None) -> Section:
         return Section(title, _missing("grid_summary.json → overfitting"))
     rows = [{"source_type": source, **{k: (block or {}).get(k) for k in OVERFIT_COLUMNS}}
             for source, block in sorted(overfitting.items())]
+    verdicts = "\n".join(f"- **{r['source_type']}**: fluke risk **{r['fluke_risk']}** (DSR "
+                          f"{_number(r['dsr'])}, PBO {_number(r['pbo'])})" for r in rows)
     text = (
+        verdicts + "\n\n" +
         "DSR = probability that the best configuration's per-period Sharpe beats the best of "
         "as many skill-less trials (≥ 0.95: significant). PBO = share of CSCV splits in which "
         "the in-sample winner ranks below the median out of sample (≥ 0.5: the choice is "
@@ -90,8 +103,10 @@ def grid_html(folder: Path, heatmap_dims: tuple[str, str] | None = None) -> Path
     else:
         returns_path = folder / "grid_period_returns.parquet"
         if returns_path.is_file():
-            curves = figures.equity_curves(pl.read_parquet(returns_path))
             chosen = figures.curve_combos(metrics)
+            keys = ["source_type", "combo_id"]
+            curves = figures.equity_curves(pl.scan_parquet(returns_path).join(
+                chosen.lazy().select(keys), on=keys, how="semi").collect())
             sections.append(Section(curves_title, figures=[
                 figures.equity_drawdown_figure(curves, chosen)]))
         else:
@@ -102,7 +117,7 @@ def grid_html(folder: Path, heatmap_dims: tuple[str, str] | None = None) -> Path
         sections.append(Section(cost_title, "Mean expectancy over the combos at each total "
                                 "cost, one line per hold_bars.",
                                 figures.cost_fragility_figures(metrics)))
-    return _write(folder, "grid_report", "Sensitivity grid", sections)
+    return _write(folder, "grid_report", "Sensitivity grid", sections, summary, "grid_run_id")
 
 
 # --- walk-forward grid ---------------------------------------------------------------------
@@ -134,7 +149,8 @@ def wf_grid_html(folder: Path) -> Path:
     else:
         lines = Section("Robustness and overfitting per split", medians,
                         [figures.split_lines(by_split, winners)])
-    return _write(folder, "wf_grid_report", "Walk-forward grid", [win, lines])
+    return _write(folder, "wf_grid_report", "Walk-forward grid", [win, lines], summary,
+                  "wf_grid_id")
 
 
 # --- compare -------------------------------------------------------------------------------
@@ -155,7 +171,8 @@ def grid_compare_html(folder: Path) -> Path:
     else:
         section = Section(title, "Bars in the table's order (best robustness v2 first).",
                           [figures.compare_bars(table)])
-    return _write(folder, "grid_compare_report", "Grid compare", [section])
+    return _write(folder, "grid_compare_report", "Grid compare", [section],
+                  _read_json(folder / "grid_compare_summary.json"), "compare_id")
 
 
 # --- calibration ---------------------------------------------------------------------------
@@ -184,36 +201,39 @@ def calibration_html(folder: Path) -> Path:
         sections.append(Section(sweep, "Row-level eligibility rate per min_price × "
                                 "min_dollar_vol20.", [heatmap]))
     return _write(folder, "execution_calibration_report", "Execution realism calibration",
-                  sections)
+                  sections, _read_json(folder / "execution_calibration_summary.json"), "run_id")
 
 
 # --- decision reports ----------------------------------------------------------------------
 
 
-def _score_page(folder: Path, report: str, title: str, table_stem: str, score_col: str,
+def _score_page(folder: Path, report: str, title: str, stem: str, score_col: str,
                 verdict_col: str) -> Path:
+    """A decision report's page: ``<stem>_table.csv`` drawn as score bars; the run id from
+    ``<stem>_summary.json``."""
     from mf_pipeline.lib.reports import figures
 
     folder = Path(folder)
-    table = _read_table(folder, table_stem)
+    table = _read_table(folder, f"{stem}_table")
     heading = f"{score_col} per run"
     if table is None:
-        section = Section(heading, _missing(f"{table_stem}.csv"))
+        section = Section(heading, _missing(f"{stem}_table.csv"))
     elif table.height == 0:
         section = Section(heading, "No run in the table.")
     else:
         section = Section(heading, f"Colour = {verdict_col}.", [figures.score_bars(
             table, score_col, verdict_col, title=f"{score_col} (0–100)")])
-    return _write(folder, report, title, [section])
+    return _write(folder, report, title, [section],
+                  _read_json(folder / f"{stem}_summary.json"), "run_id")
 
 
 def realism_html(folder: Path) -> Path:
     """``execution_realism_report.html``: candidate_score per run label."""
     return _score_page(folder, "execution_realism_report", "Execution realism",
-                       "execution_realism_table", "candidate_score", "realism_aware_verdict")
+                       "execution_realism", "candidate_score", "realism_aware_verdict")
 
 
 def hybrid_eval_html(folder: Path) -> Path:
     """``hybrid_eval_report.html``: single_candidate_score per run label."""
     return _score_page(folder, "hybrid_eval_report", "Hybrid overlay evaluation",
-                       "hybrid_eval_table", "single_candidate_score", "recommendation_label")
+                       "hybrid_eval", "single_candidate_score", "recommendation_label")
