@@ -461,11 +461,11 @@ def scored(grid: pl.DataFrame, lo: float, hi: float, targets: Targets) -> pl.Dat
 
 
 def _rationale(row: Mapping[str, Any], lo: float, hi: float, pool: str) -> str:
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.1%}"
+    def pct(v: float | None, spec: str = ".1%") -> str:
+        return "n/a" if v is None else format(v, spec)
 
     return (f"row-level eligibility {pct(row['eligibility_rate'])} against the band "
-            f"[{lo:.0%}, {hi:.0%}] (distance to the middle {row['distance']:.3f}); keeps "
+            f"[{lo:.0%}, {hi:.0%}] (distance to the middle {pct(row['distance'], '.3f')}); keeps "
             f"{row['candidate_signals_after']} candidate signals "
             f"({pct(row['candidate_eligibility_rate'])} of candidates); largest single "
             f"suppression reason {pct(row['max_reason_share'])}; chosen from pool {pool}")
@@ -571,7 +571,7 @@ def report_markdown(summary: Mapping[str, Any], recs: Mapping[str, Any],
               "The target bands apply to the ROW-level eligibility_rate (eligible bars over all "
               "bars, as in the old tool), not to the share of candidate signals kept; the "
               "candidate-level rate is shown beside it.", ""]
-    rec_cols = ("profile", "status", "pool", "band", *SWEEP_KEYS, "eligibility_rate",
+    rec_cols = ("profile", "status", "pool", "band", "combo_id", *SWEEP_KEYS, "eligibility_rate",
                 "candidate_eligibility_rate", "candidate_signals_after", "score")
     rec_rows = []
     for profile, rec in recs.items():
