@@ -232,7 +232,6 @@ def test_tail_and_overlay_summaries(stacked) -> None:
 def test_cost_fragility_summary_means_family_slopes(stacked) -> None:
     """Families pool the splits: flow hold 5 mean expectancy 0.006 at 0 bps and 0.004 at 10 bps
     (slope -0.002 per 10 bps); hold 10: 0.001 and -0.010 (-0.011); hold 20 one cost (null)."""
-    pytest.importorskip("mf_pipeline.lib.grids.aggregates")
     table = wfa.cost_fragility_summary(stacked)
     flow = _row(table, source_type="flow")
     assert flow["family_count"] == 3
@@ -259,6 +258,41 @@ def test_overfitting_rows_and_medians() -> None:
     assert medians["overfitting_medians_by_source"]["hmm"] == {"dsr_median": None,
                                                                "pbo_median": None}
     assert wfa.overfitting_medians(wfa.overfitting_by_split({}))["dsr_median"] is None
+
+
+def test_by_split_takes_dsr_of_the_split_winner_source() -> None:
+    """The by-split row's DSR/PBO are those of the source holding the split's best
+    robustness_score_v2 row (nulls last, ties by source name), not of the first source."""
+    table = pl.DataFrame({"source_type": ["flow", "hmm", "hmm", "cluster"],
+                          "combo_index": [1, 1, 2, 1], "combo_id": ["f1", "h1", "h2", "c1"],
+                          "robustness_score_v2": [70.0, None, 80.0, 10.0],
+                          "is_zero_trade_combo": [False, True, False, False]})
+    over = {s: {"dsr": d, "pbo": 0.1, "fluke_risk": "LOW", "best_combo_id": f"{s[0]}-best"}
+            for s, d in (("cluster", 0.1), ("flow", 0.2), ("hmm", 0.3))}
+    summaries = {A: {"overfitting": over, "successful_combos": 4, "failed_combos": 1,
+                     "comparability": "NEAR_ALIGNED"}}
+    rows = [{"train_end": B, "status": "FAILED", "error": "boom", "note": "x"},
+            {"train_end": A, "status": "SUCCESS", "grid_run_dir": "/g", "error": None}]
+    frame = wfa.by_split_frame(rows, {A: table}, summaries)
+    assert frame["train_end"].to_list() == [A, B] and frame.columns[-1] == "note"
+    a = frame.row(0, named=True)
+    assert (a["best_source_type"], a["best_combo_id"], a["dsr"]) == ("hmm", "h-best", 0.3)
+    assert (a["successful_combos"], a["failed_combos"], a["comparability_label"]) == (
+        4, 1, "NEAR_ALIGNED")
+    assert a["zero_trade_combo_share"] == 0.25
+    assert a["robustness_score_v2_mean"] == pytest.approx(160 / 3)
+    assert frame.row(1, named=True)["dsr"] is None
+    tie = table.with_columns(robustness_score_v2=pl.Series([80.0, None, 80.0, 10.0]))
+    assert wfa.split_winner(tie) == ("flow", "f1")
+
+
+def test_write_with_no_successful_split_still_writes_every_file(tmp_path) -> None:
+    summary = wfa.write_wf_aggregates(tmp_path, [{"train_end": A, "status": "FAILED_UPSTREAM",
+                                                  "error": "no rows"}], {}, {"tag": "t"})
+    assert (summary["splits_total"], summary["splits_successful"]) == (1, 0)
+    assert summary["dsr_median"] is None and summary["wf_grid_id"] == tmp_path.name
+    assert len(list(tmp_path.glob("wf_*"))) == 18
+    assert pl.read_csv(tmp_path / "wf_grid_config_consistency.csv").height == 0
 
 
 @pytest.mark.parametrize(("args", "expected"), [

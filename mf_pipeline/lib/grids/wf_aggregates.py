@@ -34,6 +34,7 @@ import polars as pl
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.backtest.report import fmt, frame_table, key_values
+from mf_pipeline.lib.grids.aggregates import cost_fragility
 from mf_pipeline.lib.steps.backtest.run import finite_json
 from mf_pipeline.lib.steps.research.artifacts import now
 
@@ -290,8 +291,6 @@ def cost_fragility_summary(stacked: pl.DataFrame) -> pl.DataFrame:
     table = _conform(stacked)
     if table.is_empty():
         return pl.DataFrame(schema=schema)
-    from mf_pipeline.lib.grids.aggregates import cost_fragility  # helper A's module, pending
-
     families = cost_fragility(table)
     return families.group_by("source_type").agg(
         pl.len().cast(pl.Int64).alias("family_count"),
@@ -490,13 +489,14 @@ def by_split_frame(by_split: Sequence[Mapping[str, Any]], tables: Mapping[str, p
 READING = (
     "How to read DSR and PBO: a grid tries many configurations, so its best one looks good "
     "partly by luck. The Deflated Sharpe Ratio (DSR) is the probability that the best "
-    "configuration's per-period Sharpe ratio beats what the best of that many skill-less "
-    "trials would show: 0.95 or more is evidence of skill, below 0.5 the winner is no better "
-    "than a lucky draw. The Probability of Backtest Overfitting (PBO) is the share of "
-    "in-sample/out-of-sample splits of the periods in which the in-sample winner ranks below "
-    "the median out of sample: near 0 the selection carries over, 0.5 or more means picking "
-    "the best in-sample configuration is no better than picking one at random. fluke_risk "
-    "combines them (HIGH if PBO >= 0.5 or DSR < 0.5, LOW if DSR >= 0.95 and PBO < 0.2).")
+    "configuration's true per-period Sharpe ratio exceeds the highest one that many "
+    "skill-less trials would be expected to show: 0.95 or more is evidence of skill, below "
+    "0.5 the winner is more likely than not a lucky draw. The Probability of Backtest "
+    "Overfitting (PBO) is the share of in-sample/out-of-sample splits of the periods in "
+    "which the in-sample winner ranks below the median out of sample: near 0 the selection "
+    "carries over, 0.5 or more means picking the best in-sample configuration is no better "
+    "than picking one at random. fluke_risk combines them (HIGH if PBO >= 0.5 or DSR < 0.5, "
+    "LOW if DSR >= 0.95 and PBO < 0.2).")
 _SUMMARY_KEYS = ("wf_grid_id", "wf_run_dir", "sources", "selected_train_ends", "splits_total",
                  "splits_successful", "splits_failed", "min_successful_splits", "tag",
                  "policy_filter_mode", "overlay_mode", "execution_profile", "dsr_median",
