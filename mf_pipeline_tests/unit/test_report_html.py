@@ -5,6 +5,7 @@ self-contained file: plotly.js inlined once, no CDN script, the Markdown rendere
 import json
 import math
 import re
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -334,3 +335,18 @@ def test_calibration_page_draws_the_calibration_folder(tmp_path: Path) -> None:
     for row in base.iter_rows(named=True):
         i, j = prices.index(row["min_price"]), dollar.index(row["min_dollar_vol20"])
         assert heat["z"][i][j] == pytest.approx(row["eligibility_rate"])
+
+
+def test_grid_page_degrades_to_sentences(grid_folder: Path, tmp_path: Path) -> None:
+    """A grid without its return series, then with no successful combo: sentences, no crash."""
+    folder = Path(shutil.copytree(grid_folder, tmp_path / "grid"))
+    (folder / "grid_period_returns.parquet").unlink()
+    text = pages.grid_html(folder).read_text()
+    assert "<code>grid_period_returns.parquet</code> not available" in text
+    assert "figure-1" in text  # the heatmap still drawn
+    for suffix in ("parquet", "csv"):
+        (folder / f"grid_metrics_table.{suffix}").unlink()
+    pl.read_parquet(grid_folder / "grid_metrics_table.parquet").clear().write_parquet(
+        folder / "grid_metrics_table.parquet")
+    text = pages.grid_html(folder).read_text()
+    assert text.count("No successful combo in this grid") == 3 and "Plotly.newPlot" not in text
