@@ -107,7 +107,7 @@ def test_best_configs_top_n_and_json_keeps_inf_flag(tmp_path: Path) -> None:
     last = best_configs(_best_table(), top_n=10)["flow"]["expectancy"][-1]
     assert (last["combo_index"], last["expectancy"]) == (5, None)
     write_aggregates(tmp_path, _best_table(), _best_table(), None, top_n=2)
-    written = json.loads((tmp_path / FILES["best_configs"]).read_text())
+    written = json.loads((tmp_path / FILES["grid_best_configs"]).read_text())
     top = written["flow"]["profit_factor"][0]
     assert (top["combo_index"], top["profit_factor"], top["profit_factor_inf"]) == (3, None, True)
 
@@ -412,12 +412,12 @@ def test_write_aggregates_files_and_return(tmp_path: Path) -> None:
                  "metric_col": "expectancy_mean"},
         "hmm": {"hold_shape": "FLAT_OR_NOISY", "best_hold_bars": None,
                 "metric_col": "expectancy_mean"}}
-    sens = pl.read_parquet(tmp_path / FILES["dimension_sensitivity"])
-    assert sens.equals(pl.read_csv(tmp_path / FILES["dimension_sensitivity_csv"],
+    sens = pl.read_parquet(tmp_path / FILES["grid_dimension_sensitivity_parquet"])
+    assert sens.equals(pl.read_csv(tmp_path / FILES["grid_dimension_sensitivity_csv"],
                                    schema=sens.schema))
     h5 = _rows(sens, source_type="flow", dimension="hold_bars", dimension_value="5")
     assert h5["profit_factor_mean"] == INF and h5["ret_cv_mean"] == 1.0  # NaN -> missing
-    profile = pl.read_csv(tmp_path / FILES["holdbars_profile"])
+    profile = pl.read_csv(tmp_path / FILES["grid_holdbars_profile"])
     assert profile["profit_factor_mean"].to_list()[0] == INF
 
 

@@ -57,17 +57,17 @@ _PF_COLUMNS = frozenset({"profit_factor", "profit_factor_mean"})
 _INF = float("inf")
 
 FILES = {
-    "best_configs": "grid_best_configs.json",
-    "dimension_sensitivity": "grid_dimension_sensitivity.parquet",
-    "dimension_sensitivity_csv": "grid_dimension_sensitivity.csv",
-    "cost_fragility": "grid_cost_fragility.csv",
-    "holdbars_profile": "grid_holdbars_profile.csv",
-    "holdbars_shape": "grid_holdbars_shape.csv",
-    "source_summary": "grid_source_summary.csv",
+    "grid_best_configs": "grid_best_configs.json",
+    "grid_dimension_sensitivity_parquet": "grid_dimension_sensitivity.parquet",
+    "grid_dimension_sensitivity_csv": "grid_dimension_sensitivity.csv",
+    "grid_cost_fragility": "grid_cost_fragility.csv",
+    "grid_holdbars_profile": "grid_holdbars_profile.csv",
+    "grid_holdbars_shape": "grid_holdbars_shape.csv",
+    "grid_source_summary": "grid_source_summary.csv",
     "cluster_policy_trade_mix": "cluster_policy_trade_mix.csv",
     "cluster_state_edge_profile": "cluster_state_edge_profile.csv",
 }
-"""Output name -> file name in the grid folder (the report and HTML read these)."""
+"""Output name (the grid summary's ``outputs`` key) -> file name in the grid folder."""
 
 
 def finite_values(frame: pl.DataFrame) -> pl.DataFrame:
@@ -429,16 +429,16 @@ def write_aggregates(folder: Path, table: pl.DataFrame, manifest: pl.DataFrame,
         paths[name] = folder / FILES[name]
         return paths[name]
 
-    lake.write_json(finite_json(best_configs(table, top_n)), path("best_configs"))
+    lake.write_json(finite_json(best_configs(table, top_n)), path("grid_best_configs"))
     sensitivity = dimension_sensitivity(table, manifest)
-    lake.write_parquet(sensitivity, path("dimension_sensitivity"))
-    lake.write_csv(sensitivity, path("dimension_sensitivity_csv"))
-    lake.write_csv(cost_fragility(table), path("cost_fragility"))
+    lake.write_parquet(sensitivity, path("grid_dimension_sensitivity_parquet"))
+    lake.write_csv(sensitivity, path("grid_dimension_sensitivity_csv"))
+    lake.write_csv(cost_fragility(table), path("grid_cost_fragility"))
     profile = holdbars_profile(table)
     shape = holdbars_shape(profile)
-    lake.write_csv(profile, path("holdbars_profile"))
-    lake.write_csv(shape, path("holdbars_shape"))
-    lake.write_csv(source_summary(table, manifest, shape), path("source_summary"))
+    lake.write_csv(profile, path("grid_holdbars_profile"))
+    lake.write_csv(shape, path("grid_holdbars_shape"))
+    lake.write_csv(source_summary(table, manifest, shape), path("grid_source_summary"))
     sources = set(manifest[SOURCE].to_list()) | set(table[SOURCE].to_list())
     if "cluster" in sources:
         lake.write_csv(cluster_policy_trade_mix(table), path("cluster_policy_trade_mix"))
