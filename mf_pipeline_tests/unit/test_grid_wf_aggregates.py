@@ -330,8 +330,9 @@ def test_select_train_ends_errors(args, message) -> None:
 
 @pytest.fixture(scope="module")
 def wf_folder(tmp_path_factory: pytest.TempPathFactory):
-    """Two real split grids (the first 150 and all 250 days of the synthetic flow rows) and a
-    third split that failed upstream, aggregated into a walk-forward grid folder."""
+    """Two real split grids (the first 150 and all 250 days of the synthetic flow rows), a
+    split whose real grid had no successful combo (its rows lack the state column: FAILED) and
+    one that failed upstream, aggregated into a walk-forward grid folder."""
     settings, base = load_settings(), _inputs()
     root = tmp_path_factory.mktemp("wfgrid") / "wfgrid-test"
     dims = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0))
@@ -346,12 +347,17 @@ def wf_folder(tmp_path_factory: pytest.TempPathFactory):
         dirs[train_end] = outcomes[train_end].output_dir
     by_split = [{"train_end": t, "status": "SUCCESS", "grid_run_dir": str(d), "error": None}
                 for t, d in dirs.items()]
+    broken = replace(base, rows=base.rows.drop("flow_state_code"), identity={"case": "bad"})
+    failed = run_grid(settings, [GridSource(broken)], dims, GridOptions(tag="bad"),
+                      folder=root / "splits" / "2021-06-30").output_dir
+    by_split.append({"train_end": "2021-06-30", "status": "FAILED",
+                     "grid_run_dir": str(failed), "error": "no successful combo"})
     by_split.append({"train_end": "2021-12-31", "status": "FAILED_UPSTREAM",
                      "grid_run_dir": None, "error": "upstream split failed"})
     summary = wfa.write_wf_aggregates(root, by_split, dirs, {
         "wf_grid_id": "wfgrid-test", "wf_run_dir": "/wf/run", "sources": ["flow"],
-        "selected_train_ends": [A, B, "2021-12-31"], "tag": "t", "min_successful_splits": 1,
-        "started_ts": "2026-01-01T00:00:00+00:00"})
+        "selected_train_ends": [A, B, "2021-06-30", "2021-12-31"], "tag": "t",
+        "min_successful_splits": 1, "started_ts": "2026-01-01T00:00:00+00:00"})
     return root, summary, outcomes
 
 
@@ -369,7 +375,7 @@ def test_write_wf_aggregates_files_and_summary(wf_folder) -> None:
         assert (root / name).is_file(), name
     assert json.loads((root / "wf_grid_summary.json").read_text()) == summary
     assert (summary["splits_total"], summary["splits_successful"], summary["splits_failed"]) \
-        == (3, 2, 1)
+        == (4, 2, 2)
     assert summary["wf_grid_id"] == "wfgrid-test" and summary["tag"] == "t"
     assert summary["started_ts"] == "2026-01-01T00:00:00+00:00" and summary["finished_ts"]
     dsr = {t: o.summary["overfitting"]["flow"]["dsr"] for t, o in outcomes.items()}
@@ -380,10 +386,13 @@ def test_write_wf_aggregates_files_and_summary(wf_folder) -> None:
         for t in (A, B)]
     assert summary["dsr_median"] == pytest.approx(statistics.median(dsr.values()))
     manifest = json.loads((root / "wf_grid_manifest.json").read_text())
-    assert manifest["source_wf_run_dir"] == "/wf/run" and len(manifest["splits"]) == 3
+    assert manifest["source_wf_run_dir"] == "/wf/run" and len(manifest["splits"]) == 4
     failures = json.loads((root / "wf_grid_failures.json").read_text())
-    assert failures == [{"train_end": "2021-12-31", "level": "split",
-                         "status": "FAILED_UPSTREAM", "error_message": "upstream split failed"}]
+    assert [(f["train_end"], f["level"], f["status"]) for f in failures] == [
+        ("2021-06-30", "split", "FAILED"), ("2021-12-31", "split", "FAILED_UPSTREAM")] + [
+        ("2021-06-30", "combo", "FAILED")] * 4
+    assert "flow_state_code" in failures[-1]["error_message"]
+    assert failures[1]["error_message"] == "upstream split failed"
 
 
 def test_by_split_rows_come_from_each_split_grid(wf_folder) -> None:
@@ -400,8 +409,11 @@ def test_by_split_rows_come_from_each_split_grid(wf_folder) -> None:
         assert row["successful_combos"] == 4 and row["failed_combos"] == 0
         assert row["robustness_score_v2_mean"] == pytest.approx(
             out.metrics["robustness_score_v2"].mean())
-    failed = _row(by_split, train_end="2021-12-31")
-    assert failed["status"] == "FAILED_UPSTREAM" and failed["dsr"] is None
+    failed = _row(by_split, train_end="2021-06-30")  # counts from its grid, nothing stacked
+    assert (failed["successful_combos"], failed["failed_combos"]) == (0, 4)
+    assert failed["robustness_score_v2_mean"] is None and failed["dsr"] is None
+    upstream = _row(by_split, train_end="2021-12-31")
+    assert upstream["status"] == "FAILED_UPSTREAM" and upstream["successful_combos"] is None
 
 
 def test_aggregates_of_real_folders_match_an_independent_count(wf_folder) -> None:
@@ -425,7 +437,7 @@ def test_aggregates_of_real_folders_match_an_independent_count(wf_folder) -> Non
         assert exp["winner_source_type"] == "flow"
         assert exp["winner_value"] == pytest.approx(out.metrics["expectancy"].max())
     source = pl.read_csv(root / "wf_grid_source_summary.csv").row(0, named=True)
-    assert source["coverage_ratio"] == pytest.approx(2 / 3)
+    assert source["coverage_ratio"] == pytest.approx(2 / 4)
     assert source["winner_count_by_metric_robustness_v2"] == 2
     report = (root / "wf_grid_report.md").read_text()
     assert "Deflated Sharpe Ratio" in report and "Probability of Backtest Overfitting" in report

@@ -454,8 +454,9 @@ def _comparability(summary: Mapping[str, Any]) -> Any:
 def by_split_frame(by_split: Sequence[Mapping[str, Any]], tables: Mapping[str, pl.DataFrame],
                    summaries: Mapping[str, Mapping[str, Any]]) -> pl.DataFrame:  # fmt: skip
     """``wf_grid_by_split``: the runner's rows (train_end, status, grid_run_dir, error, …)
-    with, for each split whose grid was read, the §5.8 counts and means of its metrics table
-    and ours: best_source_type (the split's best robustness_score_v2 row), its
+    with the combo counts and comparability of each split grid summary in ``summaries`` (a
+    failed split's grid too), and for each split in ``tables`` the §5.8 means of its metrics
+    table and ours: best_source_type (the split's best robustness_score_v2 row), its
     ``best_combo_id``, ``dsr``, ``pbo`` and ``fluke_risk`` from the grid summary's
     ``overfitting`` block of that source. Sorted by train_end."""
     rows = []
@@ -463,19 +464,21 @@ def by_split_frame(by_split: Sequence[Mapping[str, Any]], tables: Mapping[str, p
         row: dict[str, Any] = dict.fromkeys(BY_SPLIT_SCHEMA) | dict(given)
         train_end = str(row["train_end"])
         row["train_end"] = train_end
+        summary = summaries.get(train_end)
+        if summary is not None:
+            row |= {"successful_combos": summary.get("successful_combos"),
+                    "failed_combos": summary.get("failed_combos"),
+                    "comparability_label": _comparability(summary)}  # fmt: skip
         if train_end in tables:
-            table, summary = _conform(tables[train_end]), summaries.get(train_end, {})
+            table = _conform(tables[train_end])
             means = table.select(
                 _zero_trade().cast(F64).mean().alias("zero_trade_combo_share"),
                 _mean("robustness_score_v2"), _mean("exec_eligibility_rate"),
                 _mean("exec_suppressed_signal_share")).row(0, named=True)  # fmt: skip
             source, _ = split_winner(table)
-            overfit = (summary.get("overfitting") or {}).get(source) or {}
-            row |= means | {
-                "successful_combos": summary.get("successful_combos", table.height),
-                "failed_combos": summary.get("failed_combos"),
-                "comparability_label": _comparability(summary), "best_source_type": source,
-                **{k: overfit.get(k) for k in ("best_combo_id", "dsr", "pbo", "fluke_risk")}}
+            overfit = ((summary or {}).get("overfitting") or {}).get(source) or {}
+            row |= means | {"best_source_type": source, **{
+                k: overfit.get(k) for k in ("best_combo_id", "dsr", "pbo", "fluke_risk")}}
         rows.append(row)
     if not rows:
         return pl.DataFrame(schema=BY_SPLIT_SCHEMA)
@@ -569,11 +572,8 @@ _CSV_ONLY = ("source_dimension_summary", "config_consistency", "winner_stability
 _OVERLAY = ("overlay_split_summary", "overlay_source_summary", "overlay_effectiveness_summary")
 
 
-def _read_split(folder: Path) -> tuple[pl.DataFrame, dict[str, Any], list[dict[str, Any]]]:
-    summary = json.loads((folder / "grid_summary.json").read_text())
-    failures_file = folder / "grid_failures.json"
-    failures = json.loads(failures_file.read_text()) if failures_file.is_file() else []
-    return pl.read_parquet(folder / "grid_metrics_table.parquet"), summary, failures
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else default
 
 
 def _failures(by_split: pl.DataFrame, combo_failures: Mapping[str, list[dict[str, Any]]],
@@ -612,23 +612,32 @@ def write_wf_aggregates(folder: Path, by_split: list[dict[str, Any]],
 
     ``by_split``: the runner's row per selected split (train_end, status SUCCESS | FAILED |
     FAILED_UPSTREAM, grid_run_dir, error); ``split_dirs``: train_end → grid folder of the
-    successful splits (their ``grid_metrics_table.parquet``, ``grid_summary.json`` and
-    ``grid_failures.json`` are read); ``summary_extra``: run-level summary keys (wf_grid_id,
+    successful splits, whose ``grid_metrics_table.parquet`` are stacked. The
+    ``grid_summary.json`` and ``grid_failures.json`` of those folders, and of a failed split's
+    ``grid_run_dir`` when its grid got written, fill the counts and the failures list.
+    ``summary_extra``: run-level summary keys (wf_grid_id,
     wf_run_dir, sources, selected_train_ends, tag, min_successful_splits, options, overlay and
     execution settings, started_ts). Returns ``wf_grid_summary.json``'s content; raising on
     too few successful splits is the caller's job (after this wrote everything).
     """
     ok = {str(r["train_end"]) for r in by_split if r.get("status") == SUCCESS}
-    tables, summaries, combo_failures = {}, {}, {}
-    for train_end, split_dir in split_dirs.items():
-        if str(train_end) in ok:
-            tables[str(train_end)], summaries[str(train_end)], combo_failures[str(train_end)] \
-                = _read_split(Path(split_dir))  # fmt: skip
+    grids = {str(r["train_end"]): Path(r["grid_run_dir"]) for r in by_split
+             if r.get("status") != SUCCESS and r.get("grid_run_dir")}  # fmt: skip
+    grids |= {str(t): Path(d) for t, d in split_dirs.items() if str(t) in ok}
+    summaries = {t: s for t, d in grids.items()
+                 if (s := _read_json(d / "grid_summary.json", None)) is not None}
+    missing = sorted(ok & set(grids) - set(summaries))
+    if missing:
+        raise FileNotFoundError(f"successful split(s) {missing} have no grid_summary.json in "
+                                f"{[str(grids[t]) for t in missing]}")
+    combo_failures = {t: _read_json(grids[t] / "grid_failures.json", []) for t in summaries}
+    tables = {t: pl.read_parquet(grids[t] / "grid_metrics_table.parquet")
+              for t in sorted(summaries) if t in ok}  # fmt: skip
     stacked = stack_split_tables(tables)
     split_frame = by_split_frame(by_split, tables, summaries)
     winners = winner_stability(stacked)
     overlay_split = overlay_split_summary(stacked)
-    overfit = overfitting_by_split(summaries)
+    overfit = overfitting_by_split({t: summaries[t] for t in tables})
     frames = {
         "by_split": split_frame, "config_aggregate": config_aggregate(stacked),
         "source_summary": source_summary(stacked, winners, split_frame.height),
