@@ -137,12 +137,11 @@ def _pf_inf_count() -> pl.Expr:
         .alias("profit_factor_inf_count")  # fmt: skip
 
 
-def _best_first(frame: pl.DataFrame, column: str, descending: bool = True,
-                group: str = "source_type") -> pl.DataFrame:  # fmt: skip
-    """Sorted by ``group`` asc, then ``column`` (nulls last), then the config key."""
-    keys = [c for c in CONFIG_KEY if c != group and c in frame.columns]
-    return frame.sort([group, column, *keys], descending=[False, descending] + [False] * len(keys),
-                      nulls_last=True)  # fmt: skip
+def _best_first(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Sorted by source asc, ``column`` desc (nulls last), then the rest of the config key."""
+    keys = list(CONFIG_KEY[1:])
+    return frame.sort(["source_type", column, *keys],
+                      descending=[False, True] + [False] * len(keys), nulls_last=True)
 
 
 # ---------------------------------------------------------------------------- aggregates
@@ -275,8 +274,6 @@ def winner_stability(stacked: pl.DataFrame) -> pl.DataFrame:
             value.first().cast(F64).alias("winner_value")))  # fmt: skip
     schema = {"train_end": pl.Utf8, "metric": pl.Utf8, "winner_source_type": pl.Utf8,
               "winner_value": F64}  # fmt: skip
-    if not parts:
-        return pl.DataFrame(schema=schema)
     order = {m: i for i, m in enumerate(WINNER_METRICS)}
     out = pl.concat([p.cast(schema) for p in parts])
     return out.sort("train_end", pl.col("metric").replace_strict(order, return_dtype=pl.Int64))
