@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import polars as pl
 import pytest
 from plotly.offline import get_plotlyjs
 
+from mf_pipeline.lib.grids import wf_aggregates
 from mf_pipeline.lib.grids.combos import GridDimensions
+from mf_pipeline.lib.grids.compare import compare_grids
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.reports import figures, pages
 from mf_pipeline.lib.reports.html import Section, page
@@ -181,14 +184,15 @@ def test_split_lines_show_mean_and_best_robustness_dsr_and_pbo() -> None:
 
 
 def test_compare_bars_one_panel_per_metric_and_inf_profit_factor_written() -> None:
-    table = pl.DataFrame({"grid_run_id": ["g1", "g2"], "best_expectancy": [0.01, 0.002],
+    table = pl.DataFrame({"grid_run_dir": ["/a/grid-1_single-flow_x", None],
+                          "grid_run_id": ["g1", "g2"], "best_expectancy": [0.01, 0.002],
                           "best_profit_factor": [math.inf, 1.3],
                           "best_robustness_score_v2": [80.0, None], "best_dsr": [0.97, 0.4]})
     fig = figures.compare_bars(table)
     assert [t.name for t in fig.data] == ["best expectancy", "best profit factor",
                                           "best robustness v2", "DSR of the best"]
     assert fig.data[1].y == (None, 1.3) and fig.data[1].text == ("+inf", "1.3")
-    assert fig.data[2].y == (80.0, None) and fig.data[0].x == ("g1", "g2")
+    assert fig.data[2].y == (80.0, None) and fig.data[0].x == ("grid-1_single-flow_x", "g2")
     assert fig.data[3].xaxis == "x4"
 
 
@@ -264,12 +268,14 @@ def test_every_page_says_not_available_for_an_empty_folder(tmp_path: Path) -> No
 # --- whole pages on folders made by the real producers -------------------------------------
 
 
+DIMS = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0),
+                      exit_mode=("horizon", "horizon_or_state"))
+
+
 @pytest.fixture(scope="module")
 def grid_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dims = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0),
-                          exit_mode=("horizon", "horizon_or_state"))
     folder = tmp_path_factory.mktemp("grid") / "grid-html"
-    return run_grid(load_settings(), [GridSource(_inputs())], dims, GridOptions(tag="t"),
+    return run_grid(load_settings(), [GridSource(_inputs())], DIMS, GridOptions(tag="t"),
                     folder=folder).output_dir
 
 
@@ -350,3 +356,63 @@ def test_grid_page_degrades_to_sentences(grid_folder: Path, tmp_path: Path) -> N
         folder / "grid_metrics_table.parquet")
     text = pages.grid_html(folder).read_text()
     assert text.count("No successful combo in this grid") == 3 and "Plotly.newPlot" not in text
+
+
+def test_compare_page_draws_the_compare_folder(grid_folder: Path, tmp_path: Path) -> None:
+    settings = load_settings()
+    lite = run_grid(settings, [GridSource(_inputs())], DIMS,
+                    GridOptions(tag="lite", base=backtest_options(settings, exec_profile="lite")),
+                    folder=tmp_path / "lite").output_dir
+    summary = compare_grids([grid_folder, lite], None, "expectancy", tmp_path / "cmp")
+    folder = Path(summary["output_dir"])
+    text = pages.grid_compare_html(folder).read_text()
+    _single_script_bundle(text)
+    assert f"— {summary['compare_id']}</title>" in text
+    table = pl.read_csv(folder / "grid_compare_table.csv")
+    traces = {t["name"]: t for t in _figure_data(text, 1)}
+    assert traces["best expectancy"]["x"] == [Path(d).name for d in table["grid_run_dir"]]
+    for name, column in (("best expectancy", "best_expectancy"),
+                         ("best robustness v2", "best_robustness_score_v2"),
+                         ("DSR of the best", "best_dsr")):
+        assert traces[name]["y"] == pytest.approx(table[column].to_list()), name
+
+
+def test_wf_grid_page_draws_the_walk_forward_folder(tmp_path: Path) -> None:
+    """Two real split grids (first 150 / all 250 days) and a split failed upstream,
+    aggregated by the walk-forward writer, then drawn."""
+    settings, base = load_settings(), _inputs()
+    root = tmp_path / "wfgrid-html"
+    dirs = {}
+    for train_end, last in (("2015-05-31", date(2015, 5, 31)), ("2015-12-31", date(2015, 12, 31))):
+        rows = replace(base, rows=base.rows.filter(pl.col("trade_date") <= last),
+                       identity={"case": "wf-html", "train_end": train_end})
+        dirs[train_end] = run_grid(settings, [GridSource(rows)], DIMS, GridOptions(tag="s"),
+                                   folder=root / "splits" / train_end).output_dir
+    by_split = [{"train_end": t, "status": "SUCCESS", "grid_run_dir": str(d), "error": None}
+                for t, d in dirs.items()]
+    by_split.append({"train_end": "2016-12-31", "status": "FAILED_UPSTREAM",
+                     "grid_run_dir": None, "error": "upstream"})
+    summary = wf_aggregates.write_wf_aggregates(root, by_split, dirs, {
+        "wf_grid_id": "wfgrid-html", "sources": ["flow"], "tag": "t",
+        "selected_train_ends": [*dirs, "2016-12-31"], "min_successful_splits": 1})
+    text = pages.wf_grid_html(root).read_text()
+    _single_script_bundle(text)
+    assert "Walk-forward grid — wfgrid-html</title>" in text
+    winners = pl.read_csv(root / "wf_grid_winner_stability.csv")
+    markers = {t["name"]: list(zip(t["x"], t["y"], strict=True)) for t in _figure_data(text, 1)}
+    expected = {}  # event_returns_only: no drawdown, so no max_drawdown winner ("none")
+    for row in winners.iter_rows(named=True):
+        expected.setdefault(row["winner_source_type"] or "none", []).append(
+            (str(row["train_end"]), row["metric"]))
+    assert markers == expected and set(markers) == {"flow", "none"}
+    lines = {t["name"]: t for t in _figure_data(text, 2)}
+    ends = ["2015-05-31", "2015-12-31", "2016-12-31"]
+    assert lines["DSR"]["x"] == ends
+    assert lines["DSR"]["y"] == pytest.approx(
+        [summary["overfitting_by_split"][0]["dsr"], summary["overfitting_by_split"][1]["dsr"],
+         None])
+    by = pl.read_parquet(root / "wf_grid_by_split.parquet").sort("train_end")
+    assert lines["mean robustness v2"]["y"] == pytest.approx(
+        by["robustness_score_v2_mean"].to_list())
+    best = winners.filter(pl.col("metric") == "robustness_v2").sort("train_end")
+    assert lines["best robustness v2"]["y"] == pytest.approx(best["winner_value"].to_list())

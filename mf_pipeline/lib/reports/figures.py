@@ -8,6 +8,7 @@ functions in :mod:`mf_pipeline.lib.reports.pages` read the folders and call thes
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import Any
 
 import plotly.graph_objects as go
@@ -218,7 +219,7 @@ def winner_map(winners: pl.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=part["train_end"].to_list(), y=part["metric"].to_list(), mode="markers+text",
             name=source, text=[_value_text(v) for v in part["winner_value"].to_list()],
-            textposition="top center", marker={"size": 18, "symbol": "square"},
+            textposition="middle right", marker={"size": 16, "symbol": "square"},
             hovertemplate=f"{source}<br>%{{x}} %{{y}}: %{{text}}<extra></extra>"))
     metrics = [m for m in WINNER_METRICS if m in set(frame["metric"].to_list())]
     metrics += sorted(set(frame["metric"].to_list()) - set(metrics))
@@ -268,13 +269,15 @@ COMPARE_METRICS = (("best_expectancy", "best expectancy"),
                    ("best_dsr", "DSR of the best"))
 
 
-def compare_bars(table: pl.DataFrame, label_col: str = "grid_run_id") -> go.Figure:
+def compare_bars(table: pl.DataFrame) -> go.Figure:
     """One panel per compared metric (those present in the table), one bar per grid in table
-    order; a +inf profit factor has no bar height and is written "+inf"."""
+    order, named by its folder (grid-<id>_<scope>_<tag>); a +inf profit factor has no bar
+    height and is written "+inf"."""
     present = [(c, t) for c, t in COMPARE_METRICS if c in table.columns]
     fig = make_subplots(rows=1, cols=max(len(present), 1),
                         subplot_titles=[t for _, t in present] or ["no metric"])
-    labels = [str(v) for v in table[label_col].to_list()]
+    labels = [PurePath(str(d)).name if d else str(g) for d, g in
+              zip(table["grid_run_dir"], table["grid_run_id"], strict=True)]
     for i, (col, title) in enumerate(present, start=1):
         values = table[col].to_list()
         fig.add_trace(go.Bar(x=labels, y=[_finite(v) for v in values], name=title,

@@ -138,10 +138,10 @@ def wf_grid_html(folder: Path) -> Path:
         win = Section("Winners per split", "No successful split: no winners.")
     else:
         win = Section("Winners per split", "Source with the best value of each metric in "
-                      "each split (lowest ret_cv; deepest max_drawdown as in the spec).",
+                      "each split (ret_cv: lowest; max_drawdown: closest to 0).",
                       [figures.winner_map(winners)])
-    medians = (f"Median DSR over splits: {summary.get('dsr_median')}; median PBO: "
-               f"{summary.get('pbo_median')}.")
+    medians = (f"Median DSR over splits: {_number(summary.get('dsr_median'))}; median PBO: "
+               f"{_number(summary.get('pbo_median'))}.")
     if by_split is None:
         lines = Section("Robustness and overfitting per split", _missing("wf_grid_by_split"))
     elif by_split.height == 0:
