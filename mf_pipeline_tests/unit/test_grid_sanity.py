@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import polars as pl
 import pytest
@@ -308,3 +309,19 @@ def test_linked_backtest_runs(tmp_path: Path, isolated) -> None:
     report = grid_sanity(folder)
     assert report["errors"] == ["missing_linked_backtest_runs", "overlay_run_artifacts_missing"]
     assert report["details"]["missing_linked_backtest_runs"] == [runs[0]]
+
+
+def test_grid_whose_combos_all_failed(tmp_path: Path) -> None:
+    """No SUCCESS row, no trades dataset, a manifest without metric columns: consistent, so
+    it passes (the multi-scope warning is the place for sources without a success)."""
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    with mock.patch("mf_pipeline.lib.grids.run.simulate_combo", boom):
+        folder = run_grid(load_settings(), _sources()[:1], GridDimensions(hold_bars=(3,)),
+                          GridOptions(), folder=tmp_path / "failed").output_dir
+    assert not (folder / "grid_trades").exists()
+    report = grid_sanity(folder)
+    assert (report["status"], report["errors"], report["top10_expectancy"]) == ("PASS", [], [])
+    assert (report["manifest_rows"], report["successful_combos"]) == (3, 0)

@@ -245,12 +245,14 @@ def _trade_checks(folder: Path, success: pl.DataFrame, details: dict[str, Any]
     violations (warning): trades of a cluster combo with include_watch false and policy filter
     ``allow_only`` whose ``entry_state_class`` is not ALLOW."""
     root = folder / TRADES
-    trades = pl.scan_parquet(root, hive_partitioning=True) if root.is_dir() else None
+    written = root.is_dir() and any(root.rglob("*.parquet"))
+    trades = pl.scan_parquet(root, hive_partitioning=True) if written else None
     names = trades.collect_schema().names() if trades is not None else []
     counts = (trades.group_by(KEY).agg(trades=pl.len()).collect() if trades is not None
               else pl.DataFrame(schema={"source_type": pl.Utf8, "combo_id": pl.Utf8,
                                         "trades": pl.UInt32}))  # fmt: skip
-    expected = success.select(*KEY, pl.col("trade_count").fill_null(0).alias("expected"))
+    count = pl.col("trade_count") if "trade_count" in success.columns else pl.lit(None)
+    expected = success.select(*KEY, count.fill_null(0).alias("expected"))
     joined = expected.join(counts, on=list(KEY), how="full", coalesce=True)
     mismatch = joined.filter(pl.col("trades").fill_null(0) != pl.col("expected").fill_null(-1))
     errors, warnings = [], []
