@@ -28,7 +28,9 @@ POLICY = {"per_state": [{"state_id": 1, "class_label": "ALLOW"},
                         {"state_id": 3, "class_label": "BLOCK"}]}  # fmt: skip
 STATE_MAP = {"mapping": {"0": "LONG_BIAS", "1": "SHORT_BIAS", "2": "LONG_BIAS",
                          "3": "UNCONFIRMED"}}  # fmt: skip
-DIMS = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0))
+DIMS = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0),
+                      include_state_sets=((), (9,)))
+"""8 combos; the 4 trading only state 9 (never seen) are zero-trade combos."""
 SPLITS = {"2016-12-31": 21, "2017-12-31": 22}
 """WF split train_end -> the seed of its rows (baseline and hybrid trade the same rows)."""
 
@@ -73,8 +75,7 @@ def make_wf(settings: Settings, mode: str, profile: str, name: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Path]]:
+def build_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Path]]:
     """An artifacts root with an OLD hmm lite grid (then touched to a newer mtime), hmm grids
     none/none, none/lite, none/strict, allow_only/lite, block_veto/lite, a flow allow_only/lite
     grid and a baseline/hybrid pair of walk-forward grids; built in this order."""
@@ -98,6 +99,10 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, 
     os.utime(grids["old_lite"], (future, future))
     os.utime(grids["old_lite"] / discover.GRID_SUMMARY, (future, future))
     return settings, grids
+
+
+lake_fixture = pytest.fixture(scope="module", name="lake")(build_lake)
+"""Other report tests bind the same builder as their own module fixture."""
 
 
 def _finished(folder: Path, name: str) -> str:

@@ -29,6 +29,7 @@ from mf_pipeline.lib import lake
 from mf_pipeline.lib.reports import (
     discover,
     md_table,
+    md_value,
     non_finite_cells,
     pages,
     publish,
@@ -315,11 +316,12 @@ def report_md(summary: Mapping[str, Any], table: pl.DataFrame, wf: Mapping[str, 
            "ranking has no walk-forward adjustment." if wfc is None else ""),
     ]  # fmt: skip
     if wf["status"] == "OK":
-        lines.append(", ".join(f"{k}={wf[k]}" for k in wf
+        lines.append(", ".join(f"{k}={md_value(wf[k])}" for k in wf
                                if k.startswith(("hybrid_wins", "avg_delta"))) + ".")
     lines += ["", "## Key deltas (run - baseline)", ""]
     for name, deltas in summary["key_deltas"].items():
-        lines.append(f"- {name}: " + ", ".join(f"{k}={x}" for k, x in deltas.items()))
+        lines.append(f"- {name}: " + ", ".join(f"{k}={md_value(x) or 'null'}"
+                                               for k, x in deltas.items()))
     lines += ["", "## Inputs", ""]
     lines += [f"- {k}: {i['dir']} ({i['how']})" for k, i in summary["inputs"].items()]
     return "\n".join(lines) + "\n"
