@@ -204,8 +204,8 @@ def test_compare_of_two_real_grids(grids: list[Path], tmp_path: Path) -> None:
     folder = Path(summary["output_dir"])
     assert folder.parent == tmp_path and folder.name.startswith("backtest-grid-compare-")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "grid_compare_overlap.csv", "grid_compare_report.md", "grid_compare_summary.json",
-        "grid_compare_table.csv"]
+        "grid_compare_overlap.csv", "grid_compare_report.html", "grid_compare_report.md",
+        "grid_compare_summary.json", "grid_compare_table.csv"]
     table = pl.read_csv(folder / "grid_compare_table.csv")
     rows = {r["grid_run_dir"]: r for r in table.to_dicts()}
     signatures = []

@@ -32,6 +32,7 @@ import polars as pl
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.backtest.metrics import LOWER_IS_BETTER, sort_best_first
 from mf_pipeline.lib.backtest.report import fmt, frame_table, md_table
+from mf_pipeline.lib.reports import pages
 from mf_pipeline.lib.steps.backtest.run import finite_json, swap_in
 from mf_pipeline.lib.steps.research.artifacts import now
 from mf_pipeline.lib.steps.validation.options import digest
@@ -302,8 +303,9 @@ def compare_report_md(table: pl.DataFrame, overlap: pl.DataFrame, summary: dict[
 
 def compare_grids(grid_dirs: list[Path], metrics: list[str] | None, ranking_default: str,
                   out_root: Path) -> dict[str, Any]:  # fmt: skip
-    """Compare >= 2 grid folders into ``<out_root>/backtest-grid-compare-<12hex>/`` (built
-    under a temporary name and swapped in) and return its summary. The primary metric is the
+    """Compare >= 2 grid folders into ``<out_root>/backtest-grid-compare-<12hex>/`` (the
+    table, overlap, summary, Markdown and HTML reports, built under a temporary name and
+    swapped in) and return its summary. The primary metric is the
     first of ``metrics``, else ``ranking_default``."""
     chosen = list(metrics or [ranking_default])
     check_metrics(chosen)
@@ -324,7 +326,8 @@ def compare_grids(grid_dirs: list[Path], metrics: list[str] | None, ranking_defa
     names = {"grid_compare_table": "grid_compare_table.csv",
              "grid_compare_overlap": "grid_compare_overlap.csv",
              "grid_compare_summary": "grid_compare_summary.json",
-             "grid_compare_report": "grid_compare_report.md"}  # fmt: skip
+             "grid_compare_report": "grid_compare_report.md",
+             "grid_compare_report_html": "grid_compare_report.html"}  # fmt: skip
     summary = {"compare_id": compare_id, "grid_run_dirs": [str(d) for d in dirs],
                "primary_metric": primary, "metrics": chosen,
                "baseline_grid_run_id": table["grid_run_id"][0],
@@ -339,5 +342,6 @@ def compare_grids(grid_dirs: list[Path], metrics: list[str] | None, ranking_defa
     lake.write_csv(overlap, temp / names["grid_compare_overlap"])
     lake.write_text(compare_report_md(table, overlap, summary), temp / names["grid_compare_report"])
     lake.write_json(finite_json(summary), temp / names["grid_compare_summary"])
+    pages.grid_compare_html(temp)
     swap_in(temp, folder)
     return summary
