@@ -347,7 +347,8 @@ def grid_sanity(folder: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"grid_dir": str(folder), "grid_run_id": None}
     if errors:
         return {**result, "status": "FAIL", "errors": errors, "warnings": [], "details": details,
-                "top10_expectancy": [], "top10_profit_factor": []}  # fmt: skip
+                "manifest_rows": None, "successful_combos": None, "top10_expectancy": [],
+                "top10_profit_factor": []}  # fmt: skip
     manifest = pl.read_parquet(folder / MANIFEST)
     metrics = pl.read_parquet(folder / METRICS)
     robustness = pl.read_parquet(folder / ROBUSTNESS)
