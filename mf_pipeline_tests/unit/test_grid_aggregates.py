@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from statistics import mean, pstdev
 from typing import Any
 
 import polars as pl
@@ -73,7 +74,8 @@ def _rows(frame: pl.DataFrame, **match: Any) -> dict[str, Any]:
 
 def _best_table() -> pl.DataFrame:
     """flow: idx 4 and 3 tie on expectancy and v2 (listed 4 first); idx 3 has no losing
-    trade (PF +inf); idx 2 never traded (null metrics); idx 5 has a NaN expectancy."""
+    trade (PF +inf); idx 2 never traded (null metrics); idx 5 has a NaN expectancy, idx 6 a
+    -inf profit factor (missing, like NaN)."""
     return _table([
         {"combo_index": 4, "expectancy": 0.03, "profit_factor": 2.0, "robustness_score_v2": 70.0},
         {"combo_index": 2, "expectancy": None, "profit_factor": None, "ret_cv": None,
@@ -82,6 +84,8 @@ def _best_table() -> pl.DataFrame:
          "robustness_score_v2": 70.0},
         {"combo_index": 1, "expectancy": 0.01, "profit_factor": 1.2, "robustness_score_v2": 50.0},
         {"combo_index": 5, "expectancy": NAN, "profit_factor": 0.5, "robustness_score_v2": 20.0},
+        {"combo_index": 6, "expectancy": -0.05, "profit_factor": -INF,
+         "robustness_score_v2": 0.0},
         {"source_type": "hmm", "combo_index": 1, "expectancy": 0.5},
     ])
 
@@ -90,9 +94,9 @@ def test_best_configs_nulls_last_ties_by_index_inf_first() -> None:
     best = best_configs(_best_table(), top_n=10)
     order = {m: [r["combo_index"] for r in rows] for m, rows in best["flow"].items()}
     assert order == {
-        "expectancy": [3, 4, 1, 2, 5],  # null (2) and NaN (5) last, by combo_index
-        "profit_factor": [3, 4, 1, 5, 2],  # inf first
-        "robustness_score_v2": [3, 4, 1, 5, 2],
+        "expectancy": [3, 4, 1, 6, 2, 5],  # null (2) and NaN (5) last, by combo_index
+        "profit_factor": [3, 4, 1, 5, 2, 6],  # +inf first; null and -inf last
+        "robustness_score_v2": [3, 4, 1, 5, 6, 2],
     }
     assert [r["combo_index"] for r in best["hmm"]["expectancy"]] == [1]
     assert list(best) == ["flow", "hmm"]
@@ -284,6 +288,8 @@ def _shape_of(values: list[float | None], holds: tuple[int, ...] = (5, 10, 20, 4
     ([1.0, NAN], ("FLAT_OR_NOISY", None)),  # fewer than 2 finite points
     # std0 of (0, 1, 0.99) = 0.4691 -> tol 0.02345: the -0.01 dip is within tol
     ([0.0, 1.0, 0.99], ("MONOTONIC_UP", 10)),
+    # std0 of (0, 1, 0.975) = 0.4656 -> tol 0.02328 < 0.025 (std1 would give 0.0285)
+    ([0.0, 1.0, 0.975], ("HUMP_SHAPED", 10)),
     # interior max, then -0.05 and +0.01 (within tol 0.0189 = 0.05 * std0): a hump
     ([0.0, 0.9, 0.85, 0.86], ("HUMP_SHAPED", 10)),
     # ... but +0.03 after the max exceeds tol 0.0190: not a hump, not monotonic
@@ -362,21 +368,24 @@ def test_cluster_state_edge_profile_over_combos() -> None:
     a = _trades([0.02, -0.01, 0.04, 0.01], ["ALLOW"] * 3 + ["WATCH"], [1, 1, 1, 2])
     b = _trades([0.03, 0.05, -0.02], ["ALLOW"] * 3, [1, 1, 1])
     c = _trades([0.10], ["ALLOW"], [1])
+    d = _trades([0.12], ["ALLOW"], [1])
     edges = pl.concat([
         edge_by_state(t).with_columns(combo_id=pl.lit(cid), combo_index=pl.lit(idx),
                                       policy_filter_mode=pl.lit(mode))
         for t, cid, idx, mode in ((a, "a", 1, "allow_watch"), (b, "b", 2, "allow_watch"),
-                                  (c, "c", 3, "allow_only"))])
+                                  (c, "c", 3, "allow_only"), (d, "d", 4, "allow_watch"))])
     out = cluster_state_edge_profile(edges)
     assert out.select("policy_filter_mode", "entry_state_id", "trade_count").rows() == [
-        ("allow_only", 1, 1), ("allow_watch", 1, 6), ("allow_watch", 2, 1)]
+        ("allow_only", 1, 1), ("allow_watch", 1, 7), ("allow_watch", 2, 1)]
     s1 = _rows(out, policy_filter_mode="allow_watch", entry_state_id=1)
-    # state 1: combo a returns (0.02, -0.01, 0.04), combo b (0.03, 0.05, -0.02)
-    assert s1["combo_count"] == 2
-    assert s1["avg_return"] == pytest.approx((0.05 / 3 + 0.06 / 3) / 2)
-    assert s1["median_return"] == pytest.approx((0.02 + 0.03) / 2)
-    assert (s1["worst_trade_return"], s1["best_trade_return"]) == (-0.02, 0.05)
-    assert s1["downside_std"] == pytest.approx(0.0)  # one loss per combo: std0 0
+    # state 1 per combo: a (0.02, -0.01, 0.04), b (0.03, 0.05, -0.02), d (0.12)
+    ra, rb = [0.02, -0.01, 0.04], [0.03, 0.05, -0.02]
+    assert s1["combo_count"] == 3
+    assert s1["avg_return"] == pytest.approx((mean(ra) + mean(rb) + 0.12) / 3)
+    assert s1["median_return"] == pytest.approx(0.03)  # median of 0.02, 0.03, 0.12
+    assert s1["ret_cv"] == pytest.approx(pstdev(ra) / mean(ra))  # median of 1.23, 1.47, 0
+    assert (s1["worst_trade_return"], s1["best_trade_return"]) == (-0.02, 0.12)
+    assert s1["downside_std"] == pytest.approx(0.0)  # one loss in a and b (std0 0), none in d
 
 
 def test_cluster_policy_trade_mix_rows() -> None:
