@@ -445,3 +445,17 @@ def test_write_aggregates_cluster_files(tmp_path: Path) -> None:
     assert mix["policy_trade_class_mix"].to_list() == ["ALLOW=1"]
     prof = pl.read_csv(tmp_path / FILES["cluster_state_edge_profile"])
     assert prof.select("entry_state_id", "trade_count", "combo_count").rows() == [(3, 1, 1)]
+
+
+def test_write_aggregates_when_every_combo_failed(tmp_path: Path) -> None:
+    manifest = _table([{"status": "FAILED", "hold_bars": 5},
+                       {"status": "FAILED", "source_type": "hmm", "hold_bars": 5}])
+    table = manifest.clear().drop("status")
+    result = write_aggregates(tmp_path, table, manifest, None, top_n=10)
+    assert result["comparability"] == "DIFFERENT_UNIVERSE" and result["hold_shapes"] == {}
+    assert json.loads((tmp_path / FILES["grid_best_configs"]).read_text()) == {}
+    summary = pl.read_csv(tmp_path / FILES["grid_source_summary"])
+    assert summary.select("source_type", "SUCCESS", "FAILED").rows() == [("flow", 0, 1),
+                                                                         ("hmm", 0, 1)]
+    sens = pl.read_parquet(tmp_path / FILES["grid_dimension_sensitivity_parquet"])
+    assert sens.height == 0 and "failure_rate" in sens.columns

@@ -133,6 +133,8 @@ def test_report_of_a_folder_without_aggregates(tmp_path: Path) -> None:
     assert "_not computed_" in _section(text, "How likely is the winner a fluke?")
     assert "_not written_" in _section(text, "Cost fragility")
     assert "- no failed combo" in text
+    lake.write_json({}, tmp_path / "grid_best_configs.json")
+    assert "_no successful combo_" in _section(grid_report_md(tmp_path), "Best configurations")
 
 
 def test_report_of_a_real_grid_folder(tmp_path: Path) -> None:

@@ -163,8 +163,8 @@ def dimension_sensitivity(table: pl.DataFrame, manifest: pl.DataFrame | None) ->
     long = _stack_dimensions(scored, [pl.col(f"_{k}") for k in metrics]
                              + [pl.col("_v2"), pl.col("_zero"), pl.col("_top")])
     keys = [SOURCE, "dimension", "dimension_value"]
-    if long.is_empty():
-        return pl.DataFrame(schema={k: pl.Utf8 for k in keys})
+    if long.width == 0:  # no dimension column at all
+        return pl.DataFrame(schema=dict.fromkeys(keys, pl.Utf8))
     out = long.group_by(keys).agg(
         combo_count=pl.len(),
         expectancy_mean=pl.col("_expectancy").mean(),

@@ -127,8 +127,8 @@ def _overfitting(summary: Mapping[str, Any]) -> list[str]:
 
 
 def _best(best: Mapping[str, Any] | None) -> list[str]:
-    if not best:
-        return ["_not written_"]
+    if best is None:
+        return ["_not written_", ""]
     out: list[str] = []
     for source in sorted(best):
         for metric in BEST_METRICS:
@@ -139,7 +139,7 @@ def _best(best: Mapping[str, Any] | None) -> list[str]:
             body = [[profit_factor_of(r) if c == "profit_factor" else r.get(c) for c in cols]
                     for r in rows[:TOP_ROWS]]
             out += [f"### {source}: top {len(body)} by {metric}", "", *md_table(cols, body), ""]
-    return out or ["_no rows_"]
+    return out or ["_no successful combo_", ""]
 
 
 def _shapes(shape: pl.DataFrame | None) -> list[str]:
