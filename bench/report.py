@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.backtest import report_lines as backtest_lines
+from bench.grid import report_lines as grid_lines
 
 SIZE_ORDER = ("tiny", "small", "medium", "large")
 
@@ -520,6 +521,7 @@ make bench                                   # small size, every section (~25 mi
 .venv/bin/python -m bench.run --size large   # 1 repetition by default; the lead's scale target
 .venv/bin/python -m bench.run --size small --only layers,mf_run --repeat 3
 .venv/bin/python -m bench.run --size small --only validation,validation_wf   # issue #19 rows
+.venv/bin/python -m bench.grid --input-file decoded_rows.parquet  # grid rows on a lake you have
 .venv/bin/python -m bench.guard              # < 60 s regression guard: rows/s per layer
 .venv/bin/python -m bench.report             # re-render this file from bench/results.json
 ```
@@ -578,7 +580,7 @@ def render(results: dict[str, Any]) -> str:
         out += _layers(entry) + _mf_run(entry)
         out += (_budget(entry) if name == "small" else []) + _dagster(entry)
         out += _validation(entry, name == "small") + _wf(entry, name == "small")
-        out += backtest_lines(entry)
+        out += backtest_lines(entry) + grid_lines(entry)
     out += _kernels(results.get("kernels"))
     out += _research(results.get("research")) + _profile(results.get("validation_profile"))
     out += [RUN, HOW]

@@ -16,7 +16,9 @@ then measures, each in child processes so every measurement gets its own peak RS
 * ``validation_wf`` — ``mf validation-wf-run`` over the default train ends (``--wf-repeat``
   runs, default 1: minutes each);
 * ``backtest`` — the backtest kernel on a synthetic 1.09M-row panel and the flow
-  ``backtest-run`` step on a lake of its own (``bench.backtest``).
+  ``backtest-run`` step on a lake of its own (``bench.backtest``);
+* ``grid`` — ``mf backtest-grid-run`` on the decoded flow rows: 100 combos and the old tool's
+  6-combo shape, on a lake of its own (``bench.grid``).
 
 ``validation`` and ``validation_wf`` share one lake built for them (``mf run --until
 ml_dataset``, then the HMM and clustering runs on ``full``), not timed against a target.
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backtest as bt
+from bench import grid as grid_bench
 from bench import mfrun
 from bench import validation as val
 from bench.common import (
@@ -54,7 +57,7 @@ from bench.common import (
 from bench.universe import SIZES, Size, custom, ensure_universe
 
 SECTIONS = ("layers", "mf_run", "startup", "dagster", "kernels", "validation", "validation_wf",
-            "backtest")
+            "backtest", "grid")
 DEFAULT_OUT = BENCH_DIR / "results.json"
 DEFAULT_DOC = PROJECT_ROOT / "docs" / "BENCHMARKS.md"
 EMIT_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -218,7 +221,7 @@ def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = 
         "versions": library_versions(),
     }
     validation = sections & {"validation", "validation_wf"}
-    needs_universe = bool(sections & {"layers", "mf_run", "backtest"} or validation)
+    needs_universe = bool(sections & {"layers", "mf_run", "backtest", "grid"} or validation)
     work = cache_dir / size.name / "work"
     if needs_universe:
         raw, facts = ensure_universe(size, cache_dir)
@@ -237,6 +240,9 @@ def measure_size(size: Size, sections: set[str], repeat: int, cache_dir: Path = 
         if "backtest" in sections:
             entry["backtest"] = bt.measure(raw, work / "backtest", repeat)
             entry["backtest"]["measured"] = _now()
+        if "grid" in sections:
+            entry["grid"] = grid_bench.measure(raw, work / "grid", repeat)
+            entry["grid"]["measured"] = _now()
     if "startup" in sections:
         say("start-up: mf --help")
         entry["startup"] = mfrun.startup(repeat)
