@@ -96,6 +96,9 @@ def test_report_without_warnings(tmp_path: Path) -> None:
                               {"source_type": "hmm", "in_sample": None}])
     text = grid_report_md(folder)
     assert "In-sample: YES" not in text and "Drawdown not ranked" not in text
+    # only the grid-level flag (sources without theirs)
+    folder = _folder(tmp_path, in_sample=True, sources=[{"source_type": "flow"}])
+    assert "> **In-sample: YES** for a source:" in grid_report_md(folder)
 
 
 def test_report_tables_from_the_aggregates(tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ def _warnings(summary: Mapping[str, Any]) -> list[str]:
     out = []
     in_sample = [s.get("source_type") for s in summary.get("sources") or []
                  if s.get("in_sample")]
+    if not in_sample and summary.get("in_sample"):
+        in_sample = ["a source"]
     if in_sample:
         out.append(f"> **In-sample: YES** for {', '.join(map(str, in_sample))}: directions or "
                    "policy were estimated on rows that overlap the traded rows, so these "
