@@ -62,15 +62,16 @@ def make_grid(settings: Settings, inputs: BacktestInputs, mode: str, profile: st
                     folder=folder).output_dir
 
 
-def make_wf(settings: Settings, mode: str, profile: str, name: str) -> Path:
+def make_wf(settings: Settings, mode: str, profile: str, name: str,
+            splits: dict[str, int] = SPLITS) -> Path:  # fmt: skip
     """A walk-forward grid folder: one real grid per split, then the §5.8 files."""
     folder = settings.artifacts_root / discover.WF_GRIDS_DIR / name
     dirs = {te: make_grid(settings, hmm_inputs(seed), mode, profile, f"split-{te}",
-                          folder / "splits" / te) for te, seed in SPLITS.items()}  # fmt: skip
+                          folder / "splits" / te) for te, seed in splits.items()}  # fmt: skip
     by_split = [{"train_end": te, "status": "SUCCESS", "grid_run_dir": str(d), "error": None}
                 for te, d in dirs.items()]
     wf_aggregates.write_wf_aggregates(folder, by_split, dirs, {
-        "wf_grid_id": name, "sources": ["hmm"], "selected_train_ends": list(SPLITS),
+        "wf_grid_id": name, "sources": ["hmm"], "selected_train_ends": list(splits),
         "tag": "t", "min_successful_splits": 1, "started_ts": "2026-01-01T00:00:00+00:00"})
     return folder
 
