@@ -130,6 +130,9 @@ def test_distributions_of_an_empty_subset_keep_the_row(exe) -> None:
     row = cal.distributions(none).filter(subset="suppressed_price", metric="close").row(
         0, named=True)
     assert (row["count"], row["finite_count"], row["mean"], row["p50"]) == (0, 0, None, None)
+    by_year = cal.distributions(none, by_year=True)
+    assert by_year.filter(subset="suppressed_price").is_empty()
+    assert by_year.filter(subset="candidate_all")["year"].unique().sort().to_list() == [2023, 2024]
 
 
 def test_distributions_by_year(exe) -> None:
@@ -258,7 +261,7 @@ def test_grid_table_sorts_by_thresholds_with_no_cap_first_and_adds_units() -> No
     base = apply_execution(frame, ExecutionParams("lite", 2.0, 1e6, 0.12, 50))
     axes = cal.SweepAxes((5.0, 0.0), (0.0,), (30.0, None, 0.12), (50, 20))
     grid = cal.grid_table(cal.sweep(cal.RowQuantities.of(base.frame), axes, "auto"),
-                          base.summary, "auto")
+                          base.summary)
     assert grid.select("min_price", "max_vol_pct_input", "min_history_bars").rows()[:6] == [
         (0.0, None, 20), (0.0, None, 50), (0.0, 0.12, 20), (0.0, 0.12, 50), (0.0, 30.0, 20),
         (0.0, 30.0, 50)]
@@ -364,7 +367,7 @@ def test_rolling_quantities_are_computed_before_the_sample(isolated) -> None:
     options = backtest_options(settings, exec_profile="lite")
     inputs = _inputs()
     _, full = step.calibration_rows(settings, inputs, options, None, None, None)
-    _, part = step.calibration_rows(settings, inputs, options, date(2015, 2, 1), None, 0.3)
+    prep, part = step.calibration_rows(settings, inputs, options, date(2015, 2, 1), None, 0.3)
     assert part.height == int(full.filter(pl.col("trade_date") >= date(2015, 2, 1)).height
                               * 0.3)
     keys, cols = ["ticker", "trade_date"], ["exec_dollar_vol_20", "exec_history_bars"]
@@ -374,8 +377,8 @@ def test_rolling_quantities_are_computed_before_the_sample(isolated) -> None:
         assert joined[col].to_list() == joined[f"{col}_full"].to_list(), col
     assert joined["exec_history_bars"].min() > 30  # not restarted at the date filter
     # the old order (sample, then roll) would have changed them
-    resampled = apply_execution(part.select(mixed().columns), ExecutionParams(
-        "lite", 2.0, 1e6, 0.12, 50)).frame
+    sampled_bars = prep.exe.frame.join(part.select(keys), on=keys).select(mixed().columns)
+    resampled = apply_execution(sampled_bars, ExecutionParams("lite", 2.0, 1e6, 0.12, 50)).frame
     assert resampled["exec_history_bars"].max() < joined["exec_history_bars"].max()
     assert resampled["exec_dollar_vol_20"].null_count() > part["exec_dollar_vol_20"].null_count()
 
@@ -397,8 +400,8 @@ def test_calibrate_writes_every_file_and_counts_like_the_filter(isolated) -> Non
     assert summary["by_year"] is True and summary["sampling_after_rolling"] is True
     assert summary["started_ts"] <= summary["finished_ts"]
     # the current profile's counts equal the backtest filter on the same (unsampled) rows
-    _, rows = step.calibration_rows(settings, _inputs(), options, None, None, None)
-    ref = apply_execution(rows.select(mixed().columns), ExecutionParams(
+    prep, _ = step.calibration_rows(settings, _inputs(), options, None, None, None)
+    ref = apply_execution(prep.exe.frame.select(mixed().columns), ExecutionParams(
         "lite", 2.0, 1e6, 0.12, 50)).summary
     ex = summary["execution_summary"]
     for key in ("rows_total", "rows_eligible", "eligibility_rate",
@@ -440,6 +443,20 @@ def test_calibrate_refuses_bad_windows(isolated) -> None:
     with pytest.raises(ValueError, match="after --end-date"):
         step.calibrate(settings, _inputs(), options, start_date="2015-06-01",
                        end_date="2015-01-01")
+
+
+def test_calibrate_a_window_without_rows_writes_empty_but_valid_files(isolated) -> None:
+    settings = load_settings()
+    summary = step.calibrate(settings, _inputs(), backtest_options(settings, exec_profile="lite"),
+                             start_date=date(2030, 1, 1))
+    assert summary["rows_post_preparation"] == 0
+    assert summary["waterfall"]["candidate_signals_total"] == 0
+    assert summary["eligibility_rate"] is None
+    folder = settings.artifacts_root / "execution_realism_calibration" / summary["run_id"]
+    grid = pl.read_csv(folder / "execution_calibration_grid.csv")
+    assert grid.height == 280 and grid["eligibility_rate"].null_count() == 280
+    recs = json.loads((folder / "execution_calibration_recommendations.json").read_text())
+    assert recs["lite"]["pool"] == "all_rows"
 
 
 def test_hmm_without_direction_source_infers_from_forward_returns(isolated) -> None:

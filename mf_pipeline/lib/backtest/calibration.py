@@ -43,6 +43,11 @@ DISTRIBUTION_COLUMNS = ("year", "subset", "metric", "count", "finite_count", "nu
 FLAG_COLUMNS = tuple(f"{name}_fail" for name, _ in FILTERS)
 """The reason-overlap columns: price_fail, liquidity_fail, vol_fail, warmup_fail."""
 PRECEDENCE = [label for _, label in FILTERS]
+COLUMNS = ("ticker", "trade_date", *METRICS.values(), "exec_candidate_before",
+           "exec_candidate_after", "exec_suppressed_signal", "execution_eligible",
+           "execution_filter_reason", *[f"exec_filter_{name}_fail" for name, _ in FILTERS])
+"""The execution-frame columns every function here reads (select them once: a backtest frame
+carries dozens more that filtering would copy)."""
 PROFILE_BANDS = ("lite", "strict")
 SCORE_FLOOR = -1e9
 """Sort value of a null score (the spec's ``null → −1e9``)."""
@@ -104,39 +109,46 @@ def _subset_masks() -> dict[str, pl.Expr]:
     return masks
 
 
-def _stats(metric: str, column: str) -> pl.Expr:
-    """One struct of the §7.7 statistics of ``column`` (quantiles linear, std ddof 1 with 0.0
-    for a single value; min..std over the finite values)."""
-    x = pl.col(column).cast(pl.Float64)
-    finite = x.filter(x.is_finite())
-    n_finite = x.is_finite().sum().cast(pl.Int64)
-    return pl.struct(
-        pl.len().cast(pl.Int64).alias("count"), n_finite.alias("finite_count"),
-        x.is_null().sum().cast(pl.Int64).alias("null_count"), finite.min().alias("min"),
-        *[finite.quantile(q, interpolation="linear").alias(name) for name, q in QUANTILES],
-        finite.max().alias("max"), finite.mean().alias("mean"),
-        pl.when(n_finite == 1).then(0.0).otherwise(finite.std(ddof=1)).alias("std"),
-    ).alias(metric)  # fmt: skip
+def _describe(values: np.ndarray) -> dict[str, Any]:
+    """The §7.7 statistics of one group (NaN = missing): quantiles linear, std ddof 1 with 0.0
+    for a single value, min..std over the finite values (null when there is none)."""
+    finite = values[np.isfinite(values)]
+    out: dict[str, Any] = {"count": values.size, "finite_count": finite.size,
+                           "null_count": values.size - finite.size}
+    if not finite.size:
+        return out | dict.fromkeys(DISTRIBUTION_COLUMNS[6:])
+    qs = np.quantile(finite, [q for _, q in QUANTILES])  # one partition for all nine
+    return out | {"min": finite.min(), **dict(zip([n for n, _ in QUANTILES], qs, strict=True)),
+                  "max": finite.max(), "mean": finite.mean(),
+                  "std": finite.std(ddof=1) if finite.size > 1 else 0.0}
 
 
 def distributions(frame: pl.DataFrame, by_year: bool = False) -> pl.DataFrame:
     """``execution_calibration_distribution.csv`` (``year`` null) or, with ``by_year``, the
     same rows per calendar year (``…_by_year.csv``; only years where the subset has rows).
 
-    Every subset × metric row is present overall, also for an empty subset (count 0)."""
-    parts = []
-    stats = [_stats(metric, column) for metric, column in METRICS.items()]
-    for subset, mask in _subset_masks().items():
-        rows = frame.filter(mask)
+    Every subset × metric row is present overall, also for an empty subset (count 0).
+    ``null_count`` counts the missing and the non-finite values (count − finite_count)."""
+    values = {m: frame[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+              for m, c in METRICS.items()}
+    year = frame["trade_date"].dt.year().to_numpy()
+    masks = frame.select(**_subset_masks())
+    records = []
+    for subset in SUBSETS:
+        rows = np.flatnonzero(masks[subset].to_numpy())
+        groups: list[tuple[int | None, np.ndarray]] = [(None, rows)]
         if by_year:
-            wide = rows.group_by(pl.col("trade_date").dt.year().cast(pl.Int32).alias("year")
-                                 ).agg(stats)  # fmt: skip
-        else:
-            wide = rows.select(stats).with_columns(pl.lit(None, pl.Int32).alias("year"))
-        long = wide.unpivot(list(METRICS), index="year", variable_name="metric")
-        parts.append(long.unnest("value").with_columns(pl.lit(subset).alias("subset")))
+            rows = rows[np.argsort(year[rows], kind="stable")]
+            years, starts = np.unique(year[rows], return_index=True)
+            parts = np.split(rows, starts[1:]) if rows.size else []
+            groups = [(int(y), part) for y, part in zip(years, parts, strict=True)]
+        records += [{"year": y, "subset": subset, "metric": m, **_describe(v[part])}
+                    for y, part in groups for m, v in values.items()]
     order = {s: i for i, s in enumerate(SUBSETS)} | {m: i for i, m in enumerate(METRICS)}
-    out = pl.concat(parts, how="vertical_relaxed")
+    schema = {c: pl.Int32 if c == "year" else pl.String if c in ("subset", "metric")
+              else pl.Int64 if c.endswith("count") else pl.Float64
+              for c in DISTRIBUTION_COLUMNS}  # fmt: skip
+    out = pl.DataFrame(records, schema=schema)
     return (
         out.with_columns(pl.col("subset").replace_strict(order, return_dtype=pl.Int32)
                          .alias("_s"),
@@ -320,9 +332,10 @@ class RowQuantities:
 def sweep(rows: RowQuantities, axes: SweepAxes, vol_input_unit_mode: str) -> pl.DataFrame:
     """Per combination the counts and shares of one filter run with those four thresholds
     (module docstring; equal to :func:`execution.apply_execution` on the same rows). Columns of
-    ``execution_calibration_grid.csv`` without the unit columns, in product order."""
+    ``execution_calibration_grid.csv`` but the two unit-detection ones, in product order."""
     combos = axes.combos()
-    caps = [vol_threshold(c, vol_input_unit_mode)[0] for c in axes.max_vol_pct]
+    units = {c: vol_threshold(c, vol_input_unit_mode) for c in axes.max_vol_pct}
+    caps = [units[c][0] for c in axes.max_vol_pct]
     # volatility passes when vol <= cap: a floor on -vol with thresholds -cap
     dims = [_floor_levels(rows.close, axes.min_price),
             _floor_levels(rows.dollar_vol_20, axes.min_dollar_vol20),
@@ -389,26 +402,27 @@ def sweep(rows: RowQuantities, axes: SweepAxes, vol_input_unit_mode: str) -> pl.
         "eligible_avg_vol_pct": ratio(suf["vol"][tuple(idx)], suf["vol_n"][tuple(idx)]),
         "year_eligibility_min": np.nanmin(year_rate, axis=0) if has_year else none,
         "year_eligibility_max": np.nanmax(year_rate, axis=0) if has_year else none,
+        "vol_threshold_input": [c[2] for c in combos],
+        "vol_threshold_effective_decimal": [units[c[2]][0] for c in combos],
+        "vol_threshold_effective_pct": [units[c[2]][1] for c in combos],
     }, schema_overrides={"min_price": pl.Float64, "min_dollar_vol20": pl.Float64,
-                         "max_vol_pct_input": pl.Float64, "min_history_bars": pl.Int64})
+                         "max_vol_pct_input": pl.Float64, "min_history_bars": pl.Int64,
+                         "vol_threshold_input": pl.Float64,
+                         "vol_threshold_effective_decimal": pl.Float64,
+                         "vol_threshold_effective_pct": pl.Float64})
     return frame.with_columns(pl.col(pl.Float64).fill_nan(None))
 
 
-def grid_table(sweep_rows: pl.DataFrame, execution_summary: Mapping[str, Any],
-               vol_input_unit_mode: str) -> pl.DataFrame:  # fmt: skip
-    """``execution_calibration_grid.csv``: the sweep with its unit columns, sorted by the four
-    thresholds (a null volatility cap = no cap, first)."""
-    def eff(i: int) -> pl.Expr:
-        return pl.col("max_vol_pct_input").map_elements(
-            lambda v: vol_threshold(v, vol_input_unit_mode)[i], return_dtype=pl.Float64)
-
+def grid_table(sweep_rows: pl.DataFrame, execution_summary: Mapping[str, Any]) -> pl.DataFrame:
+    """``execution_calibration_grid.csv``: the sweep with the volatility source and detected
+    unit, sorted by the four thresholds (a null volatility cap = no cap, first)."""
+    unit_cols = ("vol_threshold_input", "vol_threshold_effective_decimal",
+                 "vol_threshold_effective_pct")
     return sweep_rows.with_columns(
         pl.lit(execution_summary.get("vol_metric_source")).alias("vol_metric_source"),
         pl.lit(execution_summary.get("vol_unit_detected")).alias("vol_unit_detected"),
-        pl.col("max_vol_pct_input").alias("vol_threshold_input"),
-        eff(0).alias("vol_threshold_effective_decimal"),
-        eff(1).alias("vol_threshold_effective_pct"),
-    ).sort(list(SWEEP_KEYS), nulls_last=False, maintain_order=True)
+    ).select(pl.exclude(unit_cols), *unit_cols).sort(
+        list(SWEEP_KEYS), nulls_last=False, maintain_order=True)
 
 
 def grid_summary(grid: pl.DataFrame) -> dict[str, Any]:

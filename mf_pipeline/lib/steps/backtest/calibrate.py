@@ -103,7 +103,7 @@ def calibration_rows(settings: Settings, inputs: BacktestInputs, options: Backte
     """The prepared full history and the calibrated rows: the execution columns are computed
     on every row first, then the window and the sample are taken (fault 28)."""
     prep = prepare(settings, inputs, options)
-    return prep, _window(prep.exe.frame, start, end, sample_frac)
+    return prep, _window(prep.exe.frame.select(cal.COLUMNS), start, end, sample_frac)
 
 
 def calibrate(settings: Settings, inputs: BacktestInputs, options: BacktestOptions, *,
@@ -140,7 +140,7 @@ def calibrate(settings: Settings, inputs: BacktestInputs, options: BacktestOptio
     axes = cal.SweepAxes.of(cfg.sweep.model_dump())
     t_sweep = time.perf_counter()
     grid = cal.grid_table(cal.sweep(cal.RowQuantities.of(rows), axes, unit_mode),
-                          prep.exe.summary, unit_mode)
+                          prep.exe.summary)
     sweep_sec = time.perf_counter() - t_sweep
     recs = cal.recommendations(grid, cal.Targets.of(cfg))
     exec_summary = cal.filter_summary(rows, prep.exe.summary)
