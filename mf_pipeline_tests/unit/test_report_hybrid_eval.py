@@ -246,6 +246,10 @@ def test_overlay_grids_must_share_the_baseline_profile(lake, tmp_path) -> None:
     out = he.hybrid_eval_report(settings, {"hmm_baseline": grids["hmm_none"]}, tmp_path)
     status = {r["run_label"]: r["status"] for r in out["compared_runs"]}
     assert status == {BASE: "OK", ALLOW: "MISSING", BLOCK: "MISSING"}  # no profile-none overlay
+    assert out["sanity"]["status"] == "partial"
+    assert out["sanity"]["missing_files"] == [f"{k}: no folder given or discovered" for k in
+                                              ("hmm_allow_only", "hmm_block_veto",
+                                               "wf_hmm_baseline", "wf_hmm_hybrid")]
     wf = out["wf_consistency"]
     assert (wf["status"], wf["wf_consistency_score"]) == ("MISSING_WF_INPUTS", None)
     top = {r["run_label"]: r for r in out["top_combo_per_run"]}
@@ -266,6 +270,10 @@ def test_optional_flow_run_and_compare_folder(lake, tmp_path) -> None:
     assert rows[FLOW]["best_source_type"] == "flow"
     assert out["inputs"]["flow_allow_only"]["how"] == "given"
     assert out["compare_run_summary"]["compare_id"] == compare["compare_id"]
+    gone = he.hybrid_eval_report(settings, {"hmm_block_veto": tmp_path / "deleted"},
+                                 tmp_path / "gone")
+    assert {r["run_label"]: r["status"] for r in gone["compared_runs"]}[BLOCK] == "MISSING"
+    assert gone["sanity"]["missing_files"] == [str((tmp_path / "deleted").resolve())]
     with pytest.raises(ValueError, match="unknown report input"):
         he.hybrid_eval_report(settings, {"hmm_baseline_grid": None}, tmp_path / "x")
 

@@ -279,5 +279,7 @@ def test_nothing_to_compare(tmp_path, lake) -> None:
                                      "baseline/lite pair not available"}
     assert out["wf_consistency_stats"]["status"] == "MISSING_WF_INPUTS"
     assert out["sanity"]["status"] == "WARN"
+    assert out["sanity"]["missing_files"] == [f"{k}: no folder given or discovered"
+                                              for k in realism.INPUT_KEYS]
     assert all(i == {"dir": None, "how": "missing"} for i in out["inputs"].values())
     assert math.isfinite(sum(r["candidate_score"] for r in out["compared_runs"]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,16 @@ class Loaded:
 
     files_loaded: list[str] = field(default_factory=list)
     missing_files: list[str] = field(default_factory=list)
+
+    def check_inputs(self, resolved: Mapping[str, Path | None], required: Iterable[str]) -> None:
+        """Record each required input without a folder (none given or discovered) or whose
+        folder does not exist."""
+        for key in required:
+            folder = resolved.get(key)
+            if folder is None:
+                self.missing_files.append(f"{key}: no folder given or discovered")
+            elif not folder.is_dir():
+                self.missing_files.append(str(folder))
 
     def json(self, path: Path) -> dict[str, Any] | None:
         if not path.is_file():
@@ -75,6 +85,14 @@ def grid_share(grid: Grid) -> float | None:
     if share is None and grid.metrics is not None and not grid.metrics.is_empty():
         share = grid.metrics["is_zero_trade_combo"].cast(pl.Float64).fill_null(1.0).mean()
     return share
+
+
+def grid_profile(folder: Path | None) -> str | None:
+    """The recorded execution profile of a grid folder (None: no folder or no summary)."""
+    path = None if folder is None else folder / GRID_SUMMARY
+    if path is None or not path.is_file():
+        return None
+    return execution_profile_of(json.loads(path.read_text()), folder)
 
 
 def overlay_mode_of(summary: Mapping[str, Any]) -> str:
@@ -143,16 +161,17 @@ def _wf_sources(summary: Mapping[str, Any]) -> list[str]:
 
 
 def find_wf_grid(artifacts_root: Path, *, source: str, overlay_mode: str,
-                 execution_profile: str) -> Path | None:  # fmt: skip
+                 execution_profile: str | None) -> Path | None:  # fmt: skip
     """Newest walk-forward grid under ``backtest_sensitivity_walkforward/wfgrid-*`` whose
     ``wf_grid_summary.json`` lists ``source`` among its sources and records this overlay mode
-    (missing: ``none``) and execution profile (missing: ``none``)."""
+    (missing: ``none``) and execution profile (missing: ``none``; None: any profile)."""
     matches = [
         (folder, s) for folder, s in _summaries(artifacts_root / WF_GRIDS_DIR, "wfgrid-*",
                                                 WF_SUMMARY)
         if source in _wf_sources(s)
         and str(s.get("overlay_mode") or "none") == overlay_mode
-        and str(s.get("execution_profile") or "none") == execution_profile
+        and (execution_profile is None
+             or str(s.get("execution_profile") or "none") == execution_profile)
     ]  # fmt: skip
     return newest(matches)
 

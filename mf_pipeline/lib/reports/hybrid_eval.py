@@ -54,6 +54,8 @@ LABELS = {"hmm_baseline": "HMM baseline", "hmm_allow_only": "HMM + overlay allow
           "flow_allow_only": "Flow + overlay allow_only"}  # fmt: skip
 """Grid input key -> run label (flow_allow_only is optional and never discovered)."""
 INPUT_KEYS = (*LABELS, "wf_hmm_baseline", "wf_hmm_hybrid", "compare_run")
+OPTIONAL = ("flow_allow_only", "compare_run")
+"""Inputs used only when given (never discovered, never reported missing)."""
 COMBO_WEIGHTS = {"expectancy": (0.32, True), "profit_factor": (0.20, True),
                  "robustness_score_v2": (0.24, True), "ret_cv": (0.13, False),
                  "downside_std": (0.06, False), "trade_count": (0.05, True)}  # fmt: skip
@@ -329,17 +331,15 @@ def report_md(summary: Mapping[str, Any], table: pl.DataFrame, wf: Mapping[str, 
 
 def _finders(root: Path) -> dict[str, Any]:
     """Discovery of the required inputs, each seeing the folders resolved before it."""
-    def profile(folder: Path | None) -> str | None:
-        summary = discover.read_grid(folder, Loaded()).summary if folder else None
-        return discover.execution_profile_of(summary, folder) if summary else None
-
     def grid(mode: str):
-        return lambda r: discover.find_grid(root, scope_prefix="single-hmm", overlay_mode=mode,
-                                            execution_profile=profile(r["hmm_baseline"]))
+        return lambda r: discover.find_grid(
+            root, scope_prefix="single-hmm", overlay_mode=mode,
+            execution_profile=discover.grid_profile(r["hmm_baseline"]))
 
     def wf(mode: str):
-        return lambda r: discover.find_wf_grid(root, source="hmm", overlay_mode=mode,
-                                               execution_profile=profile(r["hmm_baseline"]))
+        return lambda r: discover.find_wf_grid(
+            root, source="hmm", overlay_mode=mode,
+            execution_profile=discover.grid_profile(r["hmm_baseline"]))
 
     return {"hmm_baseline": grid("none"), "hmm_allow_only": grid("allow_only"),
             "hmm_block_veto": grid("block_veto"), "wf_hmm_baseline": wf("none"),
@@ -358,7 +358,8 @@ def hybrid_eval_report(settings: Settings, dirs: Mapping[str, Path | None], out_
     run_id, folder = report_folder(out_root, "hybrid-eval", "hybrid_eval_v1", resolved)
     max_ret_cv = settings.backtest_execution_realism.report_max_ret_cv_default
     loaded = Loaded()
-    keys = [k for k in LABELS if k != "flow_allow_only" or resolved[k] is not None]
+    loaded.check_inputs(resolved, [k for k in INPUT_KEYS if k not in OPTIONAL or resolved[k]])
+    keys = [k for k in LABELS if k not in OPTIONAL or resolved[k] is not None]
     table = score_runs([_run_row(LABELS[k], resolved[k], loaded) for k in keys], max_ret_cv)
     wf = wf_consistency(resolved["wf_hmm_baseline"], resolved["wf_hmm_hybrid"], loaded)
     ranked, verdicts = final_ranking(table, wf["wf_consistency_score"])

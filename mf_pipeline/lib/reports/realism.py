@@ -313,6 +313,7 @@ def execution_realism_report(settings: Settings, dirs: Mapping[str, Path | None]
     thresholds = {"min_trades": realism.report_min_trades_default,
                   "max_zero_trade_share": realism.report_max_zero_trade_share_default}
     loaded = Loaded()
+    loaded.check_inputs(resolved, INPUT_KEYS)
     rows = [_grid_row(label, resolved[k], loaded) for k, (label, _, _) in GRID_TARGETS.items()]
     table = score_rows(rows, thresholds["min_trades"], thresholds["max_zero_trade_share"])
     wf = wf_comparison(resolved["wf_hmm_baseline_lite"], resolved["wf_hmm_hybrid_lite"], loaded)
