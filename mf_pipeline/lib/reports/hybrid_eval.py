@@ -180,18 +180,15 @@ def recommendation_labels(table: pl.DataFrame, max_ret_cv: float) -> pl.DataFram
 
 
 def _wf_tops(wf: discover.WfGrid) -> pl.DataFrame:
-    """Per SUCCESS split: the top combo (§8.1, all sources) and the split's zero-trade share
-    (mean flag over its SUCCESS rows)."""
+    """Per SUCCESS split: the top combo (§8.1, all sources) and the split grid's zero-trade
+    combo share (= the mean flag over its SUCCESS rows)."""
     rows = []
     for train_end, _, grid in wf.splits:
         best = top_combo(grid) or {}
-        share = None
-        if grid.metrics is not None and not grid.metrics.is_empty():
-            share = grid.metrics["is_zero_trade_combo"].cast(pl.Float64).fill_null(1.0).mean()
         rows.append({"train_end": train_end, "expectancy": best.get("expectancy"),
                      "profit_factor": best.get("profit_factor"),
                      "robustness_v2": best.get("robustness_score_v2"),
-                     "ret_cv": best.get("ret_cv"), "zero_trade_share": share})
+                     "ret_cv": best.get("ret_cv"), "zero_trade_share": discover.grid_share(grid)})
     return pl.DataFrame(rows, schema={"train_end": pl.String, **dict.fromkeys(
         ("expectancy", "profit_factor", "robustness_v2", "ret_cv", "zero_trade_share"),
         pl.Float64)})  # fmt: skip

@@ -90,6 +90,8 @@ _DELTA_COLUMNS = {"expectancy": "best_expectancy", "pf": "best_pf",
 _EXEC_DELTAS = {"exec_eligibility_rate": "exec_eligibility_rate",
                 "exec_suppressed_signal_share": "exec_suppressed_signal_share"}
 NO_TRADABLE = "NO_TRADABLE_CANDIDATE"
+RETAINED_EXP_DROP, RETAINED_PF_DROP = 0.001, 0.05
+"""Lite may lose at most this much expectancy and profit factor vs none to retain the edge."""
 
 
 def _grid_row(label: str, folder: Path | None, loaded: Loaded) -> dict[str, Any]:
@@ -169,7 +171,7 @@ def final_verdicts(table: pl.DataFrame) -> dict[str, str | None]:
     else:
         d = row_deltas(lite, none, _DELTA_COLUMNS)
         dexp, dpf, dcv = d["delta_expectancy"], d["delta_pf"], d["delta_ret_cv"]
-        if dexp >= -0.001 and dpf >= -0.05:
+        if dexp >= -RETAINED_EXP_DROP and dpf >= -RETAINED_PF_DROP:
             verdict = "EDGE_RETAINED_UNDER_LITE"
         elif dexp < 0 and dcv is not None and dcv < 0:
             verdict = "EDGE_COMPROMISED_BUT_CLEANER_UNDER_LITE"
