@@ -19,12 +19,13 @@ from mf_pipeline.lib.grids import wf_aggregates
 from mf_pipeline.lib.grids.combos import GridDimensions
 from mf_pipeline.lib.grids.compare import compare_grids
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
-from mf_pipeline.lib.reports import figures, pages
+from mf_pipeline.lib.reports import figures, hybrid_eval, pages, realism
 from mf_pipeline.lib.reports.html import Section, page
 from mf_pipeline.lib.settings import load_settings
 from mf_pipeline.lib.steps.backtest.calibrate import calibrate
 from mf_pipeline.lib.steps.backtest.options import backtest_options
 from mf_pipeline_tests.unit.test_grid_engine import _inputs
+from mf_pipeline_tests.unit.test_report_discover import build_lake
 
 D = [date(2020, 1, d) for d in (2, 3, 6, 7)]
 
@@ -416,3 +417,29 @@ def test_wf_grid_page_draws_the_walk_forward_folder(tmp_path: Path) -> None:
         by["robustness_score_v2_mean"].to_list())
     best = winners.filter(pl.col("metric") == "robustness_v2").sort("train_end")
     assert lines["best robustness v2"]["y"] == pytest.approx(best["winner_value"].to_list())
+
+
+lake_fixture = pytest.fixture(scope="module", name="lake")(build_lake)
+
+
+@pytest.mark.parametrize(("write", "stem", "score", "verdict"), [
+    (realism.execution_realism_report, "execution_realism", "candidate_score",
+     "realism_aware_verdict"),
+    (hybrid_eval.hybrid_eval_report, "hybrid_eval", "single_candidate_score",
+     "recommendation_label")])
+def test_decision_pages_draw_their_report_folders(lake, tmp_path, write, stem, score,
+                                                  verdict) -> None:
+    """The report builders render their own page; its bars are the table's scores."""
+    settings, _ = lake
+    summary = write(settings, {}, tmp_path)
+    folder = Path(summary["output_dir"])
+    text = (folder / f"{stem}_report.html").read_text()
+    _single_script_bundle(text)
+    assert f"— {summary['run_id']}</title>" in text and "Report text" in text
+    table = pl.read_csv(folder / f"{stem}_table.csv", infer_schema_length=None)
+    drawn = {(label, value, t["name"]) for t in _figure_data(text, 1)
+             for label, value in zip(t["y"], t["x"], strict=True)}
+    assert drawn == {(r["run_label"], r[score], r[verdict] or "n/a")
+                     for r in table.iter_rows(named=True)}
+    again = {"hybrid_eval": pages.hybrid_eval_html, "execution_realism": pages.realism_html}
+    assert again[stem](folder).read_text() == text  # re-rendered from the folder alone
