@@ -347,6 +347,7 @@ def score_bars(table: pl.DataFrame, score_col: str, verdict_col: str | None = No
                              orientation="h", name=verdict,
                              text=[_value_text(v) for v in scores]))
     fig.update_layout(template=_TEMPLATE, title=title, height=140 + 45 * len(order),
+                      showlegend=True, legend={"title": {"text": verdict_col or ""}},
                       xaxis={"title": {"text": score_col}, "range": [0, 100]},
                       yaxis={"type": "category", "categoryorder": "array",
                              "categoryarray": order[::-1]}, barmode="overlay")
