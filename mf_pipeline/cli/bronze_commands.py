@@ -78,6 +78,7 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
         if ari:
             say(f"HMM regime recovery on the sample (ARI vs true regimes, in-sample): {ari}")
     backtest = (outcome.metadata.get("backtest_hmm") or {}).get("output_dir")
+    grid = (outcome.metadata.get("backtest_grid") or {}).get("output_dir")
     emit(outcome.metadata, as_json, run_summary(outcome) + (
         "\n\nWhere to look next:\n"
         f"  lake:       {settings.data_root}\n"
@@ -87,6 +88,7 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
         "  viewer:     make viewer  (then open http://127.0.0.1:8501: candles and state bands)\n"
         "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\""
         + (f"\n  backtest:   {backtest}  (in-sample; docs/BACKTESTS.md)" if backtest else "")
+        + (f"\n  grid:       {grid}/grid_report.html  (in-sample; docs/GRIDS.md)" if grid else "")
     ))
 
 

@@ -396,7 +396,7 @@ def test_calibrate_writes_every_file_and_counts_like_the_filter(isolated) -> Non
         "execution_calibration_first_fail.csv", "execution_calibration_units.json",
         "execution_calibration_grid.csv", "execution_calibration_grid_summary.json",
         "execution_calibration_recommendations.json", "execution_calibration_summary.json",
-        "execution_calibration_report.md"])
+        "execution_calibration_report.md", "execution_calibration_report.html"])
     assert summary["by_year"] is True and summary["sampling_after_rolling"] is True
     assert summary["started_ts"] <= summary["finished_ts"]
     # the current profile's counts equal the backtest filter on the same (unsampled) rows

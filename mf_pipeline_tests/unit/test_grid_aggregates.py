@@ -153,7 +153,8 @@ def test_dimension_sensitivity_values_by_hand() -> None:
     assert h5["expectancy_mean"] == pytest.approx(0.02)
     assert h5["expectancy_median"] == pytest.approx(0.02)
     assert h5["expectancy_std"] == pytest.approx(0.02 / math.sqrt(2))  # ddof 1
-    assert h5["profit_factor_mean"] == INF
+    assert h5["profit_factor_mean"] == 1.5  # finite values only; the +inf counted apart
+    assert h5["profit_factor_inf_count"] == 1
     assert h5["zero_trade_rate"] == 0.0
     assert h5["top_quartile_hit_rate"] == 0.5  # 40 yes, 10 no
     assert h5["robustness_v2_mean"] == 25.0
@@ -262,7 +263,8 @@ def test_holdbars_profile_values() -> None:
     assert out.select("source_type", "hold_bars").rows() == [("flow", 5), ("flow", 10),
                                                              ("hmm", 5)]
     h5 = _rows(out, source_type="flow", hold_bars=5)
-    assert (h5["combo_count"], h5["profit_factor_mean"], h5["trade_count_mean"]) == (2, INF, 20.0)
+    assert (h5["combo_count"], h5["profit_factor_mean"], h5["trade_count_mean"]) == (2, 1.5, 20.0)
+    assert h5["profit_factor_inf_count"] == 1
     h10 = _rows(out, source_type="flow", hold_bars=10)
     assert (h10["zero_trade_rate"], h10["robustness_v2_mean"], h10["expectancy_median"]) == (
         1.0, 25.0, -0.01)
@@ -325,7 +327,8 @@ def test_source_summary_counts_stats_and_shape() -> None:
     assert (flow["SUCCESS"], flow["FAILED"], flow["success_count"]) == (4, 1, 4)
     assert flow["robustness_v2_median"] == 25.0 and flow["robustness_v2_mean"] == 25.0
     assert flow["expectancy_mean"] == pytest.approx(0.01)
-    assert flow["profit_factor_mean"] == INF
+    assert flow["profit_factor_mean"] == pytest.approx(1.0)  # (1.5 + 0.5) / 2; +inf apart
+    assert flow["profit_factor_inf_count"] == 1
     assert flow["zero_trade_combo_share"] == 0.5
     assert flow["rows_input_median"] == 100.0  # the mean would be 175
     assert flow["hold_shape"] == "MONOTONIC_DOWN" and flow["best_hold_bars"] == 5
@@ -425,9 +428,9 @@ def test_write_aggregates_files_and_return(tmp_path: Path) -> None:
     assert sens.equals(pl.read_csv(tmp_path / FILES["grid_dimension_sensitivity_csv"],
                                    schema=sens.schema))
     h5 = _rows(sens, source_type="flow", dimension="hold_bars", dimension_value="5")
-    assert h5["profit_factor_mean"] == INF and h5["ret_cv_mean"] == 1.0  # NaN -> missing
+    assert h5["profit_factor_mean"] == 1.5 and h5["ret_cv_mean"] == 1.0  # NaN -> missing
     profile = pl.read_csv(tmp_path / FILES["grid_holdbars_profile"])
-    assert profile["profit_factor_mean"].to_list()[0] == INF
+    assert profile["profit_factor_mean"].to_list()[0] == 1.5
 
 
 def test_write_aggregates_cluster_files(tmp_path: Path) -> None:

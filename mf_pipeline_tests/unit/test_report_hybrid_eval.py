@@ -286,3 +286,19 @@ def test_walk_forward_grids_without_a_common_split(lake) -> None:
     assert (wf["status"], wf["split_count"], wf["wf_consistency_score"]) == \
         ("NO_SHARED_SPLITS", 0, None)
     assert wf["hybrid_wins_expectancy"] == 0 and wf["avg_delta_expectancy"] is None
+
+
+def test_a_missing_run_is_never_a_candidate() -> None:
+    """A run without a grid (status MISSING) ranks after every real run and gets no candidate
+    label, even when the walk-forward adjustment would lift it (ours; §8.5 ranked it)."""
+    table = pl.DataFrame({
+        "run_label": [BASE, ALLOW, BLOCK],
+        "overlay_mode": ["none", "allow_only", "block_veto"],
+        "overlay_enabled": [False, True, True],
+        "single_candidate_score": [40.0, 0.0, 60.0],
+        "status": ["OK", "MISSING", "OK"]})  # fmt: skip
+    ranked, verdicts = he.final_ranking(table, wfc=100.0)  # allow_only would get +20
+    assert ranked["run_label"].to_list() == [BLOCK, BASE, ALLOW]
+    assert (verdicts["PRIMARY_CANDIDATE"], verdicts["SECONDARY_CANDIDATE"]) == (BLOCK, BASE)
+    assert verdicts["NEXT_EXPERIMENT"] is None
+    assert verdicts["run_recommendations"][ALLOW] == "RESEARCH_ONLY"

@@ -10,23 +10,11 @@ from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions, backtest_options
 
 
-class StrategyConfig(dg.Config):
-    """Strategy, overlay and execution options (backtest_ops.md §1, §6, §7; docs/BACKTESTS.md)."""
+class GateConfig(dg.Config):
+    """Overlay, execution and report options every trade of a run or grid shares
+    (backtest_ops.md §6, §7; docs/BACKTESTS.md)."""
 
-    signal_mode: str | None = None
-    """state_entry | state_transition_entry (default) | state_persistence_confirm."""
-    exit_mode: str | None = None
-    """horizon | state_exit | horizon_or_state (default)."""
-    hold_bars: int | None = None
     allow_unconfirmed: bool | None = None
-    include_watch: bool | None = None
-    """Cluster sources: trade WATCH states too."""
-    include_state_ids: list[int] | None = None
-    fee_bps_per_side: float | None = None
-    slippage_bps_per_side: float | None = None
-    equity_mode: str | None = None
-    """event_returns_only (default) | daily_equity_curve (old exit-date curve) |
-    daily_mark_to_market (every trading day, open positions at the close)."""
     overlay_mode: str | None = None
     overlay_join_keys: list[str] | None = None
     overlay_coverage_mode: str | None = None
@@ -53,11 +41,38 @@ class StrategyConfig(dg.Config):
         return backtest_options(settings, **self.strategy())
 
     def strategy(self) -> dict[str, Any]:
-        names = set(StrategyConfig.model_fields)
+        """The backtest options this config sets (its own fields only, not a subclass's)."""
+        names = set(type(self)._option_fields())
         return {k: v for k, v in self.model_dump().items() if k in names}
+
+    @classmethod
+    def _option_fields(cls) -> set[str]:
+        return set(GateConfig.model_fields)
 
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump(exclude_defaults=True).items()}
+
+
+class StrategyConfig(GateConfig):
+    """Strategy, overlay and execution options of one backtest (backtest_ops.md §1, §6, §7)."""
+
+    signal_mode: str | None = None
+    """state_entry | state_transition_entry (default) | state_persistence_confirm."""
+    exit_mode: str | None = None
+    """horizon | state_exit | horizon_or_state (default)."""
+    hold_bars: int | None = None
+    include_watch: bool | None = None
+    """Cluster sources: trade WATCH states too."""
+    include_state_ids: list[int] | None = None
+    fee_bps_per_side: float | None = None
+    slippage_bps_per_side: float | None = None
+    equity_mode: str | None = None
+    """event_returns_only (default) | daily_equity_curve (old exit-date curve) |
+    daily_mark_to_market (every trading day, open positions at the close)."""
+
+    @classmethod
+    def _option_fields(cls) -> set[str]:
+        return set(StrategyConfig.model_fields)
 
 
 class SplitBacktestConfig(StrategyConfig):

@@ -91,6 +91,16 @@ def _num(frame: pl.DataFrame, name: str) -> pl.Expr:
     return pl.lit(None, dtype=pl.Float64)
 
 
+def _finite_mean(x: pl.Expr) -> pl.Expr:
+    """Mean over the finite values: a +inf profit factor (no losing trade) is counted apart by
+    :func:`_inf_count`, or one such combo would make every mean +inf."""
+    return x.filter(x.is_finite()).mean()
+
+
+def _inf_count(x: pl.Expr) -> pl.Expr:
+    return (x == float("inf")).sum().cast(pl.Int64)
+
+
 def _zero_trade(frame: pl.DataFrame) -> pl.Expr:
     """The zero-trade flag as 0/1 with a missing flag counted as zero-trade (§5.5)."""
     flag = (pl.col("is_zero_trade_combo").cast(pl.Boolean) if "is_zero_trade_combo" in frame.columns
@@ -170,7 +180,8 @@ def dimension_sensitivity(table: pl.DataFrame, manifest: pl.DataFrame | None) ->
         expectancy_mean=pl.col("_expectancy").mean(),
         expectancy_median=pl.col("_expectancy").median(),
         expectancy_std=pl.col("_expectancy").std(ddof=1),
-        profit_factor_mean=pl.col("_profit_factor").mean(),
+        profit_factor_mean=_finite_mean(pl.col("_profit_factor")),
+        profit_factor_inf_count=_inf_count(pl.col("_profit_factor")),
         ret_cv_mean=pl.col("_ret_cv").mean(),
         ret_cv_median=pl.col("_ret_cv").median(),
         downside_std_mean=pl.col("_downside_std").mean(),
@@ -251,7 +262,8 @@ def holdbars_profile(table: pl.DataFrame) -> pl.DataFrame:
         combo_count=pl.len(),
         expectancy_mean=_num(table, "expectancy").mean(),
         expectancy_median=_num(table, "expectancy").median(),
-        profit_factor_mean=_num(table, "profit_factor").mean(),
+        profit_factor_mean=_finite_mean(_num(table, "profit_factor")),
+        profit_factor_inf_count=_inf_count(_num(table, "profit_factor")),
         ret_cv_median=_num(table, "ret_cv").median(),
         downside_std_mean=_num(table, "downside_std").mean(),
         zero_trade_rate=_zero_trade(table).mean(),
@@ -318,7 +330,8 @@ def source_summary(table: pl.DataFrame, manifest: pl.DataFrame | None,
         robustness_v2_median=_num(table, "robustness_score_v2").median(),
         expectancy_mean=_num(table, "expectancy").mean(),
         expectancy_median=_num(table, "expectancy").median(),
-        profit_factor_mean=_num(table, "profit_factor").mean(),
+        profit_factor_mean=_finite_mean(_num(table, "profit_factor")),
+        profit_factor_inf_count=_inf_count(_num(table, "profit_factor")),
         ret_cv_median=_num(table, "ret_cv").median(),
         downside_std_mean=_num(table, "downside_std").mean(),
         zero_trade_combo_share=_zero_trade(table).mean(),

@@ -32,10 +32,12 @@ import polars as pl
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.backtest import metrics
-from mf_pipeline.lib.grids import overfitting
+from mf_pipeline.lib.grids import aggregates, overfitting
+from mf_pipeline.lib.grids import report as grid_report
 from mf_pipeline.lib.grids.combos import GridDimensions, combos
 from mf_pipeline.lib.grids.engine import ComboResult, Preparations, combo_options, simulate_combo
 from mf_pipeline.lib.grids.robustness import nan_warning_total, robustness_scores
+from mf_pipeline.lib.reports import pages
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions, backtest_options
 from mf_pipeline.lib.steps.backtest.run import (
@@ -93,12 +95,13 @@ class GridOptions:
     """Recorded in the summary as is (e.g. the walk-forward split it belongs to)."""
 
     def payload(self) -> dict[str, Any]:
-        """What changes the grid's results (its id): not progress, tag or report layout."""
+        """What identifies the grid (its id): the results' options and the tag, not progress or
+        report layout."""
         base = self.base.payload() if self.base else None
         return {"base": base, "include_ret_cv": self.include_ret_cv,
                 "include_tail_metrics": self.include_tail_metrics,
                 "max_combos": self.max_combos, "shuffle": self.shuffle, "seed": self.seed,
-                "write_combo_runs": self.write_combo_runs}  # fmt: skip
+                "write_combo_runs": self.write_combo_runs, "tag": self.tag}  # fmt: skip
 
 
 @dataclass
@@ -495,17 +498,6 @@ def _write(folder: Path, summary: dict[str, Any], manifest: pl.DataFrame, table:
            state_edges: list[pl.DataFrame], failures: list[dict[str, Any]],
            options: GridOptions, stages: dict[str, float], t0: float) -> None:  # fmt: skip
     """Build the folder under a temporary name, then swap it in (summary written last)."""
-    import importlib  # TEMP(#21 integration): the aggregate/report modules land in parallel
-
-    def _opt(name: str) -> Any:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            return None
-
-    aggregates = _opt("mf_pipeline.lib.grids.aggregates")
-    grid_report = _opt("mf_pipeline.lib.grids.report")
-    pages = _opt("mf_pipeline.lib.reports.pages")
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = folder.parent / f".{folder.name}.tmp-{lake.writer_tag()}"
     shutil.rmtree(temp, ignore_errors=True)
@@ -525,8 +517,7 @@ def _write(folder: Path, summary: dict[str, Any], manifest: pl.DataFrame, table:
     out["grid_period_returns"] = str(lake.write_parquet(dense, temp / PERIOD_RETURNS))
     out["grid_failures"] = str(lake.write_json(failures, temp / "grid_failures.json"))
     edges = pl.concat(state_edges, how="diagonal_relaxed") if state_edges else None
-    written = aggregates.write_aggregates(temp, table, manifest, edges, options.report_top_n) \
-        if aggregates else {}
+    written = aggregates.write_aggregates(temp, table, manifest, edges, options.report_top_n)
     out |= written.get("outputs", {})
     summary["comparability"] = written.get("comparability")
     summary["hold_shapes"] = written.get("hold_shapes")
@@ -540,10 +531,8 @@ def _write(folder: Path, summary: dict[str, Any], manifest: pl.DataFrame, table:
     payload = finite_json(summary)
     lake.write_json(payload, temp / "grid_run_config.json")
     lake.write_json(payload, temp / SUMMARY)
-    if grid_report:
-        lake.write_text(grid_report.grid_report_md(temp), temp / "grid_report.md")
-    if pages:
-        pages.grid_html(temp, heatmap_dims=options.heatmap_dims)
+    lake.write_text(grid_report.grid_report_md(temp), temp / "grid_report.md")
+    pages.grid_html(temp, heatmap_dims=options.heatmap_dims)
     swap_in(temp, folder)
 
 

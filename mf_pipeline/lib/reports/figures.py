@@ -291,8 +291,9 @@ def compare_bars(table: pl.DataFrame) -> go.Figure:
 def eligibility_heatmap(grid: pl.DataFrame) -> go.Figure | None:
     """Calibration sweep: eligibility_rate over min_price × min_dollar_vol20, on the slice
     with the vol filter off (max_vol_pct_input null; the loosest cap if none is off) and the
-    smallest min_history_bars. None for an empty sweep."""
-    if grid.height == 0:
+    smallest min_history_bars. None for an empty sweep or one without any eligibility (a
+    window without rows: the CSV's all-empty column reads back as text)."""
+    if grid.height == 0 or not grid.schema.get("eligibility_rate", pl.Utf8).is_numeric():
         return None
     vol = grid["max_vol_pct_input"]
     vol_slice = pl.col("max_vol_pct_input").is_null() if vol.null_count() else (

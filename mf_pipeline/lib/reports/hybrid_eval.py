@@ -246,17 +246,23 @@ def final_ranking(table: pl.DataFrame, wfc: float | None) -> tuple[pl.DataFrame,
     adj = (pl.when(label.is_in([LABELS["hmm_allow_only"], LABELS["hmm_baseline"]])).then(wf_adj)
            .when(mode == "block_veto").then(BLOCK_VETO_ADJUSTMENT).otherwise(0.0))  # fmt: skip
     ranked = sort_best(
-        table.with_columns(wf_adjustment=adj)
+        table.with_columns(wf_adjustment=adj, _ok=pl.col("status") == "OK")
         .with_columns(final_rank_score=pl.col("single_candidate_score") + pl.col("wf_adjustment")),
-        (("final_rank_score", True), ("single_candidate_score", True), ("run_label", False)))
+        (("_ok", True), ("final_rank_score", True), ("single_candidate_score", True),
+         ("run_label", False)))
+    # ours: a run whose grid is missing or empty is ranked after every real one and never
+    # named a candidate (the old ranking could name a MISSING run SECONDARY)
+    ok = dict(zip(ranked["run_label"], ranked["_ok"].fill_null(False), strict=True))
+    ranked = ranked.drop("_ok")
     labels = ranked["run_label"].to_list()
     enabled = dict(zip(labels, ranked["overlay_enabled"].fill_null(False).to_list(), strict=True))
-    primary = labels[0] if labels else None
-    secondary = labels[1] if len(labels) > 1 else None
-    rest = labels[2:]
+    real = [x for x in labels if ok[x]]
+    primary = real[0] if real else None
+    secondary = real[1] if len(real) > 1 else None
+    rest = real[2:]
     nxt = next((x for x in rest if enabled[x]), rest[0] if rest else None)
     recs = {x: "PROMOTE" if x == primary else "KEEP_AS_BENCH" if x == secondary
-            else "NICHE_FILTER" if enabled[x] else "RESEARCH_ONLY" for x in labels}
+            else "NICHE_FILTER" if enabled[x] and ok[x] else "RESEARCH_ONLY" for x in labels}
     return ranked, {"PRIMARY_CANDIDATE": primary, "SECONDARY_CANDIDATE": secondary,
                     "NEXT_EXPERIMENT": nxt, "run_recommendations": recs}
 

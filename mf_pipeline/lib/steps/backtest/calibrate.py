@@ -34,6 +34,7 @@ import polars as pl
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.backtest import adapter
 from mf_pipeline.lib.backtest import calibration as cal
+from mf_pipeline.lib.reports import pages
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions
 from mf_pipeline.lib.steps.backtest.run import (
@@ -52,6 +53,7 @@ SUMMARY = "execution_calibration_summary.json"
 RECOMMENDATIONS = "execution_calibration_recommendations.json"
 GRID = "execution_calibration_grid.csv"
 REPORT = "execution_calibration_report.md"
+HTML = "execution_calibration_report.html"
 INFERRED_SOURCE = "hmm_inferred_from_source_fwd_ret_10"
 SAMPLE_SEED = 42
 
@@ -192,10 +194,12 @@ def _write(folder: Path, summary: dict[str, Any], rows: pl.DataFrame, grid: pl.D
         outputs[name.rsplit(".", 1)[0]] = str(folder / name)
     outputs |= {"execution_calibration_report": str(folder / REPORT),
                 "execution_calibration_summary": str(folder / SUMMARY)}
+    outputs["execution_calibration_report_html"] = str(folder / HTML)
     summary |= {"finished_ts": now(), "duration_sec": round(time.perf_counter() - t0, 3),
                 "output_dir": str(folder), "outputs": outputs}
     lake.write_text(cal.report_markdown(summary, recs, grid), temp / REPORT)
     lake.write_json(finite_json(summary), temp / SUMMARY)
+    pages.calibration_html(temp)
     swap_in(temp, folder)
 
 

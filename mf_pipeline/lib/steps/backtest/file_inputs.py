@@ -84,3 +84,34 @@ def file_inputs(input_type: str, input_file: str | Path, *, hmm_state_col: str =
         identity["overlay"] = [content_hash(opath), content_hash(ppath)]
     inputs.load_sec = time.perf_counter() - started
     return inputs
+
+
+def _columns(path: Path) -> list[str]:
+    if path.suffix.lower() == ".parquet":
+        return list(pl.read_parquet_schema(path))
+    return pl.read_csv(path, n_rows=0).columns
+
+
+def calibration_file_inputs(source_file: str | Path, source_type: str = "auto", *,
+                            state_col: str | None = None,
+                            validation_run_dir: str | Path | None = None,
+                            cluster_hardening_dir: str | Path | None = None,
+                            state_map_file: str | Path | None = None,
+                            overlay_cluster_file: str | Path | None = None,
+                            overlay_cluster_hardening_dir: str | Path | None = None,
+                            ) -> BacktestInputs:  # fmt: skip
+    """``execution-realism-calibrate --source-file``: the type detected from the columns when
+    ``auto`` (§7.7 step 1), then the same inputs as a backtest of that file. Without a state
+    map or validation folder an HMM file's directions are inferred by the calibration."""
+    from mf_pipeline.lib.backtest.calibration import detect_source_type
+
+    path = _file(source_file, "--source-file")
+    kind = source_type.strip().lower()
+    if kind == "auto":
+        kind = detect_source_type(_columns(path), state_col)
+    hmm_col = state_col or ("hmm_state_filtered" if "hmm_state_filtered" in _columns(path)
+                            else "hmm_state")  # fmt: skip
+    return file_inputs(kind, path, hmm_state_col=hmm_col, validation_run_dir=validation_run_dir,
+                       cluster_hardening_dir=cluster_hardening_dir, state_map_file=state_map_file,
+                       overlay_cluster_file=overlay_cluster_file,
+                       overlay_cluster_hardening_dir=overlay_cluster_hardening_dir)

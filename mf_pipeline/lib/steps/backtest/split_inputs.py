@@ -92,15 +92,19 @@ def _cluster_policy(settings: Settings, split_key: str, cluster_dir: str | Path,
 def split_inputs(settings: Settings, split_key: str, source: str, hmm_dir: str | Path,
                  cluster_dir: str | Path, policy_dir: str | Path | None = None, *,
                  non_overlapping: bool = True, test_end: dt.date | None = None,
-                 overlay: bool = False) -> BacktestInputs:  # fmt: skip
+                 overlay: bool = False,
+                 bars: tuple[pl.DataFrame, dict[str, Any]] | None = None,
+                 ) -> BacktestInputs:  # fmt: skip
     """The :class:`BacktestInputs` of ``source`` on split ``split_key``. ``overlay``: gate the
-    signals with the split's own cluster policy looked up on each row's cluster (§6)."""
+    signals with the split's own cluster policy looked up on each row's cluster (§6).
+    ``bars``: :func:`split_bars` already read for this split and test end (a grid's sources
+    share them)."""
     if source not in SOURCE_TYPES:
         raise ValueError(f"unknown backtest source {source!r}: one of {', '.join(SOURCE_TYPES)}")
     if test_end is None:
         test_end = test_end_of(settings, split_key, non_overlapping)
     started = time.perf_counter()
-    frame, info = split_bars(settings, split_key, hmm_dir, cluster_dir, test_end)
+    frame, info = bars or split_bars(settings, split_key, hmm_dir, cluster_dir, test_end)
     in_sample = split_key == FULL_SPLIT_ID
     identity = {**info, "source": source, "non_overlapping_test": non_overlapping}
     inputs = BacktestInputs(rows=frame, input_type=source, tag=f"{split_key}-{source}",
