@@ -82,15 +82,15 @@ def test_summary_counts_and_overfitting_block(grid) -> None:
 
 def test_failed_combo_is_a_row_and_rerun_lands_in_the_same_folder(tmp_path) -> None:
     settings = load_settings()
-    real = engine.simulate_combo
+    real = engine.combo_result
 
-    def flaky(preparations, options):
+    def flaky(preparations, options, simulated):
         if options.hold_bars == 10 and options.fee_bps_per_side == 10.0:
             raise RuntimeError("boom")
-        return real(preparations, options)
+        return real(preparations, options, simulated)
 
     dims = GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0))
-    with mock.patch("mf_pipeline.lib.grids.run.simulate_combo", flaky):
+    with mock.patch("mf_pipeline.lib.grids.run.combo_result", flaky):
         out = run_grid(settings, [GridSource(_inputs())], dims, GridOptions(),
                        folder=tmp_path / "g")
     failed = out.manifest.filter(pl.col("status") == "FAILED")
@@ -98,7 +98,7 @@ def test_failed_combo_is_a_row_and_rerun_lands_in_the_same_folder(tmp_path) -> N
     assert out.summary["failed_combos"] == 1 and out.metrics.height == 3
     failures = json.loads((out.output_dir / "grid_failures.json").read_text())
     assert failures[0]["combo_index"] == 4 and "RuntimeError" in failures[0]["traceback"]
-    with mock.patch("mf_pipeline.lib.grids.run.simulate_combo", flaky), \
+    with mock.patch("mf_pipeline.lib.grids.run.combo_result", flaky), \
             pytest.raises(RuntimeError):  # fmt: skip
         run_grid(settings, [GridSource(_inputs())], dims, GridOptions(stop_on_error=True),
                  folder=tmp_path / "g2")

@@ -318,7 +318,7 @@ def test_grid_whose_combos_all_failed(tmp_path: Path) -> None:
     def boom(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    with mock.patch("mf_pipeline.lib.grids.run.simulate_combo", boom):
+    with mock.patch("mf_pipeline.lib.grids.run.simulate_batch", boom):
         folder = run_grid(load_settings(), _sources()[:1], GridDimensions(hold_bars=(3,)),
                           GridOptions(), folder=tmp_path / "failed").output_dir
     assert not (folder / "grid_trades").exists()

@@ -75,6 +75,60 @@ def _check_input(frame: pl.DataFrame, offsets: np.ndarray) -> None:
         raise ValueError("direction must be +1, -1, 0 or null")
 
 
+@dataclass(frozen=True)
+class KernelInputs:
+    """The flat arrays of a frame the kernels read, extracted once (a grid simulates many
+    strategies on them)."""
+
+    frame: pl.DataFrame
+    prices: tuple[np.ndarray, ...]
+    side: np.ndarray
+    signal_eligible: np.ndarray
+    entry_signal: np.ndarray
+    offsets: np.ndarray
+    carry: tuple[str, ...]
+
+
+def kernel_inputs(
+    frame: pl.DataFrame,
+    signal_mode: str,
+    *,
+    state_col: str = "state_id",
+    direction_col: str = "direction",
+    eligible_col: str | None = None,
+    gate_col: str | None = None,
+    entry_col: str | None = None,
+    carry: Sequence[str] = (),
+) -> KernelInputs:
+    """Check ``frame`` and extract the kernel arrays; see :func:`run_trades` for the columns."""
+    required = ["ticker", "trade_date", *PRICE_COLS, state_col, direction_col, *carry]
+    required += [c for c in (eligible_col, gate_col, entry_col) if c is not None]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"backtest input lacks columns {missing}")
+    offsets = ticker_offsets(frame["ticker"])
+    keyed = frame.with_columns(
+        pl.col(state_col).alias("state_key"), pl.col(direction_col).alias("direction_key")
+    )
+    _check_input(keyed, offsets)
+    n = frame.height
+    side = np.array(keyed["direction_key"].fill_null(0).to_numpy(), dtype=np.int8)
+    signal_eligible = _bool_array(frame, eligible_col, side != 0)
+    gate_pass = _bool_array(frame, gate_col, np.ones(n, dtype=np.bool_))
+
+    if entry_col is None:
+        state = np.array(keyed["state_key"].rank("dense").to_numpy(), dtype=np.int64)
+        entry_signal = np.zeros(n, dtype=np.bool_)
+        kb.entry_signals(
+            state, side, signal_eligible, gate_pass, offsets,
+            kb.SIGNAL_MODES.index(signal_mode), entry_signal,
+        )
+    else:
+        entry_signal = _bool_array(frame, entry_col, side != 0)
+    return KernelInputs(frame, tuple(kernel_array(frame[c]) for c in PRICE_COLS), side,
+                        signal_eligible, entry_signal, offsets, (state_col, *carry))
+
+
 def run_trades(
     frame: pl.DataFrame,
     config: BacktestConfig,
@@ -96,45 +150,60 @@ def run_trades(
     ``entry_<c>``. A null direction means none; null prices become NaN and are handled by
     the kernel's fallbacks.
     """
-    required = ["ticker", "trade_date", *PRICE_COLS, state_col, direction_col, *carry]
-    required += [c for c in (eligible_col, gate_col, entry_col) if c is not None]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"backtest input lacks columns {missing}")
-    offsets = ticker_offsets(frame["ticker"])
-    keyed = frame.with_columns(
-        pl.col(state_col).alias("state_key"), pl.col(direction_col).alias("direction_key")
-    )
-    _check_input(keyed, offsets)
-    n = frame.height
-    side = np.array(keyed["direction_key"].fill_null(0).to_numpy(), dtype=np.int8)
-    signal_eligible = _bool_array(frame, eligible_col, side != 0)
-    gate_pass = _bool_array(frame, gate_col, np.ones(n, dtype=np.bool_))
-
-    if entry_col is None:
-        state = np.array(keyed["state_key"].rank("dense").to_numpy(), dtype=np.int64)
-        entry_signal = np.zeros(n, dtype=np.bool_)
-        kb.entry_signals(
-            state, side, signal_eligible, gate_pass, offsets,
-            kb.SIGNAL_MODES.index(config.signal_mode), entry_signal,
-        )
-    else:
-        entry_signal = _bool_array(frame, entry_col, side != 0)
-    capacity = int(entry_signal.sum())
+    inputs = kernel_inputs(frame, config.signal_mode, state_col=state_col,
+                           direction_col=direction_col, eligible_col=eligible_col,
+                           gate_col=gate_col, entry_col=entry_col, carry=carry)
+    capacity = int(inputs.entry_signal.sum())
     trade_int = np.zeros((capacity, kb.N_TRADE_INT), dtype=np.int64)
     trade_float = np.full((capacity, kb.N_TRADE_FLOAT), np.nan)
     diag = np.zeros(kb.N_DIAG, dtype=np.int64)
     n_trades = kb.simulate_trades(
-        *(kernel_array(frame[c]) for c in PRICE_COLS),
-        side, signal_eligible, entry_signal, offsets,
-        kb.EXIT_MODES.index(config.exit_mode), config.hold_bars,
+        *inputs.prices, inputs.side, inputs.signal_eligible, inputs.entry_signal,
+        inputs.offsets, kb.EXIT_MODES.index(config.exit_mode), config.hold_bars,
         config.fee_bps_per_side + config.slippage_bps_per_side,
         trade_int, trade_float, diag,
     )
-    trades = _trade_frame(frame, trade_int[:n_trades], trade_float[:n_trades], config,
-                          [state_col, *carry])
+    return _result(inputs, config, trade_int[:n_trades], trade_float[:n_trades], diag)
+
+
+BATCH_BYTES = 256 * 2**20
+"""Upper bound of the preallocated trade tables of one :func:`run_trades_batch` kernel call."""
+
+
+def run_trades_batch(inputs: KernelInputs, configs: Sequence[BacktestConfig]
+                     ) -> list[BacktestResult]:  # fmt: skip
+    """Each config on the same signals, as :func:`run_trades` would simulate it, with many
+    configs per kernel call (:func:`kernels.backtest.simulate_batch`, in parallel threads);
+    calls are cut so their trade tables stay under :data:`BATCH_BYTES`. The configs' signal
+    modes must be the one ``inputs`` was built with."""
+    capacity = int(inputs.entry_signal.sum())
+    per_config = max(capacity, 1) * (kb.N_TRADE_INT + kb.N_TRADE_FLOAT) * 8
+    chunk = max(1, BATCH_BYTES // per_config)
+    out: list[BacktestResult] = []
+    for first in range(0, len(configs), chunk):
+        part = configs[first:first + chunk]
+        k = len(part)
+        trade_int = np.zeros((k, capacity, kb.N_TRADE_INT), dtype=np.int64)
+        trade_float = np.full((k, capacity, kb.N_TRADE_FLOAT), np.nan)
+        diag = np.zeros((k, kb.N_DIAG), dtype=np.int64)
+        counts = np.zeros(k, dtype=np.int64)
+        kb.simulate_batch(
+            *inputs.prices, inputs.side, inputs.signal_eligible, inputs.entry_signal,
+            inputs.offsets, np.array([kb.EXIT_MODES.index(c.exit_mode) for c in part]),
+            np.array([c.hold_bars for c in part], dtype=np.int64),
+            np.array([c.fee_bps_per_side + c.slippage_bps_per_side for c in part]),
+            trade_int, trade_float, diag, counts,
+        )
+        out += [_result(inputs, c, trade_int[i, :counts[i]], trade_float[i, :counts[i]],
+                        diag[i]) for i, c in enumerate(part)]  # fmt: skip
+    return out
+
+
+def _result(inputs: KernelInputs, config: BacktestConfig, trade_int: np.ndarray,
+            trade_float: np.ndarray, diag: np.ndarray) -> BacktestResult:  # fmt: skip
+    trades = _trade_frame(inputs.frame, trade_int, trade_float, config, list(inputs.carry))
     diagnostics = {
-        "input_rows": n,
+        "input_rows": inputs.frame.height,
         "entry_signals": int(diag[kb.DIAG_ENTRY_SIGNALS]),
         "skipped_no_next_bar_entry": int(diag[kb.DIAG_SKIPPED_NO_NEXT_BAR]),
         "skipped_due_overlap": int(diag[kb.DIAG_SKIPPED_OVERLAP]),

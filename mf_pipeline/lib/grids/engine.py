@@ -1,7 +1,9 @@
 """The combos of a sensitivity grid on rows loaded and prepared once (issue #21, "Fast by
 design"): combos that share the signal-defining options (signal mode, WATCH, state subset)
-share one :func:`steps.backtest.run.prepare`; each combo is then only a Numba simulation with
-its exit mode, hold and costs, and its metrics. A Python loop over combos, never over rows.
+share one :func:`steps.backtest.run.prepare` and one extraction of the kernel arrays; their
+exit modes, holds and costs are then simulated many per Numba call
+(:func:`backtest.engine.run_trades_batch`), followed by each combo's metrics. A Python loop
+over combos, never over rows.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib.backtest import execution, metrics
+from mf_pipeline.lib.backtest.engine import (
+    BacktestConfig,
+    BacktestResult,
+    KernelInputs,
+    kernel_inputs,
+    run_trades_batch,
+)
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions
 from mf_pipeline.lib.steps.backtest.run import (
+    CARRY,
     BacktestInputs,
     Prepared,
     equity_of,
     overlay_block,
     prepare,
-    simulate,
 )
 
 SIGNAL_KEYS = ("signal_mode", "include_watch", "include_state_ids")
@@ -45,33 +54,53 @@ class ComboResult:
     execution: dict[str, Any]
 
 
+@dataclass
+class _Prepared:
+    prep: Prepared
+    entry_rows: pl.DataFrame
+    """The entry-signal rows (a trade's context is read from its signal row)."""
+    kernel: KernelInputs | None = None
+
+
+def signal_key(options: BacktestOptions) -> tuple[Any, ...]:
+    return tuple(getattr(options, k) for k in SIGNAL_KEYS)
+
+
 class Preparations:
     """Prepared rows of one source, one per distinct signal key (built on first use)."""
 
     def __init__(self, settings: Settings, inputs: BacktestInputs) -> None:
         self.settings, self.inputs = settings, inputs
-        self._prepared: dict[tuple[Any, ...], tuple[Prepared, pl.DataFrame]] = {}
+        self._prepared: dict[tuple[Any, ...], _Prepared] = {}
 
-    def get(self, options: BacktestOptions) -> tuple[Prepared, pl.DataFrame]:
-        """The preparation for ``options`` and its entry-signal rows (for trade context)."""
-        key = tuple(getattr(options, k) for k in SIGNAL_KEYS)
+    def get(self, options: BacktestOptions) -> _Prepared:
+        key = signal_key(options)
         if key not in self._prepared:
             prep = prepare(self.settings, self.inputs, options)
-            self._prepared[key] = (prep, prep.signals.filter(pl.col("entry_signal")))
+            self._prepared[key] = _Prepared(prep, prep.signals.filter(pl.col("entry_signal")))
         return self._prepared[key]
+
+    def kernel(self, options: BacktestOptions) -> KernelInputs:
+        """The kernel arrays of ``options``' preparation, extracted once."""
+        got = self.get(options)
+        if got.kernel is None:
+            got.kernel = kernel_inputs(got.prep.signals, options.signal_mode,
+                                       eligible_col="signal_eligible",
+                                       entry_col="entry_signal", carry=CARRY)
+        return got.kernel
 
     @property
     def count(self) -> int:
         return len(self._prepared)
 
 
-def simulate_combo(preparations: Preparations, options: BacktestOptions) -> ComboResult:
-    """Trades and metrics of one combo, exactly as a single run with ``options`` computes them."""
-    prep, entry_rows = preparations.get(options)
-    result = simulate(prep, options)
-    trades = result.trades
+def combo_result(preparations: Preparations, options: BacktestOptions,
+                 result: BacktestResult) -> ComboResult:  # fmt: skip
+    """A combo's metrics and summary blocks from its simulated trades."""
+    got = preparations.get(options)
+    prep, trades = got.prep, result.trades
     curve = equity_of(trades, prep.signals, options)
-    trade_ctx = execution.trade_context(trades, entry_rows)
+    trade_ctx = execution.trade_context(trades, got.entry_rows)
     return ComboResult(
         options, trades, metrics.trade_summary(trades, result.diagnostics),
         metrics.edge_metrics(trades, prep.adapter_summary["rows_in"],
@@ -79,6 +108,27 @@ def simulate_combo(preparations: Preparations, options: BacktestOptions) -> Comb
         result.diagnostics, curve[1] if curve else None,
         overlay_block(prep.over, prep.generator_diag, options),
         execution.execution_block(prep.params, prep.exe, prep.generator_diag, trade_ctx))
+
+
+def simulate_batch(preparations: Preparations, options: Sequence[BacktestOptions]
+                   ) -> list[BacktestResult]:  # fmt: skip
+    """The trades of combos sharing one signal key, many per kernel call; each equals the
+    trades of a single run with those options (``steps.backtest.run.simulate``)."""
+    if not options:
+        return []
+    if len({signal_key(o) for o in options}) > 1:
+        raise ValueError("simulate_batch needs combos with one signal key")
+    configs = [BacktestConfig(o.signal_mode, o.exit_mode, o.hold_bars, o.fee_bps_per_side,
+                              o.slippage_bps_per_side) for o in options]  # fmt: skip
+    return run_trades_batch(preparations.kernel(options[0]), configs)
+
+
+def by_signal_key(options: Sequence[BacktestOptions]) -> list[list[int]]:
+    """Indices of ``options`` grouped by signal key, groups in order of first appearance."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, o in enumerate(options):
+        groups.setdefault(signal_key(o), []).append(i)
+    return list(groups.values())
 
 
 def combo_options(base: BacktestOptions, combo: dict[str, Any]) -> BacktestOptions:
@@ -98,4 +148,10 @@ def run_combos(settings: Settings, inputs: BacktestInputs, base: BacktestOptions
     """Every combo (a dict of option overrides of ``base``), in the given order; one
     preparation per distinct signal key."""
     preparations = Preparations(settings, inputs)
-    return [simulate_combo(preparations, combo_options(base, c)) for c in combos]
+    options = [combo_options(base, c) for c in combos]
+    out: dict[int, ComboResult] = {}
+    for group in by_signal_key(options):
+        batch = simulate_batch(preparations, [options[i] for i in group])
+        out |= {i: combo_result(preparations, options[i], r)
+                for i, r in zip(group, batch, strict=True)}
+    return [out[i] for i in range(len(options))]

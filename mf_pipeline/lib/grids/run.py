@@ -35,7 +35,14 @@ from mf_pipeline.lib.backtest import metrics
 from mf_pipeline.lib.grids import aggregates, overfitting
 from mf_pipeline.lib.grids import report as grid_report
 from mf_pipeline.lib.grids.combos import GridDimensions, combos
-from mf_pipeline.lib.grids.engine import ComboResult, Preparations, combo_options, simulate_combo
+from mf_pipeline.lib.grids.engine import (
+    ComboResult,
+    Preparations,
+    by_signal_key,
+    combo_options,
+    combo_result,
+    simulate_batch,
+)
 from mf_pipeline.lib.grids.robustness import nan_warning_total, robustness_scores
 from mf_pipeline.lib.reports import pages
 from mf_pipeline.lib.settings import Settings
@@ -375,48 +382,71 @@ def run_grid(settings: Settings, sources: Sequence[GridSource], dims: GridDimens
     returns: list[pl.DataFrame] = []
     state_edges: list[pl.DataFrame] = []
     n_prepared = 0
+
+    def done(source: GridSource, combo: dict[str, Any], combo_opts: BacktestOptions,
+             result: ComboResult, preparations: Preparations) -> None:
+        prep = preparations.get(combo_opts).prep
+        run_dir = None
+        if options.write_combo_runs:
+            tag = f"{options.tag}-{grid_run_id}-{source.source_type}-c{combo['combo_index']:04d}"
+            run_dir = str(backtest_run(settings, replace(source.inputs, tag=tag),
+                                       combo_opts).output_dir)
+        params = _params(grid_run_id, combo, source, combo_opts)
+        rows.append(_success_row(params, result, {"adapter": prep.adapter_summary,
+                                                  "mapping": prep.mapping_summary},
+                                 source, run_dir))  # fmt: skip
+        ids = {"combo_id": combo["combo_id"], "combo_index": combo["combo_index"]}
+        trades.setdefault(source.source_type, []).append(
+            result.trades.with_columns(**{k: pl.lit(v) for k, v in ids.items()}))
+        returns.append(_period_returns(result.trades).with_columns(
+            source_type=pl.lit(source.source_type), combo_id=pl.lit(combo["combo_id"])))
+        if source.source_type == "cluster":
+            state_edges.append(metrics.edge_by_state(result.trades).with_columns(
+                **{k: pl.lit(v) for k, v in ids.items()},
+                policy_filter_mode=pl.lit(combo_opts.policy_filter_mode)))
+        progress.step(source.source_type)
+
+    def fail(source: GridSource, combo: dict[str, Any], combo_opts: BacktestOptions | None,
+             error: Exception) -> None:
+        LOGGER.warning("grid combo %s (%s) failed: %s", combo["combo_id"], source.source_type,
+                       error)
+        rows.append({**_params(grid_run_id, combo, source, combo_opts), "status": "FAILED",
+                     "error_message": str(error), "backtest_run_dir": None, "built_ts": now()})
+        failures.append({"source_type": source.source_type, "combo_id": combo["combo_id"],
+                         "combo_index": combo["combo_index"], "error_message": str(error),
+                         "traceback": "".join(traceback.format_exception(error))[-4000:]})
+        progress.step(source.source_type)
+
     for source, plan in plans:
         preparations = Preparations(settings, source.inputs)
         source_base = _source_base(base, source)
+        ready: list[tuple[dict[str, Any], BacktestOptions]] = []
         for combo in plan:
-            combo_opts = None
             try:
-                combo_opts = combo_options(source_base, _combo_values(combo, source.source_type))
-                result = simulate_combo(preparations, combo_opts)
-                prep, _ = preparations.get(combo_opts)
-                run_dir = None
-                if options.write_combo_runs:
-                    tag = f"{options.tag}-{grid_run_id}-{source.source_type}-" \
-                          f"c{combo['combo_index']:04d}"  # fmt: skip
-                    run_dir = str(backtest_run(settings, replace(source.inputs, tag=tag),
-                                               combo_opts).output_dir)
-                params = _params(grid_run_id, combo, source, combo_opts)
-                rows.append(_success_row(params, result, {"adapter": prep.adapter_summary,
-                                                          "mapping": prep.mapping_summary},
-                                         source, run_dir))  # fmt: skip
-                ids = {"combo_id": combo["combo_id"], "combo_index": combo["combo_index"]}
-                trades.setdefault(source.source_type, []).append(
-                    result.trades.with_columns(**{k: pl.lit(v) for k, v in ids.items()}))
-                returns.append(_period_returns(result.trades).with_columns(
-                    source_type=pl.lit(source.source_type), combo_id=pl.lit(combo["combo_id"])))
-                if source.source_type == "cluster":
-                    state_edges.append(metrics.edge_by_state(result.trades).with_columns(
-                        **{k: pl.lit(v) for k, v in ids.items()},
-                        policy_filter_mode=pl.lit(combo_opts.policy_filter_mode)))
+                ready.append((combo, combo_options(source_base,
+                                                   _combo_values(combo, source.source_type))))
             except Exception as error:  # a failed combo is a manifest row (§5.2)
                 if options.stop_on_error:
                     raise
-                LOGGER.warning("grid combo %s (%s) failed: %s", combo["combo_id"],
-                               source.source_type, error)
-                rows.append({**_params(grid_run_id, combo, source, combo_opts),
-                             "status": "FAILED", "error_message": str(error),
-                             "backtest_run_dir": None, "built_ts": now()})
-                failures.append({"source_type": source.source_type,
-                                 "combo_id": combo["combo_id"],
-                                 "combo_index": combo["combo_index"],
-                                 "error_message": str(error),
-                                 "traceback": traceback.format_exc()[-4000:]})
-            progress.step(source.source_type)
+                fail(source, combo, None, error)
+        for group in by_signal_key([o for _, o in ready]):
+            members = [ready[i] for i in group]
+            try:
+                batch = simulate_batch(preparations, [o for _, o in members])
+            except Exception as error:
+                if options.stop_on_error:
+                    raise
+                for combo, combo_opts in members:
+                    fail(source, combo, combo_opts, error)
+                continue
+            for (combo, combo_opts), simulated in zip(members, batch, strict=True):
+                try:
+                    done(source, combo, combo_opts,
+                         combo_result(preparations, combo_opts, simulated), preparations)
+                except Exception as error:
+                    if options.stop_on_error:
+                        raise
+                    fail(source, combo, combo_opts, error)
         n_prepared += preparations.count
     stages["simulate"] = round(time.perf_counter() - t0, 3)
     dense = _dense_returns(returns)

@@ -16,7 +16,7 @@ count, fault 8, so it is not offered).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from mf_pipeline.lib.kernels.recursive import check_offsets
 
@@ -248,3 +248,33 @@ def simulate_trades(
                          trade_int, trade_float, diag)
             diag[DIAG_FORCED_EXIT_LAST_BAR] += 1
     return k
+
+
+@njit(cache=True, parallel=True)
+def simulate_batch(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    side: np.ndarray,
+    signal_eligible: np.ndarray,
+    entry_signal: np.ndarray,
+    offsets: np.ndarray,
+    exit_modes: np.ndarray,
+    hold_bars: np.ndarray,
+    cost_bps_per_side: np.ndarray,
+    trade_int: np.ndarray,
+    trade_float: np.ndarray,
+    diag: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Many strategies on the same signals in one call (a grid's combos that differ only in
+    exit mode, hold and costs): strategy ``c`` is :func:`simulate_trades` with
+    ``exit_modes[c]``, ``hold_bars[c]``, ``cost_bps_per_side[c]`` into ``trade_int[c]``,
+    ``trade_float[c]``, ``diag[c]``, its trade count in ``counts[c]``; strategies run in
+    parallel threads."""
+    for c in prange(exit_modes.size):
+        counts[c] = simulate_trades(open_, high, low, close, side, signal_eligible, entry_signal,
+                                    offsets, exit_modes[c], hold_bars[c], cost_bps_per_side[c],
+                                    trade_int[c], trade_float[c], diag[c])
+
