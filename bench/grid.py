@@ -126,10 +126,10 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
            f"--json` on the decoded HMM rows of split `full`, settings defaults for the "
            f"dimensions not given; median of {g['repeat']} run(s) per grid:", "",
            "| grid | dimensions | combos | rows | trades | grid s (`duration_sec`) | load | "
-           "simulate | score | write | asset s | wall s | CPU s | peak RSS MB | wall s / combo "
-           "| others' CPU | load avg | old tool | speed-up / combo |",
+           "simulate | score | write | asset s | start → run s | wall s | CPU s | peak RSS MB | "
+           "wall s / combo | others' CPU | load avg | old tool | speed-up / combo |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-           "|---|---:|"]
+           "|---:|---|---:|"]
     for name, grid in g["grids"].items():
         m = grid["median"]
         dims = ", ".join(f"`{k} {v}`" for k, v in grid["options"].items())
@@ -142,8 +142,9 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
             f"| {name} | {dims} | {combos:,.0f} | {m.get('rows') or 0:,.0f} | "
             f"{m.get('trades') or 0:,.0f} | {_fmt(m.get('duration_sec'))} | "
             + " | ".join(_fmt(m.get(f"{s}_s")) for s in STAGES)
-            + f" | {_fmt(m.get('asset_s'))} | {_fmt(m.get('wall_s'))} | {_fmt(m.get('cpu_s'))} | "
-            f"{_fmt(m.get('peak_rss_mb'))} | {_fmt(per_combo)} | "
+            + " | " + " | ".join(_fmt(m.get(k)) for k in ("asset_s", "run_start_s", "wall_s",
+                                                         "cpu_s", "peak_rss_mb"))
+            + f" | {_fmt(per_combo)} | "
             f"{100 * (m.get('others_cpu_frac') or 0):.0f}% | "
             f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f} | {old} | "
             f"{_fmt(old_per_combo / per_combo) + 'x' if per_combo else '–'} |")
@@ -152,7 +153,8 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
             "returns and DSR/PBO (`score`), and the tables and aggregates (`write`); the "
             "Markdown and HTML reports are written after it and count in the asset's seconds "
             "(`<asset>: done in`) and the wall, which also adds the interpreter, imports and "
-            "the Dagster run. The old tool's time is the whole command's.", ""]
+            "definitions (start → run: when the `run:` line arrived) and the Dagster run. "
+            "The old tool's time is the whole command's.", ""]
     target = g["grids"].get(TARGET_GRID)
     if target:
         m = target["median"]

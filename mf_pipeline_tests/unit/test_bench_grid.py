@@ -20,7 +20,8 @@ from bench import grid  # noqa: E402
 def _grid(combos: int, wall: float, peak: float) -> dict[str, Any]:
     median = {"combos": combos, "rows": 1_088_783, "trades": 1_234_567, "duration_sec": 5.0,
               "load_s": 0.25, "simulate_s": 3.0, "score_s": 1.0, "write_s": 0.75,
-              "asset_s": 6.5, "wall_s": wall, "cpu_s": 9.0, "peak_rss_mb": peak,
+              "asset_s": 6.5, "run_start_s": 2.25, "wall_s": wall, "cpu_s": 9.0,
+              "peak_rss_mb": peak,
               "others_cpu_frac": 0.25, "load_before": [[1.5, 1, 1], [2.5, 1, 1]]}
     return {"options": {"--fee-bps-grid": "0,10"}, "median": median}
 
@@ -37,14 +38,15 @@ def test_per_combo_speed_up_and_targets() -> None:
     lines = grid.report_lines(entry)
     rows = _rows(lines)
     big, old = rows["100 combos"], rows["old tool's 6"]
-    # columns: grid, dimensions, combos, rows, trades, duration, 4 stages, asset, wall, CPU,
-    # peak, wall / combo, others' CPU, load, old tool, speed-up
+    # columns: grid, dimensions, combos, rows, trades, duration, 4 stages, asset, start → run,
+    # wall, CPU, peak, wall / combo, others' CPU, load, old tool, speed-up
     assert big[2:6] == ["100", "1,088,783", "1,234,567", "5"]
     assert big[6:10] == ["0.25", "3", "1", "0.75"]
-    assert big[14] == "0.08"  # 8 s / 100 combos
-    assert big[15:17] == ["25%", "1.5–2.5"]
-    assert big[17] == "31 s / combo" and big[18] == "388x"  # 31 / 0.08 = 387.5
-    assert old[14] == "0.5" and old[17] == "186 s, 6.9 GB" and old[18] == "62x"
+    assert big[10:12] == ["6.5", "2.25"]
+    assert big[15] == "0.08"  # 8 s / 100 combos
+    assert big[16:18] == ["25%", "1.5–2.5"]
+    assert big[18] == "31 s / combo" and big[19] == "388x"  # 31 / 0.08 = 387.5
+    assert old[15] == "0.5" and old[18] == "186 s, 6.9 GB" and old[19] == "62x"
     verdict = next(line for line in lines if line.startswith("Targets"))
     assert "wall < 10 s: **met** (8 s)" in verdict
     assert "< 2 GB: **met** (1,500 MB)" in verdict
