@@ -23,11 +23,12 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from bench import validation as val
-from bench.common import last_json_object, median_records, run_child, say
+from bench.common import PROJECT_ROOT, last_json_object, median_records, run_child, say
 from bench.universe import mf_executable
 
 SUMMARY = "grid_summary.json"
@@ -72,9 +73,21 @@ def _run_record(child: Any) -> dict[str, Any]:
             "rows": int(table["rows_input"].max()) if table.height else None}
 
 
+def _commit() -> str | None:
+    """The measured commit, ``+dirty`` when ``mf_pipeline/`` has uncommitted changes (the tree
+    is shared with work in progress)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "mf_pipeline")
+    return (head + ("+dirty" if dirty else "")) or None
+
+
 def measure_grids(path: Path, env: dict[str, str] | None, repeat: int) -> dict[str, Any]:
     """``repeat`` runs of each grid of :data:`GRIDS` on ``path``; medians per grid."""
-    result: dict[str, Any] = {"input": path.name, "repeat": repeat, "grids": {}}
+    result: dict[str, Any] = {"input": path.name, "repeat": repeat, "commit": _commit(),
+                              "grids": {}}
     for grid in GRIDS:
         runs = []
         for index in range(repeat):
@@ -121,7 +134,7 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
         return []
     old_per_combo = OLD_S / OLD_COMBOS
     out = [f"#### Sensitivity grid (issue #21): `backtest-grid-run`, measured "
-           f"{g.get('measured', '?')}", "",
+           f"{g.get('measured', '?')} at commit {g.get('commit') or '?'}", "",
            f"`mf backtest-grid-run --input-type flow --input-file {g['input']} <dimensions> "
            f"--json` on the decoded HMM rows of split `full`, settings defaults for the "
            f"dimensions not given; median of {g['repeat']} run(s) per grid:", "",
