@@ -499,6 +499,40 @@ class SensitivitySettings(_Group):
     """CSCV blocks for the Probability of Backtest Overfitting (even; 16 as in the paper)."""
 
 
+class CandidateDriftSettings(_Group):
+    """Drift flags of a candidate re-run (backtest_ops.md §10.2, §10.3)."""
+
+    expectancy_drop_pct_flag: float = Field(0.30, ge=0)
+    pf_drop_pct_flag: float = Field(0.25, ge=0)
+    robustness_drop_points_flag: float = Field(10.0, ge=0)
+    ret_cv_increase_pct_flag: float = Field(0.50, ge=0)
+    trade_count_drop_pct_flag: float = Field(0.40, ge=0)
+    exec_eligibility_drop_pct_flag: float = Field(0.20, ge=0)
+    overlay_match_rate_min: float = Field(0.80, ge=0, le=1)
+    coverage_drift_warn_drop_abs: float = Field(0.10, ge=0, le=1)
+    coverage_drift_fail_match_rate: float = Field(0.60, ge=0, le=1)
+    coverage_unknown_increase_warn_abs: float = Field(0.15, ge=0, le=1)
+    coverage_unknown_rate_fail: float = Field(0.50, ge=0, le=1)
+
+
+class CandidateMicroGridSettings(_Group):
+    """The optional micro-grid around a locked candidate (§10.1 step 7)."""
+
+    enabled_default: bool = False
+    hold_bars_offsets: list[int] = Field(default_factory=lambda: [-5, 0, 10])
+    fee_bps_offsets: list[float] = Field(default_factory=lambda: [0.0, 10.0])
+    max_combos: int = Field(9, ge=1)
+
+
+class CandidateRerunSettings(_Group):
+    """Nightly re-runs of locked candidates (backtest_ops.md §10)."""
+
+    drift: CandidateDriftSettings = Field(default_factory=CandidateDriftSettings)
+    micro_grid: CandidateMicroGridSettings = Field(default_factory=CandidateMicroGridSettings)
+    wf_run_enable_default: bool = False
+    eps: float = Field(1.0e-12, gt=0)
+
+
 class ValidationWalkforwardSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     hmm_components: int = Field(5, ge=2)
@@ -562,7 +596,7 @@ class Settings(BaseSettings):
     backtest_execution_calibration: CalibrationSettings = Field(
         default_factory=CalibrationSettings)
     backtest_sensitivity: SensitivitySettings = Field(default_factory=SensitivitySettings)
-    candidate_rerun: dict[str, Any] = Field(default_factory=dict)
+    candidate_rerun: CandidateRerunSettings = Field(default_factory=CandidateRerunSettings)
     ops_nightly: dict[str, Any] = Field(default_factory=dict)
     overlay_viewer: dict[str, Any] = Field(default_factory=dict)
 
