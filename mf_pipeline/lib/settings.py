@@ -533,6 +533,23 @@ class CandidateRerunSettings(_Group):
     eps: float = Field(1.0e-12, gt=0)
 
 
+class OpsNightlySettings(_Group):
+    """Nightly operations (backtest_ops.md §11): the schedule, the ledger, the ops folders."""
+
+    default_ledger_path: str = "ops_ledger/ops_ledger.csv"
+    """Relative to the artifacts root (an absolute path is used as is); ``.parquet`` or ``.csv``."""
+    keep_last_n: int = Field(30, ge=1)
+    """Ops run folders kept under ``<artifacts_root>/ops_runs`` (newest by ``finished_ts``)."""
+    default_coverage_mode: Literal["warn_only", "strict_fail"] = "warn_only"
+    default_wf_enabled: bool = True
+    """Run the walk-forward check of the candidates when a WF run folder is given."""
+    default_timer_on_calendar: str = "07:30"
+    """systemd ``OnCalendar`` of the timer; a bare HH:MM = weekdays at that time in ``timezone``."""
+    cron: str = "30 7 * * 1-5"
+    """The Dagster schedule: weekdays at 07:30, after the US close and the overnight data drop."""
+    timezone: str = "America/New_York"
+
+
 class ValidationWalkforwardSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     hmm_components: int = Field(5, ge=2)
@@ -597,7 +614,7 @@ class Settings(BaseSettings):
         default_factory=CalibrationSettings)
     backtest_sensitivity: SensitivitySettings = Field(default_factory=SensitivitySettings)
     candidate_rerun: CandidateRerunSettings = Field(default_factory=CandidateRerunSettings)
-    ops_nightly: dict[str, Any] = Field(default_factory=dict)
+    ops_nightly: OpsNightlySettings = Field(default_factory=OpsNightlySettings)
     overlay_viewer: dict[str, Any] = Field(default_factory=dict)
 
     _yaml_file: ClassVar[Path | None] = None
