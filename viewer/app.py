@@ -23,6 +23,7 @@ from mf_pipeline.lib.settings import Settings, SettingsError, load_settings
 from viewer import (
     backtest,
     backtest_data,
+    candidates_chart,
     compute,
     core,
     data,
@@ -266,6 +267,8 @@ def _chart_page(settings: Settings, runs: dict[str, validation_data.ValidationRu
     absent = [layer.label for layer in registry.OPTIONAL_LAYERS if not td.available[layer.name]]
     if absent:
         st.caption("Not available for this ticker (disabled): " + "; ".join(absent) + ".")
+    if candidates := candidates_chart.status_line(settings):
+        st.markdown(candidates)
 
     frame = td.frame
     first, last = frame["trade_date"].min(), frame["trade_date"].max()

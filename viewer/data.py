@@ -195,7 +195,11 @@ def load_ticker(settings: Settings, ticker: str, reader: Reader = read_parquet_c
             if missing:
                 data.notes[layer] = f"`{layer}` lacks columns {missing} in `{ref.path}`"
     for layer in OPTIONAL_LAYERS:
-        part, ref, why = _optional_layer(reader, layer, paths[layer.name], ticker)
+        if layer.frame_loader is not None:  # not a per-ticker file (candidates)
+            ref = None
+            part, why = layer.frame_loader(settings, ticker, reader)
+        else:
+            part, ref, why = _optional_layer(reader, layer, paths[layer.name], ticker)
         data.files[layer.name] = ref
         data.available[layer.name] = part is not None and data.frame.height > 0
         if part is None:

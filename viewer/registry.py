@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from mf_pipeline.lib.settings import Settings
+
 # Colours of spec §12.8.
 GREEN, RED, GREY, SLATE, AMBER = "#2e7d32", "#c62828", "#9e9e9e", "#78909c", "#ffb300"
 STATE_PALETTE: tuple[str, ...] = (
@@ -118,6 +120,10 @@ LAKE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 Loader = Callable[[Path, str, tuple[str, ...]], pl.DataFrame | None]
+FrameLoader = Callable[[Settings, str, Callable[..., pl.DataFrame]],
+                       tuple[pl.DataFrame | None, str | None]]
+"""A layer that is not a per-ticker file (settings, ticker, the page's cached reader) ->
+(one row per date, or None and why)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,60 @@ class OptionalLayer:
     bands: tuple[Band, ...] = ()
     markers: tuple[Markers, ...] = ()
     loader: Loader | None = None  # None: the generic per-ticker Parquet reader
+    frame_loader: FrameLoader | None = None  # set: no file lookup, this builds the rows
+
+
+def _candidates(name: str) -> FrameLoader:
+    """``viewer.candidates_data.<name>``, imported on first use (it imports ``viewer.data``,
+    which imports this module)."""
+    def load(settings: Settings, ticker: str, reader: Callable[..., pl.DataFrame]
+             ) -> tuple[pl.DataFrame | None, str | None]:  # fmt: skip
+        from viewer import candidates_data
+
+        return getattr(candidates_data, name)(settings, ticker, reader)
+
+    return load
+
+
+# The locked production candidates (issue #22): their trades, the state-policy band and the
+# execution gates of the latest nightly re-run (viewer/candidates_data.py).
+CANDIDATE_LONG, CANDIDATE_SHORT, CANDIDATE_EXIT = "#00838f", "#ad1457", "#37474f"
+_entry = pl.col("cand_long_entry"), pl.col("cand_short_entry")
+CANDIDATE_LAYERS: tuple[OptionalLayer, ...] = (
+    OptionalLayer(
+        "candidate_trades", "Candidate trades (locked candidates)",
+        ("cand_long_entry", "cand_short_entry", "cand_exit", "cand_long_entry_text",
+         "cand_short_entry_text", "cand_exit_text"),
+        ("cand_long_entry", "cand_short_entry", "cand_exit"),
+        markers=(
+            Markers("candidate long entry", _entry[0].is_not_null(), "cand_long_entry",
+                    "triangle-up", CANDIDATE_LONG, size=13, text="cand_long_entry_text"),
+            Markers("candidate short entry", _entry[1].is_not_null(), "cand_short_entry",
+                    "triangle-down", CANDIDATE_SHORT, size=13, text="cand_short_entry_text"),
+            Markers("candidate exit", pl.col("cand_exit").is_not_null(), "cand_exit",
+                    "x-thin-open", CANDIDATE_EXIT, size=12, text="cand_exit_text"),
+        ),
+        frame_loader=_candidates("trades_layer"),
+    ),
+    OptionalLayer(
+        "candidate_policy", "Candidate state policy ALLOW/WATCH/BLOCK",
+        ("candidate_policy_class",), ("candidate_policy_class",),
+        bands=(Band("Candidate state policy", "candidate_policy_class", colors=POLICY_COLORS),),
+        frame_loader=_candidates("policy_layer"),
+    ),
+    OptionalLayer(
+        "candidate_execution", "Candidate execution pass/fail",
+        ("cand_exec_pass", "cand_exec_blocked", "cand_exec_reason"),
+        ("cand_exec_pass", "cand_exec_blocked"),
+        markers=(
+            Markers("candidate exec pass", _flag("cand_exec_pass"), "low", "circle", GREEN,
+                    factor=0.992, size=5),
+            Markers("candidate exec blocked", _flag("cand_exec_blocked"), "high", "x", RED,
+                    factor=1.008, text="cand_exec_reason"),
+        ),
+        frame_loader=_candidates("execution_layer"),
+    ),
+)
 
 
 _candidate = pl.col("candidate_marker_type")
@@ -178,5 +238,6 @@ OPTIONAL_LAYERS: tuple[OptionalLayer, ...] = (
                     "close", "x", RED, text="blocked_reason"),
         ),
     ),
+    *CANDIDATE_LAYERS,
 )
 OPTIONAL_BY_NAME: dict[str, OptionalLayer] = {layer.name: layer for layer in OPTIONAL_LAYERS}
