@@ -153,6 +153,28 @@ def find_grid(artifacts_root: Path, *, scope_prefix: str, overlay_mode: str,
     return newest(matches)
 
 
+def find_grid_with_source(artifacts_root: Path, *, source: str, overlay_mode: str,
+                          execution_profile: str | None,
+                          where: Callable[[Mapping[str, Any]], bool] | None = None,
+                          ) -> Path | None:  # fmt: skip
+    """Newest grid under ``backtest_sensitivity/grid-*`` that has a ``source`` source (a
+    ``single-<source>`` grid or a multi-source grid holding it) with this overlay mode and
+    execution profile (None: any), and whose summary passes ``where`` (None: any)."""
+    matches = [
+        (folder, s) for folder, s in _summaries(artifacts_root / GRIDS_DIR, "grid-*", GRID_SUMMARY)
+        if source in [(x or {}).get("source_type") for x in s.get("sources") or []]
+        and overlay_mode_of(s) == overlay_mode
+        and (execution_profile is None or execution_profile_of(s, folder) == execution_profile)
+        and (where is None or where(s))
+    ]  # fmt: skip
+    return newest(matches)
+
+
+def find_newest(root: Path, pattern: str, summary_name: str) -> Path | None:
+    """Newest folder ``root/<pattern>`` by its ``summary_name`` JSON's ``finished_ts``."""
+    return newest(_summaries(root, pattern, summary_name))
+
+
 def _wf_sources(summary: Mapping[str, Any]) -> list[str]:
     sources = summary.get("sources") or []
     if isinstance(sources, str):
