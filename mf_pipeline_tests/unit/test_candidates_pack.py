@@ -25,6 +25,7 @@ from mf_pipeline.lib.settings import Settings, load_settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions, backtest_options
 from mf_pipeline.lib.steps.backtest.run import BacktestInputs, prepare, simulate
 from mf_pipeline.orchestration.freshness import research_settings_digest
+from mf_pipeline_tests.unit.test_grid_engine import _inputs as flow_inputs
 from mf_pipeline_tests.unit.test_report_discover import DIMS, hmm_inputs, make_wf
 
 TEST_END = "2015-10-01"
@@ -394,6 +395,29 @@ def test_given_folders_missing_exec_grids_and_out_dir(lake, tmp_path, fake_lock)
         pack.build_pack(settings, {"alpha": tmp_path})
     with pytest.raises(ValueError, match="unknown report input"):
         pack.build_pack(settings, {"alpah": grids["alpha"]})
+
+
+def test_a_multi_source_grid_is_discovered_and_only_its_hmm_rows_compete(tmp_path,
+                                                                          fake_lock) -> None:
+    """The demo's grids are multi-source: one with an hmm split source is an alpha grid, and
+    the candidate is the best HMM combo even when a flow combo scores higher."""
+    settings = settings_at(tmp_path)
+    flow = flow_inputs()
+    flow.identity = {**split_inputs(tmp_path).identity, "source": "flow"}
+    outcome = run_grid(settings, [GridSource(split_inputs(tmp_path)), GridSource(flow)], DIMS,
+                       GridOptions(base=backtest_options(settings), tag="multi"))
+    table = outcome.metrics
+    assert outcome.summary["scope"] == "multi-flow-hmm"
+    best_any = select.best_first(table.filter(~pl.col("is_zero_trade_combo")),
+                                 select.ALPHA_RANKING).row(0, named=True)  # fmt: skip
+    assert best_any["source_type"] == "flow"  # so restricting to hmm rows matters here
+    summary = pack.build_pack(settings, {}, include_exec2=False)
+    assert summary["inputs"]["alpha"] == {"dir": str(outcome.output_dir), "how": "discovered"}
+    c = pack.read_packet(Path(summary["output_dir"]))["candidates"][select.ALPHA]
+    assert c["combo_id"] == reference_winner(outcome.output_dir, select.ALPHA_RANKING,
+                                             25)["combo_id"]  # fmt: skip
+    row = table.filter(pl.col("combo_id") == c["combo_id"], pl.col("source_type") == "hmm")
+    assert c["expected_behavior_snapshot"]["trade_count"] == row["trade_count"][0]
 
 
 def test_relaxed_threshold_reaches_packet_and_warnings(lake, tmp_path, fake_lock) -> None:

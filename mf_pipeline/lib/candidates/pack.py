@@ -96,9 +96,10 @@ def _hmm_source(summary: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def lockable(summary: Mapping[str, Any]) -> bool:
-    """A grid whose ``hmm`` source is a split (its identity names the HMM run)."""
-    source = _hmm_source(summary) or {}
-    return bool((source.get("identity") or {}).get("hmm_run_dir"))
+    """A grid whose ``hmm`` source is a split (its identity names the HMM and clustering
+    runs whose models :func:`locked.lock` copies)."""
+    identity = (_hmm_source(summary) or {}).get("identity") or {}
+    return bool(identity.get("hmm_run_dir") and identity.get("cluster_run_dir"))
 
 
 def resolve(settings: Settings, dirs: Mapping[str, Path | str | None], include_exec2: bool,
@@ -133,8 +134,8 @@ def _read_grid(folder: Path, key: str) -> discover.Grid:
     grid = discover.read_grid(folder, discover.Loaded())
     if not lockable(grid.summary or {}):
         raise ValueError(f"{key} grid {folder} cannot be locked: its hmm source is not a split "
-                         "(no hmm_run_dir in its identity; a file grid has no model to lock). "
-                         "Use a grid built on a research split.")
+                         "(no hmm_run_dir/cluster_run_dir in its identity; a file grid has no "
+                         "model to lock). Use a grid built on a research split.")
     return grid
 
 
