@@ -22,6 +22,7 @@ from mf_pipeline.lib.candidates import pack, pack_sanity, select
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.reports.realism import execution_realism_report
 from mf_pipeline.lib.settings import Settings, load_settings
+from mf_pipeline.lib.steps import calc_settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions, backtest_options
 from mf_pipeline.lib.steps.backtest.run import BacktestInputs, prepare, simulate
 from mf_pipeline.orchestration.freshness import research_settings_digest
@@ -345,6 +346,16 @@ def test_files_table_summary_report_and_locked_dirs(lake, built) -> None:
     assert pack_sanity.pack_sanity(folder) == {"pack_dir": str(folder), "status": "OK",
                                                "errors": [], "warnings": [],
                                                "candidate_count": 3}  # fmt: skip
+
+
+def test_fingerprints_name_each_recorded_lake_layer(tmp_path) -> None:
+    settings = settings_at(tmp_path)
+    path = calc_settings.record_path(settings, "features")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"layer": "features", "fingerprint": "f" * 16, "settings": {}}))
+    assert pack.fingerprints(settings) == {
+        "research_settings_digest": research_settings_digest(settings),
+        "lake_settings": {"features": "f" * 16}}
 
 
 def test_lake_last_date_is_the_decoded_rows_up_to_test_end(lake) -> None:
