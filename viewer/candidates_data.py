@@ -27,18 +27,18 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import registry as lake_registry
-from mf_pipeline.lib.reports.discover import newest
+from mf_pipeline.lib.candidates import pack as pcp
+from mf_pipeline.lib.candidates import rerun as crp
+from mf_pipeline.lib.reports.discover import find_newest, newest
 from mf_pipeline.lib.settings import Settings
 from viewer.data import FileRef, Reader, optional_file, read, read_parquet_columns
 
-PACKS_DIR, RERUNS_DIR = "production_candidates", "candidate_reruns"
-PACKET = "production_policy_packet_v1.json"
-PACK_SUMMARY = "production_candidates_summary.json"
-RERUN_SUMMARY, RERUN_MANIFEST = "rerun_summary.json", "rerun_manifest.json"
-RUN_DIR_FILE, DRIFT_FILE = "backtest_run_dir.txt", "drift_metrics.json"
+RUN_DIR_FILE, DRIFT_FILE = "backtest_run_dir.txt", "drift_metrics.json"  # rerun._write's
 TRADES = "trades.parquet"
 JOINED_ROWS = "normalized_rows_with_policy.parquet"  # a backtest's per-row frame, when exported
 POLICY_FILE = "cluster_hardening_policy.json"
+LOCK_FILE = "lock.json"  # a locked candidate's description (its policy_file, cluster_run_dir)
+CLUSTERED = "clustered_dataset_full.parquet"  # a clustering run's ids of its rows
 DRIFT_STATUSES = ("OK", "DRIFT_WARN", "DRIFT_FAIL", "ERROR")
 POLICY_CLASSES = ("ALLOW", "WATCH", "BLOCK")
 TRADE_COLUMNS = ("ticker", "side", "entry_date", "entry_price", "exit_date", "exit_price",
@@ -117,14 +117,16 @@ def _recorded(root: Path, pattern: str, names: tuple[str, ...]
 
 def latest_pack(settings: Settings) -> Path | None:
     """The newest pack by its summary's ``finished_ts``."""
-    return newest(_recorded(settings.artifacts_root / PACKS_DIR, "pcp-*", (PACK_SUMMARY,)))
+    return find_newest(settings.artifacts_root / pcp.PACKS_DIR, f"pcp-*_{pcp.PCP_VERSION}",
+                       pcp.SUMMARY)
 
 
 def latest_rerun(settings: Settings, pack_dir: Path | None
                  ) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
-    """The newest re-run (by ``finished_ts``) of ``pack_dir`` (of any pack when None)."""
-    runs = _recorded(settings.artifacts_root / RERUNS_DIR, "crp-*",
-                     (RERUN_SUMMARY, RERUN_MANIFEST))
+    """The newest re-run (by ``finished_ts``) of ``pack_dir`` (of any pack when None), and
+    its manifest merged with its summary."""
+    runs = _recorded(settings.artifacts_root / crp.RERUNS_DIR, f"crp-*_{crp.CRP_VERSION}",
+                     (crp.RERUN_SUMMARY, crp.MANIFEST))
     if pack_dir is not None:
         runs = [(f, s) for f, s in runs if _same(s.get("pcp_pack_dir"), pack_dir)]
     folder = newest(runs)
@@ -172,16 +174,17 @@ def _rerun_candidate(folder: Path, manifest: Mapping[str, Any], label: str
 def load_candidates(settings: Settings) -> CandidateSet:
     """The latest pack's candidates with their latest re-run (see the module doc)."""
     pack_dir = latest_pack(settings)
-    packet = (_json(pack_dir / PACKET) or {}) if pack_dir else {}
+    packet = (_json(pack_dir / pcp.PACKET) or {}) if pack_dir else {}
     objects: dict[str, dict[str, Any]] = packet.get("candidates") or {}
     rerun_dir, rerun = latest_rerun(settings, pack_dir)
     notes: list[str] = []
     if pack_dir is None:
         notes.append(f"no production candidate pack under "
-                     f"`{settings.artifacts_root / PACKS_DIR}` (`mf production-candidates-build`)")
+                     f"`{settings.artifacts_root / pcp.PACKS_DIR}` "
+                     "(`mf production-candidates-build`)")
     if rerun_dir is None:
         notes.append("no nightly re-run" + (f" of `{pack_dir.name}`" if pack_dir else "")
-                     + f" under `{settings.artifacts_root / RERUNS_DIR}`: lock-time trades")
+                     + f" under `{settings.artifacts_root / crp.RERUNS_DIR}`: lock-time trades")
     labels = sorted(set(objects) | {c.get("candidate_label") for c in
                                     rerun.get("candidates") or [] if c.get("candidate_label")})
     out: dict[str, Candidate] = {}
@@ -340,30 +343,46 @@ def execution_layer(settings: Settings, ticker: str, reader: Reader
     return exec_marks(rows), None
 
 
-def _cluster_ids(settings: Settings, ticker: str, reader: Reader) -> pl.DataFrame | None:
-    """``trade_date, cluster_id`` of ``ticker`` from the cluster labels layer."""
-    ref = optional_file(lake_registry.state_band_root(settings, "cluster"), ticker)
-    if ref is None:
-        return None
-    part = read(reader, ref, ("trade_date", "cluster_label"), ticker)
-    return None if "cluster_label" not in part.columns else part
+def _cluster_ids(settings: Settings, ticker: str, reader: Reader, run_dir: Path | None
+                 ) -> pl.DataFrame | None:  # fmt: skip
+    """``trade_date, cluster_label`` of ``ticker``: the ids the locked clustering run gave
+    its rows (``run_dir``), else the cluster labels layer (the ``full`` split's run)."""
+    clustered = run_dir / CLUSTERED if run_dir else None
+    if clustered is not None and clustered.is_file():
+        part = read(reader, FileRef.of(clustered), ("trade_date", "cluster_id"), ticker)
+        part = part.rename({"cluster_id": "cluster_label"}, strict=False)
+    else:
+        ref = optional_file(lake_registry.state_band_root(settings, "cluster"), ticker)
+        if ref is None:
+            return None
+        part = read(reader, ref, ("trade_date", "cluster_label"), ticker)
+    return part if "cluster_label" in part.columns and part.height else None
+
+
+def _lock(c: Candidate) -> dict[str, Any]:
+    return (_json(c.locked_dir / LOCK_FILE) or {}) if c.locked_dir else {}
 
 
 def policy_source(settings: Settings, found: CandidateSet
-                  ) -> tuple[dict[int, str] | None, str]:  # fmt: skip
-    """The policy the band paints and what it is: the first candidate's locked cluster
-    policy, else the ``full`` split's recorded ``state_policy_cluster``."""
+                  ) -> tuple[dict[int, str] | None, str, Path | None]:  # fmt: skip
+    """The policy the band paints, what it is, and the clustering run whose ids it applies
+    to: the first candidate's locked cluster policy (its lock's ``policy_file``) on the
+    locked clustering run, else the ``full`` split's recorded ``state_policy_cluster`` on
+    the cluster labels layer."""
     for label, c in sorted(found.candidates.items()):
-        path = c.locked_dir / POLICY_FILE if c.locked_dir else None
+        lock = _lock(c)
+        path = _under(c.locked_dir, lock.get("policy_file")) if c.locked_dir else None
         if path is not None and path.is_file() and (payload := _json(path)):
-            return policy_table(payload), f"locked policy of {label} (`{path}`)"
+            run = _under(c.locked_dir, lock.get("cluster_run_dir"))
+            return policy_table(payload), f"locked policy of {label} (`{path}`)", run
     from viewer.validation_data import load_run
 
     run, why = load_run(settings, "cluster")
     if run is None or run.policy_dir is None:
-        return None, why or "no recorded cluster policy"
+        return None, why or "no recorded cluster policy", None
     payload = _json(run.policy_dir / POLICY_FILE) or {}
-    return policy_table(payload), f"split `{run.split}` state_policy_cluster (in-sample)"
+    return (policy_table(payload), f"split `{run.split}` state_policy_cluster (in-sample)",
+            None)
 
 
 def _row_policy(found: CandidateSet) -> tuple[Candidate, str] | None:
@@ -399,10 +418,10 @@ def policy_layer(settings: Settings, ticker: str, reader: Reader
         return rows.select(pl.col("trade_date").cast(pl.Date),
                            pl.col(row[1]).cast(pl.String).str.to_uppercase()
                            .alias("candidate_policy_class")), None
-    classes, what = policy_source(settings, found)
+    classes, what, run_dir = policy_source(settings, found)
     if classes is None:
         return _no(what)
-    ids = _cluster_ids(settings, ticker, reader)
+    ids = _cluster_ids(settings, ticker, reader, run_dir)
     if ids is None:
         return _no(f"no cluster labels of {ticker} to apply the {what} to")
     return ids.select(pl.col("trade_date").cast(pl.Date),

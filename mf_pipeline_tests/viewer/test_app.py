@@ -263,7 +263,7 @@ def test_display_controls_reshape_the_figure(demo_lake, demo_settings):
     assert layout["yaxis3"]["title"]["text"] == "TMF / TTI (%)"
     assert not any(name.startswith("TMF zero") for name in trace_names(at))
     at = run_app(ticker=ticker, show_volume=False, show_tmf=False, show_flow=False,
-                 show_hmm=False, show_cluster=False)
+                 show_hmm=False, show_cluster=False, show_candidate_policy=False)
     assert [t["type"] for t in figure(at)["data"]] == ["candlestick"]
 
 
