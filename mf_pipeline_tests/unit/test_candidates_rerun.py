@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib.candidates import rerun
+from mf_pipeline.lib.candidates.pack import fingerprints
 from mf_pipeline.lib.candidates.rerun_sanity import rerun_sanity
 from mf_pipeline.lib.grids.combos import GridDimensions
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
@@ -69,6 +70,7 @@ def _pack(settings, root):
             "label": label, "source_type": "hmm", "input_type": "hmm",
             "combo_id": row["combo_id"], "locked_dir": f"locked/{label}",
             "source_grid_dir": str(grid.output_dir), "strategy": strategy,
+            "fingerprints": fingerprints(settings),
             "overlay": {"enabled": False, "mode": "none", "match_rate": None,
                         "unknown_rate": None},
             "execution_realism": {"profile": "none",
@@ -117,6 +119,7 @@ def test_unchanged_candidates_are_ok_with_zero_drift_and_reruns_converge(pack) -
     with mock.patch.object(rerun, "_locked_inputs", fake):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF)
     assert summary["overall_status"] == "OK" and summary["candidate_count"] == 2
+    assert summary["warnings"] == []
     assert summary["status_counts"] == [{"drift_status": "OK", "count": 2}]
     assert [c[1:] for c in calls] == [("hmm", AS_OF, False, "2016-12-31-candidate_alpha"),
                                       ("hmm", AS_OF, False, "2016-12-31-candidate_exec")]
@@ -178,6 +181,9 @@ def test_flipped_directions_fail_with_the_drop_flags(pack) -> None:
 
 def test_a_failing_candidate_is_an_error_row_and_never_aborts_the_pack(pack) -> None:
     settings, pack_dir, _ = pack
+    packet = json.loads((pack_dir / rerun.PACKET).read_text())
+    packet["candidates"][EXEC]["fingerprints"]["research_settings_digest"] = "old"
+    (pack_dir / rerun.PACKET).write_text(json.dumps(packet))
     with mock.patch.object(rerun, "_locked_inputs", _seam(fail={EXEC})[0]):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF)
     assert summary["overall_status"] == "ERROR"
@@ -187,7 +193,8 @@ def test_a_failing_candidate_is_an_error_row_and_never_aborts_the_pack(pack) -> 
     bad = table.filter(pl.col("candidate_label") == EXEC).row(0, named=True)
     assert bad["drift_status"] == "ERROR" and bad["backtest_run_dir"] is None
     assert bad["error_message"] == f"RuntimeError: locked model of {EXEC} unreadable"
-    assert any(EXEC in w and "unreadable" in w for w in summary["warnings"])
+    assert summary["warnings"][0].startswith(f"{EXEC}: research settings changed since the lock")
+    assert summary["warnings"][1] == f"{EXEC}: ERROR {bad['error_message']}"
     record = json.loads((Path(summary["output_dir"]) / "candidates" / EXEC /
                          "drift_metrics.json").read_text())
     assert record["drift_status"] == "ERROR" and "unreadable" in record["error"]
@@ -211,6 +218,20 @@ def test_micro_grid_around_the_locked_hold_and_fee(pack) -> None:
     assert micro["total_combos"] == 9 and micro["tag"] == "2016-12-31-candidate_alpha-micro"
     assert (Path(summary["output_dir"]) / "candidates" / ALPHA /
             "micro_grid_dir.txt").read_text().strip() == alpha["micro_grid_dir"]
+
+
+def test_fingerprint_warnings_name_what_changed() -> None:
+    locked = {"research_settings_digest": "aaa", "lake_settings": {"silver": "s1", "gold": "g1"}}
+    same = rerun.fingerprint_warnings("X", locked, locked)
+    assert same == []
+    now = {"research_settings_digest": "bbb", "lake_settings": {"silver": "s1", "gold": "g2",
+                                                                "bronze": "b1"}}
+    assert rerun.fingerprint_warnings("X", locked, now) == [
+        "X: research settings changed since the lock (aaa -> bbb)",
+        "X: lake layer bronze settings changed since the lock (None -> b1)",
+        "X: lake layer gold settings changed since the lock (g1 -> g2)"]
+    assert rerun.fingerprint_warnings("X", None, now) == [
+        "X: the packet records no settings fingerprints"]
 
 
 def test_micro_dimensions() -> None:

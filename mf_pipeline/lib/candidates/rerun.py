@@ -41,7 +41,7 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import lake, reports
-from mf_pipeline.lib.candidates import drift
+from mf_pipeline.lib.candidates import drift, pack
 from mf_pipeline.lib.grids.combos import GridDimensions
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.settings import Settings
@@ -58,8 +58,7 @@ from mf_pipeline.lib.steps.validation.options import digest
 LOGGER = logging.getLogger(__name__)
 CRP_VERSION = "candidate_rerun_pack_v1"
 RERUNS_DIR = "candidate_reruns"
-PACKET = "production_policy_packet_v1.json"
-PACK_SUMMARY = "production_candidates_summary.json"
+PACKET, PACK_SUMMARY = pack.PACKET, pack.SUMMARY
 GRID_METRICS = "grid_metrics_table.parquet"
 TABLE = "rerun_candidates_table.csv"
 MANIFEST = "rerun_manifest.json"
@@ -222,6 +221,25 @@ def observed_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def fingerprint_warnings(label: str, locked: Mapping[str, Any] | None,
+                         current: Mapping[str, Any]) -> list[str]:  # fmt: skip
+    """What changed in the settings since the candidate was locked (the packet's
+    ``fingerprints`` vs :func:`pack.fingerprints` now): the research settings digest and each
+    lake layer's settings fingerprint. A change does not stop the re-run; it explains drift."""
+    if not locked:
+        return [f"{label}: the packet records no settings fingerprints"]
+    out = []
+    if locked.get("research_settings_digest") != current.get("research_settings_digest"):
+        out.append(f"{label}: research settings changed since the lock "
+                   f"({locked.get('research_settings_digest')} -> "
+                   f"{current.get('research_settings_digest')})")
+    before, now_ = locked.get("lake_settings") or {}, current.get("lake_settings") or {}
+    out += [f"{label}: lake layer {layer} settings changed since the lock "
+            f"({before.get(layer)} -> {now_.get(layer)})"
+            for layer in sorted(set(before) | set(now_)) if before.get(layer) != now_.get(layer)]
+    return out
+
+
 def _grid_table(candidate: Mapping[str, Any]) -> pl.DataFrame | None:
     grid = candidate.get("source_grid_dir") or candidate.get("selected_from_grid_dir")
     path = Path(grid) / GRID_METRICS if grid else None
@@ -260,10 +278,12 @@ class _Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def _rerun_one(settings: Settings, pack_dir: Path, label: str, candidate: Mapping[str, Any],
-               as_of: dt.date, options: RerunOptions, micro: bool) -> _Outcome:  # fmt: skip
-    source_type = candidate.get("source_type") or candidate.get("input_type")
-    out = _Outcome(label, candidate.get("combo_id"), source_type)
+def _rerun_one(settings: Settings, pack_dir: Path, out: _Outcome, candidate: Mapping[str, Any],
+               as_of: dt.date, options: RerunOptions, micro: bool) -> None:  # fmt: skip
+    """Fill ``out`` with one candidate's re-run; raises when the re-run itself fails."""
+    label, source_type = out.label, out.source_type
+    out.warnings += fingerprint_warnings(label, candidate.get("fingerprints"),
+                                         pack.fingerprints(settings))
     locked_dir = candidate.get("locked_dir")
     if not locked_dir:
         raise ValueError(f"{label}: the packet has no locked_dir (pack built before locking)")
@@ -299,10 +319,9 @@ def _rerun_one(settings: Settings, pack_dir: Path, label: str, candidate: Mappin
     out.record = drift.drift_record(expected, observed, out.coverage, c.drift, c.eps)
     out.record["execution_params_used"] = (run.summary.get("execution") or {}).get(
         "params_used")
-    out.status = out.record["drift_status"]
     if micro:
         out.micro_grid_dir = _micro_grid(settings, inputs, bt, tag, out.warnings, label)
-    return out
+    out.status = out.record["drift_status"]
 
 
 def _micro_grid(settings: Settings, inputs: BacktestInputs, bt: BacktestOptions, tag: str,
@@ -381,13 +400,13 @@ def candidate_rerun(settings: Settings, pack_dir: str | Path, as_of: dt.date, *,
     outcomes = []
     for label in sorted(packet["candidates"]):
         candidate = packet["candidates"][label]
+        outcome = _Outcome(label, candidate.get("combo_id"),
+                           candidate.get("source_type") or candidate.get("input_type"))
         try:
-            outcome = _rerun_one(settings, pack_dir, label, candidate, as_of, options, micro)
+            _rerun_one(settings, pack_dir, outcome, candidate, as_of, options, micro)
         except Exception as error:  # one candidate never aborts the pack (fault 22)
             LOGGER.warning("candidate %s failed: %s", label, error)
-            outcome = _Outcome(label, candidate.get("combo_id"),
-                               candidate.get("source_type") or candidate.get("input_type"),
-                               error=f"{type(error).__name__}: {error}")
+            outcome.status, outcome.error = ERROR, f"{type(error).__name__}: {error}"
         if options.wf_run_dir is not None:
             try:
                 outcome.wf_row = wf_single_combo(Path(options.wf_run_dir), label,
