@@ -63,8 +63,11 @@ def make_grid(settings: Settings, mode: str, profile: str, tag: str, split: bool
 
 
 def settings_at(root: Path) -> Settings:
+    """Settings whose every root (artifacts, data, logs, raw) is under ``root``."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MF_PIPELINE_PATHS__ARTIFACTS_ROOT", str(root / "artifacts"))
+        for name in ("ARTIFACTS_ROOT", "DATA_ROOT", "LOGS_ROOT", "RAW_ROOT"):
+            mp.setenv(f"MF_PIPELINE_PATHS__{name}", str(root / name.lower()))
+        mp.delenv("MF_PIPELINE_SETTINGS_FILE", raising=False)
         return load_settings()
 
 
@@ -351,6 +354,7 @@ def test_files_table_summary_report_and_locked_dirs(lake, built) -> None:
 def test_fingerprints_name_each_recorded_lake_layer(tmp_path) -> None:
     settings = settings_at(tmp_path)
     path = calc_settings.record_path(settings, "features")
+    assert path.is_relative_to(tmp_path)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"layer": "features", "fingerprint": "f" * 16, "settings": {}}))
     assert pack.fingerprints(settings) == {
@@ -398,6 +402,13 @@ def test_given_folders_missing_exec_grids_and_out_dir(lake, tmp_path, fake_lock)
     assert summary["wf_consistency"] == {} and summary["output_dir"] == str(out)
     assert summary["inputs"]["alpha"]["how"] == "given"
     assert pack_sanity.pack_sanity(out)["status"] == "WARN"  # the summary's warnings
+    swapped = pack.build_pack(settings, {"alpha": grids["exec"], "exec": grids["alpha"]},
+                              include_exec2=False)  # fmt: skip
+    assert swapped["warnings"] == [
+        f"CANDIDATE_ALPHA: the alpha grid {grids['exec']} records overlay allow_only / "
+        "profile lite, not none / none",
+        f"CANDIDATE_EXEC: the exec grid {grids['alpha']} records overlay none / profile none, "
+        "not allow_only / lite"]
     with pytest.raises(FileNotFoundError, match="no alpha grid"):
         pack.build_pack(settings, {})
     with pytest.raises(ValueError, match=f"{grids['file_alpha']} cannot be locked"):

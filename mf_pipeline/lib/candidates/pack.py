@@ -36,6 +36,7 @@ import polars as pl
 from mf_pipeline.lib import lake
 from mf_pipeline.lib.candidates import select
 from mf_pipeline.lib.reports import discover, md_table, md_value, publish
+from mf_pipeline.lib.reports.realism import REPORTS_DIR as REALISM_DIR
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps import calc_settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions, backtest_options
@@ -114,7 +115,7 @@ def resolve(settings: Settings, dirs: Mapping[str, Path | str | None], include_e
         root, source="hmm", overlay_mode=o, execution_profile=p))
         for key, (o, p) in WF_TARGETS.items()}
     finders["realism"] = lambda _: discover.find_newest(
-        root / "execution_realism_reports", "exec-realism-*", "execution_realism_summary.json")
+        root / REALISM_DIR, "exec-realism-*", "execution_realism_summary.json")
     return discover.resolve_inputs(dirs, INPUT_KEYS, finders)
 
 
@@ -406,13 +407,18 @@ def build_pack(settings: Settings, dirs: Mapping[str, Path | None], *, min_trade
     candidates: dict[str, dict[str, Any]] = {}
     rows: dict[str, dict[str, Any]] = {}
     grids: dict[str, Path] = {}
-    for key, (label, _, _) in GRID_TARGETS.items():
+    for key, (label, mode, profile) in GRID_TARGETS.items():
         if key == "exec2" and not include_exec2:
             continue
         if resolved[key] is None:
             warnings.append(f"{label}: skipped, no {key} grid given or discovered")
             continue
         grid = _read_grid(resolved[key], key)
+        recorded = (discover.overlay_mode_of(grid.summary or {}),
+                    discover.execution_profile_of(grid.summary or {}, grid.folder))
+        if recorded != (mode, profile):
+            warnings.append(f"{label}: the {key} grid {grid.folder} records overlay "
+                            f"{recorded[0]} / profile {recorded[1]}, not {mode} / {profile}")
         try:
             selection = select.select(grid.metrics, label, min_trades)
         except ValueError as error:
