@@ -6,6 +6,7 @@ micro-grid, the walk-forward check, convergence and the §10.5 sanity are checke
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from unittest import mock
@@ -21,6 +22,7 @@ from mf_pipeline.lib.grids.combos import GridDimensions
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.steps.backtest.options import backtest_options
 from mf_pipeline.lib.steps.backtest.run import BacktestInputs, finite_json
+from mf_pipeline_tests.unit.test_grid_sanity import _sources
 
 AS_OF = date(2016, 12, 31)
 ALPHA, EXEC = "CANDIDATE_ALPHA", "CANDIDATE_EXEC"
@@ -336,3 +338,101 @@ def test_sanity_catches_broken_folders(pack, tmp_path) -> None:
         f"{EXEC}: observed_match_rate outside [0,1]: 1.5"]
     assert broken("f", wrong_overall)["errors"] == [
         "overall_status_mismatch: summary=DRIFT_WARN worst=OK"]
+
+
+def _cluster_inputs(tag: str = "grid", overlay_days: int | None = None) -> BacktestInputs:
+    """Cluster rows with their own states as the overlay; ``overlay_days``: only each ticker's
+    first days keep an overlay row (the rest are unmatched, hence UNKNOWN)."""
+    (source,) = [s for s in _sources() if s.source_type == "cluster"]
+    inputs = replace(source.inputs, tag=tag)
+    if overlay_days is not None:
+        first = pl.col("trade_date") < date(2015, 1, 1) + timedelta(days=overlay_days)
+        inputs = replace(inputs, overlay_rows=inputs.overlay_rows.filter(first))
+    return inputs
+
+
+@pytest.fixture
+def cluster_pack(isolated, tmp_path):
+    """A pack with one cluster candidate, overlay block_veto, execution profile lite."""
+    settings = isolated(tmp_path / "raw")
+    base = backtest_options(settings, overlay_mode="block_veto", exec_profile="lite")
+    grid = run_grid(settings, [GridSource(_cluster_inputs())],
+                    GridDimensions(hold_bars=(3, 10), fee_bps_per_side=(0.0, 10.0)),
+                    GridOptions(tag="crp-cluster", base=base))
+    row = grid.metrics.filter(pl.col("hold_bars") == 10, pl.col("fee_bps_per_side") == 0.0) \
+        .row(0, named=True)  # fmt: skip
+    folder = tmp_path / "pcp-cluster_production_candidate_pack_v1"
+    (folder / "locked" / EXEC).mkdir(parents=True)
+    strategy = replace(base, hold_bars=10).payload()
+    packet = {"candidates": {EXEC: {
+        "label": EXEC, "source_type": "cluster", "combo_id": row["combo_id"],
+        "locked_dir": f"locked/{EXEC}", "source_grid_dir": str(grid.output_dir),
+        "strategy": strategy, "fingerprints": fingerprints(settings),
+        "overlay": {"enabled": True, "mode": "block_veto",
+                    "match_rate": row["overlay_match_rate"],
+                    "unknown_rate": row["overlay_unknown_rate"]},
+        "execution_realism": {"profile": "lite", "eligibility_rate": row["exec_eligibility_rate"]},
+        "expected_behavior_snapshot": {
+            "best_expectancy": row["expectancy"], "PF": row["profit_factor"],
+            "robustness_v2": row["robustness_score_v2"], "ret_cv": row["ret_cv"],
+            "trade_count": row["trade_count"], "zero_trade_share": 0.0,
+            "ret_p10": row["ret_p10"], "downside_std": row["downside_std"]}}}}  # fmt: skip
+    (folder / rerun.PACKET).write_text(json.dumps(finite_json(packet)))
+    return settings, folder, row
+
+
+def _cluster_seam(overlay_days: int | None = None):
+    def fake(settings, locked_dir, source_type, as_of, overlay, tag):
+        assert (source_type, overlay) == ("cluster", True)
+        return _cluster_inputs(tag, overlay_days)
+
+    return fake
+
+
+def test_cluster_candidate_with_overlay_and_realism_reruns_ok(cluster_pack) -> None:
+    """Fault 22: a cluster candidate re-runs (its policy, overlay and execution profile)."""
+    settings, folder, row = cluster_pack
+    with mock.patch.object(rerun, "_locked_inputs", _cluster_seam()):
+        summary = rerun.candidate_rerun(settings, folder, AS_OF)
+    got = _table(summary).row(0, named=True)
+    assert got["drift_status"] == "OK" and got["source_type"] == "cluster"
+    assert got["observed_overlay_match_rate"] == 1.0 == got["expected_overlay_match_rate"]
+    assert got["observed_exec_eligibility_rate"] == pytest.approx(row["exec_eligibility_rate"])
+    assert got["observed_expectancy"] == pytest.approx(row["expectancy"], rel=1e-12)
+    assert got["observed_robustness_v2"] == pytest.approx(row["robustness_score_v2"])
+    run = json.loads((Path(got["backtest_run_dir"]) / "backtest_summary.json").read_text())
+    assert run["execution"]["execution_profile"] == "lite"
+    assert run["overlay"]["overlay_mode"] == "block_veto"
+    record = json.loads((Path(summary["output_dir"]) / "candidates" / EXEC /
+                         "drift_metrics.json").read_text())
+    assert record["execution_params_used"]["min_price"] == 2.0  # the resolved lite profile
+
+
+def test_overlay_coverage_loss_fails_and_strict_mode_is_an_error(cluster_pack) -> None:
+    settings, folder, _ = cluster_pack
+    with mock.patch.object(rerun, "_locked_inputs", _cluster_seam(overlay_days=100)):
+        summary = rerun.candidate_rerun(settings, folder, AS_OF)
+    got = _table(summary).row(0, named=True)
+    # 100 of each ticker's 250 days keep their overlay row: match 0.4, unknown 0.6
+    assert got["observed_overlay_match_rate"] == pytest.approx(0.4)
+    assert got["observed_overlay_unknown_rate"] == pytest.approx(0.6)
+    assert got["coverage_match_rate_drop_abs"] == pytest.approx(0.6)
+    assert got["coverage_unknown_rate_increase_abs"] == pytest.approx(0.6)
+    assert got["coverage_drift_status"] == "DRIFT_FAIL" and got["drift_status"] == "DRIFT_FAIL"
+    flags = got["drift_reasons"].split(",")
+    assert "overlay_match_rate_low" in flags
+    assert flags[-4:] == ["coverage_match_rate_drop_warn", "coverage_match_rate_below_fail",
+                          "coverage_unknown_rate_increase_warn",
+                          "coverage_unknown_rate_above_fail"]
+    coverage = json.loads((Path(summary["output_dir"]) / "candidates" / EXEC /
+                           "coverage_drift_metrics.json").read_text())
+    assert coverage["baseline_match_rate"] == 1.0 and coverage["thresholds"] == {
+        "warn_drop_abs": 0.1, "fail_match_rate": 0.6, "unknown_increase_warn_abs": 0.15,
+        "unknown_rate_fail": 0.5}
+    with mock.patch.object(rerun, "_locked_inputs", _cluster_seam(overlay_days=100)):
+        strict = rerun.candidate_rerun(settings, folder, AS_OF,
+                                       overlay_coverage_mode="strict_fail")
+    got = _table(strict).row(0, named=True)
+    assert got["drift_status"] == "ERROR" and strict["overall_status"] == "ERROR"
+    assert "overlay_coverage_strict_fail:FAIL_LOW_MATCH" in got["error_message"]
+    assert strict["rerun_id"] != summary["rerun_id"]  # the coverage mode is in the id
