@@ -43,6 +43,18 @@ class ClusterConfig:
     hdbscan_fit_sample_max: int | None = 20_000
 
 
+@dataclass(frozen=True)
+class ClusterModel:
+    """A fitted model reduced to the arrays that label new rows (:func:`predict_clusters`):
+    KMeans ``centers``; GMM ``weights``, ``means``, ``covariances``, ``precisions_cholesky``
+    (scikit-learn's shapes for ``covariance_type``); HDBSCAN the fitted ``rows`` and their
+    ``labels`` (new rows take their nearest fitted row's label, as the run's own labelling)."""
+
+    method: str
+    arrays: dict[str, np.ndarray]
+    covariance_type: str | None = None
+
+
 @dataclass
 class ClusterResult:
     """Labels (and GMM confidence) per predict set, metrics on the primary set, model meta."""
@@ -54,6 +66,7 @@ class ClusterResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     model_meta: dict[str, Any] = field(default_factory=dict)
     model: Any = None
+    fitted: ClusterModel | None = None
 
 
 def _sample_index(n: int, cap: int | None, random_state: int) -> np.ndarray | None:
@@ -264,8 +277,12 @@ def run_clustering(
         for name, m in sets.items():
             result.labels[name] = model.predict(m).astype(np.int32)
         extra["inertia"] = float(model.inertia_)
+        result.fitted = ClusterModel("kmeans", {"centers": model.cluster_centers_})
     elif method == "gmm":
         model, meta = _fit_gmm(X, config)
+        result.fitted = ClusterModel("gmm", {
+            "weights": model.weights_, "means": model.means_, "covariances": model.covariances_,
+            "precisions_cholesky": model.precisions_cholesky_}, config.gmm_covariance_type)
         for name, m in sets.items():
             prob = model.predict_proba(m)
             result.labels[name] = prob.argmax(axis=1).astype(np.int32)
@@ -280,6 +297,7 @@ def run_clustering(
             exact = m is X and fitted is X
             labs = fitted_labels if exact else _nearest_labels(fitted, fitted_labels, m)
             result.labels[name] = labs.astype(np.int32)
+        result.fitted = ClusterModel("hdbscan", {"rows": fitted, "labels": fitted_labels})
     meta["fit_rows"] = int(X.shape[0])
     meta["fit_procedure"] = config.fit_procedure
     meta["predict_rows"] = int(sets[primary_set].shape[0])
@@ -294,6 +312,30 @@ def run_clustering(
         **extra,
     }
     return result
+
+
+def predict_clusters(model: ClusterModel, X: np.ndarray) -> np.ndarray:
+    """Cluster ids (int32) of the scaled rows ``X`` under a fitted ``model``, without refitting:
+    the nearest centre (KMeans), the most probable component (GMM, through scikit-learn's own
+    ``predict_proba``) or the nearest fitted row's label (HDBSCAN)."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    a = model.arrays
+    if model.method == "kmeans":
+        centers = a["centers"]
+        dist = (centers * centers).sum(axis=1)[None, :] - 2.0 * (X @ centers.T)
+        return dist.argmin(axis=1).astype(np.int32)
+    if model.method == "gmm":
+        from sklearn.mixture import GaussianMixture
+
+        gmm = GaussianMixture(n_components=a["weights"].shape[0],
+                              covariance_type=model.covariance_type or "full")
+        gmm.weights_, gmm.means_ = a["weights"], a["means"]
+        gmm.covariances_, gmm.precisions_cholesky_ = a["covariances"], a["precisions_cholesky"]
+        gmm.n_features_in_ = a["means"].shape[1]
+        return gmm.predict_proba(X).argmax(axis=1).astype(np.int32)
+    if model.method == "hdbscan":
+        return _nearest_labels(a["rows"], a["labels"], X).astype(np.int32)
+    raise ValueError(f"unknown cluster model method {model.method!r}")
 
 
 def config_payload(config: ClusterConfig) -> dict[str, Any]:

@@ -183,6 +183,27 @@ class ScalerModel:
             out["per_ticker_params_ticker_count"] = self.per_ticker.height
         return out
 
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], per_ticker: pl.DataFrame | None = None
+                     ) -> "ScalerModel":  # fmt: skip
+        """The scaler :meth:`payload` (``scaler_params.json``) and the per-ticker table
+        described; a locked model scales new bars with it instead of refitting."""
+        if payload["scaling_scope"] == "per_ticker" and per_ticker is None:
+            raise ValueError("per_ticker scaling needs its table (scaler_params_per_ticker)")
+        return cls(
+            features=tuple(payload["feature_list"]),
+            missing_requested_features=tuple(payload.get("missing_requested_features", ())),
+            scaler=payload["scaler"],
+            scaling_scope=payload["scaling_scope"],
+            center=np.array(payload["center"], dtype=np.float64),
+            spread=np.array(payload["spread"], dtype=np.float64),
+            per_ticker=per_ticker if payload["scaling_scope"] == "per_ticker" else None,
+            fit_rows_before=int(payload.get("fit_rows_before", 0)),
+            fit_rows_after_null_filter=int(payload.get("fit_rows_after_null_filter", 0)),
+            fit_ticker_count=int(payload.get("fit_ticker_count", 0)),
+            fit_null_counts_per_feature=dict(payload.get("fit_null_counts_per_feature", {})),
+        )
+
 
 def fit_scaler(
     frame: pl.DataFrame,

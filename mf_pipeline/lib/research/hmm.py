@@ -107,15 +107,37 @@ class HmmParams:
         return (k - 1) + k * (k - 1) + k * d + cov
 
     def payload(self) -> dict[str, Any]:
-        """JSON-ready matrices (diagonal variances for diag/spherical keep it small)."""
+        """JSON-ready matrices: diagonal variances for diag/spherical (small), plus the full
+        ``covars`` for full/tied, so :meth:`from_payload` rebuilds the model exactly."""
         diag = np.diagonal(self.covars, axis1=1, axis2=2)
-        return {
+        out = {
             "covariance_type": self.covariance_type,
             "startprob": self.startprob.tolist(),
             "transmat": self.transmat.tolist(),
             "means": self.means.tolist(),
             "variances": diag.tolist(),
         }
+        if self.covariance_type in ("full", "tied"):
+            out["covars"] = self.covars.tolist()
+        return out
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "HmmParams":
+        """The parameters :meth:`payload` wrote (JSON floats round-trip exactly), e.g. the
+        ``params`` of ``hmm_model_meta.json``; a locked model decodes new bars with them."""
+        kind = str(payload["covariance_type"])
+        if kind in ("full", "tied"):
+            if "covars" not in payload:
+                raise ValueError(f"{kind} covariances were not saved by this run (only their "
+                                 "diagonal): rerun the HMM model to lock it")
+            covars = np.array(payload["covars"], dtype=np.float64)
+        else:
+            var = np.array(payload["variances"], dtype=np.float64)
+            covars = var[:, :, None] * np.eye(var.shape[1])[None, :, :]
+        return cls(startprob=np.array(payload["startprob"], dtype=np.float64),
+                   transmat=np.array(payload["transmat"], dtype=np.float64),
+                   means=np.array(payload["means"], dtype=np.float64), covars=covars,
+                   covariance_type=kind)  # fmt: skip
 
 
 def information_criteria(loglik: float, n_rows: int, params: HmmParams) -> dict[str, Any]:

@@ -48,6 +48,17 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def silver_prices(settings: Settings, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, str]:
+    """``rows`` with open/high/low/close/volume from Silver (fills at real opens) and the
+    price source's name; the rows' own close when the lake has no Silver."""
+    silver = lake.scan_layer(settings, "silver")
+    if silver is None:
+        return rows, "decoded_close"
+    return rows.drop("close", "volume", strict=False).join(
+        silver.select("ticker", "trade_date", *PRICE_COLS), on=["ticker", "trade_date"],
+        how="left"), "silver"
+
+
 def split_bars(settings: Settings, split_key: str, hmm_dir: str | Path, cluster_dir: str | Path,
                test_end: dt.date | None) -> tuple[pl.DataFrame, dict[str, Any]]:  # fmt: skip
     """The split's common rows up to ``test_end`` with Silver prices (see module doc)."""
@@ -60,13 +71,7 @@ def split_bars(settings: Settings, split_key: str, hmm_dir: str | Path, cluster_
         how="inner")
     if test_end is not None:
         rows = rows.filter(pl.col("trade_date") <= test_end)
-    silver = lake.scan_layer(settings, "silver")
-    price_source = "decoded_close"
-    if silver is not None:
-        rows = rows.drop("close", "volume", strict=False).join(
-            silver.select("ticker", "trade_date", *PRICE_COLS), on=["ticker", "trade_date"],
-            how="left")
-        price_source = "silver"
+    rows, price_source = silver_prices(settings, rows)
     frame = rows.sort("ticker", "trade_date").collect()
     info = {"split_id": split_key, "hmm_run_dir": str(hmm_dir),
             "cluster_run_dir": str(cluster_dir), "rows": frame.height,

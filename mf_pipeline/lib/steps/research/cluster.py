@@ -27,6 +27,11 @@ TRAIN_ROWS = "clustered_train_rows"
 """The train rows of a walk-forward split with their cluster: a backtest judges the clusters on
 them, so the policy it trades the test rows with is known at the train end."""
 TRAIN_ROW_COLUMNS = ("ticker", "trade_date", "cluster_id", "close")
+CLUSTER_MODEL = "cluster_model.json"
+"""The fitted model's parameters (:class:`clustering.ClusterModel`), the feature list and the
+scaler files: what labels new rows without a refit (a locked candidate's cluster decode)."""
+FITTED_ROWS = "cluster_model_fitted_rows.parquet"
+"""HDBSCAN only: the fitted (scaled) rows and their labels, for the nearest-row rule."""
 
 
 def _notes(sil: float | None, largest: float | None, sep_note: str,
@@ -52,6 +57,40 @@ class ClusterOutcome:
     summary: dict[str, Any]
     clustered: pl.DataFrame
     result: cl.ClusterResult = field(repr=False)
+
+
+def write_cluster_model(model: cl.ClusterModel, features: tuple[str, ...], folder: Path,
+                        settings: Settings) -> str:  # fmt: skip
+    """``cluster_model.json`` (+ the HDBSCAN fitted rows); floats round-trip exactly in JSON."""
+    payload: dict[str, Any] = {"method": model.method, "covariance_type": model.covariance_type,
+                               "feature_list": list(features),
+                               "scaler_params_file": "scaler_params.json",
+                               "scaler_params_table_file": "scaler_params_per_ticker.parquet"}
+    if model.method == "hdbscan":
+        rows = pl.DataFrame(model.arrays["rows"], schema=list(features), orient="row")
+        lake.write_parquet(rows.with_columns(pl.Series("cluster_id", model.arrays["labels"],
+                                                       dtype=pl.Int32)),
+                           folder / FITTED_ROWS, settings.parquet)  # fmt: skip
+        payload["fitted_rows_file"] = FITTED_ROWS
+    else:
+        payload["arrays"] = {k: np.asarray(v).tolist() for k, v in model.arrays.items()}
+    return str(lake.write_json(payload, folder / CLUSTER_MODEL))
+
+
+def read_cluster_model(folder: Path) -> tuple[cl.ClusterModel, dict[str, Any]]:
+    """The model :func:`write_cluster_model` wrote, and its JSON (feature list, scaler files)."""
+    path = folder / CLUSTER_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the clustering run predates saved models; "
+                                "rerun it")
+    payload = artifacts.read_json(path) or {}
+    if payload["method"] == "hdbscan":
+        rows = pl.read_parquet(folder / payload["fitted_rows_file"])
+        arrays = {"rows": rows.select(payload["feature_list"]).to_numpy().astype(np.float64),
+                  "labels": rows["cluster_id"].to_numpy()}
+    else:
+        arrays = {k: np.array(v, dtype=np.float64) for k, v in payload["arrays"].items()}
+    return cl.ClusterModel(payload["method"], arrays, payload.get("covariance_type")), payload
 
 
 def _clustered(
@@ -91,6 +130,10 @@ def cluster_run(
     folder = settings.artifacts_root / "research_runs" / f"{run_id}_{result.method}_{prep.tag}"
     prof = cluster_profiles(clustered)
     outputs: dict[str, Any] = write_preprocess(prep, folder, settings)
+    outputs["cluster_model_path"] = None
+    if result.fitted is not None:
+        outputs["cluster_model_path"] = write_cluster_model(result.fitted, prep.scaler.features,
+                                                            folder, settings)  # fmt: skip
     outputs |= write_table(prof["profile"], folder, "cluster_profile", ("parquet", "csv"),
                            settings)  # fmt: skip
     outputs |= write_table(prof["crosstab"], folder, "cluster_state_distribution", ("parquet",),
