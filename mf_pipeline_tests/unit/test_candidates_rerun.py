@@ -1,8 +1,10 @@
 """Candidate re-run pack (§10) on a real grid: the locked inputs come through one seam
-(``rerun._locked_inputs``) that returns the very rows the grid traded, so an unchanged candidate
+(``locked.locked_inputs``) that returns the very rows the grid traded, so an unchanged candidate
 must come back OK with zero deltas and its own robustness score; flipped state directions must
 FAIL with the drop flags; a failing candidate is an ERROR row that never aborts the pack; the
-micro-grid, the walk-forward check, convergence and the §10.5 sanity are checked on the folder."""
+micro-grid, the walk-forward check, convergence and the §10.5 sanity are checked on the folder.
+Last, a pack built by ``build_pack`` with the real lock of the locked-model tests' split runs
+re-runs with zero drift on the lock rows, then after a nightly append."""
 
 import json
 import shutil
@@ -15,18 +17,21 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mf_pipeline.lib.candidates import rerun
+from mf_pipeline.lib.candidates import locked, rerun
 from mf_pipeline.lib.candidates.pack import fingerprints
 from mf_pipeline.lib.candidates.rerun_sanity import rerun_sanity
 from mf_pipeline.lib.grids.combos import GridDimensions
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
+from mf_pipeline.lib.settings import load_settings
 from mf_pipeline.lib.steps.backtest.options import backtest_options
 from mf_pipeline.lib.steps.backtest.run import BacktestInputs, finite_json
+from mf_pipeline_tests.unit import test_candidates_locked as real
 from mf_pipeline_tests.unit.test_grid_sanity import _sources
 
 AS_OF = date(2016, 12, 31)
 ALPHA, EXEC = "CANDIDATE_ALPHA", "CANDIDATE_EXEC"
 PICKS = {ALPHA: (10, 5.0), EXEC: (5, 0.0)}  # label -> (hold_bars, fee_bps_per_side)
+lake, lake_env = real.lake, real.lake_env  # the locked-model tests' lake, runs and lock
 MU = np.array([0.0, 0.004, 0.002, -0.004, -0.002])  # daily drift per HMM state
 
 
@@ -118,7 +123,7 @@ def _table(summary) -> pl.DataFrame:
 def test_unchanged_candidates_are_ok_with_zero_drift_and_reruns_converge(pack) -> None:
     settings, pack_dir, grid = pack
     fake, calls = _seam()
-    with mock.patch.object(rerun, "_locked_inputs", fake):
+    with mock.patch.object(locked, "locked_inputs", fake):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF)
     assert summary["overall_status"] == "OK" and summary["candidate_count"] == 2
     assert summary["warnings"] == []
@@ -152,7 +157,7 @@ def test_unchanged_candidates_are_ok_with_zero_drift_and_reruns_converge(pack) -
     assert out.endswith(f"{summary['rerun_id']}_candidate_rerun_pack_v1")
     assert "/candidate_reruns/crp-" in out and summary["finished_ts"]
     assert rerun_sanity(out)["status"] == "PASS"
-    with mock.patch.object(rerun, "_locked_inputs", _seam()[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam()[0]):
         again = rerun.candidate_rerun(settings, pack_dir, AS_OF)
         later = rerun.candidate_rerun(settings, pack_dir, AS_OF + timedelta(days=1))
     assert again["rerun_id"] == summary["rerun_id"] and again["output_dir"] == out
@@ -161,7 +166,7 @@ def test_unchanged_candidates_are_ok_with_zero_drift_and_reruns_converge(pack) -
 
 def test_flipped_directions_fail_with_the_drop_flags(pack) -> None:
     settings, pack_dir, _ = pack
-    with mock.patch.object(rerun, "_locked_inputs", _seam(flip={ALPHA})[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam(flip={ALPHA})[0]):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF)
     assert summary["overall_status"] == "DRIFT_FAIL"
     table = _table(summary)
@@ -186,7 +191,7 @@ def test_a_failing_candidate_is_an_error_row_and_never_aborts_the_pack(pack) -> 
     packet = json.loads((pack_dir / rerun.PACKET).read_text())
     packet["candidates"][EXEC]["fingerprints"]["research_settings_digest"] = "old"
     (pack_dir / rerun.PACKET).write_text(json.dumps(packet))
-    with mock.patch.object(rerun, "_locked_inputs", _seam(fail={EXEC})[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam(fail={EXEC})[0]):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF)
     assert summary["overall_status"] == "ERROR"
     assert summary["status_counts"] == [{"drift_status": "OK", "count": 1},
@@ -207,7 +212,7 @@ def test_a_failing_candidate_is_an_error_row_and_never_aborts_the_pack(pack) -> 
 
 def test_micro_grid_around_the_locked_hold_and_fee(pack) -> None:
     settings, pack_dir, _ = pack
-    with mock.patch.object(rerun, "_locked_inputs", _seam()[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam()[0]):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF, run_micro_grid=True)
     assert summary["micro_grid_enabled"] is True and summary["overall_status"] == "OK"
     table = _table(summary)
@@ -260,7 +265,7 @@ def test_walk_forward_check_reads_the_locked_combo_in_every_split(pack, tmp_path
               {"train_end": "2016-12-31", "status": "SUCCESS",
                "grid_run_dir": str(grid.output_dir)}]
     (wf / "wf_grid_plan.json").write_text(json.dumps({"splits": splits}))
-    with mock.patch.object(rerun, "_locked_inputs", _seam()[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam()[0]):
         summary = rerun.candidate_rerun(settings, pack_dir, AS_OF, wf_run_dir=wf)
     assert summary["wf"]["enabled"] is True and summary["wf"]["candidates_with_wf"] == 2
     rows = pl.read_csv(summary["wf"]["wf_single_combo_summary_csv"])
@@ -270,7 +275,7 @@ def test_walk_forward_check_reads_the_locked_combo_in_every_split(pack, tmp_path
     assert alpha["expectancy_mean"] == pytest.approx(g["expectancy"][0])
     assert alpha["robustness_v2_mean"] == pytest.approx(g["robustness_score_v2"][0])
     assert (Path(summary["output_dir"]) / rerun.WF_MD).is_file()
-    with mock.patch.object(rerun, "_locked_inputs", _seam()[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam()[0]):
         broken = rerun.candidate_rerun(settings, pack_dir, AS_OF, wf_run_dir=tmp_path / "none")
     assert broken["overall_status"] == "OK" and broken["wf"]["candidates_with_wf"] == 0
     assert sum("walk-forward check failed" in w for w in broken["warnings"]) == 2
@@ -293,7 +298,7 @@ def test_options_and_packet_errors(pack, tmp_path) -> None:
 
 def test_sanity_catches_broken_folders(pack, tmp_path) -> None:
     settings, pack_dir, _ = pack
-    with mock.patch.object(rerun, "_locked_inputs", _seam()[0]):
+    with mock.patch.object(locked, "locked_inputs", _seam()[0]):
         good = rerun.candidate_rerun(settings, pack_dir, AS_OF)["output_dir"]
 
     def broken(name, change):
@@ -392,7 +397,7 @@ def _cluster_seam(overlay_days: int | None = None):
 def test_cluster_candidate_with_overlay_and_realism_reruns_ok(cluster_pack) -> None:
     """Fault 22: a cluster candidate re-runs (its policy, overlay and execution profile)."""
     settings, folder, row = cluster_pack
-    with mock.patch.object(rerun, "_locked_inputs", _cluster_seam()):
+    with mock.patch.object(locked, "locked_inputs", _cluster_seam()):
         summary = rerun.candidate_rerun(settings, folder, AS_OF)
     got = _table(summary).row(0, named=True)
     assert got["drift_status"] == "OK" and got["source_type"] == "cluster"
@@ -410,7 +415,7 @@ def test_cluster_candidate_with_overlay_and_realism_reruns_ok(cluster_pack) -> N
 
 def test_overlay_coverage_loss_fails_and_strict_mode_is_an_error(cluster_pack) -> None:
     settings, folder, _ = cluster_pack
-    with mock.patch.object(rerun, "_locked_inputs", _cluster_seam(overlay_days=100)):
+    with mock.patch.object(locked, "locked_inputs", _cluster_seam(overlay_days=100)):
         summary = rerun.candidate_rerun(settings, folder, AS_OF)
     got = _table(summary).row(0, named=True)
     # 100 of each ticker's 250 days keep their overlay row: match 0.4, unknown 0.6
@@ -429,10 +434,58 @@ def test_overlay_coverage_loss_fails_and_strict_mode_is_an_error(cluster_pack) -
     assert coverage["baseline_match_rate"] == 1.0 and coverage["thresholds"] == {
         "warn_drop_abs": 0.1, "fail_match_rate": 0.6, "unknown_increase_warn_abs": 0.15,
         "unknown_rate_fail": 0.5}
-    with mock.patch.object(rerun, "_locked_inputs", _cluster_seam(overlay_days=100)):
+    with mock.patch.object(locked, "locked_inputs", _cluster_seam(overlay_days=100)):
         strict = rerun.candidate_rerun(settings, folder, AS_OF,
                                        overlay_coverage_mode="strict_fail")
     got = _table(strict).row(0, named=True)
     assert got["drift_status"] == "ERROR" and strict["overall_status"] == "ERROR"
     assert "overlay_coverage_strict_fail:FAIL_LOW_MATCH" in got["error_message"]
     assert strict["rerun_id"] != summary["rerun_id"]  # the coverage mode is in the id
+
+
+@pytest.fixture
+def real_pack(lake_env, tmp_path):
+    """A pack built by ``build_pack`` (real lock of the locked-model tests' split runs) from an
+    HMM grid on that split (overlay none, profile none: the alpha grid)."""
+    from mf_pipeline.lib.candidates.pack import build_pack
+    from mf_pipeline.lib.grids.inputs import split_sources
+
+    settings = load_settings()
+    real._drop_appended(lake_env)
+    sources = split_sources(settings, real.SPLIT, ["hmm"], str(lake_env.hmm_dir),
+                            str(lake_env.cluster_dir), None, policy_filter_mode="allow_only")
+    grid = run_grid(settings, sources, GridDimensions(hold_bars=(3, 5), fee_bps_per_side=(0.0,),
+                                                      exit_mode=("horizon",)),
+                    GridOptions(tag="crp-real"), folder=tmp_path / "grid")
+    built = build_pack(settings, {"alpha": grid.output_dir}, min_trades=1, include_exec2=False,
+                       out_dir=tmp_path / "pcp-real_production_candidate_pack_v1")
+    end = sources[0].inputs.identity["test_end"]
+    return settings, Path(built["output_dir"]), grid, date.fromisoformat(end) if end else None
+
+
+def test_rerun_of_a_real_pack_is_ok_on_the_lock_rows_and_runs_after_an_append(real_pack,
+                                                                             lake_env) -> None:
+    settings, pack_dir, grid, test_end = real_pack
+    as_of = test_end or max(real._days(real.LOCK_DAYS))
+    summary = rerun.candidate_rerun(settings, pack_dir, as_of)
+    assert summary["candidate_count"] == 1 and summary["overall_status"] == "OK"
+    assert summary["warnings"] == []
+    got = _table(summary).row(0, named=True)
+    row = grid.metrics.filter(pl.col("combo_id") == got["combo_id"]).row(0, named=True)
+    assert got["candidate_label"] == ALPHA and got["observed_trade_count"] == row["trade_count"]
+    assert got["observed_expectancy"] == pytest.approx(row["expectancy"], rel=1e-12)
+    assert got["observed_robustness_v2"] == pytest.approx(row["robustness_score_v2"])
+    assert rerun_sanity(summary["output_dir"])["status"] == "PASS"
+    real._appended(lake_env)  # the nightly append: 25 more days in a newer export
+    try:
+        last = max(real._days(real.LOCK_DAYS + real.APPENDED_DAYS))
+        later = rerun.candidate_rerun(settings, pack_dir, last)
+    finally:
+        real._drop_appended(lake_env)
+    assert later["output_dir"] != summary["output_dir"]
+    new = _table(later).row(0, named=True)
+    # same behaviour on the appended bars (same generating process): more trades, still OK
+    assert later["overall_status"] == "OK" and new["drift_reasons"] is None
+    assert new["observed_trade_count"] > got["observed_trade_count"]
+    assert new["backtest_run_dir"].endswith(f"_hmm_{last.isoformat()}-candidate_alpha")
+    assert rerun_sanity(later["output_dir"])["status"] == "PASS"

@@ -41,7 +41,7 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import lake, reports
-from mf_pipeline.lib.candidates import drift, pack
+from mf_pipeline.lib.candidates import drift, locked, pack
 from mf_pipeline.lib.grids.combos import GridDimensions
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.settings import Settings
@@ -133,15 +133,6 @@ class RerunOptions:
         if unknown:
             raise ValueError(f"unknown coverage threshold(s) {sorted(unknown)}; "
                              f"known {list(COVERAGE_KEYS)}")
-
-
-def _locked_inputs(settings: Settings, locked_dir: Path, source_type: str, as_of: dt.date,
-                   overlay: bool, tag: str) -> BacktestInputs:  # fmt: skip
-    """The locked model's causal inputs up to ``as_of`` (helper L's module; imported here so
-    tests can replace this one seam)."""
-    from mf_pipeline.lib.candidates import locked
-
-    return locked.locked_inputs(settings, locked_dir, source_type, as_of, overlay, tag)
 
 
 def read_packet(pack_dir: Path) -> dict[str, Any]:
@@ -290,8 +281,8 @@ def _rerun_one(settings: Settings, pack_dir: Path, out: _Outcome, candidate: Map
     bt = rerun_options(settings, candidate, options)
     overlay = bool((candidate.get("overlay") or {}).get("enabled"))
     tag = f"{as_of.isoformat()}-{label.lower()}"
-    inputs = _locked_inputs(settings, pack_dir / locked_dir, str(source_type), as_of, overlay,
-                            tag)
+    inputs = locked.locked_inputs(settings, pack_dir / locked_dir, str(source_type), as_of,
+                                  overlay, tag)
     run = backtest_run(settings, inputs, bt)
     out.run_dir = run.output_dir
     observed = observed_metrics(run.summary)
