@@ -266,7 +266,7 @@ def test_walk_forward_check_reads_the_locked_combo_in_every_split(pack, tmp_path
                "grid_run_dir": str(grid.output_dir)}]
     (wf / "wf_grid_plan.json").write_text(json.dumps({"splits": splits}))
     with mock.patch.object(locked, "locked_inputs", _seam()[0]):
-        summary = rerun.candidate_rerun(settings, pack_dir, AS_OF, wf_run_dir=wf)
+        summary = rerun.candidate_rerun(settings, pack_dir, AS_OF, wf_grid_dir=wf)
     assert summary["wf"]["enabled"] is True and summary["wf"]["candidates_with_wf"] == 2
     rows = pl.read_csv(summary["wf"]["wf_single_combo_summary_csv"])
     alpha = rows.filter(pl.col("candidate_label") == ALPHA).row(0, named=True)
@@ -276,7 +276,7 @@ def test_walk_forward_check_reads_the_locked_combo_in_every_split(pack, tmp_path
     assert alpha["robustness_v2_mean"] == pytest.approx(g["robustness_score_v2"][0])
     assert (Path(summary["output_dir"]) / rerun.WF_MD).is_file()
     with mock.patch.object(locked, "locked_inputs", _seam()[0]):
-        broken = rerun.candidate_rerun(settings, pack_dir, AS_OF, wf_run_dir=tmp_path / "none")
+        broken = rerun.candidate_rerun(settings, pack_dir, AS_OF, wf_grid_dir=tmp_path / "none")
     assert broken["overall_status"] == "OK" and broken["wf"]["candidates_with_wf"] == 0
     assert sum("walk-forward check failed" in w for w in broken["warnings"]) == 2
 

@@ -110,7 +110,7 @@ class RerunOptions:
     ``coverage_drift_warn_drop`` / ``coverage_drift_fail_match``: §10.3 thresholds (settings
     ``candidate_rerun.drift`` when None; the fail rate falls back to an explicit
     ``coverage["min_match_rate_fail"]`` first). ``run_micro_grid`` None:
-    ``candidate_rerun.micro_grid.enabled_default``. ``wf_run_dir``: a walk-forward grid folder
+    ``candidate_rerun.micro_grid.enabled_default``. ``wf_grid_dir``: a walk-forward grid folder
     (``wfgrid-*``) whose split grids' rows of each locked combo are summarised (the WF check).
     """
 
@@ -120,12 +120,12 @@ class RerunOptions:
     coverage: Mapping[str, float] = field(default_factory=dict)
     coverage_drift_warn_drop: float | None = None
     coverage_drift_fail_match: float | None = None
-    wf_run_dir: Path | None = None
+    wf_grid_dir: Path | None = None
 
     def payload(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["coverage"] = dict(sorted(self.coverage.items()))
-        out["wf_run_dir"] = str(self.wf_run_dir) if self.wf_run_dir else None
+        out["wf_grid_dir"] = str(self.wf_grid_dir) if self.wf_grid_dir else None
         return out
 
     def check(self) -> None:
@@ -377,7 +377,7 @@ def candidate_rerun(settings: Settings, pack_dir: str | Path, as_of: dt.date, *,
     """Re-run every candidate of the pack at ``pack_dir`` on the bars up to ``as_of`` and
     write the CRP folder (see the module docstring); returns ``rerun_summary.json``'s content
     with ``output_dir``. ``overrides``: :class:`RerunOptions` fields (``run_micro_grid``,
-    ``wf_run_dir``, ``overlay_coverage_mode``, ``coverage``, ...) replacing ``options``'.
+    ``wf_grid_dir``, ``overlay_coverage_mode``, ``coverage``, ...) replacing ``options``'.
     Only a missing or empty packet raises; a candidate that fails is an ``ERROR`` row."""
     options = replace(options or RerunOptions(), **overrides)
     options.check()
@@ -398,9 +398,9 @@ def candidate_rerun(settings: Settings, pack_dir: str | Path, as_of: dt.date, *,
         except Exception as error:  # one candidate never aborts the pack (fault 22)
             LOGGER.warning("candidate %s failed: %s", label, error)
             outcome.status, outcome.error = ERROR, f"{type(error).__name__}: {error}"
-        if options.wf_run_dir is not None:
+        if options.wf_grid_dir is not None:
             try:
-                outcome.wf_row = wf_single_combo(Path(options.wf_run_dir), label,
+                outcome.wf_row = wf_single_combo(Path(options.wf_grid_dir), label,
                                                  str(outcome.combo_id), str(outcome.source_type))
             except Exception as error:
                 outcome.warnings.append(f"{label}: walk-forward check failed: {error}")
@@ -411,7 +411,7 @@ def candidate_rerun(settings: Settings, pack_dir: str | Path, as_of: dt.date, *,
     head = {"rerun_id": rerun_id, "crp_version": CRP_VERSION, "pcp_pack_dir": str(pack_dir),
             "pcp_pack_id": pack_id(pack_dir), "policy_packet_path": str(pack_dir / PACKET),
             "as_of": as_of.isoformat(), "as_of_tag": as_of.isoformat(), "started_ts": started,
-            "wf_run_dir": str(options.wf_run_dir) if options.wf_run_dir else None,
+            "wf_run_dir": str(options.wf_grid_dir) if options.wf_grid_dir else None,
             "override_input_file": None, "micro_grid_enabled": micro,
             "options": options.payload(), "output_dir": str(folder)}  # fmt: skip
     summary: dict[str, Any] = {}
