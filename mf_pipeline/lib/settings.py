@@ -530,6 +530,8 @@ class CandidateRerunSettings(_Group):
     drift: CandidateDriftSettings = Field(default_factory=CandidateDriftSettings)
     micro_grid: CandidateMicroGridSettings = Field(default_factory=CandidateMicroGridSettings)
     wf_run_enable_default: bool = False
+    """Read by nothing, as in the old tool (fault 17): the walk-forward check runs when a
+    walk-forward grid folder is given (``RerunOptions.wf_grid_dir``)."""
     eps: float = Field(1.0e-12, gt=0)
 
 
