@@ -232,7 +232,7 @@ def fingerprint_warnings(label: str, locked: Mapping[str, Any] | None,
 
 
 def _grid_table(candidate: Mapping[str, Any]) -> pl.DataFrame | None:
-    grid = candidate.get("source_grid_dir") or candidate.get("selected_from_grid_dir")
+    grid = candidate.get("source_grid_dir")
     path = Path(grid) / GRID_METRICS if grid else None
     return pl.read_parquet(path) if path is not None and path.is_file() else None
 
