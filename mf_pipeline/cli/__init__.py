@@ -12,6 +12,7 @@ from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
     dagster_commands,
     derived_commands,
     grid_commands,
+    ops_commands,
     qa_commands,
     report_commands,
     research_commands,

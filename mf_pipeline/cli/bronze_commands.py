@@ -11,11 +11,9 @@ from mf_pipeline.cli.app import AsJson, app, emit, fail, plain, run_summary, say
 from mf_pipeline.lib.registry import UNTIL_CHOICES
 from mf_pipeline.orchestration.planning import (
     Selection,
-    covers_universe,
     everything,
-    export_is_current,
+    plan_and_run,
     split_assets,
-    tickers_needing_work,
 )
 
 if TYPE_CHECKING:
@@ -31,33 +29,7 @@ def _execute(ctx: typer.Context, selection: Selection, full: bool = False, limit
 
     settings = settings_of(ctx)
     with runner.holding_lake_lock(settings, log=say):
-        return _plan_and_run(settings, selection, full, limit, only_status, promote)
-
-
-def _plan_and_run(settings: Settings, selection: Selection, full: bool, limit: int | None,
-                  only_status: list[str] | None, promote: bool) -> RunOutcome:
-    from mf_pipeline.lib.steps import bronze_step
-    from mf_pipeline.orchestration import runner
-
-    say(f"raw root: {settings.raw_root}")
-    classified = bronze_step.classify_raw(settings, say)
-    tickers = tickers_needing_work(settings, classified, selection.per_ticker, full, only_status)
-    if limit is not None:
-        tickers = tickers[:limit]
-    counts = classified.group_by("manifest_status").len().sort("manifest_status").rows()
-    say(f"{classified.height} files: {dict(counts)}; {len(tickers)} tickers to process")
-    run_config = {"ops": {"bronze": {"config": {"promote_manifest": promote}}}} \
-        if "bronze" in selection.per_ticker and tickers else None
-    tail = selection.tail
-    if not tickers and "ml_dataset" in tail and export_is_current(settings):
-        say("ml_dataset is newer than every feature file: not exported again")
-        tail = tuple(name for name in tail if name != "ml_dataset")
-    return runner.run_partitioned(
-        settings, selection.head, selection.per_ticker if tickers else (), tail,
-        tickers, run_config=run_config, log=say,
-        explicit=bool(full or limit is not None or only_status),
-        all_shards=covers_universe(classified, tickers),
-    )
+        return plan_and_run(settings, selection, full, limit, only_status, promote, log=say)
 
 
 @app.command()

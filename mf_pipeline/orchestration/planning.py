@@ -6,7 +6,7 @@ load them (see ``app``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from mf_pipeline.lib.settings import Settings
+    from mf_pipeline.orchestration.runner import RunOutcome
 
 PER_TICKER_TAG = "mf/per_ticker"
 SPLIT_TAG = "mf/per_split"
@@ -114,3 +115,33 @@ def export_is_current(settings: Settings) -> bool:
     if latest is None or not latest.exists() or not features:
         return False
     return latest.stat().st_mtime > max(features.values())
+
+
+def plan_and_run(settings: Settings, selection: Selection, full: bool = False,
+                 limit: int | None = None, only_status: list[str] | None = None,
+                 promote: bool = True, log: Callable[[str], None] = print) -> RunOutcome:
+    """Classify the raw tree, plan the tickers that need work, and materialize ``selection``
+    for them in one Dagster run (``mf run``, ``mf demo``, the nightly lake update). The caller
+    holds the lake lock around it, so the plan cannot go stale before the run starts."""
+    from mf_pipeline.lib.steps import bronze_step
+    from mf_pipeline.orchestration import runner
+
+    log(f"raw root: {settings.raw_root}")
+    classified = bronze_step.classify_raw(settings, log)
+    tickers = tickers_needing_work(settings, classified, selection.per_ticker, full, only_status)
+    if limit is not None:
+        tickers = tickers[:limit]
+    counts = classified.group_by("manifest_status").len().sort("manifest_status").rows()
+    log(f"{classified.height} files: {dict(counts)}; {len(tickers)} tickers to process")
+    run_config = {"ops": {"bronze": {"config": {"promote_manifest": promote}}}} \
+        if "bronze" in selection.per_ticker and tickers else None
+    tail = selection.tail
+    if not tickers and "ml_dataset" in tail and export_is_current(settings):
+        log("ml_dataset is newer than every feature file: not exported again")
+        tail = tuple(name for name in tail if name != "ml_dataset")
+    return runner.run_partitioned(
+        settings, selection.head, selection.per_ticker if tickers else (), tail,
+        tickers, run_config=run_config, log=log,
+        explicit=bool(full or limit is not None or only_status),
+        all_shards=covers_universe(classified, tickers),
+    )

@@ -118,10 +118,12 @@ def _execute(
     run_config: dict[str, Any] | None,
     log_level: str | None,
     log: Log = print,
+    job_name: str | None = None,
     **kwargs: Any,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
-    """One in-process run of the implicit asset job, holding the lake lock for the whole run;
-    returns the result and asset metadata, or raises :class:`RunFailed`.
+    """One in-process run of the implicit asset job on ``selection`` (or of the asset job
+    ``job_name``, whole), holding the lake lock for the whole run; returns the result and asset
+    metadata, or raises :class:`RunFailed`.
 
     Progress goes to ``log`` (and bars, see ``progress.py``) through the ``mf_progress``
     logger; Dagster's own console logger is on only when asked (``MF_LOG_LEVEL``).
@@ -131,12 +133,15 @@ def _execute(
     level = log_level or os.environ.get("MF_LOG_LEVEL")
     if level:
         config["loggers"]["console"] = {"config": {"log_level": level.upper()}}
-    job = definitions().resolve_implicit_global_asset_job_def()
+    if job_name is None:
+        job = definitions().resolve_implicit_global_asset_job_def()
+        kwargs["asset_selection"] = [dg.AssetKey(name) for name in selection]
+    else:
+        job = definitions().resolve_job_def(job_name)
     with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)):
         result = job.execute_in_process(
             run_config=config,
             instance=instance(settings),
-            asset_selection=[dg.AssetKey(name) for name in selection],
             raise_on_error=False,
             **kwargs,
         )
@@ -215,6 +220,23 @@ def run_assets(
     log(f"run: {', '.join(selection)}{where}")
     result, metadata = _execute(selection, settings, run_config, log_level, log,
                                 partition_key=partition_key)
+    outcome = RunOutcome(run_ids=[result.run_id], metadata=metadata)
+    outcome.seconds = time.perf_counter() - started
+    log(f"done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
+    return outcome
+
+
+def run_asset_job(settings: Settings, job_name: str, run_config: dict[str, Any] | None = None,
+                  tags: dict[str, str] | None = None, log: Log = print,
+                  log_level: str | None = None) -> RunOutcome:
+    """Run the asset job ``job_name`` of ``defs`` whole (e.g. ``ops_nightly``), as the schedule
+    would: the run carries the job's name, so its sensors and the UI's job page see it."""
+    started = time.perf_counter()
+    selection = [key.to_user_string() for key in
+                 definitions().resolve_job_def(job_name).asset_layer.executable_asset_keys]
+    log(f"run: {job_name} ({', '.join(selection)})")
+    result, metadata = _execute(selection, settings, run_config, log_level, log,
+                                job_name=job_name, tags=tags or {})
     outcome = RunOutcome(run_ids=[result.run_id], metadata=metadata)
     outcome.seconds = time.perf_counter() - started
     log(f"done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
