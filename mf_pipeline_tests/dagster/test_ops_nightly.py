@@ -2,6 +2,7 @@
 ledger row, and a whole night on a small real lake with a real candidate pack."""
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -121,10 +122,26 @@ def test_nightly_run_on_a_real_lake_writes_and_replaces_its_ledger_row(isolated,
                                          of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
     assert checks == {"lake_fresh", "candidate_rerun_fresh"}
 
+    cli = CliRunner()
+
+    def mf(*args: str) -> dict:
+        done = cli.invoke(app, [*args, "--json"], catch_exceptions=False)
+        assert done.exit_code == 0, done.output
+        return json.loads(done.stdout)
+
+    sanity = mf("ops-nightly-sanity", "--ops-run-dir", meta["ops_run_dir"])
+    assert sanity["errors"] == [] and sanity["candidate_count"] == report_csv.height
+    assert mf("ops-ledger-view")["rows"][0]["as_of"] == after.isoformat()
+    files = sorted(p for p in settings.artifacts_root.rglob("*"))
+    plan = mf("ops-nightly-run", "--dry-run", "--keep-last-n", "2")
+    assert plan["dry_run"] is True and plan["pcp_pack_dir"] == str(pack_dir)
+    assert sorted(p for p in settings.artifacts_root.rglob("*")) == files  # wrote nothing
+
+    # the same night again, from the command line: its row is replaced, never duplicated
     shutil.rmtree(Path(meta["ops_run_dir"]))
-    again = runner.run_asset_job(settings, "ops_nightly", nightly.run_config(
-        nightly.NightlyConfig(pcp_pack_dir=str(pack_dir))), log=lambda _: None)
+    again = mf("ops-nightly-run", "--pcp-pack-dir", str(pack_dir))
+    assert again["OPS_STATUS"] == meta["ops_status"] and again["as_of"] == after.isoformat()
     rows = ledger.read(ledger.ledger_path(settings))
     assert rows["as_of_tag"].to_list() == [after.isoformat()]
-    assert rows["dagster_run_id"].to_list() == [again.run_ids[0]]
-    assert Path(again.metadata["ops_ledger"]["ops_run_dir"]).name == Path(meta["ops_run_dir"]).name
+    assert rows["dagster_run_id"].to_list() == [again["dagster_run_id"]]
+    assert again["output_dir"] == meta["ops_run_dir"]  # same inputs, same folder, rewritten
