@@ -360,3 +360,64 @@ def test_saved_cluster_models_label_rows_as_the_run_did(method, extra, tmp_path)
     assert payload["feature_list"] == ["a", "b", "c"]
     for name, rows in (("predict", X), ("new", new)):
         assert np.array_equal(cl.predict_clusters(model, rows), result.labels[name]), name
+
+
+# ------------------------------------------------------------------- on a real demo lake
+
+
+@pytest.fixture(scope="module")
+def demo_lake(tmp_path_factory):
+    """``mf demo`` (its grid: the ``full`` split, hmm + cluster + flow sources), the lock of
+    its hmm candidate with the overlay, then one appended bar per raw file and the lake's
+    append path up to the ML dataset (the nightly update). Yields the decode before/after."""
+    from typer.testing import CliRunner
+
+    from mf_pipeline.cli import app
+    from mf_pipeline.lib.sample_append import append_one_bar
+    from mf_pipeline_tests.e2e.demo_cli import point_at
+
+    root = tmp_path_factory.mktemp("locked_demo")
+    with pytest.MonkeyPatch.context() as patch:
+        point_at(root, patch)
+        assert CliRunner().invoke(app, ["demo"], catch_exceptions=False).exit_code == 0
+        settings = load_settings()
+        grid = next((settings.artifacts_root / "backtest_sensitivity").glob("grid-*"))
+        folder = root / "locked"
+        description = locked.lock(settings, folder, grid, "hmm", overlay=True)
+        before, report = locked.decode_with_report(settings, folder)
+        raw = root / "data" / "sample_raw"
+        patch.setenv("MF_PIPELINE_PATHS__RAW_ROOT", str(raw))
+        assert append_one_bar(raw) > 0
+        result = CliRunner().invoke(app, ["run", "--until", "ml_dataset"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        after, later = locked.decode_with_report(load_settings(), folder)
+        assert later["dataset_path"] != report["dataset_path"]
+        yield SimpleNamespace(description=description, before=before, after=after,
+                              exports=(report["dataset_path"], later["dataset_path"]))
+
+
+def test_demo_lake_locked_decode_equals_the_demo_runs_and_is_causal_under_the_append(demo_lake):
+    d = demo_lake.description
+    decoded = pl.read_parquet(Path(d["hmm_run_dir"]) / "decoded_rows.parquet")
+    clustered = pl.read_parquet(Path(d["cluster_run_dir"]) / "clustered_dataset_full.parquet")
+    common = decoded.join(clustered.select("ticker", "trade_date", "cluster_id"),
+                          on=["ticker", "trade_date"]).sort("ticker", "trade_date")
+    before = demo_lake.before
+    assert _keys(before) == _keys(common) and before.height > 10_000
+    for col in ("hmm_state_filtered", "hmm_prob_filtered_max", "cluster_id", *d["hmm"]["columns"]):
+        assert before[col].equals(common[col]), col
+    # after the nightly append: new bars; a ticker whose earlier lake rows did not change keeps
+    # every earlier state bit for bit (a raw file whose last line was not its newest bar gets
+    # the new bar inside its history: a revision, whose later rows may legitimately change)
+    lock_end = before["trade_date"].max()
+    after = demo_lake.after
+    assert after.filter(pl.col("trade_date") > lock_end).height > 0
+    first, newest = demo_lake.exports
+    old = pl.read_parquet(first)
+    new = pl.read_parquet(newest).filter(pl.col("trade_date") <= lock_end)
+    changed = old.join(new, on=old.columns, how="anti", nulls_equal=True)["ticker"].unique()
+    assert changed.len() < before["ticker"].n_unique()
+    kept = after.filter(~pl.col("ticker").is_in(changed.implode()),
+                        pl.col("trade_date") <= lock_end)
+    assert kept.height > 10_000
+    assert kept.equals(before.filter(~pl.col("ticker").is_in(changed.implode())))
