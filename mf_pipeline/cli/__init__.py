@@ -9,6 +9,7 @@ from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
     backtest_commands,
     bench_commands,
     bronze_commands,
+    candidate_commands,
     dagster_commands,
     derived_commands,
     grid_commands,
