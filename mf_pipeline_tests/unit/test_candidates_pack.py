@@ -18,7 +18,9 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib.backtest import metrics
-from mf_pipeline.lib.candidates import pack, pack_sanity, select
+from mf_pipeline.lib.candidates import locked, pack, pack_sanity, select
+from mf_pipeline.lib.grids.combos import GridDimensions
+from mf_pipeline.lib.grids.inputs import split_sources
 from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.reports.realism import execution_realism_report
 from mf_pipeline.lib.settings import Settings, load_settings
@@ -26,9 +28,11 @@ from mf_pipeline.lib.steps import calc_settings
 from mf_pipeline.lib.steps.backtest.options import BacktestOptions, backtest_options
 from mf_pipeline.lib.steps.backtest.run import BacktestInputs, prepare, simulate
 from mf_pipeline.orchestration.freshness import research_settings_digest
+from mf_pipeline_tests.unit import test_candidates_locked as real
 from mf_pipeline_tests.unit.test_grid_engine import _inputs as flow_inputs
 from mf_pipeline_tests.unit.test_report_discover import DIMS, hmm_inputs, make_wf
 
+lake, lake_env = real.lake, real.lake_env  # the locked-model tests' split runs (real lock)
 TEST_END = "2015-10-01"
 EXEC2_MIN_PRICE = 20.0
 """exec2's grid overrides the lite profile's min price (2.0) with one that cuts rows."""
@@ -72,7 +76,7 @@ def settings_at(root: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> tuple[Settings, dict[str, Path]]:
+def grid_lake(tmp_path_factory) -> tuple[Settings, dict[str, Path]]:
     """Split grids alpha (none/none), exec (allow_only/lite), exec2 (none/lite, min price
     override), then a NEWER file grid none/none (never a lockable candidate), a WF
     baseline/hybrid pair and an execution realism report over them."""
@@ -116,9 +120,9 @@ def fake_lock(monkeypatch) -> FakeLock:
 
 
 @pytest.fixture(scope="module")
-def built(lake, tmp_path_factory) -> tuple[dict, Path, FakeLock]:
+def built(grid_lake, tmp_path_factory) -> tuple[dict, Path, FakeLock]:
     """One pack built by discovery alone (no folder given)."""
-    settings, _ = lake
+    settings, _ = grid_lake
     lock = FakeLock()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pack, "lock_candidate", lock)
@@ -156,8 +160,8 @@ def options_of(strategy: dict) -> BacktestOptions:
                               for f in fields(BacktestOptions)})  # fmt: skip
 
 
-def test_discovery_picks_the_split_grids_and_selects_by_the_spec(lake, built) -> None:
-    settings, grids = lake
+def test_discovery_picks_the_split_grids_and_selects_by_the_spec(grid_lake, built) -> None:
+    settings, grids = grid_lake
     summary, folder, _ = built
     packet = pack.read_packet(folder)
     cands = packet["candidates"]
@@ -184,10 +188,10 @@ def test_discovery_picks_the_split_grids_and_selects_by_the_spec(lake, built) ->
     assert packet["selection_policy"]["min_trades_requested"] == 25
 
 
-def test_strategy_payload_reproduces_the_combo(lake, built) -> None:
+def test_strategy_payload_reproduces_the_combo(grid_lake, built) -> None:
     """Re-running each candidate's ``strategy`` on the grid's rows gives the grid row's
     numbers; exec2's min-price override is in it and matters."""
-    settings, grids = lake
+    settings, grids = grid_lake
     _, folder, _ = built
     cands = pack.read_packet(folder)["candidates"]
     for label, key in ((select.ALPHA, "alpha"), (select.EXEC, "exec"),
@@ -216,9 +220,9 @@ def test_strategy_payload_reproduces_the_combo(lake, built) -> None:
         "trade_count"]
 
 
-def test_thresholds_used_are_resolved_from_profile_and_overrides(lake, built) -> None:
+def test_thresholds_used_are_resolved_from_profile_and_overrides(grid_lake, built) -> None:
     """Fault 23: a profile alone gives its thresholds, not nulls; overrides replace them."""
-    settings, _ = lake
+    settings, _ = grid_lake
     cands = pack.read_packet(built[1])["candidates"]
     lite = settings.backtest_execution_realism.profiles["lite"]
     used = {label: c["execution_realism"]["thresholds_used"] for label, c in cands.items()}
@@ -236,10 +240,10 @@ def test_thresholds_used_are_resolved_from_profile_and_overrides(lake, built) ->
     assert cands[select.ALPHA]["overlay"]["enabled"] is False
 
 
-def test_snapshot_and_edge_match_the_row_and_the_trades(lake, built) -> None:
+def test_snapshot_and_edge_match_the_row_and_the_trades(grid_lake, built) -> None:
     """The snapshot is the grid row; ret_cv / ret_p10 / downside_std equal a numpy
     recomputation over the combo's valid trades (std0, linear quantile; fault 21)."""
-    _, grids = lake
+    _, grids = grid_lake
     cands = pack.read_packet(built[1])["candidates"]
     for label, key in ((select.ALPHA, "alpha"), (select.EXEC, "exec")):
         c = cands[label]
@@ -264,8 +268,8 @@ def test_snapshot_and_edge_match_the_row_and_the_trades(lake, built) -> None:
         assert snap["edge"]["downside_std"] == pytest.approx(np.std(r[r < 0]), rel=1e-9)
 
 
-def test_wf_consistency_from_the_realism_report_on_exec_only(lake, built) -> None:
-    _, grids = lake
+def test_wf_consistency_from_the_realism_report_on_exec_only(grid_lake, built) -> None:
+    _, grids = grid_lake
     summary, folder, _ = built
     cands = pack.read_packet(folder)["candidates"]
     row = pl.read_csv(grids["realism"] / "execution_realism_wf_table.csv") \
@@ -276,10 +280,10 @@ def test_wf_consistency_from_the_realism_report_on_exec_only(lake, built) -> Non
     assert cands[select.ALPHA]["wf_consistency"] == cands[select.EXEC_2]["wf_consistency"] == {}
 
 
-def test_wf_consistency_fallback_and_no_arithmetic_on_nulls(lake, tmp_path) -> None:
+def test_wf_consistency_fallback_and_no_arithmetic_on_nulls(grid_lake, tmp_path) -> None:
     """Without a realism report: hybrid − baseline from the WF source summaries; a null side
     gives a null delta, never a TypeError or a silent 0 (fault 24)."""
-    _, grids = lake
+    _, grids = grid_lake
     name = "wf_grid_source_summary.csv"
     base = pl.read_csv(grids["wf_baseline"] / name).filter(pl.col("source_type") == "hmm") \
         .row(0, named=True)  # fmt: skip
@@ -305,8 +309,8 @@ def test_wf_consistency_fallback_and_no_arithmetic_on_nulls(lake, tmp_path) -> N
     assert pack.wf_consistency(tmp_path / "no_report", None, None) == {}
 
 
-def test_files_table_summary_report_and_locked_dirs(lake, built) -> None:
-    settings, grids = lake
+def test_files_table_summary_report_and_locked_dirs(grid_lake, built) -> None:
+    settings, grids = grid_lake
     summary, folder, lock = built
     assert folder.parent == settings.artifacts_root / "production_candidates"
     assert folder.name == f"{summary['run_id']}_production_candidate_pack_v1"
@@ -362,16 +366,16 @@ def test_fingerprints_name_each_recorded_lake_layer(tmp_path) -> None:
         "lake_settings": {"features": "f" * 16}}
 
 
-def test_lake_last_date_is_the_decoded_rows_up_to_test_end(lake) -> None:
-    settings, _ = lake
+def test_lake_last_date_is_the_decoded_rows_up_to_test_end(grid_lake) -> None:
+    settings, _ = grid_lake
     identity = split_inputs(settings.artifacts_root.parent).identity
     assert pack.lake_last_date(identity) == TEST_END
     assert pack.lake_last_date({**identity, "test_end": None}) == "2015-10-27"
     assert pack.lake_last_date({**identity, "hmm_run_dir": "/nowhere"}) == TEST_END
 
 
-def test_rerun_converges_and_latest_pack_is_by_recorded_finish(lake, built, fake_lock) -> None:
-    settings, _ = lake
+def test_rerun_converges_and_latest_pack_is_by_recorded_finish(grid_lake, built, fake_lock) -> None:
+    settings, _ = grid_lake
     summary, folder, _ = built
     again = pack.build_pack(settings, {})
     assert again["run_id"] == summary["run_id"] and Path(again["output_dir"]) == folder
@@ -387,10 +391,10 @@ def test_rerun_converges_and_latest_pack_is_by_recorded_finish(lake, built, fake
         pack.latest_pack(settings.artifacts_root / "nowhere")
 
 
-def test_given_folders_missing_exec_grids_and_out_dir(lake, tmp_path, fake_lock) -> None:
+def test_given_folders_missing_exec_grids_and_out_dir(grid_lake, tmp_path, fake_lock) -> None:
     """In an empty artifacts root: only alpha given -> EXEC and EXEC_2 skipped with warnings;
     nothing given -> error; a file grid given as alpha -> refused, naming it."""
-    _, grids = lake
+    _, grids = grid_lake
     settings = settings_at(tmp_path)
     out = tmp_path / "my_pack"
     summary = pack.build_pack(settings, {"alpha": grids["alpha"]}, min_trades=5,
@@ -442,8 +446,8 @@ def test_a_multi_source_grid_is_discovered_and_only_its_hmm_rows_compete(tmp_pat
     assert c["expected_behavior_snapshot"]["trade_count"] == row["trade_count"][0]
 
 
-def test_relaxed_threshold_reaches_packet_and_warnings(lake, tmp_path, fake_lock) -> None:
-    _, grids = lake
+def test_relaxed_threshold_reaches_packet_and_warnings(grid_lake, tmp_path, fake_lock) -> None:
+    _, grids = grid_lake
     counts = pl.read_parquet(grids["alpha"] / "grid_metrics_table.parquet") \
         .filter(~pl.col("is_zero_trade_combo"))["trade_count"]  # fmt: skip
     too_many = int(counts.max()) + 1
@@ -458,8 +462,8 @@ def test_relaxed_threshold_reaches_packet_and_warnings(lake, tmp_path, fake_lock
                                              too_many)["combo_id"]
 
 
-def test_a_failed_lock_leaves_no_pack(lake, tmp_path, monkeypatch) -> None:
-    _, grids = lake
+def test_a_failed_lock_leaves_no_pack(grid_lake, tmp_path, monkeypatch) -> None:
+    _, grids = grid_lake
     settings = settings_at(tmp_path)
     monkeypatch.setattr(pack, "lock_candidate", FakeLock(fail=True))
     with pytest.raises(RuntimeError, match="lock failed"):
@@ -502,3 +506,38 @@ def test_sanity_names_each_broken_part(built, tmp_path) -> None:
     assert pack_sanity.pack_sanity(copy)["errors"] == ["no_candidates_in_policy_packet"]
     (copy / pack.REPORT).unlink()
     assert pack_sanity.pack_sanity(copy)["errors"] == [f"missing file: {copy / pack.REPORT}"]
+
+
+def test_a_pack_locked_for_real_from_split_grids_passes_sanity(lake_env, tmp_path) -> None:
+    """build_pack with helper L's real ``locked.lock`` on grids over a research split (alpha:
+    none/none, exec2: none/lite; that split's cluster policy blocks every row, so an overlay
+    grid has no trade): each locked folder holds exactly the lock's files (+ its lock.json)
+    with the packet's hashes, and ``lake_last_date`` is the last row the grids traded."""
+    settings = load_settings()
+    real._drop_appended(lake_env)
+    dims = GridDimensions(hold_bars=(3, 5), fee_bps_per_side=(0.0,), exit_mode=("horizon",))
+    sources = split_sources(settings, real.SPLIT, ["hmm"], str(lake_env.hmm_dir),
+                            str(lake_env.cluster_dir), None, policy_filter_mode="allow_only")
+    alpha = run_grid(settings, sources, dims, GridOptions(tag="a"), folder=tmp_path / "alpha")
+    lite = backtest_options(settings, exec_profile="lite")
+    exec2 = run_grid(settings, sources, dims, GridOptions(base=lite, tag="e2"),
+                     folder=tmp_path / "exec2")  # fmt: skip
+    summary = pack.build_pack(settings, {"alpha": alpha.output_dir,
+                                         "exec2": exec2.output_dir},
+                              min_trades=1, out_dir=tmp_path / "pack")  # fmt: skip
+    folder = Path(summary["output_dir"])
+    assert summary["selected_labels"] == [select.ALPHA, select.EXEC_2]
+    assert summary["warnings"] == ["CANDIDATE_EXEC: skipped, no exec grid given or discovered"]
+    assert pack_sanity.pack_sanity(folder)["errors"] == []
+    cands = pack.read_packet(folder)["candidates"]
+    last_row = sources[0].inputs.rows["trade_date"].max().isoformat()
+    for label, grid in ((select.ALPHA, alpha), (select.EXEC_2, exec2)):
+        c = cands[label]
+        lock = locked.read_lock(folder / c["locked_dir"])
+        assert lock["overlay"] is False and lock["source_grid_dir"] == str(grid.output_dir)
+        assert {k: v for k, v in c["locked_files"].items() if k != locked.LOCK_FILE} \
+            == lock["files"] == c["locked"]["files"]  # fmt: skip
+        assert set(c["locked_files"]) - set(lock["files"]) == {locked.LOCK_FILE}
+        assert c["lake_last_date"] == last_row
+        assert c["split"]["split_id"] == real.SPLIT
+    assert cands[select.EXEC_2]["execution_realism"]["thresholds_used"]["min_price"] == 2.0
