@@ -85,7 +85,8 @@ EDGE_DEFINITION = ("lib.backtest.metrics.edge_metrics: valid trades' finite net 
 
 def lock_candidate(settings: Settings, locked_dir: Path, grid_dir: Path, source_type: str,
                    overlay: bool) -> dict[str, Any]:  # fmt: skip
-    """Write the locked model of one candidate (the seam to :func:`locked.lock`)."""
+    """Write the locked model of one candidate with :func:`locked.lock` (imported on use: it
+    pulls in the research models; tests replace this function to check the pack around it)."""
     from mf_pipeline.lib.candidates import locked
 
     return locked.lock(settings, locked_dir, grid_dir, source_type, overlay)
