@@ -348,7 +348,7 @@ def test_files_table_summary_report_and_locked_dirs(grid_lake, built) -> None:
         assert row["execution_profile"] == c["execution_realism"]["profile"]
         assert row["locked_dir"] == c["locked_dir"]
     report = (folder / pack.REPORT).read_text()
-    assert f"mf candidate-rerun-run --pack-dir {folder}" in report
+    assert f"mf candidate-rerun-run --pcp-pack-dir {folder}" in report
     assert "## Walk-forward support" in report and select.EXEC_2 in report
     assert pack_sanity.pack_sanity(folder) == {"pack_dir": str(folder), "status": "OK",
                                                "errors": [], "warnings": [],

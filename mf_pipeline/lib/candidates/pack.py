@@ -338,7 +338,7 @@ def table_of(candidates: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Map
 
 def rerun_command(pack_dir: Path) -> str:
     """The command that re-runs the pack's locked candidates on the lake's newest bars."""
-    return f"mf candidate-rerun-run --pack-dir {pack_dir}"
+    return f"mf candidate-rerun-run --pcp-pack-dir {pack_dir}"
 
 
 def report_md(summary: Mapping[str, Any], packet: Mapping[str, Any], table: pl.DataFrame,
