@@ -2,6 +2,7 @@
 job (one Dagster run: lake update → candidate re-run → ops report and ledger row), the other
 commands read its folders and ledger or write the systemd units that run it every weekday."""
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -131,12 +132,14 @@ def _run_night(settings: Any, config: Any, as_json: bool) -> None:
         fail(str(error), code=1)
     meta = outcome.metadata.get("ops_ledger", {})
     folder = Path(meta["ops_run_dir"])
+    summary = json.loads((folder / "ops_summary.json").read_text())
     table = pl.read_csv(folder / "ops_report.csv", infer_schema_length=None)
-    payload = {"ops_run_id": folder.name.split("_")[0], "output_dir": str(folder),
-               "OPS_STATUS": meta.get("ops_status"), "as_of": meta.get("as_of"),
-               "pcp_pack_dir": meta.get("pcp_pack_dir"), "crp_rerun_dir":
-               meta.get("crp_rerun_dir"), "ledger_path": meta.get("ledger_path"),
-               "candidates": table.to_dicts(), "dagster_run_id": outcome.run_ids[0]}
+    payload = {"ops_run_id": summary["ops_run_id"], "output_dir": str(folder),
+               "OPS_STATUS": summary["ops_status"], "as_of": summary["as_of_tag"],
+               **{k: summary.get(k) for k in ("pcp_pack_id", "pcp_pack_dir", "crp_rerun_id",
+                                              "crp_rerun_dir", "wf", "warnings")},
+               "candidates": table.to_dicts(), "ledger_path": meta.get("ledger_path"),
+               "dagster_run_id": outcome.run_ids[0]}
     emit(payload, as_json)
 
 

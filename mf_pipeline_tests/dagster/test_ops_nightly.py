@@ -99,8 +99,14 @@ def test_nightly_run_on_a_real_lake_writes_and_replaces_its_ledger_row(isolated,
     before = ops.lake_last_date(settings)
     assert append_one_bar(raw) > 0
 
-    outcome = runner.run_asset_job(settings, "ops_nightly", nightly.run_config(
-        nightly.NightlyConfig(pcp_pack_dir=str(pack_dir))), log=lambda _: None)
+    # the schedule's request for the next weekday, run in process as the daemon would launch it
+    # (its default config: the newest pack, the lake's last trade date)
+    tick = dt.datetime.combine(dt.date.today() + dt.timedelta(days=1), dt.time(7, 30),
+                               ZoneInfo("America/New_York"))
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        request = nightly.ops_nightly_schedule(context)
+    outcome = runner.run_asset_job(settings, "ops_nightly", request.run_config,
+                                   tags=request.tags, log=lambda _: None)
     after = ops.lake_last_date(settings)
     assert after > before
     meta = outcome.metadata["ops_ledger"]
@@ -117,6 +123,8 @@ def test_nightly_run_on_a_real_lake_writes_and_replaces_its_ledger_row(isolated,
     instance = runner.instance(settings)
     run = instance.get_run_by_id(outcome.run_ids[0])
     assert run.job_name == "ops_nightly" and run.tags[nightly.AS_OF_TAG] == after.isoformat()
+    assert run.tags["mf/ops_trigger"] == "schedule"
+    assert Path(meta["pcp_pack_dir"]) == pack_dir
     checks = {e.dagster_event.event_specific_data.check_name
               for e in instance.all_logs(run.run_id,
                                          of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
