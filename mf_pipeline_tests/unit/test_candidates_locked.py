@@ -233,6 +233,11 @@ def test_appending_bars_never_changes_earlier_states(lake_env):
         before.filter(pl.col("trade_date") <= cut))  # fmt: skip
 
 
+def test_an_as_of_before_the_decode_window_is_a_clear_error(lake_env):
+    with pytest.raises(ValueError, match="no dataset row .* decode window"):
+        locked.decode_locked(lake_env.settings, lake_env.locked, dt.date(2020, 7, 1))
+
+
 def test_the_locked_folder_works_without_the_research_runs(lake_env, tmp_path):
     moved = {p: tmp_path / p.name for p in (lake_env.hmm_dir, lake_env.cluster_dir)}
     expected = locked.decode_locked(lake_env.settings, lake_env.locked)

@@ -30,6 +30,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def _window(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{run_dir} was fitted on a row sample (sample_frac): its decoded "
                          "sequences cannot be reproduced; rerun without sampling to lock it")
     predict_on = split.get("predict_on") or "test"
-    if split.get("in_sample") and split.get("split_kind") == "full_in_sample":
+    if split.get("split_kind") == "full_in_sample":
         start, skip = None, None
     elif predict_on == "test":
         start, skip = split.get("test_start"), None
@@ -126,14 +127,12 @@ def _window(run_dir: Path) -> dict[str, Any]:
             "unseen_policy": split.get("predict_unseen_policy") or "drop"}  # fmt: skip
 
 
-def _copy(run_dir: Path, target: Path, names: tuple[str, ...]) -> list[str]:
+def _copy(run_dir: Path, target: Path, names: tuple[str, ...]) -> None:
+    """Copy the ``names`` the run has (the per-ticker table and HDBSCAN rows are optional)."""
     target.mkdir(parents=True, exist_ok=True)
-    copied = []
     for name in names:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, target / name)
-            copied.append(name)
-    return copied
 
 
 def _need(path: Path, what: str) -> Path:
@@ -213,18 +212,23 @@ def _scaler(part: Path) -> tuple[ScalerModel, float | None]:
 
 
 def _rows(frame: pl.DataFrame, window: dict[str, Any]) -> pl.DataFrame:
+    """The rows of the run's decode window (:func:`_window`); an error when there are none."""
     date = pl.col("trade_date")
     if window["decode_from"]:
         frame = frame.filter(date >= dt.date.fromisoformat(window["decode_from"]))
     if window["skip_dates"]:
         lo, hi = (dt.date.fromisoformat(d) for d in window["skip_dates"])
         frame = frame.filter(~date.is_between(lo, hi))
+    if frame.height == 0:
+        raise ValueError(f"no dataset row of the locked universe in the decode window "
+                         f"(from {window['decode_from']}); is as_of before it?")
     return frame
 
 
-def _dataset(settings: Settings, columns: set[str], as_of: dt.date | None
-             ) -> tuple[pl.DataFrame, Path]:  # fmt: skip
-    """The current ML dataset's needed columns, up to ``as_of``, sorted by ticker and date."""
+def _dataset(settings: Settings, columns: set[str], as_of: dt.date | None,
+             tickers: Sequence[str] | None = None) -> tuple[pl.DataFrame, Path]:  # fmt: skip
+    """The current ML dataset's needed columns, up to ``as_of``, sorted by ticker and date
+    (only ``tickers``' rows when given: each ticker decodes on its own)."""
     path = resolve_dataset(settings, None)
     scan = pl.scan_parquet(path)
     have = scan.collect_schema().names()
@@ -232,6 +236,8 @@ def _dataset(settings: Settings, columns: set[str], as_of: dt.date | None
         pl.col("ticker").cast(pl.String), pl.col("trade_date").cast(pl.Date, strict=False))
     if as_of is not None:
         scan = scan.filter(pl.col("trade_date") <= as_of)
+    if tickers is not None:
+        scan = scan.filter(pl.col("ticker").is_in(list(tickers)))
     return scan.sort("ticker", "trade_date").collect(), path
 
 
@@ -259,13 +265,15 @@ def _cluster_ids(frame: pl.DataFrame, part: Path, window: dict[str, Any]) -> pl.
 
 
 def _decode(settings: Settings, locked_dir: Path, lock_info: dict[str, Any],
-            as_of: dt.date | None) -> tuple[pl.DataFrame, dict[str, Any]]:  # fmt: skip
+            as_of: dt.date | None, tickers: Sequence[str] | None = None
+            ) -> tuple[pl.DataFrame, dict[str, Any]]:  # fmt: skip
     started = time.perf_counter()
     hmm_part, cluster_part = locked_dir / "hmm", locked_dir / "cluster"
     columns = list(lock_info["hmm"]["columns"])
     features = set(_read(hmm_part / "feature_list.json")["feature_list"])
     features |= set(_read(cluster_part / "feature_list.json")["feature_list"])
-    frame, path = _dataset(settings, {"ticker", "trade_date", *columns, *features}, as_of)
+    frame, path = _dataset(settings, {"ticker", "trade_date", *columns, *features}, as_of,
+                           tickers)
     universe = _read(hmm_part / UNIVERSE_FILE)["tickers"]
     outside = sorted(set(frame["ticker"].unique().to_list()) - set(universe))
     frame = frame.filter(pl.col("ticker").is_in(universe))
@@ -303,21 +311,25 @@ def decode_locked(settings: Settings, locked_dir: Path, as_of: dt.date | None = 
 
 
 def locked_inputs(settings: Settings, locked_dir: Path, source_type: str,
-                  as_of: dt.date | None, overlay: bool, tag: str) -> BacktestInputs:  # fmt: skip
+                  as_of: dt.date | None, overlay: bool, tag: str,
+                  tickers: Sequence[str] | None = None) -> BacktestInputs:  # fmt: skip
     """The :class:`BacktestInputs` of the locked candidate up to ``as_of``, as
     :func:`split_inputs.split_inputs` builds them for the split: Silver prices joined, HMM
     directions from the locked train scorecard, cluster classes and the overlay from the locked
-    policy. Identity = the lock id and file hashes + ``as_of`` (a new night is a new run)."""
+    policy. Identity = the lock id and file hashes + ``as_of`` (a new night is a new run).
+    ``tickers``: only their rows (each ticker decodes alone: the viewer's one-ticker view)."""
     started = time.perf_counter()
     locked_dir = Path(locked_dir)
     lock_info = read_lock(locked_dir)
-    frame, report = _decode(settings, locked_dir, lock_info, as_of)
+    frame, report = _decode(settings, locked_dir, lock_info, as_of, tickers)
     rows, price_source = silver_prices(settings, frame.lazy())
     frame = rows.sort("ticker", "trade_date").collect()
     identity = {"lock_id": lock_info["lock_id"], "files": lock_info["files"],
                 "as_of": as_of.isoformat() if as_of else report["last_trade_date"],
                 "source": source_type, "overlay": bool(overlay), "split_id": lock_info["split_id"],
                 "price_source": price_source, "rows": frame.height}  # fmt: skip
+    if tickers is not None:
+        identity["tickers"] = sorted(tickers)
     inputs = BacktestInputs(rows=frame, input_type=source_type, tag=tag, identity=identity,
                             input_file=str(locked_dir), in_sample=lock_info.get("in_sample"),
                             extra={"locked": report}, load_sec=time.perf_counter() - started)
