@@ -10,14 +10,13 @@ summary's warnings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from mf_pipeline.lib.candidates.pack import FILES, PACKET, SUMMARY, TABLE
+from mf_pipeline.lib.candidates.pack import FILES, PACKET, SUMMARY, TABLE, file_hashes
 
 
 def _locked_errors(pack_dir: Path, label: str, cand: dict[str, Any]) -> list[str]:
@@ -30,13 +29,14 @@ def _locked_errors(pack_dir: Path, label: str, cand: dict[str, Any]) -> list[str
     files = cand.get("locked_files") or {}
     if not files:
         return [f"{label}: no locked files listed in the packet"]
+    actual = file_hashes(locked)
     errors = []
     for name, sha in sorted(files.items()):
-        path = locked / name
-        if not path.is_file():
-            errors.append(f"{label}: locked file missing -> {path}")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-            errors.append(f"{label}: locked file changed since the pack was built -> {path}")
+        if name not in actual:
+            errors.append(f"{label}: locked file missing -> {locked / name}")
+        elif actual[name] != sha:
+            errors.append(f"{label}: locked file changed since the pack was built -> "
+                          f"{locked / name}")
     return errors
 
 
