@@ -413,6 +413,13 @@ def test_given_folders_missing_exec_grids_and_out_dir(grid_lake, tmp_path, fake_
         "profile lite, not none / none",
         f"CANDIDATE_EXEC: the exec grid {grids['alpha']} records overlay none / profile none, "
         "not allow_only / lite"]
+    again = pack.build_pack(settings, {"alpha": grids["alpha"]}, min_trades=5, out_dir=out)
+    assert again["run_id"] == summary["run_id"]  # an earlier pack's folder is replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="is not a candidate pack"):
+        pack.build_pack(settings, {"alpha": grids["alpha"]}, out_dir=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     with pytest.raises(FileNotFoundError, match="no alpha grid"):
         pack.build_pack(settings, {})
     with pytest.raises(ValueError, match=f"{grids['file_alpha']} cannot be locked"):

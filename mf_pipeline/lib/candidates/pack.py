@@ -401,6 +401,9 @@ def build_pack(settings: Settings, dirs: Mapping[str, Path | None], *, min_trade
     options = {"min_trades": min_trades, "include_exec2": include_exec2}
     run_id, folder = pack_folder(settings, resolved, options)
     folder = Path(out_dir) if out_dir is not None else folder
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / SUMMARY).is_file():
+        raise FileExistsError(f"{folder} exists and is not a candidate pack: the pack replaces "
+                              "its folder whole, so give a new or an earlier pack's folder")
     if resolved["alpha"] is None:
         raise FileNotFoundError("no alpha grid given or discovered: build an HMM grid on a "
                                 "research split with overlay none and execution profile none")
