@@ -12,12 +12,15 @@ Where the data comes from, newest first by the RECORDED ``finished_ts`` (never m
 
 The layers (registry entries ``candidate_*``) are one frame each, one row per date of the
 shown ticker, so several candidates' marks on one date share a row (their labels joined).
-Every value drawn is read from those folders; the only thing composed here is the class of
-a cluster id under a policy file (a lookup).
+Trades and drift statuses are read from those folders. The per-bar policy classes and
+execution gates are the re-run's own rows for the shown ticker, rebuilt by the library (the
+locked decode of that ticker, then ``run.prepare`` with the re-run's options) since the
+re-run does not store its rows; nothing is re-implemented here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ POLICY_CLASSES = ("ALLOW", "WATCH", "BLOCK")
 TRADE_COLUMNS = ("ticker", "side", "entry_date", "entry_price", "exit_date", "exit_price",
                  "exit_reason", "net_return", "hold_bars_realized", "entry_state_id",
                  "is_valid_trade")  # fmt: skip
-ROW_COLUMNS = ("trade_date", "overlay_policy_class", "state_class",
+ROW_COLUMNS = ("trade_date", "cluster_id", "overlay_policy_class", "state_class",
                "execution_candidate_after", "execution_suppressed_signal",
                "execution_filter_reason")  # fmt: skip
 
@@ -221,6 +224,65 @@ def candidate_rows(candidate: Candidate, ticker: str,
     return read(reader, FileRef.of(path), ROW_COLUMNS, ticker)
 
 
+_LOCKED_ROWS: dict[tuple[Any, ...], pl.DataFrame | None] = {}
+LOCKED_ROWS_KEPT = 32
+
+
+def locked_rows(settings: Settings, found: CandidateSet, candidate: Candidate, ticker: str
+                ) -> pl.DataFrame | None:  # fmt: skip
+    """``ticker``'s rows as the candidate's re-run saw them, rebuilt for this ticker alone:
+    the LOCKED models decode its bars up to the re-run's as-of date (``locked.locked_inputs``;
+    each ticker decodes on its own) and the re-run's options prepare them
+    (``run.prepare``: state classes, overlay, execution gates, signals). None without a lock.
+    Kept per (lock, as-of, ticker, dataset file) for the page's re-renders."""
+    from mf_pipeline.lib.candidates import locked
+    from mf_pipeline.lib.steps.backtest.run import prepare
+    from mf_pipeline.lib.steps.research.prepare import resolve_dataset
+
+    lock = candidate.locked_dir / LOCK_FILE if candidate.locked_dir else None
+    if lock is None or not lock.is_file():
+        return None
+    as_of = dt.date.fromisoformat(found.as_of) if found.as_of else None
+    dataset = FileRef.of(resolve_dataset(settings, None))
+    key = (str(lock), lock.stat().st_mtime_ns, as_of, ticker, dataset)
+    if key not in _LOCKED_ROWS:
+        overlay = bool((candidate.packet.get("overlay") or {}).get("enabled"))
+        inputs = locked.locked_inputs(settings, candidate.locked_dir, candidate.source_type,
+                                      as_of, overlay, "viewer", tickers=[ticker])
+        night = crp.RerunOptions(overlay_coverage_mode="warn_only", overlay_coverage_bypass=True)
+        rows = None
+        if inputs.rows.height:
+            signals = prepare(settings, inputs, crp.rerun_options(settings, candidate.packet,
+                                                                  night)).signals
+            rows = signals.select([c for c in ROW_COLUMNS if c in signals.columns])
+            if "cluster_id" not in rows.columns:  # the locked clustering's id of each bar
+                rows = rows.join(inputs.rows.select(pl.col("trade_date").cast(pl.Date),
+                                                    "cluster_id"),
+                                 on="trade_date", how="left", maintain_order="left")
+        while len(_LOCKED_ROWS) >= LOCKED_ROWS_KEPT:
+            _LOCKED_ROWS.pop(next(iter(_LOCKED_ROWS)))
+        _LOCKED_ROWS[key] = rows
+    return _LOCKED_ROWS[key]
+
+
+def candidate_frame(settings: Settings, found: CandidateSet, candidate: Candidate,
+                    ticker: str, reader: Reader) -> tuple[pl.DataFrame | None, str]:
+    """``ticker``'s per-row frame of ``candidate`` and where it comes from: its backtest's
+    exported rows, else :func:`locked_rows`; (None, why) when neither exists or fails."""
+    rows = candidate_rows(candidate, ticker, reader)
+    if rows is not None:
+        return rows, f"the rows {candidate.label}'s backtest exported"
+    try:
+        rows = locked_rows(settings, found, candidate, ticker)
+    except Exception as error:  # named on the switch; the page stays usable
+        return None, f"{candidate.label}: locked decode failed: {type(error).__name__}: {error}"
+    if rows is None:
+        return None, f"{candidate.label}: no locked model of {ticker} (no lock, or the ticker " \
+            "is outside the locked universe)"
+    as_of = found.as_of or "the lake's last date"
+    return rows, f"{candidate.label}'s locked models re-run on {ticker} as of {as_of}"
+
+
 # ---------------------------------------------------------------- pure transforms
 
 
@@ -336,10 +398,9 @@ def execution_layer(settings: Settings, ticker: str, reader: Reader
     chosen = exec_candidate(found)
     if chosen is None:
         return _no("; ".join(found.notes) or "no candidate with an execution profile")
-    rows = candidate_rows(chosen, ticker, reader)
-    if rows is None:
-        return _no(f"{chosen.label}'s backtest `{chosen.run_dir}` wrote no {JOINED_ROWS} "
-                   "(the per-row gates; run it with export_joined_rows)")
+    rows, why = candidate_frame(settings, found, chosen, ticker, reader)
+    if rows is None or "execution_suppressed_signal" not in rows.columns:
+        return _no(why)
     return exec_marks(rows), None
 
 
@@ -364,34 +425,34 @@ def _lock(c: Candidate) -> dict[str, Any]:
 
 
 def policy_source(settings: Settings, found: CandidateSet
-                  ) -> tuple[dict[int, str] | None, str, Path | None]:  # fmt: skip
-    """The policy the band paints, what it is, and the clustering run whose ids it applies
-    to: the first candidate's locked cluster policy (its lock's ``policy_file``) on the
-    locked clustering run, else the ``full`` split's recorded ``state_policy_cluster`` on
-    the cluster labels layer."""
+                  ) -> tuple[dict[int, str] | None, str, Path | None, Candidate | None]:
+    """The policy the band paints, what it is, the clustering run whose ids it applies to,
+    and the candidate that locked it: the first candidate's locked cluster policy (its
+    lock's ``policy_file``; ids from its locked decode, else its locked clustering run),
+    else the ``full`` split's recorded ``state_policy_cluster`` on the cluster labels."""
     for label, c in sorted(found.candidates.items()):
         lock = _lock(c)
         path = _under(c.locked_dir, lock.get("policy_file")) if c.locked_dir else None
         if path is not None and path.is_file() and (payload := _json(path)):
             run = _under(c.locked_dir, lock.get("cluster_run_dir"))
-            return policy_table(payload), f"locked policy of {label} (`{path}`)", run
+            return policy_table(payload), f"locked policy of {label} (`{path}`)", run, c
     from viewer.validation_data import load_run
 
     run, why = load_run(settings, "cluster")
     if run is None or run.policy_dir is None:
-        return None, why or "no recorded cluster policy", None
+        return None, why or "no recorded cluster policy", None, None
     payload = _json(run.policy_dir / POLICY_FILE) or {}
     return (policy_table(payload), f"split `{run.split}` state_policy_cluster (in-sample)",
-            None)
+            None, None)
 
 
 def _row_policy(found: CandidateSet) -> tuple[Candidate, str] | None:
-    """The first candidate whose backtest exported its rows, and the column holding the
-    class it gave them: the overlay's class, else (a cluster candidate) the state's."""
+    """The first candidate that classes bars itself (its locked overlay policy, or a cluster
+    source's policy), and the column holding that class: the overlay's, else the state's."""
     for _, c in sorted(found.candidates.items()):
         column = ("overlay_policy_class" if c.overlay_mode != "none" else
                   "state_class" if c.source_type == "cluster" else None)
-        if column and c.run_dir is not None and (c.run_dir / JOINED_ROWS).is_file():
+        if column:
             return c, column
     return None
 
@@ -400,7 +461,7 @@ def band_origin(settings: Settings, found: CandidateSet) -> str:
     """What the ``candidate_policy`` band paints, as the page says it."""
     row = _row_policy(found)
     if row is not None:
-        return f"the classes {row[0].label}'s backtest gave its rows (`{row[1]}`)"
+        return f"the class {row[0].label}'s locked policy gives each bar (`{row[1]}`)"
     return policy_source(settings, found)[1]
 
 
@@ -408,20 +469,26 @@ def policy_layer(settings: Settings, ticker: str, reader: Reader
                  ) -> tuple[pl.DataFrame | None, str | None]:  # fmt: skip
     """The ``candidate_policy`` layer: ALLOW/WATCH/BLOCK of every bar of ``ticker``.
 
-    The class the candidate's backtest itself gave each row when it exported its rows
-    (:func:`_row_policy`), else the policy of :func:`policy_source` looked up by the bar's
-    cluster id (cluster labels layer)."""
+    The class a candidate's locked policy gives each row (:func:`_row_policy`, rows of
+    :func:`candidate_frame`), else the policy of :func:`policy_source` looked up by the
+    bar's cluster id."""
     found = load_candidates(settings)
     row = _row_policy(found)
-    rows = candidate_rows(row[0], ticker, reader) if row is not None else None
+    rows = candidate_frame(settings, found, row[0], ticker, reader)[0] if row else None
     if row is not None and rows is not None and row[1] in rows.columns:
         return rows.select(pl.col("trade_date").cast(pl.Date),
                            pl.col(row[1]).cast(pl.String).str.to_uppercase()
                            .alias("candidate_policy_class")), None
-    classes, what, run_dir = policy_source(settings, found)
+    classes, what, run_dir, owner = policy_source(settings, found)
     if classes is None:
         return _no(what)
-    ids = _cluster_ids(settings, ticker, reader, run_dir)
+    ids = None
+    if owner is not None:  # the locked clustering's ids of every bar, new ones included
+        rows = candidate_frame(settings, found, owner, ticker, reader)[0]
+        if rows is not None and "cluster_id" in rows.columns:
+            ids = rows.select("trade_date", pl.col("cluster_id").alias("cluster_label"))
+    if ids is None:
+        ids = _cluster_ids(settings, ticker, reader, run_dir)
     if ids is None:
         return _no(f"no cluster labels of {ticker} to apply the {what} to")
     return ids.select(pl.col("trade_date").cast(pl.Date),
