@@ -20,12 +20,20 @@ from mf_pipeline.lib.grids.aggregates import (
     holdbars_shape,
     source_summary,
 )
+from mf_pipeline.lib.grids.compare import top_signatures
 from mf_pipeline.lib.grids.overfitting import (
     dsr_of_returns,
     pbo_cscv,
     probabilistic_sharpe_ratio,
 )
 from mf_pipeline.lib.grids.robustness import robustness_scores
+from mf_pipeline.lib.reports.hybrid_eval import (
+    TABLE_SCHEMA,
+    final_ranking,
+    recommendation_labels,
+    score_runs,
+    with_combo_scores,
+)
 from mf_pipeline.lib.reports.scoring import best_row, delta, sort_best
 
 INF, NAN = math.inf, math.nan
@@ -299,3 +307,70 @@ def test_delta_with_one_side_missing_and_of_two_infinite_profit_factors() -> Non
     assert delta(INF, INF) == 0.0
     assert delta(1.5, INF) == -INF and delta(INF, 1.5) == INF
     assert delta(1.5, 1.0) == 0.5
+
+
+def test_top_signatures_of_a_table_without_the_optional_columns() -> None:
+    """compare._with_columns 1 (missing signature columns not added: the compare of a grid
+    without them fails). Absent fields are empty in the signature; best expectancy first."""
+    metrics = pl.DataFrame({"source_type": ["flow", "flow"], "hold_bars": [5, 10],
+                            "combo_index": [1, 2], "combo_id": ["a", "b"],
+                            "expectancy": [0.01, 0.02]})
+    assert top_signatures(metrics, "expectancy", n=1) == {"flow|10||||||||"}
+
+
+def test_final_ranking_of_a_single_run() -> None:
+    """hybrid_eval.final_ranking 91 (a second candidate read from one row: IndexError). One
+    baseline row with a WF score of 30: adjustment (50 - 30) * 0.25 = 5."""
+    table = pl.DataFrame({"run_label": ["HMM baseline"], "overlay_mode": ["none"],
+                          "overlay_enabled": [False], "single_candidate_score": [60.0]})
+    ranked, verdicts = final_ranking(table, 30.0)
+    assert ranked["final_rank_score"].to_list() == [65.0]
+    assert (verdicts["PRIMARY_CANDIDATE"], verdicts["SECONDARY_CANDIDATE"],
+            verdicts["NEXT_EXPERIMENT"]) == ("HMM baseline", None, None)
+
+
+def test_final_ranking_labels_a_third_run_without_overlay_research_only() -> None:
+    """hybrid_eval.final_ranking 121 (the label's spelling). Scores 70, 60, 50: the third run
+    has no overlay, so RESEARCH_ONLY, and it is also the next experiment (no overlay left)."""
+    table = pl.DataFrame({"run_label": ["a", "b", "c"], "overlay_mode": ["none"] * 3,
+                          "overlay_enabled": [False] * 3,
+                          "single_candidate_score": [70.0, 60.0, 50.0]})
+    _, verdicts = final_ranking(table, None)
+    assert verdicts["run_recommendations"] == {"a": "PROMOTE", "b": "KEEP_AS_BENCH",
+                                               "c": "RESEARCH_ONLY"}
+    assert verdicts["NEXT_EXPERIMENT"] == "c"
+
+
+def test_combo_score_penalises_a_missing_zero_trade_flag() -> None:
+    """hybrid_eval.with_combo_scores 9 (a null flag read as traded) and 13 (no flag column:
+    null scores). Two combos, combo 1 best on every metric (1.0 each, 100 in all) and combo 2
+    worst (0): 100 - 20 and 0 - 20 -> 0 when the flag is missing."""
+    metrics = pl.DataFrame({"combo_id": ["a", "b"], "expectancy": [0.02, 0.01],
+                            "profit_factor": [2.0, 1.0], "robustness_score_v2": [60.0, 40.0],
+                            "ret_cv": [1.0, 2.0], "downside_std": [0.01, 0.02],
+                            "trade_count": [100, 50]})
+    flagged = metrics.with_columns(is_zero_trade_combo=pl.Series([None, False],
+                                                                 dtype=pl.Boolean))
+    assert with_combo_scores(flagged)["combo_candidate_score"].to_list() == \
+        pytest.approx([80.0, 0.0])
+    assert with_combo_scores(metrics)["combo_candidate_score"].to_list() == \
+        pytest.approx([80.0, 0.0])
+
+
+def test_labels_without_a_baseline_row_skip_the_trade_ratio_rule() -> None:
+    """hybrid_eval.recommendation_labels 13 (the baseline's trades read from no row)."""
+    row = dict.fromkeys(TABLE_SCHEMA) | {
+        "run_label": "HMM + overlay allow_only", "overlay_enabled": True, "status": "OK",
+        "best_trade_count": 1, "overlay_vetoed_signal_share": 0.1}
+    table = pl.DataFrame([row], schema=TABLE_SCHEMA).with_columns(
+        single_candidate_score=pl.lit(60.0))
+    assert recommendation_labels(table, 20.0)["recommendation_label"].to_list() == [
+        "RESEARCH_ONLY"]
+
+
+def test_score_runs_of_no_run() -> None:
+    """hybrid_eval.score_runs 5 (rows read without the table schema): no run -> an empty
+    table with the report's columns, not a missing-column error."""
+    out = score_runs([], 20.0)
+    assert out.is_empty()
+    assert out.columns == [*TABLE_SCHEMA, "single_candidate_score", "recommendation_label"]
