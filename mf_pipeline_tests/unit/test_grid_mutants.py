@@ -322,7 +322,8 @@ def test_final_ranking_of_a_single_run() -> None:
     """hybrid_eval.final_ranking 91 (a second candidate read from one row: IndexError). One
     baseline row with a WF score of 30: adjustment (50 - 30) * 0.25 = 5."""
     table = pl.DataFrame({"run_label": ["HMM baseline"], "overlay_mode": ["none"],
-                          "overlay_enabled": [False], "single_candidate_score": [60.0]})
+                          "overlay_enabled": [False], "single_candidate_score": [60.0],
+                          "status": ["OK"]})
     ranked, verdicts = final_ranking(table, 30.0)
     assert ranked["final_rank_score"].to_list() == [65.0]
     assert (verdicts["PRIMARY_CANDIDATE"], verdicts["SECONDARY_CANDIDATE"],
@@ -333,7 +334,7 @@ def test_final_ranking_labels_a_third_run_without_overlay_research_only() -> Non
     """hybrid_eval.final_ranking 121 (the label's spelling). Scores 70, 60, 50: the third run
     has no overlay, so RESEARCH_ONLY, and it is also the next experiment (no overlay left)."""
     table = pl.DataFrame({"run_label": ["a", "b", "c"], "overlay_mode": ["none"] * 3,
-                          "overlay_enabled": [False] * 3,
+                          "overlay_enabled": [False] * 3, "status": ["OK"] * 3,
                           "single_candidate_score": [70.0, 60.0, 50.0]})
     _, verdicts = final_ranking(table, None)
     assert verdicts["run_recommendations"] == {"a": "PROMOTE", "b": "KEEP_AS_BENCH",
