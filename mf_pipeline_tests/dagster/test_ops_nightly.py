@@ -78,6 +78,24 @@ def test_failed_night_is_recorded_by_the_failure_sensor(isolated, tmp_path):
              "--until ml_dataset)", run.run_id)]
 
 
+def test_rerun_config_is_the_candidate_rerun_assets_config(isolated, tmp_path):
+    from mf_pipeline.defs.candidates.config import RerunConfig
+
+    settings = isolated(tmp_path / "raw")
+    base = nightly._rerun_config(settings, nightly.NightlyConfig())
+    assert base == {"overlay_coverage_mode": "warn_only", "overlay_coverage_bypass": False,
+                    "coverage": {}}
+    given = nightly._rerun_config(settings, nightly.NightlyConfig(
+        pcp_pack_dir="/p", wf_run_dir="/wf", overlay_coverage_mode="strict_fail",
+        coverage={"unknown_rate_fail": 0.4}, coverage_drift_warn_drop=0.2, run_micro_grid=True))
+    assert given == {"pcp_pack_dir": "/p", "wf_grid_dir": "/wf", "run_micro_grid": True,
+                     "overlay_coverage_mode": "strict_fail", "overlay_coverage_bypass": False,
+                     "coverage": {"unknown_rate_fail": 0.4}, "coverage_drift_warn_drop": 0.2}
+    assert "wf_grid_dir" not in nightly._rerun_config(settings, nightly.NightlyConfig(
+        wf_run_dir="/wf", run_wf_check=False))
+    RerunConfig(**given)  # every key is a field of the asset's config
+
+
 @pytest.mark.e2e
 def test_nightly_run_on_a_real_lake_writes_and_replaces_its_ledger_row(isolated, tmp_path):
     """A small demo lake with a candidate pack; one appended bar; the night runs as a Dagster

@@ -9,10 +9,11 @@ it (one run):
    hold two partitionings, so this step launches that run itself (through the CLI's runner, the
    same run ``mf run`` makes, its id in the step's log). The as-of date is then the lake's last
    trade date (or the configured one), recorded as the run tag ``mf/ops_as_of``.
-2. ``ops_candidate_rerun`` — re-run the locked candidates of the newest production candidate
-   pack (or the configured one) at that as-of date: a run of the ``candidate_rerun`` asset's
-   daily partition when the code location defines it (its drift check runs there), else
-   ``lib/candidates/rerun.candidate_rerun`` in this step.
+2. ``ops_candidate_rerun`` — re-run the locked candidates at that as-of date: a run of the
+   ``candidate_rerun`` asset's daily partition (``defs/candidates``; pack = the configured one,
+   else that asset's default, the latest ``production_candidates`` materialization), launched
+   by this step like the lake run, so the partition and its ``candidate_drift`` check show in
+   the UI as for ``mf candidate-rerun-run``.
 3. ``ops_write_report`` — the ops folder (``ops_runs/ops-<id>_nightly_ops_v1``), the ledger row
    (replacing that as-of date's row), pruning of old ops folders.
 
@@ -78,22 +79,22 @@ def run_config(config: NightlyConfig | None = None) -> dict[str, Any]:
     return {"ops": {"ops_ledger": {"ops": {"ops_update_lake": {"config": values}}}}}
 
 
-def _wf_dir(cfg: Settings, config: NightlyConfig) -> Path | None:
-    enabled = cfg.ops_nightly.default_wf_enabled if config.run_wf_check is None \
+def _rerun_config(cfg: Settings, config: NightlyConfig) -> dict[str, Any]:
+    """The ``candidate_rerun`` asset's config (``defs/candidates/config.RerunConfig``) for the
+    night's options; what is not given is left to that asset's defaults, except the coverage
+    mode (``ops_nightly.default_coverage_mode``) and the WF check (on when a WF folder is given
+    and ``--run-wf-check`` or ``ops_nightly.default_wf_enabled`` says so)."""
+    wf = cfg.ops_nightly.default_wf_enabled if config.run_wf_check is None \
         else config.run_wf_check
-    return Path(config.wf_run_dir) if enabled and config.wf_run_dir else None
-
-
-def _rerun_options(cfg: Settings, config: NightlyConfig) -> dict[str, Any]:
-    """The candidate re-run's options (``lib.candidates.rerun.RerunOptions`` fields)."""
-    return {"run_micro_grid": config.run_micro_grid,
-            "overlay_coverage_mode": config.overlay_coverage_mode
-            or cfg.ops_nightly.default_coverage_mode,
-            "overlay_coverage_bypass": config.overlay_coverage_bypass,
-            "coverage": dict(config.coverage),
-            "coverage_drift_warn_drop": config.coverage_drift_warn_drop,
-            "coverage_drift_fail_match": config.coverage_drift_fail_match,
-            "wf_grid_dir": _wf_dir(cfg, config)}
+    values = {"pcp_pack_dir": config.pcp_pack_dir, "run_micro_grid": config.run_micro_grid,
+              "overlay_coverage_mode": config.overlay_coverage_mode
+              or cfg.ops_nightly.default_coverage_mode,
+              "overlay_coverage_bypass": config.overlay_coverage_bypass,
+              "coverage": dict(config.coverage),
+              "coverage_drift_warn_drop": config.coverage_drift_warn_drop,
+              "coverage_drift_fail_match": config.coverage_drift_fail_match,
+              "wf_grid_dir": config.wf_run_dir if wf else None}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @dg.op(description="Bring the lake up to date (manifest → … → ML dataset, changed tickers "
@@ -127,37 +128,21 @@ def ops_update_lake(context: dg.OpExecutionContext, config: NightlyConfig,
     return night
 
 
-@dg.op(description="Re-run the locked candidates of the candidate pack at the as-of date "
-                   "(decode with the locked models, backtest, drift).")
+@dg.op(description="Re-run the locked candidates of the candidate pack at the as-of date: "
+                   "a run of the candidate_rerun asset's partition (decode with the locked "
+                   "models, backtest, drift; its candidate_drift check).")
 def ops_candidate_rerun(context: dg.OpExecutionContext, night: dict[str, Any],
                         settings: PipelineSettings) -> dict[str, Any]:
-    from mf_pipeline.lib.candidates import pack, rerun
     from mf_pipeline.orchestration import runner
 
     cfg = settings.get()
     config = NightlyConfig(**night["config"])
-    try:
-        pack_dir = Path(config.pcp_pack_dir) if config.pcp_pack_dir \
-            else pack.latest_pack(cfg.artifacts_root)
-    except FileNotFoundError as error:
-        raise dg.Failure(str(error), allow_retries=False) from error
-    options = _rerun_options(cfg, config)
-    as_of = dt.date.fromisoformat(night["as_of"])
-    keys = {spec.key.to_user_string() for spec in runner.definitions().resolve_all_asset_specs()}
-    if RERUN_ASSET in keys:
-        rerun_config = {"pcp_pack_dir": str(pack_dir), **options,
-                        "wf_grid_dir": str(options["wf_grid_dir"] or "") or None}
-        outcome = runner.run_assets(cfg, [RERUN_ASSET], night["as_of"], run_config={
-            "ops": {RERUN_ASSET: {"config": {k: v for k, v in rerun_config.items()
-                                             if v is not None}}}}, log=context.log.info)
-        crp_dir = outcome.metadata[RERUN_ASSET]["output_dir"]
-        night["rerun_run_ids"] = outcome.run_ids
-    else:
-        result = rerun.candidate_rerun(cfg, pack_dir, as_of, options=rerun.RerunOptions(
-            **options), log=context.log.info)
-        crp_dir = result["output_dir"]
-    context.log.info(f"candidate re-run: {crp_dir}")
-    return night | {"pcp_pack_dir": str(pack_dir), "crp_dir": str(crp_dir)}
+    outcome = runner.run_assets(cfg, [RERUN_ASSET], night["as_of"], run_config={
+        "ops": {RERUN_ASSET: {"config": _rerun_config(cfg, config)}}}, log=context.log.info)
+    meta = outcome.metadata[RERUN_ASSET]
+    context.log.info(f"candidate re-run: {meta['output_dir']} ({meta.get('overall_status')})")
+    return night | {"pcp_pack_dir": str(meta["pack_dir"]), "crp_dir": str(meta["output_dir"]),
+                    "rerun_run_ids": outcome.run_ids}
 
 
 @dg.op(description="Write the ops folder and the night's ledger row (replacing the row of "
