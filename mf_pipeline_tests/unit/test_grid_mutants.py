@@ -20,13 +20,14 @@ from mf_pipeline.lib.grids.aggregates import (
     holdbars_shape,
     source_summary,
 )
-from mf_pipeline.lib.grids.compare import top_signatures
+from mf_pipeline.lib.grids.compare import compare_table, top_signatures
 from mf_pipeline.lib.grids.overfitting import (
     dsr_of_returns,
     pbo_cscv,
     probabilistic_sharpe_ratio,
 )
 from mf_pipeline.lib.grids.robustness import robustness_scores
+from mf_pipeline.lib.reports import realism
 from mf_pipeline.lib.reports.hybrid_eval import (
     TABLE_SCHEMA,
     final_ranking,
@@ -375,3 +376,36 @@ def test_score_runs_of_no_run() -> None:
     out = score_runs([], 20.0)
     assert out.is_empty()
     assert out.columns == [*TABLE_SCHEMA, "single_candidate_score", "recommendation_label"]
+
+
+def test_a_best_combo_with_one_trade_is_tradable() -> None:
+    """compare.compare_table 101 (``<= 1`` trade read as no trade). The second grid equals
+    the baseline (every delta 0, so EDGE_RETAINED) and its best combo has exactly one trade;
+    a best combo with 0 trades is NOT_TRADABLE."""
+    base = {"grid_run_dir": "a", "best_robustness_score_v2": 60.0, "expectancy_mean": 0.01,
+            "profit_factor_mean": 1.2, "ret_cv_median": 2.0, "robustness_v2_mean": 50.0,
+            "exec_eligibility_rate_mean": 0.9, "exec_suppressed_signal_share_mean": 0.1,
+            "best_trade_count": 40, "best_zero_trade": False}
+    rows = [base, {**base, "grid_run_dir": "b", "best_trade_count": 1},
+            {**base, "grid_run_dir": "c", "best_trade_count": 0}]
+    table = compare_table(rows, "robustness_score_v2")
+    assert table["realism_verdict"].to_list() == ["EDGE_RETAINED", "EDGE_RETAINED",
+                                                  "NOT_TRADABLE"]
+
+
+def _realism_table(*rows: tuple[str, float]) -> pl.DataFrame:
+    """Report rows (label, candidate_score), all OK and TRADABLE, in the given order."""
+    return pl.DataFrame([dict.fromkeys(realism.TABLE_SCHEMA) | {
+        "run_label": label, "candidate_score": score, "status": "OK",
+        "realism_aware_verdict": "TRADABLE"} for label, score in rows],
+        schema=realism.TABLE_SCHEMA)
+
+
+def test_realism_candidates_by_score_then_label_whatever_the_row_order() -> None:
+    """realism.final_verdicts 21 (candidates by label alone) and 25 (ties kept in row order)."""
+    got = realism.final_verdicts(_realism_table(("HMM baseline (lite)", 40.0),
+                                                ("HMM baseline (none)", 70.0)))
+    assert (got["PRIMARY_CANDIDATE"], got["SECONDARY_CANDIDATE"]) == (
+        "HMM baseline (none)", "HMM baseline (lite)")
+    tie = realism.final_verdicts(_realism_table(("b", 50.0), ("a", 50.0)))
+    assert (tie["PRIMARY_CANDIDATE"], tie["SECONDARY_CANDIDATE"]) == ("a", "b")
