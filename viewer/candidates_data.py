@@ -168,10 +168,7 @@ def _rerun_candidate(folder: Path, manifest: Mapping[str, Any], label: str
     run_dir = _text_path(cdir / RUN_DIR_FILE) or _under(folder, row.get("backtest_run_dir"))
     drift = _json(cdir / DRIFT_FILE) or {}
     status = drift.get("drift_status") or row.get("drift_status")
-    flags = drift.get("drift_flags") or drift.get("flags") or row.get("drift_flags") or []
-    if isinstance(flags, str):
-        flags = [f for f in flags.split(",") if f]
-    return run_dir, status, tuple(flags)
+    return run_dir, status, tuple(drift.get("drift_flags") or row.get("drift_flags") or [])
 
 
 def load_candidates(settings: Settings) -> CandidateSet:
@@ -294,7 +291,8 @@ def trade_marks(trades: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
     """One row per date with the entries and exits of every candidate's trades
     (``{label: trades}``): ``cand_long_entry``/``cand_short_entry`` (entry price),
     ``cand_exit`` (exit price) and their ``*_text`` (labels and details, ``; ``-joined in
-    label order). A date's price is its first candidate's (the same fill for every one)."""
+    label order). A date's price is its first candidate's (fills of one date differ at
+    most by the candidates' slippage)."""
     entries, exits = [], []
     for label, frame in sorted(trades.items()):
         valid = frame.filter(pl.col("is_valid_trade").fill_null(True)) \

@@ -217,7 +217,7 @@ def test_the_chart_paints_each_states_policy_class(demo_lake, demo_settings):
     # each policy strip sits right under its state strip
     titles = list(named)
     assert titles.index("HMM policy (filtered state), in-sample") == titles.index("HMM state") + 1
-    at = run_app(ticker=ticker, show_policy_strips=False)
+    at = run_app(ticker=ticker, show_policy_strips=False, show_candidate_policy=False)
     assert not any("policy" in title for title in legends(at))
 
 
