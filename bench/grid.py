@@ -177,7 +177,9 @@ def report_lines(entry: dict[str, Any]) -> list[str]:
         out += [f"Targets for the {TARGET_GRID}: wall < {TARGET_WALL_S:.0f} s: "
                 f"**{'met' if fast else 'not met'}** ({_fmt(wall)} s); peak of the whole command "
                 f"< {TARGET_PEAK_MB / 1024:.0f} GB: **{'met' if small else 'not met'}** "
-                f"({_fmt(peak)} MB).", ""]
+                f"({_fmt(peak)} MB). Each run's wall (others' CPU): "
+                + ", ".join(f"{_fmt(r['wall_s'])} s ({100 * r['others_cpu_frac']:.0f}%)"
+                            for r in target.get("runs") or []) + ".", ""]
     return out
 
 

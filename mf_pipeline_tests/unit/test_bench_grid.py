@@ -23,7 +23,8 @@ def _grid(combos: int, wall: float, peak: float) -> dict[str, Any]:
               "asset_s": 6.5, "run_start_s": 2.25, "wall_s": wall, "cpu_s": 9.0,
               "peak_rss_mb": peak,
               "others_cpu_frac": 0.25, "load_before": [[1.5, 1, 1], [2.5, 1, 1]]}
-    return {"options": {"--fee-bps-grid": "0,10"}, "median": median}
+    runs = [{"wall_s": wall - 1, "others_cpu_frac": 0.0}, {"wall_s": wall, "others_cpu_frac": 0.5}]
+    return {"options": {"--fee-bps-grid": "0,10"}, "median": median, "runs": runs}
 
 
 def _rows(lines: list[str]) -> dict[str, list[str]]:
@@ -50,6 +51,7 @@ def test_per_combo_speed_up_and_targets() -> None:
     verdict = next(line for line in lines if line.startswith("Targets"))
     assert "wall < 10 s: **met** (8 s)" in verdict
     assert "< 2 GB: **met** (1,500 MB)" in verdict
+    assert verdict.endswith("Each run's wall (others' CPU): 7 s (0%), 8 s (50%).")
 
 
 def test_missed_targets_and_empty_section() -> None:
