@@ -113,14 +113,37 @@ def combo_result(preparations: Preparations, options: BacktestOptions,
 def simulate_batch(preparations: Preparations, options: Sequence[BacktestOptions]
                    ) -> list[BacktestResult]:  # fmt: skip
     """The trades of combos sharing one signal key, many per kernel call; each equals the
-    trades of a single run with those options (``steps.backtest.run.simulate``)."""
+    trades of a single run with those options (``steps.backtest.run.simulate``).
+
+    Costs never change an entry or an exit (the kernel's net = gross - 2 x cost per side), so
+    each (exit mode, hold) is simulated once without costs and its cost variants are derived
+    from those trades with the kernel's own arithmetic: bit-identical, and most of a grid's
+    combos (its fee and slippage values) cost no simulation.
+    """
     if not options:
         return []
     if len({signal_key(o) for o in options}) > 1:
         raise ValueError("simulate_batch needs combos with one signal key")
-    configs = [BacktestConfig(o.signal_mode, o.exit_mode, o.hold_bars, o.fee_bps_per_side,
-                              o.slippage_bps_per_side) for o in options]  # fmt: skip
-    return run_trades_batch(preparations.kernel(options[0]), configs)
+    paths = list(dict.fromkeys((o.exit_mode, o.hold_bars) for o in options))
+    base = run_trades_batch(preparations.kernel(options[0]),
+                            [BacktestConfig(options[0].signal_mode, exit_mode, hold)
+                             for exit_mode, hold in paths])  # fmt: skip
+    by_path = dict(zip(paths, base, strict=True))
+    return [with_costs(by_path[(o.exit_mode, o.hold_bars)], o.fee_bps_per_side,
+                       o.slippage_bps_per_side) for o in options]  # fmt: skip
+
+
+def with_costs(result: BacktestResult, fee_bps_per_side: float,
+               slippage_bps_per_side: float) -> BacktestResult:  # fmt: skip
+    """``result`` (simulated without costs) with these per-side costs applied."""
+    if fee_bps_per_side == 0.0 and slippage_bps_per_side == 0.0:
+        return result
+    cost = 2.0 * (fee_bps_per_side + slippage_bps_per_side) / 10_000.0
+    trades = result.trades.with_columns(
+        net_return=pl.col("gross_return") - cost,
+        fees=pl.lit(2.0 * fee_bps_per_side / 10_000.0, dtype=pl.Float64),
+        slippage=pl.lit(2.0 * slippage_bps_per_side / 10_000.0, dtype=pl.Float64))
+    return BacktestResult(trades=trades, diagnostics=result.diagnostics)
 
 
 def by_signal_key(options: Sequence[BacktestOptions]) -> list[list[int]]:
