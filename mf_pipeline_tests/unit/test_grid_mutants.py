@@ -35,7 +35,7 @@ from mf_pipeline.lib.reports.hybrid_eval import (
     score_runs,
     with_combo_scores,
 )
-from mf_pipeline.lib.reports.scoring import best_row, delta, sort_best
+from mf_pipeline.lib.reports.scoring import best_row, delta, sort_best, split_comparison
 
 INF, NAN = math.inf, math.nan
 
@@ -409,3 +409,50 @@ def test_realism_candidates_by_score_then_label_whatever_the_row_order() -> None
         "HMM baseline (none)", "HMM baseline (lite)")
     tie = realism.final_verdicts(_realism_table(("b", 50.0), ("a", 50.0)))
     assert (tie["PRIMARY_CANDIDATE"], tie["SECONDARY_CANDIDATE"]) == ("a", "b")
+
+
+def test_realism_score_rows_of_no_run() -> None:
+    """realism.score_rows 5 (rows read without the table schema): no row -> an empty table
+    with the report's columns."""
+    out = realism.score_rows([], 30, 0.5)
+    assert out.is_empty() and out.columns == list(realism.TABLE_SCHEMA)
+
+
+def test_realism_table_order_breaks_ties_by_expectancy_then_label() -> None:
+    """realism.score_rows 89 (no expectancy key) and 93 (no label key). Three runs without a
+    trade score 0 and share robustness 50: expectancy 0.02 (c) first, then the two at 0.01 by
+    label."""
+    rows = [dict.fromkeys(realism.TABLE_SCHEMA) | {
+        "run_label": label, "status": "OK", "best_trade_count": 0, "best_expectancy": exp,
+        "best_robustness_v2": 50.0} for label, exp in (("b", 0.01), ("c", 0.02), ("a", 0.01))]
+    out = realism.score_rows(rows, 30, 0.5)
+    assert out["candidate_score"].to_list() == [0.0, 0.0, 0.0]
+    assert out["run_label"].to_list() == ["c", "a", "b"]
+
+
+def test_split_comparison_by_hand() -> None:
+    """scoring.split_comparison (sampled mutants had only the real-grid tests). Common splits
+    2021 and 2022. Wins (hybrid strictly better): expectancy 1 (2021), PF 1 (+inf > 1.2),
+    robustness 2, ret_cv 1 (lower; 2022's baseline is missing: no win). Mean deltas over the
+    finite ones: expectancy (0.01 - 0.02) / 2, PF -0.5 (inf - 1.2 skipped), robustness 5,
+    ret_cv -1, zero-trade share (0.1 + 0) / 2."""
+    cols = ("train_end", "expectancy", "profit_factor", "robustness_v2", "ret_cv",
+            "zero_trade_share")
+    base = pl.DataFrame([("2020", 0.05, 9.0, 90.0, 0.1, 0.0),
+                         ("2021", 0.01, 1.2, 50.0, 2.0, 0.1),
+                         ("2022", 0.03, 1.5, 40.0, None, 0.0)], schema=cols, orient="row")
+    hybrid = pl.DataFrame([("2022", 0.01, 1.0, 45.0, 3.0, 0.0),
+                           ("2021", 0.02, INF, 55.0, 1.0, 0.2),
+                           ("2023", 0.09, 9.0, 99.0, 0.1, 0.0)], schema=cols, orient="row")
+    got = split_comparison(base, hybrid)
+    assert (got["split_count"], got["train_ends"]) == (2, ["2021", "2022"])
+    assert {k: got[k] for k in got if k.startswith("hybrid_wins")} == {
+        "hybrid_wins_expectancy": 1, "hybrid_wins_pf": 1, "hybrid_wins_robustness_v2": 2,
+        "hybrid_wins_ret_cv": 1}
+    assert all(type(got[k]) is int for k in got if k.startswith("hybrid_wins"))
+    assert got["avg_delta_expectancy"] == pytest.approx(-0.005)
+    assert got["avg_delta_pf"] == pytest.approx(-0.5)
+    assert got["avg_delta_robustness_v2"] == pytest.approx(5.0)
+    assert got["avg_delta_ret_cv"] == pytest.approx(-1.0)
+    assert got["avg_delta_zero_trade_share"] == pytest.approx(0.05)
+    assert "hybrid_wins_zero_trade_share" not in got
