@@ -49,8 +49,14 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
                if k.startswith("ari_") and v is not None}
         if ari:
             say(f"HMM regime recovery on the sample (ARI vs true regimes, in-sample): {ari}")
+    candidates = _candidates(settings, refit=bool(research))
+    outcome.metadata |= candidates.metadata
+    outcome.run_ids += candidates.run_ids
+    outcome.seconds += candidates.seconds
     backtest = (outcome.metadata.get("backtest_hmm") or {}).get("output_dir")
     grid = (outcome.metadata.get("backtest_grid") or {}).get("output_dir")
+    pack = (outcome.metadata.get("production_candidates") or {}).get("pack_dir")
+    rerun = (outcome.metadata.get("candidate_rerun") or {}).get("output_dir")
     emit(outcome.metadata, as_json, run_summary(outcome) + (
         "\n\nWhere to look next:\n"
         f"  lake:       {settings.data_root}\n"
@@ -61,7 +67,33 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
         "  SQL:        mf sql \"SELECT ticker, count(*) FROM features GROUP BY 1\""
         + (f"\n  backtest:   {backtest}  (in-sample; docs/BACKTESTS.md)" if backtest else "")
         + (f"\n  grid:       {grid}/grid_report.html  (in-sample; docs/GRIDS.md)" if grid else "")
+        + (f"\n  pack:       {pack}  (docs/CANDIDATES.md)" if pack else "")
+        + (f"\n  re-run:     {rerun}  (nightly: mf ops-nightly-run; docs/OPS.md)" if rerun else "")
     ))
+
+
+def _candidates(settings: Settings, refit: bool) -> RunOutcome:
+    """Lock the candidates of the demo's grids (a new pack when the models were refitted or
+    none exists) and re-run them at the lake's last date, as a night would."""
+    from mf_pipeline.lib.candidates.pack import latest_pack
+    from mf_pipeline.lib.ops import lake_last_date
+    from mf_pipeline.orchestration import runner
+
+    outcome = runner.RunOutcome()
+    try:
+        latest_pack(settings.artifacts_root)
+        exists = True
+    except FileNotFoundError:
+        exists = False
+    if refit or not exists:
+        outcome = runner.run_assets(settings, ["production_candidates"], None, log=say)
+    as_of = lake_last_date(settings)
+    if as_of is not None:
+        rerun = runner.run_assets(settings, ["candidate_rerun"], as_of.isoformat(), log=say)
+        outcome.metadata |= rerun.metadata
+        outcome.run_ids += rerun.run_ids
+        outcome.seconds += rerun.seconds
+    return outcome
 
 
 def _stale_research(settings: Settings) -> list[str]:

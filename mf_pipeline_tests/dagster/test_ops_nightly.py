@@ -171,3 +171,62 @@ def test_nightly_run_on_a_real_lake_writes_and_replaces_its_ledger_row(isolated,
     assert rows["as_of_tag"].to_list() == [after.isoformat()]
     assert rows["dagster_run_id"].to_list() == [again["dagster_run_id"]]
     assert again["output_dir"] == meta["ops_run_dir"]  # same inputs, same folder, rewritten
+
+    # a second night (issue #22 acceptance): one more bar, a second ledger row, behaviour
+    # unchanged so every candidate is still OK on both nights
+    assert append_one_bar(raw) > 0
+    second = mf("ops-nightly-run", "--pcp-pack-dir", str(pack_dir))
+    rows = ledger.read(ledger.ledger_path(settings)).sort("as_of_tag")
+    assert rows["as_of_tag"].to_list() == [after.isoformat(), second["as_of"]]
+    assert second["as_of"] > after.isoformat()
+    assert set(rows["alpha_drift_status"]) == {"OK"} and set(rows["status"]) == {"SUCCESS"}
+
+    # a planted behaviour change: the market inverts (every price p becomes k / p, so every
+    # return changes sign); the locked model reads the new lake, its trades go the wrong way
+    _invert_prices(raw)
+    assert append_one_bar(raw) > 0
+    planted = mf("ops-nightly-run", "--pcp-pack-dir", str(pack_dir))
+    assert planted["OPS_STATUS"] == "DRIFT_FAIL"
+    report = pl.read_csv(Path(planted["output_dir"]) / "ops_report.csv")
+    alpha = report.filter(pl.col("candidate_label") == "CANDIDATE_ALPHA").row(0, named=True)
+    assert alpha["drift_status"] == "DRIFT_FAIL"
+    drift = _latest_drift_check(instance, planted["as_of"])
+    assert drift is not None and not drift.passed
+    reasons = str(drift.metadata["CANDIDATE_ALPHA"].value)
+    assert "expectancy_drop" in reasons
+    rows = ledger.read(ledger.ledger_path(settings))
+    assert rows.height == 3
+    assert rows.filter(pl.col("as_of_tag") == planted["as_of"])["alpha_drift_status"].item() \
+        == "DRIFT_FAIL"  # fmt: skip
+
+
+def _invert_prices(raw: Path) -> None:
+    """Rewrite every sample file with k / price (k = its first close squared): same dates,
+    volumes and ranges, every return of the opposite sign."""
+    for path in raw.rglob("*.txt"):
+        if "_truth" in path.parts:
+            continue
+        lines = path.read_text().splitlines()
+        head, rows = lines[0], [line.split(",") for line in lines[1:] if line]
+        k = float(rows[0][7]) ** 2
+        out = [head]
+        for r in rows:
+            o, h, lo, c = (float(x) for x in r[4:8])
+            out.append(",".join([*r[:4], f"{k / o:.6f}", f"{k / lo:.6f}", f"{k / h:.6f}",
+                                 f"{k / c:.6f}", *r[8:]]))
+        path.write_text("\n".join(out) + "\n")
+
+
+def _latest_drift_check(instance: dg.DagsterInstance, partition: str
+                        ) -> dg.AssetCheckEvaluation | None:  # fmt: skip
+    """The newest ``candidate_drift`` evaluation of ``partition`` (its run is the night's
+    re-run child run)."""
+    key = dg.AssetCheckKey(dg.AssetKey("candidate_rerun"), "candidate_drift")
+    found = None
+    for record in instance.get_event_records(
+            dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
+            ascending=True):
+        data = record.event_log_entry.dagster_event.event_specific_data
+        if data.asset_check_key == key and data.partition == partition:
+            found = data
+    return found
