@@ -63,22 +63,30 @@ def _state_sets(text: str | None) -> list[list[int]] | None:
         raise
 
 
-def grid_config(ctx: typer.Context, dims: dict[str, str | None], gate: dict[str, Any],
-                **rest: Any) -> dict[str, Any]:  # fmt: skip
-    """Run config of a grid: dimensions parsed, shared options checked, None dropped."""
+GATE_OPTIONS = ("overlay_mode", "overlay_coverage_mode", "overlay_coverage_bypass",
+                "overlay_unknown_handling", "exec_profile", "exec_min_price",
+                "exec_min_dollar_vol20", "exec_max_vol_pct", "exec_min_history_bars")
+"""Command options shared by every combo of a grid (the backtest's overlay and execution)."""
+
+
+def grid_config(ctx: typer.Context, given: dict[str, Any], **rest: Any) -> dict[str, Any]:
+    """Run config of a grid from a command's options (``given``: its arguments by name):
+    dimensions parsed, shared options checked, None dropped."""
     from mf_pipeline.defs.grids.config import GridConfig
 
+    gate = {k: given.get(k) for k in GATE_OPTIONS}
+    gate["overlay_coverage_bypass"] = gate["overlay_coverage_bypass"] or None
     config = strategy_config(ctx, **gate)
     config |= {
-        "hold_bars_grid": _items(dims["hold_bars"], "--hold-bars-grid", int),
-        "signal_mode_grid": _items(dims["signal_mode"], "--signal-mode-grid"),
-        "exit_mode_grid": _items(dims["exit_mode"], "--exit-mode-grid"),
-        "fee_bps_grid": _items(dims["fee"], "--fee-bps-grid", float),
-        "slippage_bps_grid": _items(dims["slippage"], "--slippage-bps-grid", float),
-        "allow_overlap_grid": _items(dims["overlap"], "--allow-overlap-grid", bool),
-        "equity_mode_grid": _items(dims["equity"], "--equity-mode-grid"),
-        "include_watch_grid": _items(dims["watch"], "--include-watch-grid", bool),
-        "include_state_ids_grid": _state_sets(dims["states"]),
+        "hold_bars_grid": _items(given["hold_bars_grid"], "--hold-bars-grid", int),
+        "signal_mode_grid": _items(given["signal_mode_grid"], "--signal-mode-grid"),
+        "exit_mode_grid": _items(given["exit_mode_grid"], "--exit-mode-grid"),
+        "fee_bps_grid": _items(given["fee_bps_grid"], "--fee-bps-grid", float),
+        "slippage_bps_grid": _items(given["slippage_bps_grid"], "--slippage-bps-grid", float),
+        "allow_overlap_grid": _items(given["allow_overlap_grid"], "--allow-overlap-grid", bool),
+        "equity_mode_grid": _items(given["equity_mode_grid"], "--equity-mode-grid"),
+        "include_watch_grid": _items(given["include_watch_grid"], "--include-watch-grid", bool),
+        "include_state_ids_grid": _state_sets(given["include_state_ids_grid"]),
     }
     config |= rest
     config = {k: v for k, v in config.items() if v is not None}
@@ -103,9 +111,6 @@ def _grid_summary(folder: str) -> dict[str, Any]:
         out[f"{source}_fluke_risk"] = block.get("fluke_risk")
     out |= {"output_dir": folder, "report": str(Path(folder) / "grid_report.html")}
     return out
-
-
-DimOpts = dict[str, str | None]
 
 
 @app.command("backtest-grid-run")
@@ -181,20 +186,9 @@ def backtest_grid_run(
     likely the winner is a fluke (Deflated Sharpe Ratio, PBO)."""
     from mf_pipeline.orchestration import runner
 
-    dims: DimOpts = {"hold_bars": hold_bars_grid, "signal_mode": signal_mode_grid,
-                     "exit_mode": exit_mode_grid, "fee": fee_bps_grid,
-                     "slippage": slippage_bps_grid, "overlap": allow_overlap_grid,
-                     "equity": equity_mode_grid, "watch": include_watch_grid,
-                     "states": include_state_ids_grid}  # fmt: skip
-    gate = {"overlay_mode": overlay_mode, "overlay_coverage_mode": overlay_coverage_mode,
-            "overlay_coverage_bypass": overlay_coverage_bypass or None,
-            "overlay_unknown_handling": overlay_unknown_handling, "exec_profile": exec_profile,
-            "exec_min_price": exec_min_price, "exec_min_dollar_vol20": exec_min_dollar_vol20,
-            "exec_max_vol_pct": exec_max_vol_pct,
-            "exec_min_history_bars": exec_min_history_bars}  # fmt: skip
     heat = _items(heatmap_dims, "--heatmap-dims")
     config = grid_config(
-        ctx, dims, gate, policy_filter_mode=policy_filter_mode, include_ret_cv=include_ret_cv,
+        ctx, locals(), policy_filter_mode=policy_filter_mode, include_ret_cv=include_ret_cv,
         include_tail_metrics=include_tail_metrics, report_top_n=report_top_n,
         max_combos=max_combos, shuffle_grid=shuffle_grid or None, seed=seed,
         progress_every=progress_every, stop_on_error=stop_on_error,
@@ -389,17 +383,7 @@ def backtest_grid_wf_run(
     except ValueError as error:
         fail(str(error))
         raise
-    dims: DimOpts = {"hold_bars": hold_bars_grid, "signal_mode": signal_mode_grid,
-                     "exit_mode": exit_mode_grid, "fee": fee_bps_grid,
-                     "slippage": slippage_bps_grid, "overlap": allow_overlap_grid,
-                     "equity": equity_mode_grid, "watch": include_watch_grid,
-                     "states": include_state_ids_grid}  # fmt: skip
-    gate = {"overlay_mode": overlay_mode, "overlay_coverage_mode": overlay_coverage_mode,
-            "overlay_coverage_bypass": overlay_coverage_bypass or None,
-            "exec_profile": exec_profile, "exec_min_price": exec_min_price,
-            "exec_min_dollar_vol20": exec_min_dollar_vol20, "exec_max_vol_pct": exec_max_vol_pct,
-            "exec_min_history_bars": exec_min_history_bars}  # fmt: skip
-    config = grid_config(ctx, dims, gate, policy_filter_mode=policy_filter_mode,
+    config = grid_config(ctx, locals(), policy_filter_mode=policy_filter_mode,
                          report_top_n=report_top_n, max_combos=max_combos,
                          shuffle_grid=shuffle_grid or None, seed=seed,
                          progress_every=progress_every, stop_on_error=stop_on_error, tag=tag)
