@@ -12,6 +12,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from mf_pipeline.lib.backtest import calibration as cal
+from mf_pipeline.lib.backtest.execution import apply_execution
 from mf_pipeline.lib.grids.aggregates import (
     best_configs,
     cluster_policy_trade_mix,
@@ -36,6 +38,7 @@ from mf_pipeline.lib.reports.hybrid_eval import (
     with_combo_scores,
 )
 from mf_pipeline.lib.reports.scoring import best_row, delta, sort_best, split_comparison
+from mf_pipeline_tests.unit.test_backtest_execution import MIXED_PARAMS, mixed
 
 INF, NAN = math.inf, math.nan
 
@@ -456,3 +459,19 @@ def test_split_comparison_by_hand() -> None:
     assert got["avg_delta_ret_cv"] == pytest.approx(-1.0)
     assert got["avg_delta_zero_trade_share"] == pytest.approx(0.05)
     assert "hybrid_wins_zero_trade_share" not in got
+
+
+def test_calibration_summary_units_years_and_source_type_message() -> None:
+    """calibration.filter_summary 91 (the effective decimal threshold not copied),
+    distributions 61 (``year`` written as a float, 2023.0) and detect_source_type 31 (the
+    message names the columns as they are spelt)."""
+    run = apply_execution(mixed(), MIXED_PARAMS)
+    got = cal.filter_summary(run.frame, run.summary)
+    for key in ("vol_threshold_input", "vol_threshold_effective_decimal",
+                "vol_threshold_effective_pct", "vol_metric_source", "vol_unit_detected"):
+        assert got[key] == run.summary[key], key
+    assert got["vol_threshold_effective_decimal"] == pytest.approx(0.10)
+    assert cal.distributions(run.frame, by_year=True).schema["year"] == pl.Int32
+    with pytest.raises(ValueError, match="none of hmm_state, hmm_state_filtered, "
+                       "flow_state_code, cluster_id or 'absent'; pass"):
+        cal.detect_source_type(["ticker"], "absent")
