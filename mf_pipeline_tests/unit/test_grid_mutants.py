@@ -475,3 +475,31 @@ def test_calibration_summary_units_years_and_source_type_message() -> None:
     with pytest.raises(ValueError, match="none of hmm_state, hmm_state_filtered, "
                        "flow_state_code, cluster_id or 'absent'; pass"):
         cal.detect_source_type(["ticker"], "absent")
+
+
+def test_calibration_report_shows_the_run_facts_rates_and_top_combos() -> None:
+    """calibration.report_markdown 31, 61, 91, 121, 151, 181, 211, 271 (a fact, the
+    eligibility rate, the sweep median and the recommendation score read from no key, the
+    share column renamed, the top-10 ties ordered by combo_id descending)."""
+    summary = {"run_id": "exec-calib-x", "signal_mode": "state_entry", "execution_profile": "lite",
+               "execution_summary": {"rows_total": 8, "eligibility_rate": 0.25},
+               "waterfall": {"suppressed_by_price_share": 0.5},
+               "sweep_summary": {"eligibility_rate_p50": 0.375}}
+    recs = {"lite": {"status": "OK", "recommended": {"combo_id": "c0002", "score": 0.8125}}}
+    grid = pl.DataFrame({"combo_id": ["c0001", "c0002", "c0003"],
+                         "eligibility_rate": [0.5, 0.75, 0.5]})
+    text = cal.report_markdown(summary, recs, grid)
+    assert "- signal_mode: state_entry\n" in text
+    assert "No PnL is simulated: this measures which candidate signals the execution filter " \
+        "keeps.\n" in text
+    assert "- rows: 8, row-level eligibility_rate 0.25\n" in text
+    assert "| filter | suppressed_rows_failing | share_of_suppressed |" in text
+    assert "| price | — | 0.5 |" in text
+    assert "median 0.375, max" in text
+    assert "\n\n## Recommended thresholds\n\n" in text
+    assert "bars, as in the old tool), not to the share of candidate signals kept; the " \
+        "candidate-level rate is shown beside it.\n\n| profile |" in text
+    assert "| candidate_signals_after | score |" in text and "| 0.8125 |" in text
+    top = text.split("## Top 10 combos by eligibility_rate")[1]
+    assert [line.split(" | ")[0] for line in top.splitlines() if line.startswith("| c0")] == [
+        "| c0002", "| c0001", "| c0003"]
