@@ -5,7 +5,9 @@ surviving mutant changed; the mutant it kills is named in the test's docstring.
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -22,13 +24,15 @@ from mf_pipeline.lib.grids.aggregates import (
     holdbars_shape,
     source_summary,
 )
-from mf_pipeline.lib.grids.compare import compare_table, top_signatures
+from mf_pipeline.lib.grids.combos import GridDimensions
+from mf_pipeline.lib.grids.compare import compare_table, grid_row, top_signatures
 from mf_pipeline.lib.grids.overfitting import (
     dsr_of_returns,
     pbo_cscv,
     probabilistic_sharpe_ratio,
 )
 from mf_pipeline.lib.grids.robustness import robustness_scores
+from mf_pipeline.lib.grids.run import GridOptions, GridSource, run_grid
 from mf_pipeline.lib.reports import realism
 from mf_pipeline.lib.reports.hybrid_eval import (
     TABLE_SCHEMA,
@@ -38,7 +42,9 @@ from mf_pipeline.lib.reports.hybrid_eval import (
     with_combo_scores,
 )
 from mf_pipeline.lib.reports.scoring import best_row, delta, sort_best, split_comparison
+from mf_pipeline.lib.settings import load_settings
 from mf_pipeline_tests.unit.test_backtest_execution import MIXED_PARAMS, mixed
+from mf_pipeline_tests.unit.test_grid_engine import _inputs
 
 INF, NAN = math.inf, math.nan
 
@@ -503,3 +509,18 @@ def test_calibration_report_shows_the_run_facts_rates_and_top_combos() -> None:
     top = text.split("## Top 10 combos by eligibility_rate")[1]
     assert [line.split(" | ")[0] for line in top.splitlines() if line.startswith("| c0")] == [
         "| c0002", "| c0001", "| c0003"]
+
+
+def test_compare_row_reads_the_grid_cost_fragility_and_source_summary(tmp_path: Path) -> None:
+    """compare._read_csv 1 (the grid's CSV aggregates never read: slopes null, 0 summary
+    rows). A real grid with two fee levels; the row's slope means equal the plain mean of the
+    file's slope column, and the source summary has one row (one source)."""
+    folder = run_grid(load_settings(), [GridSource(_inputs())],
+                      GridDimensions(hold_bars=(3, 5), fee_bps_per_side=(0.0, 10.0)),
+                      GridOptions(tag="t"), folder=tmp_path / "grid").output_dir
+    with (folder / "grid_cost_fragility.csv").open() as f:
+        slopes = [float(r["expectancy_slope_per_10bps"]) for r in csv.DictReader(f)]
+    row = grid_row(folder, "expectancy")
+    assert len(slopes) == 2  # one family per hold
+    assert row["cost_fragility_expect_slope_mean"] == pytest.approx(sum(slopes) / 2)
+    assert row["source_summary_rows"] == 1
