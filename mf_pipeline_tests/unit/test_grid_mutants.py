@@ -25,7 +25,13 @@ from mf_pipeline.lib.grids.aggregates import (
     source_summary,
 )
 from mf_pipeline.lib.grids.combos import GridDimensions
-from mf_pipeline.lib.grids.compare import compare_table, grid_row, top_signatures
+from mf_pipeline.lib.grids.compare import (
+    compare_report_md,
+    compare_table,
+    grid_row,
+    overlap_table,
+    top_signatures,
+)
 from mf_pipeline.lib.grids.overfitting import (
     dsr_of_returns,
     pbo_cscv,
@@ -524,3 +530,16 @@ def test_compare_row_reads_the_grid_cost_fragility_and_source_summary(tmp_path: 
     assert len(slopes) == 2  # one family per hold
     assert row["cost_fragility_expect_slope_mean"] == pytest.approx(sum(slopes) / 2)
     assert row["source_summary_rows"] == 1
+
+
+def test_compare_report_states_each_grids_fluke_risk_dsr_and_pbo() -> None:
+    """compare._fluke_lines 17, 19, 33, 35 (the risk or the PBO of a grid printed as null)."""
+    rows = [{"grid_run_dir": "/g/a", "grid_run_id": "grid-a", "best_robustness_score_v2": 60.0,
+             "best_fluke_risk": "HIGH", "best_dsr": 0.25, "best_pbo": 0.625},
+            {"grid_run_dir": "/g/b", "grid_run_id": "grid-b", "best_robustness_score_v2": 50.0,
+             "best_fluke_risk": "LOW", "best_dsr": 0.975, "best_pbo": 0.125}]
+    text = compare_report_md(compare_table(rows, "expectancy"), overlap_table([]),
+                             {"primary_metric": "expectancy", "compare_id": "c"})
+    assert "- grid-a: fluke risk HIGH (DSR 0.25, PBO 0.625)\n" in text
+    assert "- grid-b: fluke risk LOW (DSR 0.975, PBO 0.125)\n" in text
+    assert "1 of 2 grids have a HIGH fluke risk" in text
