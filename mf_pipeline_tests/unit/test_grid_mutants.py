@@ -533,7 +533,8 @@ def test_compare_row_reads_the_grid_cost_fragility_and_source_summary(tmp_path: 
 
 
 def test_compare_report_states_each_grids_fluke_risk_dsr_and_pbo() -> None:
-    """compare._fluke_lines 17, 19, 33, 35 (the risk or the PBO of a grid printed as null)."""
+    """compare._fluke_lines 17, 19, 33, 35 (the risk or the PBO of a grid printed as null), 41
+    (non-HIGH grids counted), 49, 51, 53 (the closing sentence)."""
     rows = [{"grid_run_dir": "/g/a", "grid_run_id": "grid-a", "best_robustness_score_v2": 60.0,
              "best_fluke_risk": "HIGH", "best_dsr": 0.25, "best_pbo": 0.625},
             {"grid_run_dir": "/g/b", "grid_run_id": "grid-b", "best_robustness_score_v2": 50.0,
@@ -542,4 +543,13 @@ def test_compare_report_states_each_grids_fluke_risk_dsr_and_pbo() -> None:
                              {"primary_metric": "expectancy", "compare_id": "c"})
     assert "- grid-a: fluke risk HIGH (DSR 0.25, PBO 0.625)\n" in text
     assert "- grid-b: fluke risk LOW (DSR 0.975, PBO 0.125)\n" in text
-    assert "1 of 2 grids have a HIGH fluke risk" in text
+    assert "1 of 2 grids have a HIGH fluke risk: their best configuration is more likely " \
+        "selection luck than an edge.\n" in text
+    third = {**rows[1], "grid_run_dir": "/g/c", "grid_run_id": "grid-c",
+             "best_fluke_risk": "MODERATE"}
+    text = compare_report_md(compare_table([*rows, third], "expectancy"), overlap_table([]),
+                             {"primary_metric": "expectancy", "compare_id": "c"})
+    assert "1 of 3 grids have a HIGH fluke risk" in text
+    calm = compare_report_md(compare_table(rows[1:], "expectancy"), overlap_table([]),
+                             {"primary_metric": "expectancy", "compare_id": "c"})
+    assert "\nNo grid has a HIGH fluke risk.\n" in calm
