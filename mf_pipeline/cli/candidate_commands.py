@@ -64,7 +64,7 @@ def production_candidates_build(
     execution_realism_report_dir: Annotated[Path | None, Opt(help="An execution-realism "
                                                                   "report folder.")] = None,
     out_dir: Annotated[Path | None, Opt(help="Write the pack here (default: "
-                                             "production_candidates/pcp-…).")] = None,
+                                             "production_candidates/pcp-<id>).")] = None,
     min_trades: Annotated[int, Opt(min=1, help="Fewest trades of a selected combo (relaxed "
                                                "to 10 with a warning when none has).")] = 25,
     include_exec2: Annotated[bool, Opt("--include-exec2/--no-include-exec2")] = True,
@@ -223,7 +223,7 @@ def rerun_result(record: dict[str, Any]) -> dict[str, Any]:
 
 @app.command("candidate-rerun-sanity")
 def candidate_rerun_sanity(
-    rerun_dir: Annotated[Path, Opt(help="A candidate re-run folder (crp-…).")],
+    rerun_dir: Annotated[Path, Opt(help="A candidate re-run folder (crp-<id>).")],
     as_json: AsJson = False,
 ) -> None:
     """Check a candidate re-run folder: manifest, table, summary, report and each candidate's

@@ -146,7 +146,7 @@ def _run_night(settings: Any, config: Any, as_json: bool) -> None:
 @app.command("ops-nightly-sanity")
 def ops_nightly_sanity(
     ctx: typer.Context,
-    ops_run_dir: Annotated[Path, Opt(help="An ops run folder (ops_runs/ops-…).")],
+    ops_run_dir: Annotated[Path, Opt(help="An ops run folder (ops_runs/ops-<id>).")],
     ledger_path: LEDGER = None,
     as_json: AsJson = False,
 ) -> None:
