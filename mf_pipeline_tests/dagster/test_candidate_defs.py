@@ -125,7 +125,7 @@ def test_as_of_partitions_run_from_2000_to_today():
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory) -> Iterator[Path]:
-    yield from demo_lake(tmp_path_factory.mktemp("candidate_lake"))
+    yield from demo_lake(tmp_path_factory.mktemp("candidate_lake"), small=True)
 
 
 def _check_evaluation(run_id: str) -> dg.AssetCheckEvaluation:

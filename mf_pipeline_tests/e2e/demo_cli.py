@@ -30,10 +30,18 @@ def point_at(root: Path, patch: pytest.MonkeyPatch) -> None:
         patch.delenv(name, raising=False)
 
 
-def demo_lake(root: Path) -> Iterator[Path]:
-    """Run ``mf demo`` into ``root`` (a module fixture's body)."""
+def demo_lake(root: Path, small: bool = False) -> Iterator[Path]:
+    """Run ``mf demo`` into ``root`` (a module fixture's body). ``small``: on a generated
+    universe of 16 tickers x 5 years instead of the bundled sample (the same steps, ~5x
+    faster), for tests that need a real lake but not the sample's breadth."""
     with pytest.MonkeyPatch.context() as patch:
         point_at(root, patch)
+        if small:
+            from mf_pipeline.lib.sample import generate_universe
+
+            raw = root / "data" / "sample_raw"
+            generate_universe(raw, n_tickers=16, years=5, seed=7)
+            patch.setenv("MF_PIPELINE_PATHS__RAW_ROOT", str(raw))
         result = CliRunner().invoke(app, ["demo"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         yield root

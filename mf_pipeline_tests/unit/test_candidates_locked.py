@@ -378,20 +378,22 @@ def demo_lake(tmp_path_factory):
     from typer.testing import CliRunner
 
     from mf_pipeline.cli import app
+    from mf_pipeline.lib.sample import generate_universe
     from mf_pipeline.lib.sample_append import append_one_bar
     from mf_pipeline_tests.e2e.demo_cli import point_at
 
     root = tmp_path_factory.mktemp("locked_demo")
+    raw = root / "data" / "sample_raw"
+    generate_universe(raw, n_tickers=16, years=5, seed=7)  # small: the demo's steps, faster
     with pytest.MonkeyPatch.context() as patch:
         point_at(root, patch)
+        patch.setenv("MF_PIPELINE_PATHS__RAW_ROOT", str(raw))
         assert CliRunner().invoke(app, ["demo"], catch_exceptions=False).exit_code == 0
         settings = load_settings()
         grid = next((settings.artifacts_root / "backtest_sensitivity").glob("grid-*"))
         folder = root / "locked"
         description = locked.lock(settings, folder, grid, "hmm", overlay=True)
         before, report = locked.decode_with_report(settings, folder)
-        raw = root / "data" / "sample_raw"
-        patch.setenv("MF_PIPELINE_PATHS__RAW_ROOT", str(raw))
         assert append_one_bar(raw) > 0
         result = CliRunner().invoke(app, ["run", "--until", "ml_dataset"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
