@@ -2,11 +2,16 @@
 ledger and ops report modules (docs/CANDIDATES.md, "Mutation testing"), killed on values
 worked out by hand."""
 
+import datetime as dt
+import json
+from pathlib import Path
+
 import polars as pl
 
 from mf_pipeline.lib.candidates import drift, select
-from mf_pipeline.lib.ops import ledger
+from mf_pipeline.lib.ops import ledger, report
 from mf_pipeline.lib.settings import CandidateDriftSettings
+from mf_pipeline_tests.unit.test_ops_ledger import fake_crp
 
 T = CandidateDriftSettings()
 EPS = 1e-12
@@ -72,3 +77,34 @@ def test_ledger_view_shows_ten_nights_by_default() -> None:
         if name not in ("as_of_tag", "built_ts"))
     shown = ledger.view(frame)
     assert shown["as_of"].to_list() == [f"2024-01-{d:02d}" for d in range(11, 1, -1)]
+
+
+def test_ops_timestamps_are_utc_with_their_offset() -> None:
+    # finished_ts / built_ts order the nights as text: all must carry the same +00:00 offset
+    stamp = report.now_ts()
+    assert stamp.endswith("+00:00") and dt.datetime.fromisoformat(stamp).utcoffset() == \
+        dt.timedelta(0)  # fmt: skip
+
+
+def test_ops_folder_and_ledger_row_record_the_run_they_come_from(isolated, tmp_path) -> None:
+    settings = isolated(tmp_path / "raw")
+    crp = fake_crp(settings.artifacts_root, {"CANDIDATE_ALPHA": "OK"})
+    manifest = json.loads((crp / "rerun_manifest.json").read_text())
+    del manifest["rerun_id"]  # the id is taken from the summary when the manifest lacks it
+    (crp / "rerun_manifest.json").write_text(json.dumps(manifest))
+    summary = report.write_ops_run(settings, crp, "2024-01-03", started_ts="s",
+                                   dagster_run_id="run7",
+                                   lake_update={"lake_last_date": "2024-01-03"})
+    assert summary["crp_rerun_id"] == "crp-0123456789ab"
+    assert summary["lake_last_date"] == "2024-01-03"
+    folder = Path(summary["ops_run_dir"])
+    written = json.loads((folder / "ops_manifest.json").read_text())
+    assert written["finished_ts"] == summary["finished_ts"]
+    assert written["lake_update"] == {"lake_last_date": "2024-01-03"}
+    text = (folder / "ops_report.md").read_text()
+    for line in ("- lake last trade date: 2024-01-03", "- Dagster run: run7", "## Warnings",
+                 "- w1"):
+        assert f"\n{line}\n" in text
+    entry = report.ledger_row(summary)
+    assert (entry["built_ts"], entry["dagster_run_id"], entry["ops_run_dir"]) == (
+        summary["finished_ts"], "run7", str(folder))
