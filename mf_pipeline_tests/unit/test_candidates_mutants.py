@@ -86,6 +86,10 @@ def test_ops_timestamps_are_utc_with_their_offset() -> None:
         dt.timedelta(0)  # fmt: skip
 
 
+HEADER = ("| candidate_label | drift_status | expectancy | profit_factor | ret_cv | trade_count "
+          "| coverage_status | coverage_drift_status |\n|---|---|---|---|---|---|---|---|\n")
+
+
 def test_ops_folder_and_ledger_row_record_the_run_they_come_from(isolated, tmp_path) -> None:
     settings = isolated(tmp_path / "raw")
     crp = fake_crp(settings.artifacts_root, {"CANDIDATE_ALPHA": "OK"})
@@ -96,15 +100,58 @@ def test_ops_folder_and_ledger_row_record_the_run_they_come_from(isolated, tmp_p
                                    dagster_run_id="run7",
                                    lake_update={"lake_last_date": "2024-01-03"})
     assert summary["crp_rerun_id"] == "crp-0123456789ab"
-    assert summary["lake_last_date"] == "2024-01-03"
+    assert summary["lake_last_date"] == "2024-01-03" and summary["candidate_count"] == 1
+    assert summary["wf"] == {"enabled": False, "candidates_with_wf": 0,
+                             "split_count_success": None}
     folder = Path(summary["ops_run_dir"])
     written = json.loads((folder / "ops_manifest.json").read_text())
     assert written["finished_ts"] == summary["finished_ts"]
     assert written["lake_update"] == {"lake_last_date": "2024-01-03"}
-    text = (folder / "ops_report.md").read_text()
-    for line in ("- lake last trade date: 2024-01-03", "- Dagster run: run7", "## Warnings",
-                 "- w1"):
-        assert f"\n{line}\n" in text
+    assert written["artifacts"] == report.ARTIFACTS
+    root = settings.artifacts_root
+    assert (folder / "ops_report.md").read_text() == (
+        f"# Nightly ops {summary['ops_run_id']}\n\n- as of: 2024-01-03\n"
+        f"- ops status: **OK**\n- candidate pack: {root}/pcp-aaaabbbbcccc_pack\n"
+        f"- candidate re-run: {crp}\n- lake last trade date: 2024-01-03\n"
+        f"- Dagster run: run7\n\n## Candidates\n\n{HEADER}"
+        "| CANDIDATE_ALPHA | OK | 0.0100 | inf | 2.0000 | 10 |  | OK |\n\n"
+        "## Warnings\n\n- w1\n")  # no walk-forward section when it was off
     entry = report.ledger_row(summary)
     assert (entry["built_ts"], entry["dagster_run_id"], entry["ops_run_dir"]) == (
         summary["finished_ts"], "run7", str(folder))
+    assert entry["wf_split_success_count"] is None
+
+
+def test_a_night_with_a_failed_candidate_is_error_and_still_written(isolated, tmp_path) -> None:
+    """A candidate whose re-run failed has no backtest summary and, here, no status at all."""
+    settings = isolated(tmp_path / "raw")
+    crp = fake_crp(settings.artifacts_root, {"CANDIDATE_ALPHA": "OK", "CANDIDATE_EXEC": "OK"},
+                   wf=True)
+    table = pl.read_csv(crp / "rerun_candidates_table.csv")
+    table.with_columns(pl.when(pl.col("candidate_label") == "CANDIDATE_EXEC")
+                       .then(None).otherwise(pl.col("drift_status")).alias("drift_status")
+                       ).write_csv(crp / "rerun_candidates_table.csv")
+    manifest = json.loads((crp / "rerun_manifest.json").read_text())
+    manifest["candidates"][1]["backtest_summary_path"] = None
+    (crp / "rerun_manifest.json").write_text(json.dumps(manifest))
+    crp_summary = json.loads((crp / "rerun_summary.json").read_text())
+    del crp_summary["rerun_id"]  # taken from the manifest
+    crp_summary["warnings"] = []
+    (crp / "rerun_summary.json").write_text(json.dumps(crp_summary))
+    # two WF rows covered 3 and 2 splits; a null count is no split
+    pl.DataFrame({"splits_covered": [3, None, 2]}, schema={"splits_covered": pl.Int64}
+                 ).write_csv(crp / "wf_single_combo_summary.csv")
+
+    got = report.candidate_table(crp)
+    assert got["coverage_status"].to_list() == [None, None]
+    assert got.schema["coverage_status"] == pl.String
+    summary = report.write_ops_run(settings, crp, "2024-01-04", started_ts="s")
+    assert summary["ops_status"] == "ERROR"
+    assert summary["status_counts"] == {"OK": 1, "ERROR": 1}
+    assert summary["crp_rerun_id"] == "crp-0123456789ab"
+    assert summary["wf"]["split_count_success"] == 5
+    text = (Path(summary["ops_run_dir"]) / "ops_report.md").read_text()
+    assert text.endswith("| CANDIDATE_EXEC |  | 0.0200 | 1.5000 | 2.0000 | 20 |  | OK |\n\n"
+                         "## Walk-forward check\n\ncandidates with WF: 1; successful splits: 5"
+                         "\n\n## Warnings\n\n- none\n")
+    assert report.ledger_row(summary)["wf_split_success_count"] == 5
