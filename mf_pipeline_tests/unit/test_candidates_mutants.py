@@ -70,6 +70,16 @@ def test_ledger_row_values_are_cast_to_the_schema(tmp_path) -> None:
     assert frame.schema == pl.Schema(ledger.SCHEMA)
 
 
+def test_an_older_ledger_file_reads_with_the_full_schema(tmp_path) -> None:
+    path = tmp_path / "ops_ledger.csv"
+    path.write_text("as_of_tag,ops_status,alpha_trades\n2024-01-02,DRIFT_WARN,12\n")
+    back = ledger.read(path)
+    assert back.schema == pl.Schema(ledger.SCHEMA)
+    assert back.row(0, named=True) | {} == {**dict.fromkeys(ledger.SCHEMA),
+                                            "as_of_tag": "2024-01-02",
+                                            "ops_status": "DRIFT_WARN", "alpha_trades": 12}
+
+
 def test_ledger_view_shows_ten_nights_by_default() -> None:
     rows = [{"as_of_tag": f"2024-01-{d:02d}", "built_ts": f"2024-02-{d:02d}"} for d in range(1, 12)]
     frame = pl.DataFrame(rows).with_columns(
