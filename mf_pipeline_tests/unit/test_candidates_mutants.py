@@ -49,6 +49,22 @@ def test_a_combo_with_one_trade_is_in_the_pool_and_wins_at_min_trades_one() -> N
     assert (picked.row["combo_id"], picked.threshold, picked.warnings) == ("one", 1, ())
 
 
+def test_relaxed_threshold_keeps_a_combo_with_exactly_ten_trades() -> None:
+    table = _metrics([{"combo_id": "ten", "trade_count": 10},
+                      {"combo_id": "nine", "trade_count": 9, "robustness_score_v2": 99.0}])
+    picked = select.select(table, select.EXEC, 25)
+    assert (picked.row["combo_id"], picked.threshold) == ("ten", 10)
+    assert picked.warnings == ("exec: no combos with trade_count >= 25; relaxed to "
+                               "trade_count >= 10.",)  # fmt: skip
+
+
+def test_select_reads_the_rows_of_the_source_it_is_given() -> None:
+    table = _metrics([{"combo_id": "h", "trade_count": 30, "robustness_score_v2": 90.0},
+                      {"combo_id": "k", "trade_count": 30, "source_type": "cluster"}])
+    assert select.select(table, select.ALPHA, 25, source_type="cluster").row["combo_id"] == "k"
+    assert select.select(table, select.ALPHA, 25).row["combo_id"] == "h"
+
+
 def test_best_first_reads_each_keys_own_direction() -> None:
     # best_first takes any "<column> asc|desc" ranking, not only the two of the spec
     frame = _metrics([{"combo_id": "a", "trade_count": 5, "expectancy": 0.3},
