@@ -181,3 +181,15 @@ def test_a_night_with_a_failed_candidate_is_error_and_still_written(isolated, tm
                          "## Walk-forward check\n\ncandidates with WF: 1; successful splits: 5"
                          "\n\n## Warnings\n\n- none\n")
     assert report.ledger_row(summary)["wf_split_success_count"] == 5
+
+
+def test_prune_counts_an_ops_folder_without_a_finish_time_as_the_oldest(isolated, tmp_path):
+    settings = isolated(tmp_path / "raw")
+    root = report.ops_root(settings)
+    folders = [root / f"ops-00000000000{i}_nightly_ops_v1" for i in range(3)]
+    for folder, stamp in zip(folders, ["2020-01-02", "2020-01-01", None], strict=True):
+        folder.mkdir(parents=True)
+        if stamp:  # the third never finished: no summary
+            (folder / "ops_summary.json").write_text(json.dumps({"finished_ts": stamp}))
+    assert report.prune(settings, 2) == [folders[2]]
+    assert report.prune(settings, 1) == [folders[1]]
