@@ -1,9 +1,10 @@
 """Lake reads of the viewer: one ticker's layers joined on ``trade_date``, and the universe.
 
-Every read goes through a ``Reader`` whose arguments (path, mtime, size, columns, ticker)
-identify the file's materialization, so the page can wrap it in ``st.cache_data``: a file
-rewritten by a new materialization has a new mtime and is read again, anything else comes
-from the cache. This module itself does not import Streamlit.
+Every read goes through a ``Reader`` whose arguments (path, stamp, size, columns, ticker)
+identify the data's materialization, so the page can wrap it in ``st.cache_data``: a file
+rewritten by a new materialization has a new mtime, a lake layer a new commit generation, and
+is read again; anything else comes from the cache. This module itself does not import
+Streamlit.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, lake_table
 from mf_pipeline.lib import registry as lake_registry
 from mf_pipeline.lib.layers.bronze.qa import symbol_master_paths
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.settings import Settings
 from viewer.registry import LAKE_COLUMNS, OPTIONAL_LAYERS, OptionalLayer
 from viewer.sources import optional_layer_paths
@@ -43,22 +45,24 @@ class FileRef:
         return cls(str(path), stat.st_mtime_ns, stat.st_size)
 
     @classmethod
-    def of_parts(cls, parts: list[Path]) -> FileRef:
-        """One ticker's lake files (a base and its appended deltas) read as one: a glob path,
-        keyed by the newest mtime and the total size."""
-        if len(parts) == 1:
-            return cls.of(parts[0])
-        stats = [part.stat() for part in parts]
-        return cls(str(parts[0].parent / lake.PART_GLOB), max(s.st_mtime_ns for s in stats),
-                   sum(s.st_size for s in stats))
+    def of_lake(cls, root: Path, ticker: str) -> FileRef | None:
+        """A ticker's rows in a lake table (``lib/lake_table.py``): the table's folder, keyed
+        by its commit generation and the ticker's row count; None when it has no rows."""
+        snapshot = lake.snapshot(root).of([ticker])
+        if snapshot.is_empty:
+            return None
+        return cls(str(root), snapshot.generation, int(snapshot.index["rows"].sum()))
 
 
 def read_parquet_columns(
     path: str, mtime_ns: int, size: int, columns: tuple[str, ...], ticker: str | None = None
 ) -> pl.DataFrame:
-    """The ``columns`` of a Parquet file that exist (rows of ``ticker`` when it has a ticker
-    column). ``mtime_ns`` and ``size`` are unused here: they key the page's cache."""
+    """The ``columns`` of a Parquet file or lake table that exist (rows of ``ticker`` when it
+    has a ticker column). ``mtime_ns`` and ``size`` are unused here: they key the page's
+    cache."""
     del mtime_ns, size
+    if ticker is not None and lake_table.is_table(Path(path)):
+        return lake.read_tickers(Path(path), [ticker], columns)
     scan = pl.scan_parquet(path)
     schema = scan.collect_schema()
     if ticker is not None and "ticker" in schema:
@@ -82,29 +86,27 @@ def load_universe(settings: Settings, reader: Reader = read_parquet_columns) -> 
     return [t.upper() for t in lake.symbol_tickers(bronze)]
 
 
-def ticker_glob(root: Path, ticker: str) -> str:
-    """The files a per-ticker folder ``root`` holds for ``ticker`` (what the page names when
-    there are none)."""
-    prefix = ticker[:1] or "*"
-    return str(root / "exchange=*" / f"prefix={prefix}" / f"ticker={ticker}" / lake.PART_GLOB)
+def ticker_place(root: Path, ticker: str) -> str:
+    """Where a lake table ``root`` would hold ``ticker`` (what the page names when it has no
+    rows there)."""
+    shard = shard_of(ticker) if ticker else "?"
+    return str(root / f"shard={shard}")
 
 
 def lake_file(settings: Settings, layer: str, ticker: str) -> FileRef | None:
-    """The ticker's file of a lake layer, or None when that partition is not materialized."""
+    """The ticker's rows of a lake layer, or None when it has none."""
     if not lake.is_valid_ticker(ticker):
         return None
-    files = lake.symbol_files(lake_registry.LAYERS[layer].root(settings), [ticker])
-    return FileRef.of_parts(files) if files else None
+    return FileRef.of_lake(lake_registry.LAYERS[layer].root(settings), ticker)
 
 
 def optional_file(path: Path, ticker: str) -> FileRef | None:
-    """A ticker's file in an optional layer: its hive file, or the long file holding it."""
+    """A ticker's data in an optional layer: the long file holding it, or a lake table."""
     if path.is_file():
         return FileRef.of(path)
-    if not lake.is_valid_ticker(ticker):
+    if not lake.is_valid_ticker(ticker) or not lake_table.is_table(path):
         return None
-    files = lake.symbol_files(path, [ticker])
-    return FileRef.of_parts(files) if files else None
+    return FileRef.of_lake(path, ticker)
 
 
 @dataclass
@@ -143,7 +145,7 @@ def _optional_layer(
     if ref is None:
         if not path.exists():
             return None, None, f"nothing at `{path}`"
-        return None, None, f"no `{ticker_glob(path, ticker)}`"
+        return None, None, f"no rows in `{ticker_place(path, ticker)}`"
     columns = ("trade_date", *layer.columns)
     if layer.loader is not None:
         part = layer.loader(Path(ref.path), ticker, columns)
@@ -181,10 +183,10 @@ def load_ticker(settings: Settings, ticker: str, reader: Reader = read_parquet_c
         data.files[layer] = ref
         if ref is None:
             data.available[layer] = False
-            where = ticker_glob(lake_registry.LAYERS[layer].root(settings), ticker)
-            data.notes[layer] = f"`{layer}` is not materialized for {ticker}: no `{where}`"
+            where = ticker_place(lake_registry.LAYERS[layer].root(settings), ticker)
+            data.notes[layer] = f"`{layer}` is not materialized for {ticker}: no rows in `{where}`"
             continue
-        part = read(reader, ref, ("trade_date", *columns))
+        part = read(reader, ref, ("trade_date", *columns), ticker)
         if layer == "bronze":
             data.frame = _on_dates(part).sort("trade_date")
             data.available[layer] = data.frame.height > 0

@@ -57,7 +57,8 @@ def partitions(
     for key in keys:
         typer.echo(f"{key}\t{counts[key]} tickers" if key in counts else key)
     if kind == "static":
-        typer.echo("(a shard is the first letter of the ticker; 0 holds digits and symbols)")
+        typer.echo("(a ticker's shard is a fixed hash of its name: shards hold similar numbers "
+                   "of tickers)")
 
 
 def _shard_ticker_counts(settings: Settings) -> dict[str, int]:

@@ -22,8 +22,8 @@ def _layer_tickers(ctx: typer.Context, layer: str, full: bool, limit: int | None
 
     settings = settings_of(ctx)
     if full:
-        upstream = lake.symbol_files(lake.LAYERS[registry.LAYERS[layer].inputs[0]].root(settings))
-        tickers = sorted({p.parent.name.removeprefix("ticker=") for p in upstream})
+        tickers = lake.symbol_tickers(
+            lake.LAYERS[registry.LAYERS[layer].inputs[0]].root(settings))
     else:
         tickers = stale_tickers(settings, [layer])
     return tickers[:limit] if limit else tickers
@@ -62,8 +62,8 @@ def _register(layer: str) -> None:
         if not lake.is_valid_ticker(symbol):
             fail(f"not a valid ticker: {ticker!r}")
         source = registry.LAYERS[layer].inputs[0]
-        if not lake.symbol_files(lake.LAYERS[source].root(settings_of(ctx)), [symbol]):
-            fail(f"{symbol} has no {source} files: build it first (`mf run --until {source}`)")
+        if not lake.symbol_tickers(lake.LAYERS[source].root(settings_of(ctx)), [symbol]):
+            fail(f"{symbol} has no {source} rows: build it first (`mf run --until {source}`)")
         outcome = _materialize(ctx, (layer,), [symbol])
         emit(outcome.metadata.get(layer, {}), as_json, run_summary(outcome))
 

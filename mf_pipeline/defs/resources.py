@@ -53,8 +53,8 @@ class TickerWork(dg.ConfigurableResource):
     tickers: list[str] | None = Field(
         default=None,
         description="Rebuild exactly these tickers (e.g. [AAPL.US]) in every per-ticker asset "
-                    "of the run; they must lie in the run's shards (shard = first letter, 0 "
-                    "for digits and ^). Leave empty to process what changed.",
+                    "of the run; they must lie in the run's shards (a ticker's shard is a "
+                    "fixed hash of its name). Leave empty to process what changed.",
     )
 
     def select(self, settings: Settings, shards: Sequence[str],

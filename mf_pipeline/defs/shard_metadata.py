@@ -49,7 +49,6 @@ def lake_figures(state: ShardState) -> dict[str, Any]:
         "tickers": ticker_list(state.tickers, EMPTY_SHARD),
         "min_trade_date": str(state.min_date) if state.min_date else None,
         "max_trade_date": str(state.max_date) if state.max_date else None,
-        **({"unreadable_files": list(state.unreadable)} if state.unreadable else {}),
     }
 
 

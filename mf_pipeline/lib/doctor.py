@@ -2,9 +2,10 @@
 
 What is checked (footers and small files only, one file at a time, no thread pool):
 
-* every part of every per-ticker layer (Bronze … features): the Parquet footer is readable,
-  and the file's columns and types are the layer's (the schema most of the layer's files share,
-  plus the columns the layer's sanity check requires);
+* every per-ticker layer (Bronze … features): its snapshot (``_lake.json`` and index) reads,
+  and every data file it names has a readable Parquet footer with the layer's columns and
+  types (the schema most of the layer's files share, plus the columns the layer's sanity check
+  requires);
 * the carries (``<tier>/_carry/*.parquet``) and the settings records (``<tier>/_calc/*.json``);
 * the manifests, the file ledger and the rejects table (footers, expected columns), and that
   the ledger reconciles (``lines_total = header + blank + rejected + valid + invalid``);
@@ -13,10 +14,11 @@ What is checked (footers and small files only, one file at a time, no thread poo
 * temp files of writers that are gone (killed runs).
 
 ``repair`` moves what is broken and derived to ``<data_root>/_quarantine/<UTC time>/`` (same
-relative path), so that the next ``mf run`` rebuilds it: a per-ticker layer's whole ticker
-folder (a missing folder is stale: the layer and the ones after it are rebuilt for that ticker;
-for Bronze, the ticker's raw files are also dropped from the stable manifest so they count as
-new), a carry (every ticker of its layer is then rebuilt in full), an ML dataset export, any
+relative path), so that the next ``mf run`` rebuilds it: a damaged data file of a per-ticker
+layer (its tickers are first dropped from the layer in one commit, so they are stale: the layer
+and the ones after it are rebuilt for them; for Bronze, their raw files are also dropped from
+the stable manifest so they count as new), a layer whose snapshot does not read (the whole layer
+folder), a carry (every ticker of its layer is then rebuilt in full), an ML dataset export, any
 other derived file. A broken settings record is replaced by ``mixed`` (the next full-chain run
 rebuilds the layer); stale temp files are deleted. Files a run cannot rebuild by itself (a
 broken stable manifest, ledger or rejects table) are quarantined too, and the report says to run
@@ -39,7 +41,7 @@ from typing import Any
 
 import polars as pl
 
-from mf_pipeline.lib import lake, registry
+from mf_pipeline.lib import lake, lake_table, registry
 from mf_pipeline.lib.settings import Settings
 
 QUARANTINE = "_quarantine"
@@ -152,13 +154,25 @@ class _Lake:
     settings: Settings
     report: DoctorReport
     per_ticker_bad: dict[str, dict[Path, list[Problem]]] = field(default_factory=dict)
-    """{layer: {ticker folder: problems}}"""
+    """{layer: {data file: problems}}"""
+    broken_layers: dict[str, Problem] = field(default_factory=dict)
+    """{layer: problem} of layers whose snapshot does not read."""
 
 
-def _check_per_ticker(state: _Lake, layer: str, files: list[Path]) -> None:
+def _check_per_ticker(state: _Lake, layer: str) -> None:
     from mf_pipeline.lib.layers.sanity import REQUIRED_COLUMNS
 
     report = state.report
+    root = registry.LAYERS[layer].root(state.settings)
+    try:
+        files = lake.snapshot(root).files()
+    except Exception as error:  # noqa: BLE001 - any damage: the layer is rebuilt
+        problem = Problem(str(root / lake_table.POINTER),
+                          f"unreadable snapshot ({type(error).__name__}: {error})"[:300],
+                          "per_ticker")
+        report.problems.append(problem)
+        state.broken_layers[layer] = problem
+        return
     schemas: dict[Path, dict[str, str]] = {}
     bad = state.per_ticker_bad.setdefault(layer, {})
     for path in files:
@@ -167,7 +181,7 @@ def _check_per_ticker(state: _Lake, layer: str, files: list[Path]) -> None:
         if error:
             problem = Problem(str(path), error, "per_ticker")
             report.problems.append(problem)
-            bad.setdefault(path.parent, []).append(problem)
+            bad.setdefault(path, []).append(problem)
         else:
             schemas[path] = schema
     if not schemas:
@@ -184,7 +198,7 @@ def _check_per_ticker(state: _Lake, layer: str, files: list[Path]) -> None:
         if what:
             problem = Problem(str(path), "; ".join(what), "per_ticker")
             report.problems.append(problem)
-            bad.setdefault(path.parent, []).append(problem)
+            bad.setdefault(path, []).append(problem)
 
 
 def _check_parquet(state: _Lake, path: Path, kind: str,
@@ -260,7 +274,6 @@ def diagnose(settings: Settings, repair: bool = False) -> DoctorReport:
     roots = [settings.data_root, settings.bronze_root, settings.silver_root, settings.gold_root]
     quarantine_root = settings.data_root.absolute() / QUARANTINE
 
-    per_layer: dict[str, list[Path]] = {name: [] for name in registry.PER_TICKER}
     exports: dict[Path, list[Path]] = {}
     others: list[Path] = []
     for path in _walk(roots, skip={quarantine_root}):
@@ -276,13 +289,8 @@ def diagnose(settings: Settings, repair: bool = False) -> DoctorReport:
                     report.problems.append(Problem(str(path), "temp file of a writer that is "
                                                    "gone (a killed run)", "temp"))
             continue  # lock files and other hidden files
-        layer = next((layer_roots[p] for p in path.parents if p in layer_roots), None)
-        if layer is not None:
-            if name.startswith("part-") and name.endswith(".parquet"):
-                per_layer[layer].append(path)
-            else:
-                others.append(path)
-            continue
+        if any(p in layer_roots for p in path.parents):
+            continue  # checked through the layer's snapshot below
         if export_root in path.parents:
             folder = export_root / path.relative_to(export_root).parts[0]
             exports.setdefault(folder, []).append(path)
@@ -303,8 +311,8 @@ def diagnose(settings: Settings, repair: bool = False) -> DoctorReport:
                            if path == bronze / STABLE_MANIFEST else ())
         else:
             others.append(path)
-    for layer, files in per_layer.items():
-        _check_per_ticker(state, layer, sorted(files))
+    for layer in registry.PER_TICKER:
+        _check_per_ticker(state, layer)
     for folder, files in sorted(exports.items()):
         _check_export(state, folder, files)
     for path in sorted(others):
@@ -339,15 +347,16 @@ def _quarantine(path: Path, data_root: Path, into: Path) -> Path:
     return target
 
 
-def _forget_in_manifest(settings: Settings, tickers: set[str], source_files: set[str]) -> int:
+def _forget_in_manifest(settings: Settings, tickers: set[str], source_files: set[str],
+                        everything: bool = False) -> int:
     """Drop raw files from the stable manifest so the next run ingests them as new."""
     stable = settings.bronze_root / STABLE_MANIFEST
     if not stable.exists() or not (tickers or source_files):
         return 0
     with lake.file_lock(stable):
         manifest = pl.read_parquet(stable)
-        keep = ~(pl.col("ticker").is_in(list(tickers))
-                 | pl.col("source_file").is_in(list(source_files)))
+        keep = pl.lit(not everything) & ~(pl.col("ticker").is_in(list(tickers))
+                                          | pl.col("source_file").is_in(list(source_files)))
         kept = manifest.filter(keep.fill_null(True))
         if kept.height != manifest.height:
             lake.write_parquet(kept, stable, settings.parquet)
@@ -368,13 +377,24 @@ def _repair(state: _Lake, quarantine_root: Path) -> None:
         return moved[path]
 
     bronze_tickers: set[str] = set()
-    for layer, folders in state.per_ticker_bad.items():
-        for folder, problems in folders.items():
-            done = move(folder)
+    for layer, files in state.per_ticker_bad.items():
+        if not files:
+            continue
+        root = registry.LAYERS[layer].root(settings)
+        index = lake.snapshot(root).index
+        names = [str(path.relative_to(root)) for path in files]
+        tickers = set(index.filter(pl.col("file").is_in(names))["ticker"].to_list())
+        lake.remove_symbol_files(root, tickers)  # stale from now on: rebuilt by the next run
+        for path, problems in files.items():
+            done = move(path)
             for problem in problems:
-                problem.repair = done
-            if layer == "bronze":
-                bronze_tickers.add(folder.name.removeprefix("ticker="))
+                problem.repair = f"{done}; its {len(tickers)} tickers dropped from {layer}"
+        if layer == "bronze":
+            bronze_tickers |= tickers
+    for layer, problem in state.broken_layers.items():
+        problem.repair = move(registry.LAYERS[layer].root(settings))
+        if layer == "bronze":
+            _forget_in_manifest(settings, {"*"}, set(), everything=True)
     unreconciled: set[str] = set()
     for problem in report.problems:
         if problem.repair is not None:

@@ -1,23 +1,17 @@
-"""The lake on disk: dataset paths, safe ticker path parts, atomic writes and readers.
+"""The lake on disk: layer tables, safe ticker names, atomic writes and readers.
 
-Per-ticker layers live hive-style, as in the old tool:
-``<layer_root>/<dataset>/exchange=<EX>/prefix=<P>/ticker=<TICKER>/part-000.parquet``.
-Every write goes to a hidden temp file in the target folder and is renamed over the target, so a
-killed run never leaves a half-written file and a rerun simply replaces what it finds. The temp
-file's name carries its writer (``.<name>.w<pid>-<start>-<host>-<random>.tmp``): a killed
-writer's leftovers are recognised as such and removed by :func:`sweep_temp_files` (the lake lock
-runs it after a run was killed, ``lib/lake_lock.py``), never a live writer's.
-
-A ticker folder holds its base file ``part-000.parquet`` and, after nightly appends, delta files
-``part-d<YYYYMMDD>.parquet`` named after the first trade date they hold: they sort after the base
-and in date order, and re-running the same append rewrites the same file (idempotent). Readers
-take every ``part-*.parquet`` of the folder; a full rewrite removes the deltas, and an append
-that would exceed ``max_parts`` files compacts the folder back into one base file.
+Per-ticker layers are lake-v2 tables (``lib/lake_table.py``): a few large Parquet files per
+ticker shard, sorted by (ticker, trade_date), and one atomically replaced snapshot naming the
+live files, so a reader always sees whole commits. Every other file (manifests, ledgers,
+artifacts) is written to a hidden temp file next to its target and renamed over it, so a killed
+run never leaves a half-written file and a rerun simply replaces what it finds. The temp file's
+name carries its writer (``.<name>.w<pid>-<start>-<host>-<random>.tmp``): a killed writer's
+leftovers are recognised as such and removed by :func:`sweep_temp_files` (the lake lock runs it
+after a run was killed, ``lib/lake_lock.py``), never a live writer's.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import functools
 import hashlib
@@ -27,8 +21,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +29,9 @@ from typing import Any
 
 import polars as pl
 
-from mf_pipeline.lib import registry
-from mf_pipeline.lib.partitions import shard_of
+from mf_pipeline.lib import lake_table, registry
 from mf_pipeline.lib.settings import ParquetSettings, Settings
 
-PART_FILE = "part-000.parquet"
-PART_GLOB = "part-*.parquet"
-DELTA_FILE_RE = r"part-d\d{8}\.parquet$"
-DEFAULT_MAX_PARTS = 8
 _TICKER_RE = re.compile(r"^[A-Z0-9^](?:[A-Z0-9_\-^=]|\.(?!\.))*$")
 _MAX_TICKER_LEN = 32
 
@@ -80,27 +68,6 @@ def ticker_from_file_name(name: str) -> str:
     if stem.lower().endswith(".txt"):
         stem = stem[:-4]
     return stem.strip().upper()
-
-
-_EXCHANGE_RE = re.compile(r"[A-Z0-9_]+")
-
-
-def symbol_dir(layer_root: Path, exchange: str, ticker: str) -> Path:
-    """The hive folder of one ticker; refuses any ticker that could escape the lake.
-
-    Both parts are validated character by character (no separator, no ``..``), so the path
-    cannot leave ``layer_root``; no filesystem call is needed (this runs once per file write).
-    """
-    if not is_valid_ticker(ticker):
-        raise ValueError(f"unsafe ticker for a lake path: {ticker!r}")
-    exchange = (exchange or "UNKNOWN").strip().upper() or "UNKNOWN"
-    if not _EXCHANGE_RE.fullmatch(exchange):
-        raise ValueError(f"unsafe exchange for a lake path: {exchange!r}")
-    return layer_root / f"exchange={exchange}" / f"prefix={ticker[0]}" / f"ticker={ticker}"
-
-
-def symbol_file(layer_root: Path, exchange: str, ticker: str) -> Path:
-    return symbol_dir(layer_root, exchange, ticker) / PART_FILE
 
 
 _TEMP_RE = re.compile(
@@ -251,6 +218,7 @@ def write_parquet(
     target: Path,
     parquet: ParquetSettings | None = None,
     metadata: dict[str, str] | None = None,
+    row_group_size: int | None = None,
 ) -> Path:
     """Atomically write ``frame`` with the configured compression and key-value metadata."""
     parquet = parquet or ParquetSettings()
@@ -263,6 +231,7 @@ def write_parquet(
             compression_level=level,
             statistics=parquet.statistics,
             metadata=metadata,
+            row_group_size=row_group_size,
         )
     return target
 
@@ -320,234 +289,83 @@ def upsert_parquet(
     return merged
 
 
-def delta_name(first_date: Any) -> str:
-    """File name of a delta holding rows from ``first_date`` on (sorts after the base)."""
-    return f"part-d{first_date:%Y%m%d}.parquet"
-
-
-def delta_date(name: str) -> dt.date:
-    """The first date a delta file holds, from its name (``part-d20260102.parquet``)."""
-    return dt.datetime.strptime(name[len("part-d"):len("part-d") + 8], "%Y%m%d").date()
-
-
-def ticker_parts(folder: Path) -> list[Path]:
-    """The data files of one ticker folder in read order (base first, then deltas by date)."""
-    try:
-        with os.scandir(folder) as entries:
-            names = [e.name for e in entries
-                     if e.name.startswith("part-") and e.name.endswith(".parquet")]
-    except FileNotFoundError:
-        return []
-    return [folder / name for name in sorted(names)]
-
-
-def _replace_ticker(part: pl.DataFrame, folder: Path, parquet: ParquetSettings | None,
-                    metadata: dict[str, str] | None) -> Path:
-    """Write ``part`` as the folder's base file, then remove its deltas.
-
-    A kill in between leaves deltas older than the base: :func:`inconsistent_tickers` finds
-    them and the next run rebuilds that ticker, so rows are never lost nor silently doubled.
-    """
-    target = write_parquet(part, folder / PART_FILE, parquet, metadata)
-    for old in ticker_parts(folder):
-        if old.name != PART_FILE:
-            old.unlink()
-    return target
-
-
-def _append_ticker(part: pl.DataFrame, folder: Path, parquet: ParquetSettings | None,
-                   metadata: dict[str, str] | None, max_parts: int) -> Path:
-    """Add ``part`` as the delta file named after its first date (rewriting that same file
-    when a killed append is re-run). A folder that would exceed ``max_parts`` files first
-    has its old files compacted into the base."""
-    target = folder / delta_name(part["trade_date"][0])
-    older = [p for p in ticker_parts(folder) if p != target]
-    if not older:
-        return write_parquet(part, folder / PART_FILE, parquet, metadata)
-    if len(older) + 1 > max_parts:
-        _replace_ticker(pl.read_parquet(older), folder, parquet, metadata)
-    return write_parquet(part, target, parquet, metadata)
-
-
 def write_symbol_files(
     frame: pl.DataFrame,
     layer_root: Path,
     parquet: ParquetSettings | None = None,
     metadata: dict[str, str] | None = None,
-    threads: int = 4,
-    on_written: Callable[[int], None] | None = None,
     append: bool = False,
-    max_parts: int = DEFAULT_MAX_PARTS,
-    keep: Callable[[str, Path, pl.DataFrame], None] | None = None,
-) -> dict[str, Path]:
-    """Write the rows of each ticker of a long frame (must hold ``ticker`` and ``exchange``).
+    remove: Iterable[str] = (),
+) -> lake_table.Written:
+    """Commit the rows of a long frame (with ``ticker``, ``exchange``, ``trade_date``) to a
+    per-ticker layer in one atomic commit (``lib/lake_table.py``).
 
-    By default each ticker's folder is replaced by one file. With ``append`` the rows are new
-    bars after the stored ones and go to a delta file (see the module docstring). Tickers are
-    written by a small thread pool: the Parquet encoder releases the GIL, so this overlaps
-    compression with I/O. ``keep(ticker, path, rows)`` is called once each file is in place
-    (e.g. :meth:`RecentWrites.remember`). Returns ``{ticker: path written}``.
+    By default the rows replace every stored row of their tickers; with ``append`` they are new
+    bars after the stored ones. Tickers in ``remove`` lose all their rows.
     """
-    if frame.is_empty():
-        return {}
-    parts = frame.partition_by(["ticker"], as_dict=True, maintain_order=True)
+    def write_file(rows: pl.DataFrame, target: Path, meta: dict[str, str] | None) -> None:
+        write_parquet(rows, target, parquet, meta, row_group_size=lake_table.ROW_GROUP_ROWS)
 
-    def write_one(item: tuple[tuple[Any, ...], pl.DataFrame]) -> tuple[str, Path]:
-        (ticker,), part = item
-        folder = symbol_dir(layer_root, part["exchange"][0], ticker)
-        if append:
-            return ticker, _append_ticker(part, folder, parquet, metadata, max_parts)
-        path = _replace_ticker(part, folder, parquet, metadata)
-        if keep is not None:
-            keep(ticker, path, part)
-        return ticker, path
-
-    written: dict[str, Path] = {}
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for ticker, path in pool.map(write_one, parts.items()):
-            written[ticker] = path
-            if on_written is not None:
-                on_written(len(written))
-    return written
+    return lake_table.commit(layer_root, frame, write_file, append=append, remove=remove,
+                             metadata=metadata)
 
 
-FileFigures = tuple[int, dt.date | None, dt.date | None]
-"""Rows, first and last trade date of a data file."""
-
-
-def file_figures(frame: pl.DataFrame, written: dict[str, Path]) -> dict[str, FileFigures]:
-    """``{path: figures}`` of the files :func:`write_symbol_files` just wrote from ``frame``
-    (each holds exactly its ticker's rows of ``frame``), so they need not be read back."""
-    if frame.is_empty():
-        return {}
-    per_ticker = frame.group_by("ticker").agg(pl.len(), pl.col("trade_date").min().alias("low"),
-                                              pl.col("trade_date").max().alias("high"))
-    return {str(written[ticker]): (rows, low, high)
-            for ticker, rows, low, high in per_ticker.iter_rows() if ticker in written}
-
-
-def remove_symbol_files(layer_root: Path, tickers: Iterable[str]) -> list[Path]:
-    """Delete every file of ``tickers`` in any exchange folder (used for deleted sources)."""
-    removed = []
-    for path in symbol_files(layer_root, tickers):
-        path.unlink()
-        removed.append(path)
-    return removed
-
-
-def _ticker_of(path: Path) -> str:
-    return path.parent.name.removeprefix("ticker=")
-
-
-def symbol_files(layer_root: Path, tickers: Iterable[str] | None = None) -> list[Path]:
-    """Existing per-ticker data files of a layer (all parts), optionally only for ``tickers``,
-    sorted by path (so each ticker's base comes before its deltas)."""
-    if not layer_root.is_dir():
+def remove_symbol_files(layer_root: Path, tickers: Iterable[str]) -> list[str]:
+    """Drop every row of ``tickers`` (deleted sources); returns the tickers that had rows."""
+    wanted = sorted(set(tickers))
+    if not wanted or not symbol_tickers(layer_root, wanted):
         return []
-    if tickers is None:
-        return sorted(layer_root.glob(f"exchange=*/prefix=*/ticker=*/{PART_GLOB}"))
-    wanted = {t for t in tickers if is_valid_ticker(t)}
-    if not wanted:
-        return []
-    prefixes = sorted({t[0] for t in wanted})
-    files = [
-        path
-        for prefix in prefixes
-        for path in layer_root.glob(f"exchange=*/prefix={prefix}/ticker=*/{PART_GLOB}")
-        if _ticker_of(path) in wanted
-    ]
-    return sorted(files)
+    return write_symbol_files(pl.DataFrame(), layer_root, remove=wanted).removed
 
 
-def symbol_tickers(layer_root: Path) -> list[str]:
-    """The tickers that have files in a layer, sorted."""
-    return sorted(folder_times(layer_root))
+def snapshot(layer_root: Path) -> lake_table.Snapshot:
+    """The layer's current committed generation (see ``lib/lake_table.py``)."""
+    return lake_table.read_snapshot(layer_root)
 
 
-@dataclass(frozen=True)
-class FolderTimes:
-    """The mtimes of one ticker folder's files (what staleness and append checks need)."""
-
-    newest: float
-    base: float | None  # part-000.parquet, None when the folder has no base
-    oldest_delta: float | None  # the oldest part-d*.parquet, None without deltas
-
-    @property
-    def consistent(self) -> bool:
-        """False when a delta is older than the base (a killed full rewrite) or has no base."""
-        if self.oldest_delta is None:
-            return True
-        return self.base is not None and self.oldest_delta >= self.base
+def symbol_tickers(layer_root: Path, among: Iterable[str] | None = None) -> list[str]:
+    """The tickers that have rows in a layer (optionally only those of ``among``), sorted."""
+    return snapshot(layer_root).of(among).tickers()
 
 
-def _scan_dirs(folder: str, prefix: str) -> Iterator[os.DirEntry[str]]:
-    with os.scandir(folder) as entries:
-        yield from (e for e in entries if e.name.startswith(prefix) and e.is_dir())
+def listings(layer_root: Path, tickers: Iterable[str] | None = None) -> dict[str, str]:
+    """``{ticker: "version:rows:last date"}``: changes exactly when the ticker's rows change."""
+    return snapshot(layer_root).of(tickers).listings()
 
 
-def folder_times(layer_root: Path) -> dict[str, FolderTimes]:
-    """``{ticker: FolderTimes}`` of every ticker folder of a layer, in one directory walk
-    (``os.scandir``: ~10x faster than globbing and stat-ing paths, which matters at 8,000
-    tickers x several parts x 5 layers every run)."""
-    out: dict[str, FolderTimes] = {}
-    if not layer_root.is_dir():
-        return out
-    for exchange in _scan_dirs(str(layer_root), "exchange="):
-        for prefix in _scan_dirs(exchange.path, "prefix="):
-            for folder in _scan_dirs(prefix.path, "ticker="):
-                times = _times_of(folder.path)
-                if times is not None:
-                    out[folder.name.removeprefix("ticker=")] = times
-    return out
+def read_tickers(layer_root: Path, tickers: Iterable[str] | None = None,
+                 columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """The rows of ``tickers`` (all when None) as one frame sorted by (ticker, trade_date),
+    read from one committed snapshot; empty when there are none."""
+    chosen = None if tickers is None else list(tickers)
 
+    def read(snap: lake_table.Snapshot) -> pl.DataFrame:
+        scan = snap.of(chosen).scan()
+        if scan is None:
+            return pl.DataFrame()
+        if columns is None:
+            return scan.collect().sort(list(KEYS))
+        have = scan.collect_schema().names()
+        wanted = [c for c in dict.fromkeys(columns) if c in have]
+        return (scan.select(list(dict.fromkeys([*KEYS, *wanted]))).collect()
+                .sort(list(KEYS)).select(wanted))
 
-def _times_of(folder: str) -> FolderTimes | None:
-    base = None
-    deltas = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            name = entry.name
-            if not (name.startswith("part-") and name.endswith(".parquet")):
-                continue
-            mtime = entry.stat().st_mtime
-            if name == PART_FILE:
-                base = mtime
-            else:
-                deltas.append(mtime)
-    if base is None and not deltas:
-        return None
-    return FolderTimes(max([*deltas, base or 0.0]), base, min(deltas) if deltas else None)
-
-
-def inconsistent_tickers(layer_root: Path) -> list[str]:
-    """Tickers whose folder holds a delta older than its base: a full rewrite was killed
-    between writing the base and removing the deltas. They must be rebuilt."""
-    return sorted(t for t, times in folder_times(layer_root).items() if not times.consistent)
-
-
-def file_mtimes(layer_root: Path) -> dict[str, float]:
-    """``{ticker: newest mtime of its files}`` of a per-ticker layer."""
-    return {t: times.newest for t, times in folder_times(layer_root).items()}
+    return lake_table.read_retrying(layer_root, read)
 
 
 def scan_layer(
     settings: Settings, layer: str, tickers: Iterable[str] | None = None
 ) -> pl.LazyFrame | None:
-    """Lazy scan of a per-ticker layer (all tickers or some); None when nothing is there."""
-    files = symbol_files(LAYERS[layer].root(settings), tickers)
-    if not files:
-        return None
-    return pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert")
+    """Lazy scan of a per-ticker layer (all tickers or some) as one committed snapshot; None
+    when nothing is there."""
+    return snapshot(LAYERS[layer].root(settings)).of(tickers).scan()
 
 
 def read_layer(
     settings: Settings, layer: str, tickers: Iterable[str] | None = None
 ) -> pl.DataFrame:
     """One layer as a long frame sorted by (ticker, trade_date); empty when nothing is there."""
-    scan = scan_layer(settings, layer, tickers)
-    if scan is None:
-        return pl.DataFrame()
-    return scan.collect().sort(["ticker", "trade_date"])
+    return read_tickers(LAYERS[layer].root(settings), tickers)
 
 
 KEYS = ("ticker", "trade_date")
@@ -598,15 +416,3 @@ def read_panel(
     """:func:`scan_panel`, collected and sorted by (ticker, trade_date)."""
     panel = scan_panel(settings, layers, columns, tickers)
     return pl.DataFrame() if panel is None else panel.collect().sort(list(KEYS))
-
-
-def ticker_folders(layer_root: Path, shards: Collection[str] | None = None
-                   ) -> Iterator[os.DirEntry[str]]:
-    """Every ``exchange=/prefix=/ticker=`` folder of a layer, in one ``os.scandir`` walk;
-    with ``shards``, only under the ``prefix=`` folders of those shards."""
-    if not layer_root.is_dir():
-        return
-    for exchange in _scan_dirs(str(layer_root), "exchange="):
-        for prefix in _scan_dirs(exchange.path, "prefix="):
-            if shards is None or shard_of(prefix.name.removeprefix("prefix=")) in shards:
-                yield from _scan_dirs(prefix.path, "ticker=")

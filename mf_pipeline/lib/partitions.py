@@ -1,27 +1,31 @@
-"""Ticker shards: the Dagster partitions of the per-ticker layers (pure; no Dagster import).
+"""Ticker shards: the Dagster partitions of the per-ticker layers and the lake's file groups
+(pure; no Dagster import).
 
 Dagster records every (asset, partition) materialization at a few milliseconds and kilobytes
 of SQLite, which at 8,000 tickers x 5 layers costs more than all of our computing
-(docs/BENCHMARKS.md). So the per-ticker layers are partitioned by *shard*, the first character
-of the ticker (the lake's own ``prefix=`` folder): 27 keys whatever the universe size. Inside a
-shard, work stays per ticker and incremental: only tickers whose raw files or inputs changed
-are recomputed, and every ticker keeps its own files in the lake.
+(docs/BENCHMARKS.md); one Parquet file per ticker costs more than that again. So tickers are
+grouped in a fixed number of *shards* whatever the universe size: each shard is one Dagster
+partition and a few large files per layer in the lake (``lib/lake_table.py``). A ticker's shard
+is a stable hash of its name (CRC-32 modulo ``SHARD_COUNT``): shards come out the same size
+within a few percent, where first letters differ by an order of magnitude ("S" holds ~10x
+"X" in the US universe), which matters once shards run in parallel on several workers.
+Inside a shard, work stays per ticker and incremental.
 """
 
 from __future__ import annotations
 
-import string
+import zlib
 from collections.abc import Iterable
+from functools import lru_cache
 
-OTHER_SHARD = "0"
-"""Tickers that do not start with a letter (digits, ``^`` indices)."""
-SHARD_KEYS: tuple[str, ...] = (*string.ascii_uppercase, OTHER_SHARD)
+SHARD_COUNT = 16
+SHARD_KEYS: tuple[str, ...] = tuple(f"{n:02d}" for n in range(SHARD_COUNT))
 
 
+@lru_cache(maxsize=65536)
 def shard_of(ticker: str) -> str:
-    """The shard key of a ticker: its first letter, or ``0`` for anything else."""
-    first = ticker[:1].upper()
-    return first if len(first) == 1 and first in string.ascii_uppercase else OTHER_SHARD
+    """The shard key of a ticker: ``"00"`` … ``"15"`` (CRC-32 of its UTF-8 name)."""
+    return SHARD_KEYS[zlib.crc32(ticker.encode("utf-8")) % SHARD_COUNT]
 
 
 def in_shards(tickers: Iterable[str], shards: Iterable[str]) -> list[str]:

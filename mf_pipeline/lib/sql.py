@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
-from mf_pipeline.lib import lake, registry
+from mf_pipeline.lib import lake, lake_table, registry
 from mf_pipeline.lib.settings import Settings
 
 
@@ -27,21 +28,26 @@ class View:
     where: Callable[[Settings], Path | None]
     """The file, or a glob over files, that the view reads (None: nothing to read yet)."""
     reader: str = "parquet"
-    """``parquet``, or ``json`` (one row per JSON file, columns by name)."""
+    """``parquet``, ``json`` (one row per JSON file, columns by name) or ``lake`` (a lake
+    table's live rows, ``lib/lake_table.py``)."""
     hive: bool = False
     """Folders named ``key=value`` in the glob become columns (e.g. ``split``)."""
 
     def pattern(self, settings: Settings) -> str | None:
         """The view's file or glob, or None when no file matches yet."""
         where = self.where(settings)
-        if where is None or next(glob.iglob(str(where)), None) is None:
+        if where is None:
+            return None
+        if self.reader == "lake":
+            has_rows = lake_table.is_table(where) and not lake.snapshot(where).is_empty
+            return str(where) if has_rows else None
+        if next(glob.iglob(str(where)), None) is None:
             return None
         return str(where)
 
 
 def _per_ticker(spec: registry.LayerSpec) -> View:
-    return View(spec.name, spec.description, lambda s: spec.root(s) / "exchange=*" / "prefix=*"
-                / "ticker=*" / lake.PART_GLOB)
+    return View(spec.name, spec.description, spec.root, reader="lake")
 
 
 def _ml_dataset(settings: Settings) -> Path | None:
@@ -99,7 +105,32 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _files(paths: list[Path]) -> str:
+    return "[" + ", ".join(_quoted(str(p)) for p in paths) + "]"
+
+
+def _lake_select(root: Path) -> str:
+    """The live rows of one committed snapshot: whole files in one scan, each partly
+    superseded file filtered to its live tickers."""
+    snapshot = lake.snapshot(root)
+    per_file = (snapshot.index.group_by("file")
+                .agg(pl.col("rows").sum().alias("live"), pl.col("file_rows").first(),
+                     pl.col("ticker"))
+                .sort("file"))
+    whole = [root / f for f in per_file.filter(pl.col("live") == pl.col("file_rows"))["file"]]
+    parts = [f"SELECT * FROM read_parquet({_files(whole)}, union_by_name = true)"] if whole \
+        else []
+    for name, tickers in per_file.filter(pl.col("live") != pl.col("file_rows")).select(
+            "file", "ticker").iter_rows():
+        listed = ", ".join(_quoted(t) for t in tickers)
+        parts.append(f"SELECT * FROM read_parquet({_quoted(str(root / name))}) "
+                     f"WHERE ticker IN ({listed})")
+    return " UNION ALL BY NAME ".join(parts)
+
+
 def _select(view: View, pattern: str) -> str:
+    if view.reader == "lake":
+        return _lake_select(Path(pattern))
     if view.reader == "json":
         return (f"SELECT * FROM read_json_auto({_quoted(pattern)}, union_by_name = true, "
                 "filename = true)")

@@ -106,15 +106,16 @@ def covers_universe(classified: pl.DataFrame, tickers: Sequence[str]) -> bool:
 
 
 def export_is_current(settings: Settings) -> bool:
-    """True when the newest ML dataset export is younger than every feature file."""
+    """True when the newest ML dataset export is younger than the features layer's last
+    commit."""
+    from mf_pipeline.lib import lake, lake_table
     from mf_pipeline.lib.steps.dataset_step import latest_export
-    from mf_pipeline.lib.steps.derived_step import file_mtimes
 
     latest = latest_export(settings)
-    features = file_mtimes(settings, "features")
-    if latest is None or not latest.exists() or not features:
+    features = lake_table.committed_at(lake.LAYERS["features"].root(settings))
+    if latest is None or not latest.exists() or features is None:
         return False
-    return latest.stat().st_mtime > max(features.values())
+    return latest.stat().st_mtime > features
 
 
 def plan_and_run(settings: Settings, selection: Selection, full: bool = False,

@@ -47,7 +47,7 @@ def bronze(
     run_shards = context.partition_keys
     tickers = ticker_work.select(cfg, run_shards, lambda: bronze_step.pending_tickers(cfg))
     if not tickers and keeps_last_materialization(
-            context, "bronze", shards.lake_files(cfg, "bronze", run_shards).count()):
+            context, "bronze", len(shards.layer_snapshot(cfg, "bronze", run_shards).tickers())):
         return
     outcome = bronze_step.run_bronze(
         cfg, tickers, layer_run_id(context.run_id, "bronze"), config.promote_manifest,
@@ -57,8 +57,8 @@ def bronze(
         f"bronze: {outcome.files_processed} files, {outcome.rows_valid} valid rows, "
         f"compute {outcome.compute_seconds:.2f}s, write {outcome.write_seconds:.2f}s"
     )
-    files = shards.lake_files(cfg, "bronze", run_shards)
-    states = shards.shard_states(cfg, "bronze", files, outcome.files)
+    stored = shards.layer_snapshot(cfg, "bronze", run_shards)
+    states = shards.shard_states(stored, run_shards)
     ledger = shards.shard_sums(outcome.ledger.with_columns(
         files_processed=pl.lit(1), files_failed=pl.col("status") == "FAILED",
         files_empty=pl.col("status") == "EMPTY"), LEDGER_COUNTS)
@@ -81,7 +81,7 @@ def bronze(
     record_shards(context, "bronze", figures)
     paths = bronze_step.paths(cfg)
     yield dg.MaterializeResult(metadata={
-        **run_figures(outcome.run_id, paths.data, files.any_file(),
+        **run_figures(outcome.run_id, paths.data, next(iter(stored.files()), None),
                       {"compute_seconds": outcome.compute_seconds,
                        "write_seconds": outcome.write_seconds}),
         "ledger": dg.MetadataValue.path(str(paths.ledger)),

@@ -56,9 +56,9 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     run_shards = context.partition_keys
     tickers = ticker_work.select(cfg, run_shards, lambda: stale_tickers(cfg, layers))
     if not tickers:
-        held = {layer: shards.lake_files(cfg, layer, run_shards) for layer in layers}
+        held = {layer: shards.layer_snapshot(cfg, layer, run_shards) for layer in layers}
         layers = [layer for layer in layers
-                  if not keeps_last_materialization(context, layer, held[layer].count())]
+                  if not keeps_last_materialization(context, layer, len(held[layer].tickers()))]
         if not layers:
             return
     context.log.info(f"{len(tickers)} tickers to update in {', '.join(layers)}")
@@ -80,8 +80,8 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
         stats = outcome.layers[layer]
         context.log.info(f"{layer}: {stats.rows} rows, {len(stats.rows_written)} tickers, "
                          f"{stats.seconds:.2f}s")
-        files = shards.lake_files(cfg, layer, run_shards)
-        states = shards.shard_states(cfg, layer, files, stats.files)
+        stored = shards.layer_snapshot(cfg, layer, run_shards)
+        states = shards.shard_states(stored, run_shards)
         written, removed = shards.by_shard(stats.rows_written), shards.by_shard(stats.removed)
         record_shards(context, layer, {shard: {
             **lake_figures(states[shard]),
@@ -92,9 +92,10 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
             "tickers_removed": len(removed.get(shard, [])),
             "rows_written": sum(stats.rows_written[t] for t in written.get(shard, [])),
         } for shard in run_shards})
+        sample = next(iter(stored.files()), None)
         yield dg.MaterializeResult(
             asset_key=layer,
-            metadata=run_figures(run_ids[layer], LAYERS[layer].root(cfg), files.any_file(),
+            metadata=run_figures(run_ids[layer], LAYERS[layer].root(cfg), sample,
                                  {"seconds": stats.seconds}),
         )
         if layer in checked:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from mf_pipeline.lib import lake, recent_writes
+from mf_pipeline.lib import lake, lake_table, recent_writes
 from mf_pipeline.lib.layers import manifest as mf
 from mf_pipeline.lib.layers.bronze.append import AppendResult, build_bronze_append
 from mf_pipeline.lib.layers.bronze.build import (
@@ -219,8 +219,6 @@ class BronzeOutcome:
     ledger: pl.DataFrame = field(default_factory=pl.DataFrame)
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
-    files: dict[str, lake.FileFigures] = field(default_factory=dict)
-    """``{path: (rows, first, last trade date)}`` of every file this run wrote."""
     appended_rows: dict[str, int] = field(default_factory=dict)
     """``{ticker: valid rows of its new lines}`` of the tickers whose new lines alone were
     parsed (append path)."""
@@ -257,8 +255,10 @@ def orphan_tickers(settings: Settings, classified: pl.DataFrame) -> list[str]:
 
 def byte_batches(files: pl.DataFrame, budget: int) -> list[pl.DataFrame]:
     """Split ``files`` into batches of about ``budget`` raw bytes, never splitting a ticker
-    (two files claiming one ticker must meet in one batch to be caught)."""
-    sizes = (files.group_by("ticker").agg(pl.col("file_size_bytes").sum()).sort("ticker")
+    (two files claiming one ticker must meet in one batch to be caught), in shard order (a
+    batch writes whole shards, and a shard few files)."""
+    sizes = files.group_by("ticker").agg(pl.col("file_size_bytes").sum())
+    sizes = (sizes.with_columns(lake_table.shard_series(sizes["ticker"])).sort("shard", "ticker")
              .with_columns(batch=(pl.col("file_size_bytes").cum_sum() - 1) // max(budget, 1)))
     tagged = files.join(sizes.select("ticker", "batch"), on="ticker").sort("batch", "source_file")
     return [part.drop("batch") for part in tagged.partition_by("batch", maintain_order=True)]
@@ -283,8 +283,7 @@ class _BronzeRun:
     started: float
     built_ts: dt.datetime
     compute_seconds: float = 0.0
-    written: dict[str, Path] = field(default_factory=dict)
-    files: dict[str, lake.FileFigures] = field(default_factory=dict)  # {path: figures} written
+    written: dict[str, str] = field(default_factory=dict)  # {ticker: listing} committed
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -355,8 +354,7 @@ def _run_append_path(run: _BronzeRun, present: pl.DataFrame
     if appended is not None and appended.valid.height:
         written = lake.write_symbol_files(appended.valid, paths(run.settings).data,
                                           run.settings.parquet, run.metadata, append=True)
-        run.written |= written
-        run.files |= lake.file_figures(appended.valid, written)
+        run.written |= written.listings
         run.log(f"bronze append path: {len(extended)} tickers, {appended.valid.height} new rows")
     return appended, extended, old_ledger
 
@@ -392,17 +390,18 @@ def _run_full_path(run: _BronzeRun, full: pl.DataFrame, batch_bytes: int
 
 
 def _write_valid(run: _BronzeRun, valid: pl.DataFrame,
-                 keep: Callable[[str, Path, pl.DataFrame], None] | None) -> None:
+                 keep: Callable[[dict[str, str], pl.DataFrame], None] | None) -> None:
     """Write one batch's valid rows per ticker. Runs on the writer thread, the only one that
-    touches ``run.written`` and ``run.files`` while the batches are parsed."""
+    touches ``run.written`` while the batches are parsed."""
     written = lake.write_symbol_files(valid, paths(run.settings).data, run.settings.parquet,
-                                      run.metadata, keep=keep)
-    run.written |= written
-    run.files |= lake.file_figures(valid, written)
+                                      run.metadata)
+    run.written |= written.listings
+    if keep is not None:
+        keep(written.listings, valid)
 
 
 def _recent_writes_keeper(data_root: Path, total: int
-                          ) -> Callable[[str, Path, pl.DataFrame], None] | None:
+                          ) -> Callable[[dict[str, str], pl.DataFrame], None] | None:
     """Start this run's in-memory copy of the written Bronze files, or None when it would not
     fit: parsed rows take ~3x their raw text, so a run whose text alone exceeds the budget is
     not kept."""
@@ -413,12 +412,12 @@ def _recent_writes_keeper(data_root: Path, total: int
 
 
 def _retire_stale(run: _BronzeRun, tickers: Sequence[str], extended: Sequence[str]
-                  ) -> list[Path]:
-    """Remove the Bronze files of requested tickers this run wrote nothing for."""
+                  ) -> list[str]:
+    """Remove the Bronze rows of requested tickers this run wrote nothing for."""
     stale = sorted(set(tickers) - set(run.written) - set(extended))
     retired = lake.remove_symbol_files(paths(run.settings).data, stale)
     if retired:
-        run.log(f"removed {len(retired)} Bronze files of tickers with no valid source now")
+        run.log(f"removed the Bronze rows of {len(retired)} tickers with no valid source now")
     return retired
 
 
@@ -440,7 +439,7 @@ def _store_run_accounting(run: _BronzeRun, full: pl.DataFrame, gone: pl.DataFram
 
 
 def _outcome(run: _BronzeRun, tickers: Sequence[str], ledger: pl.DataFrame,
-             retired: Sequence[Path], extended: Sequence[str],
+             retired: Sequence[str], extended: Sequence[str],
              appended: AppendResult | None) -> BronzeOutcome:
     """The run's counts from its ledger rows; what is not compute counts as write time."""
     return BronzeOutcome(
@@ -453,11 +452,10 @@ def _outcome(run: _BronzeRun, tickers: Sequence[str], ledger: pl.DataFrame,
         rows_invalid=int(ledger["rows_invalid"].sum() or 0),
         rows_rejected=int(ledger["rows_rejected"].sum() or 0),
         tickers_written=sorted(run.written),
-        tickers_retired=sorted({p.parent.name.removeprefix("ticker=") for p in retired}),
+        tickers_retired=sorted(retired),
         ledger=ledger,
         compute_seconds=run.compute_seconds,
         write_seconds=time.perf_counter() - run.started - run.compute_seconds,
-        files=run.files,
         appended_rows=_rows_per_ticker(appended.valid, extended) if appended is not None
         else {},
     )
@@ -477,7 +475,7 @@ def _append_path(settings: Settings, present: pl.DataFrame, run_id: str,
     bronze = paths(settings)
     status = pl.col("manifest_status")
     not_appended = present.filter((status != mf.APPENDED) | pl.col("fail_reason").is_not_null())
-    excluded = {*not_appended["ticker"].drop_nulls(), *lake.inconsistent_tickers(bronze.data)}
+    excluded = set(not_appended["ticker"].drop_nulls())
     files = present.filter((status == mf.APPENDED) & ~pl.col("ticker").is_in(list(excluded)))
     if files.is_empty() or not bronze.ledger.exists():
         return None, [], pl.DataFrame(schema=LEDGER_SCHEMA)
@@ -535,7 +533,7 @@ def _merge_results(results: Sequence[BronzeResult]) -> BronzeResult:
 
 
 def write_run_summary(settings: Settings, outcome: BronzeOutcome, classified: pl.DataFrame,
-                      written: dict[str, Path]) -> Path:
+                      written: Mapping[str, str]) -> Path:
     """The old run artifacts in ``<artifacts_root>/run_summaries/``: summary JSON, failed files
     and per-file results (the ledger rows of this run, with the Bronze path)."""
     folder = settings.artifacts_root / "run_summaries"
@@ -546,8 +544,8 @@ def write_run_summary(settings: Settings, outcome: BronzeOutcome, classified: pl
         "ticker", "exchange", "source_file",
         rows_total=pl.col("rows_valid") + pl.col("rows_invalid") + pl.col("rows_rejected"),
         rows_valid="rows_valid", rows_invalid="rows_invalid",
-        bronze_path=pl.col("ticker").replace_strict(
-            {t: str(p) for t, p in written.items()}, default=None, return_dtype=pl.String),
+        bronze_path=pl.when(pl.col("ticker").is_in(list(written))).then(
+            pl.lit(f"{paths(settings).data}/shard=") + lake_table.shard_expr(pl.col("ticker"))),
         success=pl.col("status") != "FAILED", error_message=pl.col("reasons"),
     )
     dates = ledger.select(pl.col("min_trade_date").min(), pl.col("max_trade_date").max()).row(0)

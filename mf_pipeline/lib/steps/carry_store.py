@@ -8,31 +8,31 @@ crash can never leave a new context beside an old state: the file is replaced at
 unit.
 
 Each ticker's state row also records **what it was built from and what it wrote**: the listing
-(name, size, mtime in ns) of its own folder in the layer after the build (``_own``) and of its
-input layers' folders when it read them (``_input``). Staleness and the append path compare
-those listings with the lake *for equality* — never by comparing times — so a file written
-after the carry (a run killed between its file writes and its carry commit), a carry older
-than its files (a restored or half-saved carry), or an input rewritten since the build are
-all noticed, and the ticker is rebuilt in full, which is always correct.
+of the ticker in the layer after the build (``_own``) and in its input layers when it read them
+(``_input``). A listing is ``version:rows:last date`` from the layer's snapshot
+(``lib/lake_table.py``): the version changes whenever the ticker's rows are replaced, the row
+count whenever bars are appended. Staleness and the append path compare those listings with the
+lake *for equality* — never by comparing times — so rows committed after the carry (a run
+killed between its layer commit and its carry commit), a carry older than its rows (a restored
+or half-saved carry), or an input rewritten since the build are all noticed, and the ticker is
+rebuilt in full, which is always correct.
 
 A ticker takes the append path when every carried layer's carry ends on the same date ``D``,
-every layer's own listing is unchanged, Silver's recorded Bronze listing is still a prefix of
-Bronze's folder (the same files, plus only delta files added since), and the layers' input
-listings match the layers below them; its new Bronze rows are then exactly the rows after ``D``
-in Bronze's new delta files.
+every layer's own listing is unchanged, Silver's recorded Bronze listing has only grown since
+(same version, more rows: bars appended), and the layers' input listings match the layers
+below them; its new Bronze rows are then exactly the rows after ``D``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import polars as pl
 
-from mf_pipeline.lib import lake, registry
+from mf_pipeline.lib import lake, lake_table, registry
 from mf_pipeline.lib.layers.carry import Carry
 from mf_pipeline.lib.settings import Settings
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 PART = "_part"
 OWN = "_own"
 INPUT = "_input"
-"""State columns: the listing of the ticker's own folder and (JSON) of its inputs' folders."""
+"""State columns: the listing of the ticker in its own layer and (JSON) in its input layers."""
 
 
 def carry_path(settings: Settings, layer: str) -> Path:
@@ -48,43 +48,24 @@ def carry_path(settings: Settings, layer: str) -> Path:
     return registry.spec(layer).root(settings).parent / "_carry" / f"{layer}.parquet"
 
 
-# ------------------------------------------------------------------------- folder listings
-
-
-def listing(folder: str | os.PathLike[str]) -> str:
-    """What a ticker folder holds: ``name:size:mtime_ns`` of each part, sorted. Equal
-    listings mean the same files (a rewrite renames a new file in: new size or mtime)."""
-    try:
-        with os.scandir(folder) as entries:
-            parts = sorted(f"{e.name}:{(st := e.stat()).st_size}:{st.st_mtime_ns}"
-                           for e in entries
-                           if e.name.startswith("part-") and e.name.endswith(".parquet"))
-    except FileNotFoundError:
-        return ""
-    return ";".join(parts)
+# ------------------------------------------------------------------------- ticker listings
 
 
 def listings(settings: Settings, layer: str, tickers: Iterable[str] | None = None
              ) -> dict[str, str]:  # fmt: skip
-    """``{ticker: listing}`` of a layer's ticker folders (all, or ``tickers``'), one walk."""
-    wanted = None if tickers is None else set(tickers)
-    root = registry.spec(layer).root(settings)
-    out: dict[str, str] = {}
-    for folder in lake.ticker_folders(root):
-        ticker = folder.name.removeprefix("ticker=")
-        if wanted is None or ticker in wanted:
-            found = listing(folder)
-            if found:
-                out[ticker] = found
-    return out
+    """``{ticker: listing}`` of a layer's tickers (all, or ``tickers``'), from its snapshot:
+    ``version:rows:last date``, equal exactly when the ticker's rows are the same."""
+    return lake.listings(registry.spec(layer).root(settings), tickers)
 
 
-def _is_prefix_plus_deltas(recorded: str, current: str) -> bool:
-    """True when ``current`` holds every part of ``recorded`` unchanged plus only deltas."""
-    old, new = set(recorded.split(";")), set(current.split(";"))
-    added = new - old
-    return bool(recorded) and old <= new and all(
-        part.split(":")[0].startswith("part-d") for part in added)
+def _only_grew(recorded: str, current: str) -> bool:
+    """True when ``current`` is ``recorded``'s rows plus appended ones: the same version (no
+    rewrite since) and at least as many rows."""
+    if not recorded or not current:
+        return False
+    old_version, old_rows, _ = recorded.split(":")
+    new_version, new_rows, _ = current.split(":")
+    return old_version == new_version and int(new_rows) >= int(old_rows)
 
 
 # ------------------------------------------------------------------------- reading and writing
@@ -124,8 +105,8 @@ def load(settings: Settings, layer: str, tickers: Sequence[str]) -> Carry | None
 
 def save(settings: Settings, layer: str, carries: Sequence[Carry], replaced: Sequence[str],
          forget: Iterable[str] = ()) -> None:
-    """Store ``carries`` for their tickers, each stamped with the listings of its own folder
-    and its inputs' folders as they are now; ``replaced`` tickers without a new carry (no rows
+    """Store ``carries`` for their tickers, each stamped with the listings of its own rows
+    and its inputs' rows as they are now; ``replaced`` tickers without a new carry (no rows
     any more) and ``forget`` tickers (e.g. a failed check: rebuilt next run) lose theirs. One
     atomic replace of the layer's carry file."""
     parts = [c for c in carries if c.state.height]
@@ -207,8 +188,8 @@ def recorded(settings: Settings, layer: str) -> pl.DataFrame:
 
 def described(settings: Settings, layer: str, records: pl.DataFrame,
               current: dict[str, dict[str, str]]) -> set[str]:
-    """Tickers whose stored state in ``layer`` describes the lake: its own folder and every
-    input folder hold exactly what they held when it was built. ``current`` maps layer names
+    """Tickers whose stored state in ``layer`` describes the lake: its own rows and every
+    input's rows are exactly what they were when it was built. ``current`` maps layer names
     to their listings (computed once per run)."""
     inputs = registry.spec(layer).inputs
     out = set()
@@ -247,12 +228,12 @@ def split_appendable(settings: Settings, tickers: Sequence[str]
 
 
 def _silver_continues(rows: pl.DataFrame, current: dict[str, dict[str, str]]) -> set[str]:
-    """Tickers whose Silver files are as Silver left them and whose Bronze folder holds what
-    Silver read plus only delta files written since."""
+    """Tickers whose Silver rows are as Silver left them and whose Bronze rows are what
+    Silver read plus bars appended since."""
     out = set()
     for ticker, own, given in rows.select("ticker", OWN, INPUT).iter_rows():
         bronze = json.loads(given or "{}").get("bronze", "")
-        if own and own == current["silver"].get(ticker) and _is_prefix_plus_deltas(
+        if own and own == current["silver"].get(ticker) and _only_grew(
                 bronze, current["bronze"].get(ticker, "")):
             out.add(ticker)
     return out
@@ -260,23 +241,17 @@ def _silver_continues(rows: pl.DataFrame, current: dict[str, dict[str, str]]) ->
 
 def new_bronze_rows(settings: Settings, appendable: pl.DataFrame,
                     columns: Sequence[str]) -> pl.DataFrame:
-    """Bronze rows after each ticker's ``after`` date, read from its delta files only.
-
-    A delta named after a date on or before ``after`` was complete when the layers last ran
-    (files appear atomically), so only the deltas named after a later date are read.
-    """
+    """Bronze rows after each ticker's ``after`` date, read only from the data files whose
+    rows of that ticker reach past it (the nightly deltas, not the large bases)."""
     root = registry.spec("bronze").root(settings)
-    after = dict(zip(appendable["ticker"].to_list(), appendable["after"].to_list(), strict=True))
-    deltas = [
-        path for path in lake.symbol_files(root, list(after))
-        if path.name != lake.PART_FILE
-        and lake.delta_date(path.name) > after[path.parent.name.removeprefix("ticker=")]
-    ]
-    if not deltas:
+    snapshot = lake.snapshot(root).of(appendable["ticker"].to_list())
+    index = snapshot.index.join(appendable, on="ticker").filter(pl.col("high") > pl.col("after"))
+    if index.is_empty():
         return pl.DataFrame()
+    scan = lake_table.Snapshot(root, snapshot.generation, index.drop("after")).scan()
+    assert scan is not None
     return (
-        pl.scan_parquet(deltas, hive_partitioning=False, missing_columns="insert")
-        .select(columns)
+        scan.select(columns)
         .join(appendable.lazy(), on="ticker", how="inner")
         .filter(pl.col("trade_date") > pl.col("after"))
         .drop("after")

@@ -21,6 +21,7 @@ import polars as pl
 
 from mf_pipeline.lib import lake, recent_writes, registry
 from mf_pipeline.lib.layers.carry import Carry
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps import calc_settings, carry_store
 
@@ -36,8 +37,7 @@ class LayerStats:
     """What one run wrote in a layer, per ticker (the assets report it per shard)."""
 
     rows_written: dict[str, int] = field(default_factory=dict)  # {ticker: rows written}
-    removed: set[str] = field(default_factory=set)  # tickers whose files were removed
-    files: dict[str, lake.FileFigures] = field(default_factory=dict)  # {path: figures} written
+    removed: set[str] = field(default_factory=set)  # tickers whose rows were removed
     seconds: float = 0.0
 
     @property
@@ -78,24 +78,20 @@ MIN_BATCH_TICKERS = 25
 
 
 def _batches(tickers: Sequence[str], cap: int) -> Iterator[list[str]]:
-    ordered = sorted(tickers)
+    """Batches in shard order, so a batch writes whole shards and a shard few files."""
+    ordered = sorted(tickers, key=lambda t: (shard_of(t), t))
     size = max(1, min(cap, max(MIN_BATCH_TICKERS, math.ceil(len(ordered) / PIPELINE_BATCHES))))
     for start in range(0, len(ordered), size):
         yield ordered[start : start + size]
 
 
-def file_mtimes(settings: Settings, layer: str) -> dict[str, float]:
-    """``{ticker: newest mtime of its files}`` of a per-ticker layer."""
-    return lake.file_mtimes(lake.LAYERS[layer].root(settings))
-
-
 def stale_tickers(settings: Settings, layers: Sequence[str]) -> list[str]:
     """Tickers that need any of ``layers`` rebuilt: their stored state in the layer does not
-    describe the lake any more — the layer's folder or an input's folder holds other files than
-    when the ticker was built (new or rewritten inputs, a deleted source, a run killed between
-    its file writes and its carry commit, a damaged or missing carry) — or the layer's settings
-    changed since it was built (then every ticker of the layer and of its inputs). Decided by
-    equality of recorded folder listings, never by comparing times."""
+    describe the lake any more — the ticker's rows in the layer or an input differ from when it
+    was built (new or rewritten inputs, a deleted source, a run killed between its layer commit
+    and its carry commit, a damaged or missing carry) — or the layer's settings changed since
+    it was built (then every ticker of the layer and of its inputs). Decided by equality of
+    recorded listings, never by comparing times."""
     chosen = [layer for layer in registry.DERIVED if layer in layers]
     names = {name for layer in chosen for name in (layer, *registry.LAYERS[layer].inputs)}
     current = {name: carry_store.listings(settings, name) for name in names}
@@ -134,7 +130,7 @@ class LayerReadError(RuntimeError):
     def __init__(self, settings: Settings, layer: str, tickers: Sequence[str],
                  error: Exception) -> None:
         damaged = []
-        for path in lake.symbol_files(lake.LAYERS[layer].root(settings), tickers):
+        for path in lake.snapshot(lake.LAYERS[layer].root(settings)).of(tickers).files():
             try:
                 pl.read_parquet_schema(path)
             except Exception:  # noqa: BLE001 - collecting every damaged file to name it
@@ -275,15 +271,14 @@ def _storage_frame(settings: Settings, layer: str, result: pl.DataFrame, run_id:
 
 def _write(settings: Settings, layer: str, frame: pl.DataFrame, batch: Sequence[str],
            stats: LayerStats, append: bool) -> None:
-    """Write the rows of ``frame`` per ticker (delta files when ``append``) and remove the
-    files of ``batch`` tickers without rows. Runs on the writer thread, the only one that
-    touches ``stats.removed`` and ``stats.files``."""
-    root = lake.LAYERS[layer].root(settings)
-    written = {}
-    if not frame.is_empty():
-        written = lake.write_symbol_files(frame, root, settings.parquet,
-                                          {"run_id": str(frame["run_id"][0])}, append=append)
-        stats.files |= lake.file_figures(frame, written)
-    missing = sorted(set(batch) - set(written))
-    stats.removed.update(path.parent.name.removeprefix("ticker=")
-                         for path in lake.remove_symbol_files(root, missing))
+    """Commit the rows of ``frame`` (appended bars when ``append``) and drop the rows of
+    ``batch`` tickers without new rows, in one commit. Runs on the writer thread, the only one
+    that touches ``stats.removed``."""
+    written = set(frame["ticker"].unique().to_list()) if not frame.is_empty() else set()
+    missing = sorted(set(batch) - written)
+    if frame.is_empty() and not missing:
+        return
+    run_id = {"run_id": str(frame["run_id"][0])} if not frame.is_empty() else None
+    done = lake.write_symbol_files(frame, lake.LAYERS[layer].root(settings), settings.parquet,
+                                   run_id, append=append, remove=missing)
+    stats.removed.update(done.removed)

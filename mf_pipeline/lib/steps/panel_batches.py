@@ -11,40 +11,38 @@ and dtypes as ``lake.scan_panel(...).collect().sort(lake.KEYS)``, batch by batch
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
-from mf_pipeline.lib import lake
+from mf_pipeline.lib import lake, lake_table
 from mf_pipeline.lib.layers import dataset
 from mf_pipeline.lib.settings import Settings
 
 
 @dataclass(frozen=True)
 class LayerPart:
-    """One layer's share of the panel: its files per ticker and the columns taken from it."""
+    """One layer's share of the panel: its snapshot (of the wanted tickers) and the columns
+    taken from it."""
 
-    files: dict[str, list[Path]]
+    snapshot: lake_table.Snapshot
     schema: dict[str, pl.DataType]  # whole-universe dtypes of the columns it gives (+ keys)
 
     def scan(self, tickers: Sequence[str], dates: pl.Expr | None) -> pl.LazyFrame | None:
-        """Lazy scan of ``tickers`` (in that order, each ticker's parts in path order)."""
-        files = [path for ticker in tickers for path in self.files.get(ticker, [])]
-        if not files:
+        """Lazy scan of ``tickers``' rows in this layer (None when it has none)."""
+        scan = self.snapshot.of(tickers).scan()
+        if scan is None:
             return None
-        scan = pl.scan_parquet(files, hive_partitioning=False, missing_columns="insert")
         have = scan.collect_schema().names()
         scan = scan.select([c for c in dict.fromkeys([*lake.KEYS, *self.schema]) if c in have])
         return scan if dates is None else scan.filter(dates)
 
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """``frame`` (keys first) with exactly the planned columns and dtypes, nulls for the
-        planned columns its files lack."""
+        """``frame`` (keys first, sorted by them) with exactly the planned columns and dtypes,
+        nulls for the planned columns its files lack."""
         height = frame.height
+        frame = dataset.sort_keys(frame)
         return frame.select(
             *[k for k in lake.KEYS if k not in self.schema],
             *[pl.col(c).cast(t) if c in frame.columns
@@ -57,49 +55,36 @@ class LayerPart:
                 for c, t in self.schema.items()]
 
 
-def _files_by_ticker(files: Iterable[Path], tickers: set[str]) -> dict[str, list[Path]]:
-    by_ticker: dict[str, list[Path]] = defaultdict(list)
-    for path in files:  # symbol_files sorts by path: a ticker's base comes before its deltas
-        ticker = path.parent.name.removeprefix("ticker=")
-        if ticker in tickers:
-            by_ticker[ticker].append(path)
-    return dict(by_ticker)
-
-
 def plan_panel(
     settings: Settings, layers: Sequence[str], columns: Sequence[str], tickers: Sequence[str]
 ) -> list[LayerPart] | None:
     """Which columns each layer gives, by ``lake.scan_panel``'s rule (the first listed layer
-    that has a column gives it; rows come from the first layer); None if it has no files."""
-    wanted = set(tickers)
+    that has a column gives it; rows come from the first layer); None if it has no rows."""
     parts: list[LayerPart] = []
     have: set[str] = set()
     for layer in layers:
-        files = _files_by_ticker(lake.symbol_files(lake.LAYERS[layer].root(settings)), wanted)
-        if not files:
+        snapshot = lake.snapshot(lake.LAYERS[layer].root(settings)).of(tickers)
+        if snapshot.is_empty:
             if not parts:
                 return None
             continue
-        # a scan of many files takes the first one's schema: the first path of those tickers
-        first = min(paths[0] for paths in files.values())
-        schema = pl.scan_parquet(first, hive_partitioning=False).collect_schema()
+        scan = snapshot.scan()
+        assert scan is not None
+        schema = scan.collect_schema()
         take = [c for c in schema if c not in have and c in columns]
         if not parts:
             take = [*[k for k in lake.KEYS if k not in take], *take]
         elif not any(c not in lake.KEYS for c in take):
             continue
-        parts.append(LayerPart(files, {c: schema[c] for c in take}))
+        parts.append(LayerPart(snapshot, {c: schema[c] for c in take}))
         have.update(take)
     return parts
 
 
 def estimated_rows(first: LayerPart) -> dict[str, int]:
-    """Rows per ticker estimated from its file sizes in the first layer, at the rows per byte
-    of its largest file (the densest: the footer weighs least there), read from its footer."""
-    sizes = {path: path.stat().st_size for paths in first.files.values() for path in paths}
-    largest = max(sizes, key=sizes.__getitem__)
-    per_byte = pq.read_metadata(largest).num_rows / max(sizes[largest], 1)
-    return {t: int(sum(sizes[p] for p in paths) * per_byte) + 1 for t, paths in first.files.items()}
+    """Rows per ticker in the first layer (exact: from its snapshot index)."""
+    table = first.snapshot.per_ticker()
+    return dict(zip(table["ticker"].to_list(), table["rows"].to_list(), strict=True))
 
 
 def _attach(panel: pl.DataFrame, part: pl.DataFrame, unique_sorted: bool) -> pl.DataFrame:

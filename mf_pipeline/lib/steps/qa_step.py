@@ -28,12 +28,12 @@ class SymbolMasterOutcome:
 
 def build_symbol_master(settings: Settings) -> SymbolMasterOutcome:
     bronze = paths(settings)
-    files = lake.symbol_files(bronze.data)
+    stored = lake.snapshot(bronze.data)
     master, unreadable = bronze_qa.build_symbol_master_report(
-        files, _optional(bronze.ledger), _optional(bronze.rejects), dt.datetime.now(dt.UTC)
+        stored, _optional(bronze.ledger), _optional(bronze.rejects), dt.datetime.now(dt.UTC)
     )
     outputs = bronze_qa.write_symbol_master(master, settings.bronze_root)
-    return SymbolMasterOutcome(master, len(files), unreadable, outputs)
+    return SymbolMasterOutcome(master, len(stored.files()), unreadable, outputs)
 
 
 def sanity_checks(settings: Settings) -> tuple[dict, list[Path]]:
@@ -41,8 +41,9 @@ def sanity_checks(settings: Settings) -> tuple[dict, list[Path]]:
     parquet_path, _csv = bronze_qa.symbol_master_paths(settings.bronze_root)
     master = (pl.read_parquet(parquet_path) if parquet_path.exists()
               else build_symbol_master(settings).master)
-    files = lake.symbol_files(paths(settings).data)
-    summary, by_exchange, by_year = bronze_qa.sanity_report(master, files, dt.datetime.now(dt.UTC))
+    stored = lake.snapshot(paths(settings).data)
+    summary, by_exchange, by_year = bronze_qa.sanity_report(master, stored,
+                                                            dt.datetime.now(dt.UTC))
     written = bronze_qa.write_sanity_artifacts(summary, by_exchange, by_year,
                                                settings.artifacts_root)
     return summary, written

@@ -1,7 +1,7 @@
 """Bronze QA (spec etl.md §4.6–§4.8): symbol master, sanity report and problem tickers.
 
-Dagster-free and vectorised: every Bronze file is read in ONE Parquet scan tagged with its path,
-then aggregated with ``group_by``. Where we deliberately differ from the old tool:
+Dagster-free and vectorised: the Bronze layer is read in ONE Parquet scan of its snapshot, then
+aggregated per ticker with ``group_by``. Where we deliberately differ from the old tool:
 
 * The per-ticker enrichment comes from the file ledger (one row per raw file), which replaced the
   thousands of per-ticker quality-report JSON files. ``invalid_row_count`` is the ticker's REAL
@@ -20,7 +20,6 @@ then aggregated with ``group_by``. Where we deliberately differ from the old too
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import polars as pl
 
 from mf_pipeline.lib import lake
+from mf_pipeline.lib.lake_table import Snapshot, shard_expr
 from mf_pipeline.lib.layers.bronze.parse import as_utc
 
 SYMBOL_MASTER_DIR = "symbol_master"
@@ -149,7 +149,7 @@ def _as_master(frame: pl.DataFrame | None) -> pl.DataFrame:
 
 
 def unreadable_files(files: Sequence[Path]) -> list[Path]:
-    """Files whose Parquet footer cannot be read (only called after a batch scan failed)."""
+    """Files whose Parquet footer cannot be read (only called after a scan failed)."""
     bad: list[Path] = []
     for path in files:
         try:
@@ -160,69 +160,45 @@ def unreadable_files(files: Sequence[Path]) -> list[Path]:
 
 
 def _scan_bronze(
-    files: Sequence[Path],
-    query: Callable[[pl.LazyFrame], pl.LazyFrame],
-    schema: dict[str, pl.DataType],
+    bronze: Snapshot, query: Callable[[pl.LazyFrame], pl.LazyFrame]
 ) -> tuple[pl.DataFrame | None, list[Path]]:
-    """Run ``query`` over ONE scan of ``files``; returns (result, unreadable files).
+    """Run ``query`` over ONE scan of the Bronze snapshot; returns (result, unreadable files).
 
-    If the scan fails, files with an unreadable footer are dropped and the scan is retried once
+    If the scan fails, files with an unreadable footer are left out and the scan is retried once
     (the old tool skipped unreadable files and counted them). None when nothing is readable.
     """
 
-    def run(paths: Sequence[Path]) -> pl.DataFrame:
-        scan = pl.scan_parquet(
-            list(paths),
-            schema=schema,
-            missing_columns="insert",
-            extra_columns="ignore",
-            include_file_paths="bronze_path",
-            hive_partitioning=False,
-            glob=False,
-        )
-        return query(scan).collect()
+    def run(snapshot: Snapshot) -> pl.DataFrame | None:
+        scan = snapshot.scan()
+        if scan is None:
+            return None
+        have = scan.collect_schema()
+        scan = scan.with_columns(pl.lit(None, dtype).alias(name)
+                                 for name, dtype in _BRONZE_READ_SCHEMA.items()
+                                 if name not in have)
+        return query(scan.with_columns(pl.col(name).cast(dtype) for name, dtype
+                                       in _BRONZE_READ_SCHEMA.items())).collect()
 
-    if not files:
-        return None, []
     try:
-        return run(files), []
+        return run(bronze), []
     except Exception:
-        bad = unreadable_files(files)
+        bad = unreadable_files(bronze.files())
         if not bad:
             raise
-    bad_set = set(bad)
-    good = [path for path in files if path not in bad_set]
-    return (run(good) if good else None), bad
+    names = [str(path.relative_to(bronze.root)) for path in bad]
+    good = Snapshot(bronze.root, bronze.generation,
+                    bronze.index.filter(~pl.col("file").is_in(names)))
+    return run(good), bad
 
 
-def _path_identity(col: str = "bronze_path") -> list[pl.Expr]:
-    """ticker / exchange / prefix from the hive path segments (old-tool fallbacks)."""
-    path = pl.col(col)
-    ticker = pl.coalesce(
-        path.str.extract(r"ticker=([^/\\]+)"), path.str.extract(r"([^/\\]+)\.parquet$")
-    ).str.to_uppercase()
-    exchange = pl.coalesce(path.str.extract(r"exchange=([^/\\]+)"), pl.lit("UNKNOWN"))
-    prefix = pl.coalesce(path.str.extract(r"prefix=([^/\\]+)"), pl.lit("_"))
-    return [
-        ticker.alias("ticker"),
-        exchange.str.to_uppercase().alias("exchange"),
-        prefix.alias("prefix"),
-    ]
-
-
-def _base_file(path: str) -> str:
-    """A ticker's base file for any of its files (appended deltas count with their base)."""
-    return re.sub(lake.DELTA_FILE_RE, lake.PART_FILE, path)
-
-
-def _bronze_stats(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, list[Path]]:
-    """Per-ticker statistics of the Bronze files, keyed by the ticker's base file (empty files
-    kept with row_count 0)."""
+def _bronze_stats(bronze: Snapshot) -> tuple[pl.DataFrame, list[Path]]:
+    """Per-ticker statistics of the Bronze rows, with the ticker's shard folder as
+    ``bronze_path``."""
     prices = ["open", "high", "low", "close"]
 
     def query(scan: pl.LazyFrame) -> pl.LazyFrame:
-        base = pl.col("bronze_path").str.replace(lake.DELTA_FILE_RE, lake.PART_FILE)
-        return scan.with_columns(base).group_by("bronze_path").agg(
+        return scan.group_by("ticker").agg(
+            pl.col("exchange").drop_nulls().first().str.to_uppercase(),
             pl.col("trade_date").min().alias("first_date"),
             pl.col("trade_date").max().alias("last_date"),
             pl.len().cast(pl.Int64).alias("row_count"),
@@ -239,21 +215,19 @@ def _bronze_stats(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, list[Path
             pl.col("q_gap_in_calendar").sum().cast(pl.Int64).alias("bronze_gaps"),
         )
 
-    stats, bad = _scan_bronze(bronze_files, query, _BRONZE_READ_SCHEMA)
-    bad_set = {str(path) for path in bad}
-    listed = pl.DataFrame(
-        {"bronze_path": sorted({_base_file(str(path)) for path in bronze_files
-                                if str(path) not in bad_set})},
-        schema={"bronze_path": pl.String()},
-    )
+    stats, bad = _scan_bronze(bronze, query)
     if stats is None:  # nothing readable: same columns, typed by the query itself
-        empty = pl.LazyFrame(schema={**_BRONZE_READ_SCHEMA, "bronze_path": pl.String()})
+        empty = pl.LazyFrame(schema={**_BRONZE_READ_SCHEMA, "ticker": pl.String(),
+                                     "exchange": pl.String()})
         stats = query(empty).collect()
-    # The scan yields no group for an empty file: join onto the file list to keep it.
-    per_file = listed.join(stats, on="bronze_path", how="left").with_columns(
-        pl.col("row_count", "warn_row_count", "bronze_suspicious", "bronze_gaps").fill_null(0)
+    shard = pl.lit(f"{bronze.root}/shard=") + shard_expr(pl.col("ticker"))
+    per_ticker = stats.with_columns(
+        pl.col("ticker").str.to_uppercase(),
+        pl.col("exchange").fill_null("UNKNOWN"),
+        pl.col("ticker").str.slice(0, 1).alias("prefix"),
+        shard.alias("bronze_path"),
     )
-    return per_file, bad
+    return per_ticker, bad
 
 
 def _ledger_by_ticker(ledger: pl.DataFrame | None) -> pl.DataFrame:
@@ -304,14 +278,13 @@ def _rejects_by_ticker(rejects: pl.DataFrame | None) -> pl.DataFrame:
 
 
 def build_symbol_master_report(
-    bronze_files: Sequence[Path],
+    bronze: Snapshot,
     ledger: pl.DataFrame | None,
     rejects: pl.DataFrame | None,
     built_ts: dt.datetime,
 ) -> tuple[pl.DataFrame, list[Path]]:
     """:func:`build_symbol_master` plus the Bronze files skipped as unreadable (for the CLI)."""
-    per_file, bad = _bronze_stats(bronze_files)
-    per_file = per_file.with_columns(_path_identity())
+    per_file, bad = _bronze_stats(bronze)
     by_ledger = _ledger_by_ticker(ledger)
     by_rejects = _rejects_by_ticker(rejects)
     # Tickers known to the ledger but with no Bronze file (old tool: silently absent).
@@ -342,7 +315,7 @@ def build_symbol_master_report(
 
 
 def build_symbol_master(
-    bronze_files: list[Path],
+    bronze: Snapshot,
     ledger: pl.DataFrame | None,
     rejects: pl.DataFrame | None,
     built_ts: dt.datetime,
@@ -351,7 +324,7 @@ def build_symbol_master(
 
     Sorted by (exchange, ticker). Columns: :data:`SYMBOL_MASTER_SCHEMA`.
     """
-    return build_symbol_master_report(bronze_files, ledger, rejects, built_ts)[0]
+    return build_symbol_master_report(bronze, ledger, rejects, built_ts)[0]
 
 
 def _top(frame: pl.DataFrame, by: list[str], columns: list[str]) -> list[dict[str, Any]]:
@@ -367,8 +340,8 @@ def _top(frame: pl.DataFrame, by: list[str], columns: list[str]) -> list[dict[st
     ]
 
 
-def _rows_by_year(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, int]:
-    """Bronze rows per calendar year over ONE scan of every file; plus the unreadable count."""
+def _rows_by_year(bronze: Snapshot) -> tuple[pl.DataFrame, int]:
+    """Bronze rows per calendar year over ONE scan of the layer; plus the unreadable count."""
 
     def query(scan: pl.LazyFrame) -> pl.LazyFrame:
         return (
@@ -377,12 +350,12 @@ def _rows_by_year(bronze_files: Sequence[Path]) -> tuple[pl.DataFrame, int]:
             .agg(pl.len().cast(pl.Int64).alias("row_count"))
         )
 
-    counts, bad = _scan_bronze(bronze_files, query, {"trade_date": pl.Date()})
+    counts, bad = _scan_bronze(bronze, query)
     return _as_schema(counts, BY_YEAR_SCHEMA).sort("year"), len(bad)
 
 
 def sanity_report(
-    symbol_master: pl.DataFrame, bronze_files: list[Path], generated_ts: dt.datetime
+    symbol_master: pl.DataFrame, bronze: Snapshot, generated_ts: dt.datetime
 ) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]:
     """The §4.7 summary dict (JSON-ready), the by-exchange table and the rows-by-year table.
 
@@ -412,12 +385,12 @@ def sanity_report(
     with_span = master.with_columns(
         (pl.col("last_date") - pl.col("first_date")).dt.total_days().alias("date_span_days")
     )
-    by_year, year_errors = _rows_by_year(bronze_files)
+    by_year, year_errors = _rows_by_year(bronze)
     summary: dict[str, Any] = {
         "generated_ts": as_utc(generated_ts).isoformat(),
         "ticker_count": master.height,
         "exchange_counts": dict(exchange_counts.iter_rows()),
-        "bronze_file_count": len(bronze_files),
+        "bronze_file_count": len(bronze.tickers()),
         **{
             key: _iso(value) if key in _DATE_KEYS else int(value or 0)
             for key, value in headline.items()

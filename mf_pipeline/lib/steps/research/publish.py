@@ -20,7 +20,7 @@ CLUSTER_SYMBOL_COLUMNS = ("ticker", "exchange", "trade_date", "cluster_label")
 
 def write_state_files(settings: Settings, frame: pl.DataFrame, source: str) -> dict[str, Any]:
     """Per-ticker viewer files of the ``hmm``/``cluster`` band
-    (``registry.state_band_root``, hive-style) for the in-sample ``full`` split; files of
+    (``registry.state_band_root``, a lake table) for the in-sample ``full`` split; files of
     tickers no longer present are removed."""
     cols = HMM_SYMBOL_COLUMNS if source == "hmm" else CLUSTER_SYMBOL_COLUMNS
     if "cluster_label" in cols and "cluster_label" not in frame.columns:
@@ -29,11 +29,11 @@ def write_state_files(settings: Settings, frame: pl.DataFrame, source: str) -> d
         raise ValueError("per-ticker state files need an exchange column")
     root = registry.state_band_root(settings, source)
     out = frame.select(cols).sort("ticker", "trade_date")
-    old = {p.parent.name.removeprefix("ticker=") for p in lake.symbol_files(root)}
-    written = lake.write_symbol_files(out, root, settings.parquet)
-    removed = lake.remove_symbol_files(root, sorted(old - set(written)))
-    return {"root": str(root), "tickers": len(written), "rows": out.height,
-            "removed_tickers": len(removed)}  # fmt: skip
+    new = set(out["ticker"].unique().to_list())
+    gone = sorted(set(lake.symbol_tickers(root)) - new)
+    done = lake.write_symbol_files(out, root, settings.parquet, remove=gone)
+    return {"root": str(root), "tickers": len(new), "rows": out.height,
+            "removed_tickers": len(done.removed)}  # fmt: skip
 
 
 def publish_cluster_labels(settings: Settings, split_id: str, run_dir: str | Path
