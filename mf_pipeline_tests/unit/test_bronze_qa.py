@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib import lake
+from mf_pipeline.lib.lake_table import Snapshot
 from mf_pipeline.lib.layers.bronze import qa
 
 BUILT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -35,8 +36,10 @@ _BRONZE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def _bronze(root: Path, exchange: str, ticker: str, rows: list[tuple]) -> Path:
-    """One Bronze file; a row is (date, o, h, l, c, v, source_file, line, suspicious, gap)."""
+def _bronze(root: Path, exchange: str, ticker: str, rows: list[tuple],
+            append: bool = False) -> None:
+    """Commit one ticker's Bronze rows; a row is (date, o, h, l, c, v, source_file, line,
+    suspicious, gap)."""
     cols = ["trade_date", "open", "high", "low", "close", "volume", "source_file",
             "source_line_no", "q_suspicious_bar", "q_gap_in_calendar"]  # fmt: skip
     frame = pl.DataFrame(rows, schema=cols, orient="row").with_columns(
@@ -53,19 +56,22 @@ def _bronze(root: Path, exchange: str, ticker: str, rows: list[tuple]) -> Path:
         pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
         for name, dtype in _BRONZE_SCHEMA.items()
     )
-    return lake.write_parquet(frame, lake.symbol_file(root, exchange, ticker))
+    lake.write_symbol_files(frame, root, append=append)
 
 
 @pytest.fixture
 def lake_root(tmp_path: Path) -> Path:
-    """3 tickers with data over 2 exchanges, an empty file, and ledger/rejects rows."""
+    """4 tickers with data over 2 exchanges (one commit each, AAPL.US over two files), and
+    ledger/rejects rows."""
     data = tmp_path / "bronze" / "ohlcv_by_symbol"
     # AAPL rows deliberately out of order: source_file_last must sort by (date, line).
     _bronze(data, "NASDAQ", "AAPL.US", [
-        (D(2021, 1, 5), 12.0, 13.0, 11.0, 12.5, 300.0, "n/aapl_b.us.txt", 2, False, False),
-        (D(2020, 12, 30), 10.0, 12.0, 9.0, 11.0, 100.0, "n/aapl.us.txt", 2, False, False),
         (D(2021, 1, 4), 11.0, 20.0, 8.0, 12.0, 200.0, "n/aapl.us.txt", 3, True, False),
+        (D(2020, 12, 30), 10.0, 12.0, 9.0, 11.0, 100.0, "n/aapl.us.txt", 2, False, False),
     ])  # fmt: skip
+    _bronze(data, "NASDAQ", "AAPL.US", [  # a later night's bar: a second file
+        (D(2021, 1, 5), 12.0, 13.0, 11.0, 12.5, 300.0, "n/aapl_b.us.txt", 2, False, False),
+    ], append=True)  # fmt: skip
     _bronze(data, "NASDAQ", "MSFT.US", [
         (D(2021, 1, 4), 5.0, 6.0, 4.0, 5.0, 10.0, "n/msft.us.txt", 2, False, False),
         (D(2021, 3, 1), 5.0, 7.0, 5.0, 6.0, 30.0, "n/msft.us.txt", 3, False, True),
@@ -74,8 +80,10 @@ def lake_root(tmp_path: Path) -> Path:
         (D(2019, 6, 3), 100.0, 101.0, 99.0, 100.0, 1000.0, "y/ibm.us.txt", 1, False, False),
         (D(2022, 6, 1), 120.0, 125.0, 119.0, 121.0, 3000.0, "y/ibm.us.txt", 2, False, False),
     ])  # fmt: skip
-    empty = pl.DataFrame(schema=_BRONZE_SCHEMA)
-    lake.write_parquet(empty, lake.symbol_file(data, "NYSE", "EMPTY.US"))
+    # In Bronze, unknown to the ledger.
+    _bronze(data, "NYSE", "LONE.US", [
+        (D(2020, 5, 4), 50.0, 51.0, 49.0, 50.5, 40.0, "y/lone.us.txt", 1, False, False),
+    ])  # fmt: skip
     return tmp_path / "bronze"
 
 
@@ -115,8 +123,13 @@ def _rejects() -> pl.DataFrame:
     )
 
 
-def _files(root: Path) -> list[Path]:
-    return lake.symbol_files(root / "ohlcv_by_symbol")
+def _files(root: Path) -> Snapshot:
+    return lake.snapshot(root / "ohlcv_by_symbol")
+
+
+def _empty(tmp_path: Path) -> Snapshot:
+    """The snapshot of a layer nothing was ever committed to."""
+    return lake.snapshot(tmp_path / "never_written")
 
 
 def _master(root: Path) -> pl.DataFrame:
@@ -134,7 +147,7 @@ def test_symbol_master_columns_order_and_keys(lake_root: Path) -> None:
     assert master.schema == pl.Schema(qa.SYMBOL_MASTER_SCHEMA)
     assert master.select("exchange", "ticker").rows() == [
         ("NASDAQ", "AAPL.US"), ("NASDAQ", "BAD.US"), ("NASDAQ", "MSFT.US"),
-        ("NYSE", "EMPTY.US"), ("NYSE", "IBM.US"), ("NYSE", "ZERO.US"),
+        ("NYSE", "IBM.US"), ("NYSE", "LONE.US"), ("NYSE", "ZERO.US"),
     ]  # fmt: skip
     assert master["built_ts"].unique().to_list() == [BUILT]
 
@@ -143,7 +156,12 @@ def test_symbol_master_hand_checked_values(lake_root: Path) -> None:
     master = _master(lake_root)
     aapl = _row(master, "AAPL.US")
     assert aapl["prefix"] == "A"
-    assert aapl["bronze_path"].endswith("exchange=NASDAQ/prefix=A/ticker=AAPL.US/part-000.parquet")
+    # The ticker's shard folder (CRC-32 of "AAPL.US" is 0x55B89281: shard 01), which holds
+    # both of its files.
+    data = lake_root / "ohlcv_by_symbol"
+    assert aapl["bronze_path"] == f"{data}/shard=01"
+    aapl_files = _files(lake_root).of(["AAPL.US"]).files()
+    assert len(aapl_files) == 2 and {f.parent.name for f in aapl_files} == {"shard=01"}
     assert (aapl["first_date"], aapl["last_date"]) == (D(2020, 12, 30), D(2021, 1, 5))
     assert (aapl["row_count"], aapl["warn_row_count"]) == (3, 1)
     assert (aapl["min_price"], aapl["max_price"], aapl["avg_volume"]) == (8.0, 20.0, 200.0)
@@ -169,6 +187,7 @@ def test_symbol_master_hand_checked_values(lake_root: Path) -> None:
     assert (ibm["exchange"], ibm["row_count"], ibm["avg_volume"]) == ("NYSE", 2, 2000.0)
     assert (ibm["min_price"], ibm["max_price"]) == (99.0, 125.0)
     assert ibm["rows_total_reported"] == 2
+    assert ibm["bronze_path"] == f"{data}/shard=11"  # CRC-32 0xD5A5B37B
 
 
 def test_tickers_without_bronze_file_are_kept(lake_root: Path) -> None:
@@ -183,16 +202,17 @@ def test_tickers_without_bronze_file_are_kept(lake_root: Path) -> None:
     zero = _row(master, "ZERO.US")  # every row invalid
     assert zero["bronze_path"] is None and zero["first_date"] is None
     assert (zero["invalid_row_count"], zero["gap_rows_count"], zero["warn_row_count"]) == (4, 1, 0)
-    empty = _row(master, "EMPTY.US")  # an empty Bronze file, unknown to the ledger
-    assert empty["bronze_path"] is not None and empty["row_count"] == 0
-    assert empty["min_price"] is None and empty["ledger_file_count"] == 0
+    lone = _row(master, "LONE.US")  # in Bronze, unknown to the ledger
+    assert lone["bronze_path"] is not None and lone["row_count"] == 1
+    assert (lone["min_price"], lone["max_price"]) == (49.0, 51.0)
+    assert lone["ledger_file_count"] == lone["invalid_row_count"] == 0
     # A ledger file without a ticker cannot become a symbol.
     assert master["ticker"].null_count() == 0
 
 
 def test_without_ledger_counts_are_zero(lake_root: Path) -> None:
     master = qa.build_symbol_master(_files(lake_root), None, pl.DataFrame(), BUILT)
-    assert master["ticker"].to_list() == ["AAPL.US", "MSFT.US", "EMPTY.US", "IBM.US"]
+    assert master["ticker"].to_list() == ["AAPL.US", "MSFT.US", "IBM.US", "LONE.US"]
     ledger_counts = ["invalid_row_count", "duplicates_count", "rows_invalid_reported",
                      "rows_total_reported", "rejected_line_count", "failed_files",
                      "ledger_file_count"]  # fmt: skip
@@ -202,15 +222,18 @@ def test_without_ledger_counts_are_zero(lake_root: Path) -> None:
 
 
 def test_unreadable_bronze_file_is_skipped(lake_root: Path) -> None:
-    broken = lake.symbol_file(lake_root / "ohlcv_by_symbol", "NYSE", "BROKEN.US")
-    broken.parent.mkdir(parents=True)
+    _bronze(lake_root / "ohlcv_by_symbol", "NYSE", "BROKEN.US", [
+        (D(2020, 1, 2), 1.0, 1.0, 1.0, 1.0, 1.0, "y/broken.us.txt", 1, False, False),
+    ])  # fmt: skip
+    [broken] = _files(lake_root).of(["BROKEN.US"]).files()  # its own commit: its own file
     broken.write_bytes(b"not parquet")
     master, bad = qa.build_symbol_master_report(_files(lake_root), None, None, BUILT)
     assert bad == [broken]
-    assert "BROKEN.US" not in master["ticker"].to_list() and master.height == 4
+    assert master["ticker"].to_list() == ["AAPL.US", "MSFT.US", "IBM.US", "LONE.US"]
+    assert master["row_count"].to_list() == [3, 2, 2, 1]
     summary, _, by_year = qa.sanity_report(master, _files(lake_root), BUILT)
     assert summary["rows_by_year_read_errors"] == 1
-    assert by_year["row_count"].sum() == 7
+    assert by_year.rows() == [(2019, 1), (2020, 2), (2021, 4), (2022, 1)]  # no 2020-01-02
 
 
 def test_sanity_summary(lake_root: Path) -> None:
@@ -220,11 +243,11 @@ def test_sanity_summary(lake_root: Path) -> None:
         "generated_ts": "2026-03-01T12:00:00+00:00",
         "ticker_count": 6,
         "exchange_counts": {"NASDAQ": 3, "NYSE": 3},
-        "total_rows": 7,
+        "total_rows": 8,
         "global_min_trade_date": "2019-06-03",
         "global_max_trade_date": "2022-06-01",
-        "bronze_file_count": 4,
-        "empty_bronze_files_count": 1,
+        "bronze_file_count": 4,  # tickers with Bronze rows (the key keeps the old name)
+        "empty_bronze_files_count": 0,  # a committed ticker always has rows
         "duplicate_ticker_entries_in_symbol_master": 0,
         "total_warn_rows": 2,
         "total_invalid_rows": 6,
@@ -243,7 +266,7 @@ def test_sanity_top_lists_order(lake_root: Path) -> None:
     summary, _, _ = qa.sanity_report(_master(lake_root), _files(lake_root), BUILT)
     warn = summary["top_tickers_by_warn_rows"]
     assert [r["ticker"] for r in warn] == [
-        "AAPL.US", "MSFT.US", "IBM.US", "BAD.US", "EMPTY.US", "ZERO.US",
+        "AAPL.US", "MSFT.US", "IBM.US", "LONE.US", "BAD.US", "ZERO.US",
     ]  # fmt: skip
     assert warn[0] == {
         "ticker": "AAPL.US", "exchange": "NASDAQ", "warn_row_count": 1, "row_count": 3,
@@ -253,8 +276,8 @@ def test_sanity_top_lists_order(lake_root: Path) -> None:
     assert [r["ticker"] for r in rows][:3] == ["AAPL.US", "MSFT.US", "IBM.US"]  # tie: exchange
     assert set(rows[0]) == {"ticker", "exchange", "row_count", "first_date", "last_date"}
     span = summary["top_tickers_by_date_span_days"]
-    assert [(r["ticker"], r["date_span_days"]) for r in span][:4] == [
-        ("IBM.US", 1094), ("MSFT.US", 56), ("AAPL.US", 6), ("BAD.US", None),
+    assert [(r["ticker"], r["date_span_days"]) for r in span][:5] == [
+        ("IBM.US", 1094), ("MSFT.US", 56), ("AAPL.US", 6), ("LONE.US", 0), ("BAD.US", None),
     ]  # fmt: skip
 
 
@@ -263,9 +286,12 @@ def test_top_lists_are_capped_at_20(tmp_path: Path) -> None:
         {"ticker": [f"T{i:02d}" for i in range(25)], "exchange": ["NYSE"] * 25,
          "row_count": list(range(25)), "bronze_path": ["x"] * 25}
     )  # fmt: skip
-    summary, _, _ = qa.sanity_report(master, [], BUILT)
+    summary, _, _ = qa.sanity_report(master, _empty(tmp_path), BUILT)
     assert len(summary["top_tickers_by_row_count"]) == 20
     assert summary["top_tickers_by_row_count"][0]["ticker"] == "T24"
+    # Counted from the master alone: T00 claims a Bronze path with no rows.
+    assert summary["empty_bronze_files_count"] == 1
+    assert summary["ledger_missing_for_symbols"] == 25 and summary["total_rows"] == 300
 
 
 def test_by_exchange_and_by_year(lake_root: Path) -> None:
@@ -273,10 +299,10 @@ def test_by_exchange_and_by_year(lake_root: Path) -> None:
     assert by_exchange.schema == pl.Schema(qa.BY_EXCHANGE_SCHEMA)
     assert by_exchange.rows() == [
         ("NASDAQ", 3, 5, D(2020, 12, 30), D(2021, 3, 1), 2),
-        ("NYSE", 3, 2, D(2019, 6, 3), D(2022, 6, 1), 0),
+        ("NYSE", 3, 3, D(2019, 6, 3), D(2022, 6, 1), 0),
     ]
     assert by_year.schema == pl.Schema(qa.BY_YEAR_SCHEMA)
-    assert by_year.rows() == [(2019, 1), (2020, 1), (2021, 4), (2022, 1)]
+    assert by_year.rows() == [(2019, 1), (2020, 2), (2021, 4), (2022, 1)]
 
 
 def test_problem_tickers_criterion_and_sort(lake_root: Path) -> None:
@@ -306,9 +332,11 @@ def test_problem_tickers_tolerates_an_old_master() -> None:
 
 
 def test_empty_inputs(tmp_path: Path) -> None:
-    master = qa.build_symbol_master([], None, None, BUILT)
+    nothing = _empty(tmp_path)
+    assert nothing.is_empty and nothing.generation == 0
+    master = qa.build_symbol_master(nothing, None, None, BUILT)
     assert master.is_empty() and master.schema == pl.Schema(qa.SYMBOL_MASTER_SCHEMA)
-    summary, by_exchange, by_year = qa.sanity_report(master, [], BUILT)
+    summary, by_exchange, by_year = qa.sanity_report(master, nothing, BUILT)
     assert summary["ticker_count"] == summary["total_rows"] == summary["bronze_file_count"] == 0
     assert summary["ledger_files_count"] == summary["rows_by_year_read_errors"] == 0
     assert summary["global_min_trade_date"] is None and summary["exchange_counts"] == {}
@@ -320,7 +348,7 @@ def test_empty_inputs(tmp_path: Path) -> None:
     paths = qa.write_sanity_artifacts(summary, by_exchange, by_year, tmp_path / "artifacts")
     assert all(path.exists() for path in paths)
     # A ledger alone (nothing written to Bronze yet) still lists its tickers.
-    only_ledger = qa.build_symbol_master([], _ledger(), None, BUILT)
+    only_ledger = qa.build_symbol_master(nothing, _ledger(), None, BUILT)
     assert only_ledger["ticker"].to_list() == [
         "AAPL.US", "BAD.US", "MSFT.US", "IBM.US", "ZERO.US",
     ]  # fmt: skip

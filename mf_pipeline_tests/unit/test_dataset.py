@@ -173,7 +173,7 @@ def test_bad_metadata_arguments_raise() -> None:
 # --- the batched export over a lake on disk -------------------------------------------------
 
 PANEL_LAYERS = ("features", "events", "indicators", "silver")
-# "A" < "A.US" < "AB.US" by ticker but not by path; both exchanges interleave in ticker order
+# "A" < "A.US" < "AB.US" by ticker but not by shard (11, 01, 07); both exchanges interleave
 LAKE_TICKERS = (("AB.US", "NYSE"), ("A.US", "NASDAQ"), ("A", "NYSE"), ("ZZ.US", "NASDAQ"),
                 ("B.US", "NASDAQ"), ("C.US", "NYSE"))
 
@@ -206,13 +206,16 @@ def _layer_rows(ticker: str, exchange: str, days: int, offset: int) -> dict[str,
 
 
 def _write_lake(settings, tickers=LAKE_TICKERS, days: int = 9) -> None:
-    """The four layers for ``tickers``; the last ticker also gets a delta file per layer."""
+    """The four layers for ``tickers``, one commit per ticker and layer; the last ticker also
+    gets later bars appended by another commit (its rows in two files per layer)."""
     for index, (ticker, exchange) in enumerate(tickers):
         for layer, frame in _layer_rows(ticker, exchange, days + index, 0).items():
             lake.write_symbol_files(frame, lake.LAYERS[layer].root(settings))
     ticker, exchange = tickers[-1]
     for layer, frame in _layer_rows(ticker, exchange, 3, days + len(tickers)).items():
-        lake.write_symbol_files(frame, lake.LAYERS[layer].root(settings), append=True)
+        root = lake.LAYERS[layer].root(settings)
+        lake.write_symbol_files(frame, root, append=True)
+        assert len(lake.snapshot(root).of([ticker]).files()) == 2
 
 
 def _reference(settings, tickers=None, start=None, end=None) -> pl.DataFrame:
@@ -261,7 +264,7 @@ def test_export_row_order_is_ticker_then_date(lake_settings) -> None:
     assert frame["ticker"].unique(maintain_order=True).to_list() == sorted(
         t for t, _ in LAKE_TICKERS)
     assert frame.equals(frame.sort("ticker", "trade_date"))
-    last = frame.filter(pl.col("ticker") == "C.US")["trade_date"]  # base + delta file
+    last = frame.filter(pl.col("ticker") == "C.US")["trade_date"]  # base + appended rows
     assert last.is_sorted() and last.n_unique() == last.len() == (9 + 5 - 2) + (3 - 2)
 
 
@@ -271,14 +274,14 @@ def test_export_with_a_ticker_missing_from_layers(lake_settings) -> None:
     for layer, ticker in (("events", "A.US"), ("silver", "A.US"), ("silver", "B.US")):
         lake.remove_symbol_files(lake.LAYERS[layer].root(lake_settings), [ticker])
     root = lake.LAYERS["indicators"].root(lake_settings)
-    [path] = lake.symbol_files(root, ["ZZ.US"])
-    pl.read_parquet(path).slice(1).write_parquet(path)  # ZZ.US loses a row in indicators only
+    shorter = lake.read_tickers(root, ["ZZ.US"]).slice(1)  # ZZ.US loses a row in indicators
+    lake.write_symbol_files(shorter, root)
     expected = _reference(lake_settings)
     gone = expected.filter(pl.col("ticker") == "A.US")
     assert gone["flow_state_code"].null_count() == gone["trade_dt"].null_count() == gone.height
     no_silver = expected.filter(pl.col("trade_dt").is_null())["ticker"].unique().sort()
     assert gone.height > 0 and no_silver.to_list() == ["A.US", "B.US"]
-    # batch_rows=1: A.US's batch has no events nor silver file at all, yet gets their columns
+    # batch_rows=1: A.US's batch has no events nor silver rows at all, yet gets their columns
     for batch_rows in (1, 10**9):
         frame, meta = _export(lake_settings, batch_rows)
         assert frame.equals(expected) and frame.schema == expected.schema

@@ -2,11 +2,14 @@
 what ``repair`` does (the end-to-end test, ``e2e/test_doctor.py``, rebuilds a damaged lake)."""
 
 import datetime as dt
+import json
 import os
+from pathlib import Path
 
 import polars as pl
+import pytest
 
-from mf_pipeline.lib import doctor, lake
+from mf_pipeline.lib import doctor, lake, lake_table
 from mf_pipeline.lib.layers.bronze.ledger import LEDGER_SCHEMA
 
 
@@ -33,16 +36,24 @@ def test_doctor_reports_and_repairs_a_hand_made_lake(isolated, tmp_path):
     (tmp_path / "raw").mkdir()
     settings = isolated(tmp_path / "raw")
     bronze_root = lake.LAYERS["bronze"].root(settings)
-    files = {t: lake.write_symbol_files(bars(t, extra=t == "DD.US"), bronze_root)[t]
-             for t in ("AA.US", "BB.US", "CC.US", "DD.US")}  # DD.US: another schema
+    # One commit: a file per shard; BB.US and EB.US share shard 07, hence one file.
+    lake.write_symbol_files(pl.concat([bars(t) for t in ("AA.US", "BB.US", "CC.US", "EB.US")]),
+                            bronze_root)
+    lake.write_symbol_files(bars("DD.US", extra=True), bronze_root)  # another schema
+    snapshot = lake.snapshot(bronze_root)
+    files = {t: snapshot.of([t]).files() for t in ("AA.US", "BB.US", "CC.US", "DD.US", "EB.US")}
+    assert all(len(f) == 1 for f in files.values()) and files["BB.US"] == files["EB.US"]
+    files = {t: f[0] for t, f in files.items()}
+    assert len(set(files.values())) == 4
+    kept_rows = lake.read_tickers(bronze_root, ["AA.US", "CC.US"])
     files["BB.US"].write_bytes(b"not parquet")
     lake.write_parquet(ledger([("a.txt", "AA.US", 4), ("b.txt", "BB.US", 4),
                                ("c.txt", "CC.US", 9)]), settings.bronze_root / doctor.LEDGER)
-    manifest = pl.DataFrame({"source_file": ["a.txt", "b.txt", "c.txt", "d.txt"],
-                             "ticker": ["AA.US", "BB.US", "CC.US", "DD.US"]})
+    manifest = pl.DataFrame({"source_file": ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"],
+                             "ticker": ["AA.US", "BB.US", "CC.US", "DD.US", "EB.US"]})
     lake.write_parquet(manifest, settings.bronze_root / doctor.STABLE_MANIFEST)
     dead_temp = files["AA.US"].with_name(
-        f".part-000.parquet.w999999999-1-{lake._host_tag()}-00000000.tmp")
+        f".{files['AA.US'].name}.w999999999-1-{lake._host_tag()}-00000000.tmp")
     dead_temp.write_bytes(b"x")
     live_temp = lake._temp_path(files["AA.US"])  # this process: alive
     live_temp.write_bytes(b"x")
@@ -50,24 +61,35 @@ def test_doctor_reports_and_repairs_a_hand_made_lake(isolated, tmp_path):
     (settings.silver_root / "_calc" / "silver.json").write_text("[1, 2]")
 
     report = doctor.diagnose(settings)
-    found = {(p.kind, os.path.basename(os.path.dirname(p.path)) if p.kind == "per_ticker"
-              else os.path.basename(p.path)): p.what for p in report.problems}
-    assert set(found) == {("per_ticker", "ticker=BB.US"), ("per_ticker", "ticker=DD.US"),
+    found = {(p.kind, os.path.basename(p.path)): p.what for p in report.problems}
+    bb, dd = files["BB.US"].name, files["DD.US"].name
+    assert set(found) == {("per_ticker", bb), ("per_ticker", dd),
                           ("ledger", "file_ledger.parquet"), ("temp", dead_temp.name),
                           ("calc", "silver.json")}
-    assert "unreadable Parquet footer" in found["per_ticker", "ticker=BB.US"]
-    assert "unexpected columns ['surprise']" in found["per_ticker", "ticker=DD.US"]
+    assert "unreadable Parquet footer" in found["per_ticker", bb]
+    assert "unexpected columns ['surprise']" in found["per_ticker", dd]
     assert "c.txt" in found["ledger", "file_ledger.parquet"]
     assert report.checked["bronze"] == 4 and len(report.remaining) == 5
     assert report.next_steps[0].startswith("mf doctor --repair")
+    assert files["BB.US"].exists()  # a report changes nothing
 
     repaired = doctor.diagnose(settings, repair=True)
     assert not repaired.remaining
-    assert not files["BB.US"].parent.exists() and not files["DD.US"].parent.exists()
+    repairs = {os.path.basename(p.path): p.repair for p in repaired.problems}
+    assert "its 3 tickers dropped from bronze" in repairs[bb]  # BB.US, EB.US and DD.US
+    # The damaged files' tickers left the layer in one commit; the others kept their rows.
+    after_repair = lake.snapshot(bronze_root)
+    assert after_repair.generation == snapshot.generation + 1
+    assert after_repair.tickers() == ["AA.US", "CC.US"]
+    assert lake.read_tickers(bronze_root).equals(kept_rows)
+    assert not files["BB.US"].exists() and not files["DD.US"].exists()
     assert files["AA.US"].exists() and files["CC.US"].exists()
-    quarantined = sorted(p.name for p in (tmp_path / "data" / doctor.QUARANTINE).rglob("*")
-                         if p.name.startswith("ticker="))
-    assert quarantined == ["ticker=BB.US", "ticker=DD.US"]
+    into = Path(repaired.quarantine)
+    assert into.parent == tmp_path / "data" / doctor.QUARANTINE
+    quarantined = sorted(p.relative_to(into) for p in into.rglob("*.parquet"))
+    assert quarantined == sorted(path.relative_to(tmp_path / "data")
+                                 for path in (files["BB.US"], files["DD.US"]))
+    assert (into / files["DD.US"].relative_to(tmp_path / "data")).read_bytes()[:4] == b"PAR1"
     # Broken Bronze tickers and the unreconciled file are ingested again by the next run.
     kept = pl.read_parquet(settings.bronze_root / doctor.STABLE_MANIFEST)["source_file"]
     assert kept.to_list() == ["a.txt"]
@@ -77,3 +99,53 @@ def test_doctor_reports_and_repairs_a_hand_made_lake(isolated, tmp_path):
 
     after = doctor.diagnose(settings)  # the quarantine is not checked again
     assert [p.kind for p in after.problems] == ["ledger"]  # until the next run re-ingests c.txt
+    assert after.checked["bronze"] == 2
+
+
+def test_an_unreadable_snapshot_quarantines_the_layer(isolated, tmp_path):
+    (tmp_path / "raw").mkdir()
+    settings = isolated(tmp_path / "raw")
+    bronze_root = lake.LAYERS["bronze"].root(settings)
+    lake.write_symbol_files(pl.concat([bars("AA.US"), bars("BB.US")]), bronze_root)
+    manifest = pl.DataFrame({"source_file": ["a.txt", "b.txt"], "ticker": ["AA.US", "BB.US"]})
+    lake.write_parquet(manifest, settings.bronze_root / doctor.STABLE_MANIFEST)
+    index = bronze_root / json.loads((bronze_root / lake_table.POINTER).read_text())["index"]
+    index.write_bytes(b"not parquet")
+
+    report = doctor.diagnose(settings)
+    assert [(p.kind, p.path) for p in report.problems] == [
+        ("per_ticker", str(bronze_root / lake_table.POINTER))]
+    assert report.problems[0].what.startswith("unreadable snapshot")
+    assert report.checked["bronze"] == 0
+
+    repaired = doctor.diagnose(settings, repair=True)
+    assert not repaired.remaining and not bronze_root.exists()
+    moved = Path(repaired.quarantine) / bronze_root.relative_to(tmp_path / "data")
+    assert (moved / lake_table.POINTER).is_file() and (moved / index.relative_to(bronze_root)
+                                                       ).read_bytes() == b"not parquet"
+    # Every raw file counts as new: the next run rebuilds Bronze into an empty layer.
+    assert pl.read_parquet(settings.bronze_root / doctor.STABLE_MANIFEST).height == 0
+    assert lake.snapshot(bronze_root).generation == 0
+    assert not doctor.diagnose(settings).problems
+
+
+@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
+                   reason="library bug: _repair moves the missing file (shutil.move raises)")
+def test_a_data_file_missing_from_its_snapshot_is_repaired(isolated, tmp_path):
+    """A file the snapshot names but nobody can read because it is gone: its tickers are
+    dropped like those of a damaged file; there is nothing to quarantine."""
+    (tmp_path / "raw").mkdir()
+    settings = isolated(tmp_path / "raw")
+    bronze_root = lake.LAYERS["bronze"].root(settings)
+    lake.write_symbol_files(pl.concat([bars("AA.US"), bars("BB.US")]), bronze_root)  # 09, 07
+    [gone] = lake.snapshot(bronze_root).of(["AA.US"]).files()
+    gone.unlink()
+
+    report = doctor.diagnose(settings)
+    assert [(p.kind, p.path) for p in report.problems] == [("per_ticker", str(gone))]
+    assert "FileNotFoundError" in report.problems[0].what
+
+    repaired = doctor.diagnose(settings, repair=True)
+    assert not repaired.remaining
+    assert lake.symbol_tickers(bronze_root) == ["BB.US"]
+    assert not doctor.diagnose(settings).problems
