@@ -64,7 +64,7 @@ def lake_root(tmp_path: Path) -> Path:
     """4 tickers with data over 2 exchanges (one commit each, AAPL.US over two files), and
     ledger/rejects rows."""
     data = tmp_path / "bronze" / "ohlcv_by_symbol"
-    # AAPL rows deliberately out of order: source_file_last must sort by (date, line).
+    # AAPL rows given out of order: source_file_last must sort by (date, line).
     _bronze(data, "NASDAQ", "AAPL.US", [
         (D(2021, 1, 4), 11.0, 20.0, 8.0, 12.0, 200.0, "n/aapl.us.txt", 3, True, False),
         (D(2020, 12, 30), 10.0, 12.0, 9.0, 11.0, 100.0, "n/aapl.us.txt", 2, False, False),
@@ -233,6 +233,7 @@ def test_unreadable_bronze_file_is_skipped(lake_root: Path) -> None:
     assert master["row_count"].to_list() == [3, 2, 2, 1]
     summary, _, by_year = qa.sanity_report(master, _files(lake_root), BUILT)
     assert summary["rows_by_year_read_errors"] == 1
+    assert summary["bronze_file_count"] == 5  # the snapshot's tickers, BROKEN.US included
     assert by_year.rows() == [(2019, 1), (2020, 2), (2021, 4), (2022, 1)]  # no 2020-01-02
 
 
