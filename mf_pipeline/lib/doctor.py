@@ -41,7 +41,7 @@ from typing import Any
 
 import polars as pl
 
-from mf_pipeline.lib import lake, lake_table, registry
+from mf_pipeline.lib import lake, lake_migrate, lake_table, registry
 from mf_pipeline.lib.settings import Settings
 
 QUARANTINE = "_quarantine"
@@ -58,7 +58,7 @@ class Problem:
     path: str
     what: str
     kind: str
-    """per_ticker, carry, calc, accounting, ledger, export, other, temp."""
+    """per_ticker, layout, carry, calc, accounting, ledger, export, other, temp."""
     repair: str | None = None
     """What ``repair`` did (``quarantined …``, ``removed``, …); None when nothing was done."""
 
@@ -311,8 +311,12 @@ def diagnose(settings: Settings, repair: bool = False) -> DoctorReport:
                            if path == bronze / STABLE_MANIFEST else ())
         else:
             others.append(path)
+    for root in lake_migrate.pending(settings):
+        report.problems.append(Problem(str(root), "v1 lake layout (one folder per ticker): "
+                                       "--repair converts it to lake v2", "layout"))
     for layer in registry.PER_TICKER:
-        _check_per_ticker(state, layer)
+        if not lake_table.is_v1(registry.LAYERS[layer].root(settings)):
+            _check_per_ticker(state, layer)
     for folder, files in sorted(exports.items()):
         _check_export(state, folder, files)
     for path in sorted(others):
@@ -386,7 +390,7 @@ def _repair(state: _Lake, quarantine_root: Path) -> None:
         tickers = set(index.filter(pl.col("file").is_in(names))["ticker"].to_list())
         lake.remove_symbol_files(root, tickers)  # stale from now on: rebuilt by the next run
         for path, problems in files.items():
-            done = move(path)
+            done = move(path) if path.exists() else "missing"
             for problem in problems:
                 problem.repair = f"{done}; its {len(tickers)} tickers dropped from {layer}"
         if layer == "bronze":
@@ -403,6 +407,10 @@ def _repair(state: _Lake, quarantine_root: Path) -> None:
         if problem.kind == "temp":
             path.unlink(missing_ok=True)
             problem.repair = "removed"
+        elif problem.kind == "layout":
+            count = lake_migrate.migrate(path, settings)
+            problem.repair = (f"converted to lake v2 ({count} tickers); the next run rebuilds "
+                              "the derived layers once")
         elif problem.kind == "calc" and path.stem in registry.PER_TICKER:
             lake.write_json({"layer": path.stem, "fingerprint": "mixed", "settings": None}, path)
             problem.repair = "replaced by a 'mixed' record: the next run rebuilds the layer"

@@ -95,8 +95,8 @@ def is_v1(root: Path) -> bool:
 def _v1_error(root: Path) -> LakeFormatError:
     return LakeFormatError(
         f"{root} holds the v1 lake layout (one folder per ticker). This version stores each "
-        "layer as a few large files per shard: run `mf lake-migrate` once to convert the lake "
-        "(or delete the data folder and `mf run` to rebuild it from the raw files).")
+        "layer as a few large files per shard: run `mf doctor --repair` once to convert the "
+        "lake (or delete the data folder and `mf run` to rebuild it from the raw files).")
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,9 @@ def read_snapshot(root: Path) -> Snapshot:
         try:
             index = pl.read_parquet(root / pointer["index"])
         except FileNotFoundError:  # replaced and collected between the two reads: again
+            if _read_pointer(root) == pointer:
+                raise LakeFormatError(f"{root / POINTER} names a missing index "
+                                      f"{pointer['index']}: run `mf doctor --repair`") from None
             continue
         return Snapshot(root, int(pointer["generation"]), index.cast(INDEX_SCHEMA))
     raise RuntimeError(f"{root}: the snapshot kept changing while being read")

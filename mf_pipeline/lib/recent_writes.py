@@ -50,8 +50,8 @@ class RecentWrites:
 
     def remember(self, layer_root: Path, listings: Mapping[str, str],
                  frame: pl.DataFrame) -> None:
-        """Keep the rows of ``frame``, just committed; ``listings`` are the commit's
-        ``{ticker: listing}`` (call after the commit)."""
+        """Keep the rows of ``frame``, just committed as every row of its tickers (a
+        replacing commit, not an append); ``listings`` are the commit's ``{ticker: listing}``."""
         if frame.is_empty():
             return
         parts = frame.partition_by("ticker", as_dict=True)

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from mf_pipeline.lib import doctor, lake, lake_table
 from mf_pipeline.lib.layers.bronze.ledger import LEDGER_SCHEMA
@@ -129,8 +128,6 @@ def test_an_unreadable_snapshot_quarantines_the_layer(isolated, tmp_path):
     assert not doctor.diagnose(settings).problems
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="library bug: _repair moves the missing file (shutil.move raises)")
 def test_a_data_file_missing_from_its_snapshot_is_repaired(isolated, tmp_path):
     """A file the snapshot names but nobody can read because it is gone: its tickers are
     dropped like those of a damaged file; there is nothing to quarantine."""
@@ -149,3 +146,31 @@ def test_a_data_file_missing_from_its_snapshot_is_repaired(isolated, tmp_path):
     assert not repaired.remaining
     assert lake.symbol_tickers(bronze_root) == ["BB.US"]
     assert not doctor.diagnose(settings).problems
+
+
+def _v1_file(root: Path, ticker: str, name: str, frame: pl.DataFrame) -> None:
+    folder = root / "exchange=NYSE" / f"prefix={ticker[0]}" / f"ticker={ticker}"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(folder / name)
+
+
+def test_a_v1_lake_is_reported_and_converted_by_repair(isolated, tmp_path):
+    """A lake written by the one-folder-per-ticker layout (base + a nightly delta) is never
+    read as v2: the doctor names it, and ``--repair`` converts it with the same rows."""
+    (tmp_path / "raw").mkdir()
+    settings = isolated(tmp_path / "raw")
+    silver = lake.LAYERS["silver"].root(settings)
+    _v1_file(silver, "AA.US", "part-000.parquet", bars("AA.US"))
+    late = bars("AA.US").with_columns(pl.col("trade_date") + dt.timedelta(days=7))
+    _v1_file(silver, "AA.US", "part-d20240109.parquet", late)
+    _v1_file(silver, "BB.US", "part-000.parquet", bars("BB.US"))
+    report = doctor.diagnose(settings)
+    assert [(p.kind, p.path) for p in report.problems] == [("layout", str(silver))]
+    assert report.next_steps and "--repair" in report.next_steps[0]
+    repaired = doctor.diagnose(settings, repair=True)
+    assert repaired.problems[0].repair.startswith("converted to lake v2 (2 tickers)")
+    assert lake_table.is_table(silver) and not list(silver.glob("exchange=*"))
+    assert not silver.with_name(silver.name + ".v1-old").exists()
+    expected = pl.concat([bars("AA.US"), late, bars("BB.US")]).sort("ticker", "trade_date")
+    assert lake.read_tickers(silver).equals(expected)
+    assert "layout" not in {p.kind for p in doctor.diagnose(settings).problems}

@@ -126,7 +126,7 @@ def test_retired_files_are_deleted_one_commit_later(tmp_path):
 
 def test_a_v1_lake_is_refused_with_a_clear_message(tmp_path):
     (tmp_path / "exchange=NYSE" / "prefix=A" / "ticker=A.US").mkdir(parents=True)
-    with pytest.raises(lake_table.LakeFormatError, match="mf lake-migrate"):
+    with pytest.raises(lake_table.LakeFormatError, match="mf doctor --repair"):
         lake.read_tickers(tmp_path)
     with pytest.raises(lake_table.LakeFormatError, match="v1 lake layout"):
         lake.write_symbol_files(bars(["A.US"], START, 1), tmp_path)

@@ -61,11 +61,10 @@ def listings(settings: Settings, layer: str, tickers: Iterable[str] | None = Non
 def _only_grew(recorded: str, current: str) -> bool:
     """True when ``current`` is ``recorded``'s rows plus appended ones: the same version (no
     rewrite since) and at least as many rows."""
-    if not recorded or not current:
+    old, new = recorded.split(":"), current.split(":")
+    if len(old) != 3 or len(new) != 3:  # nothing recorded, or a v1 folder listing
         return False
-    old_version, old_rows, _ = recorded.split(":")
-    new_version, new_rows, _ = current.split(":")
-    return old_version == new_version and int(new_rows) >= int(old_rows)
+    return old[0] == new[0] and int(new[1]) >= int(old[1])
 
 
 # ------------------------------------------------------------------------- reading and writing
