@@ -300,10 +300,13 @@ def commit(root: Path, frame: pl.DataFrame, write_file: WriteFile, *, append: bo
     """Commit ``frame`` (rows with ``ticker``, ``exchange``, ``trade_date``) to the layer.
 
     Without ``append`` the rows replace every stored row of their tickers; with it they are new
-    bars after the stored ones. Tickers in ``remove`` lose all their rows. One atomic commit.
+    bars after the stored ones (rows not after a ticker's stored last date are already there:
+    dropped). Tickers in ``remove`` lose all their rows. One atomic commit.
     """
     if is_v1(root):
         raise _v1_error(root)
+    if append and not frame.is_empty():
+        frame = _after_stored(read_snapshot(root), frame)
     new = _write_shards(root, frame, write_file, metadata)
     drop = set(remove) - set(new["ticker"].to_list())
     with commit_lock(root):
@@ -332,6 +335,18 @@ def commit(root: Path, frame: pl.DataFrame, write_file: WriteFile, *, append: bo
         (root / name).unlink(missing_ok=True)  # merged before any snapshot named it
     removed = sorted(drop & set(old["ticker"].to_list()))
     return Written(generation, Snapshot(root, generation, index).of(written).listings(), removed)
+
+
+def _after_stored(snapshot: Snapshot, frame: pl.DataFrame) -> pl.DataFrame:
+    """The appended rows dated after their ticker's stored last date: re-running an append
+    that was committed before its run was killed commits nothing twice (appends are
+    idempotent; an earlier-dated bar is never an append, callers rebuild such a ticker)."""
+    last = snapshot.of(frame["ticker"].unique().to_list()).per_ticker().select("ticker", "high")
+    if last.is_empty():
+        return frame
+    return (frame.join(last, on="ticker", how="left")
+            .filter(pl.col("high").is_null() | (pl.col("trade_date") > pl.col("high")))
+            .drop("high"))
 
 
 def _compact(root: Path, index: pl.DataFrame, shard: str, generation: int,

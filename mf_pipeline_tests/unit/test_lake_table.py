@@ -210,3 +210,16 @@ def test_two_processes_committing_different_shards_lose_nothing(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len(lake.symbol_tickers(tmp_path)) == 30
     assert lake.snapshot(tmp_path).generation == 30
+
+
+def test_re_running_an_append_commits_nothing_twice(tmp_path):
+    """A run killed after its append commit but before the manifest was promoted appends the
+    same bars again on its rerun: they are already there."""
+    lake.write_symbol_files(bars(["A.US", "B.US"], START, 3), tmp_path)
+    night = pl.concat([bars(["A.US"], START + dt.timedelta(days=3), 1, 3.0),
+                       bars(["C.US"], START, 1, 7.0)])
+    first = lake.write_symbol_files(night, tmp_path, append=True)
+    again = lake.write_symbol_files(night, tmp_path, append=True)
+    assert again.listings == {} and again.generation == first.generation  # no commit at all
+    assert lake.read_tickers(tmp_path, ["A.US"])["close"].to_list() == [0.0, 1.0, 2.0, 3.0]
+    assert lake.read_tickers(tmp_path, ["C.US"])["close"].to_list() == [7.0]
