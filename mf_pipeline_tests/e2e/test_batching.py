@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from mf_pipeline.lib import lake, recent_writes, registry
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.steps import bronze_step, derived_step
 
 
@@ -19,8 +20,10 @@ def test_small_runs_are_split_for_pipelining_and_large_ones_capped() -> None:
     assert sizes(10, 500) == [10]  # never below MIN_BATCH_TICKERS
     assert sizes(5000, 500) == [500] * 10
     assert sizes(7, 3) == [3, 3, 1]
+    # in shard order (B is in shard 01, C in 07, A in 11), so a batch writes whole shards
+    assert [shard_of(t) for t in "ABC"] == ["11", "01", "07"]
     batches = list(derived_step._batches(["B", "A", "C"], 2))
-    assert batches == [["A", "B"], ["C"]]
+    assert batches == [["B", "C"], ["A"]]
 
 
 def _lake(settings, tickers: list[str], batch_bytes: int, batch_tickers: int
