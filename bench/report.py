@@ -190,6 +190,17 @@ PART_ORDER = ("process start", "CLI: imports", "CLI: settings", "Dagster definit
               "Dagster event log", "Dagster run: around", "Dagster run: end", "CLI: the run",
               "CLI: summary")
 """How the parts of a run are listed: in the order a run passes through them."""
+PART_GROUPS = (
+    ("start-up: interpreter, imports, settings, definitions, instance",
+     ("process start", "CLI: imports", "CLI: settings", "Dagster definitions",
+      "Dagster instance")),
+    ("planning: lake lock, raw classification, stale tickers", ("lake lock", "CLI: raw tree",
+                                                               "CLI: planning")),
+    ("asset and check bodies", ("asset body", "check body", "asset metadata")),
+    ("Dagster's own run machinery and event-log writes", ("Dagster run", "Dagster event log")),
+    ("the CLI's summary and output", ("CLI: the run", "CLI: summary")),
+)
+"""The parts in five groups, for the short table."""
 RUN_KINDS = (("cold", "cold"), ("no change", "no_change"), ("appended", "append"))
 
 
@@ -201,36 +212,39 @@ def _part_rank(name: str) -> tuple[int, str]:
 
 def _accounting(entry: dict[str, Any]) -> list[str]:
     """Every second of the runs: the parts each ``mf run`` measured itself (median over the
-    repetitions), and what is left of the wall time once they are taken off."""
+    repetitions), grouped and in full, and what is left of the wall once they are taken off."""
     run = entry.get("mf_run") or {}
     columns = [(label, (run.get(key) or {}).get("runs") or []) for label, key in RUN_KINDS]
     columns = [(label, [r for r in runs if r.get("parts_s")]) for label, runs in columns]
     columns = [(label, runs) for label, runs in columns if runs]
     if not columns:
         return []
+    walls = {label: statistics.median(r["wall_s"] for r in runs) for label, runs in columns}
 
-    def median(runs: list[dict[str, Any]], pick: Any) -> float:
-        return statistics.median(pick(r) for r in runs)
+    def row(label: str, pick: Any) -> list[str]:
+        cells = [label]
+        for kind, runs in columns:
+            value = statistics.median(pick(r) for r in runs)
+            cells += [_num(value), f"{100 * value / walls[kind]:.1f}%"]
+        return cells
 
+    def summed(prefixes: Sequence[str]) -> Any:
+        return lambda r: sum(v for n, v in r["parts_s"].items() if n.startswith(tuple(prefixes)))
+
+    remainder = row("**unexplained remainder**", lambda r: r["parts_remainder_s"])
+    wall = row("**wall**", lambda r: r["wall_s"])
+    header = ["part"] + [f"{label} {unit}" for label, _ in columns for unit in ("s", "of wall")]
+    grouped = [row(label, summed(prefixes)) for label, prefixes in PART_GROUPS]
+    grouped.insert(3, row("… of which the assets report as their own seconds",
+                          lambda r: r.get("sum_asset_seconds") or 0.0))
     names = sorted({name for _, runs in columns for r in runs for name in r["parts_s"]},
                    key=_part_rank)
-    walls = {label: median(runs, lambda r: r["wall_s"]) for label, runs in columns}
-    rows = []
-    for name in [*names, None, "wall"]:
-        row = [name or "**unexplained remainder**"]
-        for label, runs in columns:
-            if name == "wall":
-                value = walls[label]
-            elif name is None:
-                value = median(runs, lambda r: r["parts_remainder_s"])
-            else:
-                value = median(runs, lambda r, n=name: r["parts_s"].get(n, 0.0))
-            row += [_num(value), f"{100 * value / walls[label]:.1f}%"]
-        rows.append(row if name != "wall" else [f"**{row[0]}**", *row[1:]])
     out = ["#### Every second of a run: the parts `mf run` measures itself — median of "
            f"{max(len(runs) for _, runs in columns)} run(s){_when(run)}", ""]
-    header = ["part"] + [f"{label} {unit}" for label, _ in columns for unit in ("s", "of wall")]
-    out += _table(header, rows, "l" + "r" * (len(header) - 1))
+    out += _table(header, [*grouped, remainder, wall])
+    out += ["Each part (parts nest; each keeps only its own seconds):", ""]
+    out += _table(header, [*(row(name, lambda r, n=name: r["parts_s"].get(n, 0.0))
+                             for name in names), remainder, wall])
     return out
 
 
