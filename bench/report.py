@@ -186,7 +186,7 @@ def _mf_run(entry: dict[str, Any]) -> list[str]:
 
 PART_ORDER = ("process start", "CLI: imports", "CLI: settings", "Dagster definitions",
               "lake lock", "CLI: raw tree", "CLI: planning", "Dagster instance",
-              "Dagster run: start", "asset body", "check body", "asset metadata",
+              "Dagster run: start", "asset body", "asset planning", "check body", "asset metadata",
               "Dagster event log", "Dagster run: around", "Dagster run: end", "CLI: the run",
               "CLI: summary")
 """How the parts of a run are listed: in the order a run passes through them."""
@@ -196,7 +196,8 @@ PART_GROUPS = (
       "Dagster instance")),
     ("planning: lake lock, raw classification, stale tickers", ("lake lock", "CLI: raw tree",
                                                                "CLI: planning")),
-    ("asset and check bodies", ("asset body", "check body", "asset metadata")),
+    ("asset and check bodies", ("asset body", "asset planning", "check body",
+                                "asset metadata")),
     ("Dagster's own run machinery and event-log writes", ("Dagster run", "Dagster event log")),
     ("the CLI's summary and output", ("CLI: the run", "CLI: summary")),
 )
