@@ -5,11 +5,13 @@ a cold full build, every file NEW), then reruns the same command unchanged (ever
 UNCHANGED) and, on a copy of the universe, after one new bar was appended to every file (every
 file APPENDED: the nightly update). Wall time, the child's own CPU and peak RSS (``wait4``)
 and a timeline from the moment each output line arrived are recorded, with the per-asset
-metadata the command prints.
+metadata the command prints and the parts of its wall time the command measured itself
+(``mf_pipeline/orchestration/accounting.py``: ``<logs>/runs/<run_id>.seconds.json``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,7 +25,7 @@ from mf_pipeline.lib.sample_append import append_one_bar
 
 PER_TICKER_ASSETS = ("bronze", "silver", "indicators", "events", "features")
 RUN_LINE = re.compile(r"\brun: ")
-DONE_LINE = re.compile(r"done in ([\d.]+)s \(Dagster run ")
+DONE_LINE = re.compile(r"done in ([\d.]+)s \(Dagster run ([0-9a-f-]+)\)")
 
 
 def pipeline_env(raw: Path, work: Path) -> dict[str, str]:
@@ -61,6 +63,16 @@ def asset_seconds(metadata: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def seconds_record(lines: list[tuple[float, str]], work: Path) -> dict[str, Any] | None:
+    """The parts the command measured itself (``orchestration/accounting.py``), from the
+    record its first Dagster run names under ``<work>/logs/runs/``."""
+    run_id = next((m.group(2) for _, text in lines if (m := DONE_LINE.search(text))), None)
+    path = work / "logs" / "runs" / f"{run_id}.seconds.json"
+    if run_id is None or not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
 def summarize(child: Any, work: Path) -> dict[str, Any]:
     """One ``mf run`` child as a flat record (timeline, metadata, overhead estimate)."""
     lines = child.lines
@@ -76,6 +88,8 @@ def summarize(child: Any, work: Path) -> dict[str, Any]:
     bars = int(bronze.get("rows_valid") or 0)
     overhead = (dagster_run_s - sum(seconds.values())) if dagster_run_s else None
     mats = tickers * len(partitioned)
+    record = seconds_record(lines, work) or {}
+    parts = record.get("parts_s") or {}
     return {
         "returncode": child.returncode,
         "wall_s": child.wall_s,
@@ -96,6 +110,9 @@ def summarize(child: Any, work: Path) -> dict[str, Any]:
         "dagster_home_mb": _dir_mb(work / "dagster_home"),
         "status_counts": manifest.get("status_counts"),
         "asset_seconds": seconds,
+        "parts_s": parts,
+        "part_calls": record.get("calls") or {},
+        "parts_remainder_s": child.wall_s - sum(parts.values()) if parts else None,
         "metadata": metadata,
         **{k: v for k, v in child.meter.items() if k not in ("wall_s", "cpu_s")},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,71 @@ def _mf_run(entry: dict[str, Any]) -> list[str]:
         out.append(f"CLI start-up: `mf --help` takes {_num(startup['mf_help_s'])} s "
                    f"(median of {startup['runs']}).")
         out.append("")
+    return out
+
+
+PART_ORDER = ("process start", "CLI: imports", "CLI: settings", "Dagster definitions",
+              "lake lock", "CLI: raw tree", "CLI: planning", "Dagster instance",
+              "Dagster run: start", "asset body", "asset planning", "check body", "asset metadata",
+              "Dagster event log", "Dagster run: around", "Dagster run: end", "CLI: the run",
+              "CLI: summary")
+"""How the parts of a run are listed: in the order a run passes through them."""
+PART_GROUPS = (
+    ("start-up: interpreter, imports, settings, definitions, instance",
+     ("process start", "CLI: imports", "CLI: settings", "Dagster definitions",
+      "Dagster instance")),
+    ("planning: lake lock, raw classification, stale tickers", ("lake lock", "CLI: raw tree",
+                                                               "CLI: planning")),
+    ("asset and check bodies", ("asset body", "asset planning", "check body",
+                                "asset metadata")),
+    ("Dagster's own run machinery and event-log writes", ("Dagster run", "Dagster event log")),
+    ("the CLI's summary and output", ("CLI: the run", "CLI: summary")),
+)
+"""The parts in five groups, for the short table."""
+RUN_KINDS = (("cold", "cold"), ("no change", "no_change"), ("appended", "append"))
+
+
+def _part_rank(name: str) -> tuple[int, str]:
+    rank = next((i for i, prefix in enumerate(PART_ORDER) if name.startswith(prefix)),
+                len(PART_ORDER))
+    return rank, name
+
+
+def _accounting(entry: dict[str, Any]) -> list[str]:
+    """Every second of the runs: the parts each ``mf run`` measured itself (median over the
+    repetitions), grouped and in full, and what is left of the wall once they are taken off."""
+    run = entry.get("mf_run") or {}
+    columns = [(label, (run.get(key) or {}).get("runs") or []) for label, key in RUN_KINDS]
+    columns = [(label, [r for r in runs if r.get("parts_s")]) for label, runs in columns]
+    columns = [(label, runs) for label, runs in columns if runs]
+    if not columns:
+        return []
+    walls = {label: statistics.median(r["wall_s"] for r in runs) for label, runs in columns}
+
+    def row(label: str, pick: Any) -> list[str]:
+        cells = [label]
+        for kind, runs in columns:
+            value = statistics.median(pick(r) for r in runs)
+            cells += [_num(value), f"{100 * value / walls[kind]:.1f}%"]
+        return cells
+
+    def summed(prefixes: Sequence[str]) -> Any:
+        return lambda r: sum(v for n, v in r["parts_s"].items() if n.startswith(tuple(prefixes)))
+
+    remainder = row("**unexplained remainder**", lambda r: r["parts_remainder_s"])
+    wall = row("**wall**", lambda r: r["wall_s"])
+    header = ["part"] + [f"{label} {unit}" for label, _ in columns for unit in ("s", "of wall")]
+    grouped = [row(label, summed(prefixes)) for label, prefixes in PART_GROUPS]
+    grouped.insert(3, row("… of which the assets report as their own seconds",
+                          lambda r: r.get("sum_asset_seconds") or 0.0))
+    names = sorted({name for _, runs in columns for r in runs for name in r["parts_s"]},
+                   key=_part_rank)
+    out = ["#### Every second of a run: the parts `mf run` measures itself — median of "
+           f"{max(len(runs) for _, runs in columns)} run(s){_when(run)}", ""]
+    out += _table(header, [*grouped, remainder, wall])
+    out += ["Each part (parts nest; each keeps only its own seconds):", ""]
+    out += _table(header, [*(row(name, lambda r, n=name: r["parts_s"].get(n, 0.0))
+                             for name in names), remainder, wall])
     return out
 
 
@@ -465,6 +531,21 @@ HOW = """\
   report (the ML dataset export, the checks, derived-layer file writes that finish after the
   last layer's compute, Numba's one-time start); "ms / asset-partition" divides it by tickers
   x per-ticker assets.
+* **Every second of a run** (`mf_pipeline/orchestration/accounting.py`): each `mf run` times
+  named parts of its main thread and writes them to `<logs>/runs/<run_id>.seconds.json` as it
+  exits; the bench reads that file. Parts nest and keep only their own seconds, so they never
+  overlap and add up to at most the wall: process start (interpreter + CLI imports, from
+  `/proc/self/stat`), the CLI's steps (settings, the runner's imports, raw classification,
+  planning), the Dagster definitions' load (with the imports of every `defs/` module), the
+  lake lock, the instance, the run's own machinery in three phases (before the first step,
+  around the steps, after the run's end event), each asset's and check's body (the wrapped
+  compute function; a generator's steps only), what the per-ticker assets read back of the
+  lake for their shards' metadata, and every event-log write (our storage class's
+  `store_event`: materializations, log messages and other events apart). Writer threads
+  overlap the main thread and are not parts; the main thread's wait for them is inside the
+  asset's body. "Unexplained remainder" is the child's wall (`wait4` in the bench) minus all
+  parts: exit, argument parsing, and what no part covers. Under a profiler (`py-spy record
+  --idle -f speedscope -- .venv/bin/mf run …`) the same split holds.
 * **Dagster bookkeeping** (`bench/dagster_probe.py`): a throwaway code location with a chain
   of 5 no-IO assets (like bronze → features) over a dynamic partition set
   (`BackfillPolicy.single_run()`), run in process
@@ -577,7 +658,7 @@ def render(results: dict[str, Any]) -> str:
                        f"Last updated {entry.get('finished')}.")
             out.append("")
         out += [f"Machine: {_machine(entry)}.", ""]
-        out += _layers(entry) + _mf_run(entry)
+        out += _layers(entry) + _mf_run(entry) + _accounting(entry)
         out += (_budget(entry) if name == "small" else []) + _dagster(entry)
         out += _validation(entry, name == "small") + _wf(entry, name == "small")
         out += backtest_lines(entry) + grid_lines(entry)

@@ -21,6 +21,7 @@ from mf_pipeline.cli import (  # noqa: F401  (importing registers the commands)
     viewer_commands,
 )
 from mf_pipeline.cli.app import app
+from mf_pipeline.orchestration import accounting
 
 __all__ = ["app", "run"]
 
@@ -48,6 +49,7 @@ def run() -> None:
     """
     code: int = 0
     tune_garbage_collector()
+    accounting.commands_start()
     try:
         app()
     except SystemExit as done:
@@ -56,6 +58,7 @@ def run() -> None:
         elif done.code is not None:
             print(done.code, file=sys.stderr)
             code = 1
+    accounting.write()  # where this command's seconds went, when it ran a Dagster run
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

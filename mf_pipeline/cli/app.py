@@ -87,10 +87,12 @@ def main(ctx: typer.Context, config_file: ConfigFile = None, verbose: Verbose = 
 def settings_of(ctx: typer.Context) -> Settings:
     """Load the effective settings, turning a bad value into a clean one-line error."""
     from mf_pipeline.lib.settings import SettingsError, load_settings
+    from mf_pipeline.orchestration.accounting import part
 
     config_file = (ctx.obj or {}).get("config_file")
     try:
-        return load_settings(config_file)
+        with part("CLI: settings"):
+            return load_settings(config_file)
     except SettingsError as error:
         fail(str(error))
         raise  # unreachable; keeps type checkers happy

@@ -121,14 +121,17 @@ def run(
 ) -> None:
     """Materialize raw → manifest → … → LAYER for the tickers that need it, through Dagster."""
     from mf_pipeline.orchestration import planning as pipeline
-    from mf_pipeline.orchestration import runner
+    from mf_pipeline.orchestration.accounting import part
 
+    with part("CLI: imports of the runner (Dagster)"):
+        from mf_pipeline.orchestration import runner
     try:
         selection = pipeline.until(runner.definitions(), until)
     except ValueError as error:
         fail(str(error))
     outcome = _execute(ctx, selection, full=full, limit=limit, promote=limit is None)
-    emit(outcome.metadata, as_json, run_summary(outcome))
+    with part("CLI: summary and output"):
+        emit(outcome.metadata, as_json, run_summary(outcome))
 
 
 @app.command("bronze-run")

@@ -10,6 +10,7 @@ from mf_pipeline.lib import lake_lock
 from mf_pipeline.lib.partitions import in_shards
 from mf_pipeline.lib.settings import Settings, load_settings
 from mf_pipeline.lib.steps.shards import TickerListError, checked_tickers
+from mf_pipeline.orchestration.accounting import part
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -61,9 +62,10 @@ class TickerWork(dg.ConfigurableResource):
                automatic: Callable[[], Iterable[str]]) -> list[str]:
         """The tickers to process in ``shards``: the configured list (checked), else
         ``automatic()``."""
-        if self.tickers is None:
-            return in_shards(automatic(), shards)
         try:
-            return checked_tickers(settings, self.tickers, shards)
+            with part("asset planning: each per-ticker asset finds or checks its tickers"):
+                if self.tickers is None:
+                    return in_shards(automatic(), shards)
+                return checked_tickers(settings, self.tickers, shards)
         except TickerListError as error:
             raise dg.Failure(description=str(error), allow_retries=False) from error

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as db
-from dagster import Field, StringSource
+from dagster import DagsterEventType, EventLogEntry, Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
@@ -29,6 +29,12 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.pool import QueuePool
 
+from mf_pipeline.orchestration.accounting import part
+
+EVENT_WRITES = {kind: f"Dagster event log: writes, {what}" for kind, what in (
+    ("materialization", "asset materializations"), ("message", "log messages"),
+    ("other", "other events"))}
+MATERIALIZATION = DagsterEventType.ASSET_MATERIALIZATION
 BUSY_TIMEOUT_SECONDS = 30
 MAX_OPEN_SHARDS = 8
 
@@ -89,6 +95,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event(self, event: EventLogEntry) -> None:
+        """Dagster's write, timed as a part of the command (``accounting.py``), materializations
+        (one per asset and shard) apart from the other events and the assets' log messages."""
+        kind = event.dagster_event_type
+        name = EVENT_WRITES["message" if kind is None else
+                            "materialization" if kind == MATERIALIZATION else "other"]
+        with part(name):
+            super().store_event(event)
 
     def has_table(self, table_name: str) -> bool:
         """Cached: Dagster asks for every asset event; tables are never dropped while running."""

@@ -124,22 +124,27 @@ def plan_and_run(settings: Settings, selection: Selection, full: bool = False,
     """Classify the raw tree, plan the tickers that need work, and materialize ``selection``
     for them in one Dagster run (``mf run``, ``mf demo``, the nightly lake update). The caller
     holds the lake lock around it, so the plan cannot go stale before the run starts."""
-    from mf_pipeline.lib.steps import bronze_step
     from mf_pipeline.orchestration import runner
+    from mf_pipeline.orchestration.accounting import part
 
     log(f"raw root: {settings.raw_root}")
-    classified = bronze_step.classify_raw(settings, log)
-    tickers = tickers_needing_work(settings, classified, selection.per_ticker, full, only_status)
-    if limit is not None:
-        tickers = tickers[:limit]
-    counts = classified.group_by("manifest_status").len().sort("manifest_status").rows()
-    log(f"{classified.height} files: {dict(counts)}; {len(tickers)} tickers to process")
-    run_config = {"ops": {"bronze": {"config": {"promote_manifest": promote}}}} \
-        if "bronze" in selection.per_ticker and tickers else None
-    tail = selection.tail
-    if not tickers and "ml_dataset" in tail and export_is_current(settings):
-        log("ml_dataset is newer than every feature file: not exported again")
-        tail = tuple(name for name in tail if name != "ml_dataset")
+    with part("CLI: raw tree classified (discover, fingerprint, classify)"):
+        from mf_pipeline.lib.steps import bronze_step
+
+        classified = bronze_step.classify_raw(settings, log)
+    with part("CLI: planning (stale tickers, export current?)"):
+        tickers = tickers_needing_work(settings, classified, selection.per_ticker, full,
+                                       only_status)
+        if limit is not None:
+            tickers = tickers[:limit]
+        counts = classified.group_by("manifest_status").len().sort("manifest_status").rows()
+        log(f"{classified.height} files: {dict(counts)}; {len(tickers)} tickers to process")
+        run_config = {"ops": {"bronze": {"config": {"promote_manifest": promote}}}} \
+            if "bronze" in selection.per_ticker and tickers else None
+        tail = selection.tail
+        if not tickers and "ml_dataset" in tail and export_is_current(settings):
+            log("ml_dataset is newer than every feature file: not exported again")
+            tail = tuple(name for name in tail if name != "ml_dataset")
     return runner.run_partitioned(
         settings, selection.head, selection.per_ticker if tickers else (), tail,
         tickers, run_config=run_config, log=log,

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from mf_pipeline.orchestration import accounting
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -117,9 +119,13 @@ class _ToDisplay(logging.Handler):
         display = _CURRENT
         meta: dict[str, Any] = getattr(record, "dagster_meta", None) or {}
         step = meta.get("step_key")
-        if display is None or step is None:
-            return
         event = meta.get("dagster_event")
+        if display is None:
+            return
+        if event is not None:
+            accounting.run_event(event.event_type_value)
+        if step is None:
+            return
         if event is None:  # a message; errors are the failed step's, reported by the runner
             if logging.INFO <= record.levelno < logging.ERROR:
                 display.message(step, meta.get("orig_message", record.getMessage()))

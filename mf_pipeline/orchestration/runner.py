@@ -12,7 +12,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,21 +26,23 @@ from mf_pipeline.defs.shard_metadata import run_totals  # noqa: E402
 from mf_pipeline.lib import lake_lock  # noqa: E402
 from mf_pipeline.lib.partitions import SHARD_KEYS, shard_span  # noqa: E402
 from mf_pipeline.lib.settings import Settings  # noqa: E402
-from mf_pipeline.orchestration import progress  # noqa: E402
+from mf_pipeline.orchestration import accounting, progress  # noqa: E402
 from mf_pipeline.orchestration.instance import get_instance  # noqa: E402
 
 Log = Callable[[str], None]
 
 
 def instance(settings: Settings) -> dg.DagsterInstance:
-    return get_instance(settings.project_root)
+    with accounting.part("Dagster instance: open"):
+        return get_instance(settings.project_root)
 
 
 @functools.cache
 def definitions() -> dg.Definitions:
-    from mf_pipeline.definitions import defs
+    with accounting.part("Dagster definitions: load (defs modules and their imports)"):
+        from mf_pipeline.definitions import defs
 
-    return defs() if callable(defs) else defs
+        return defs() if callable(defs) else defs
 
 
 @dataclass
@@ -71,7 +73,9 @@ def holding_lake_lock(settings: Settings, log: Log = print,
     resource once more). A caller that plans work before its run (reads the lake to choose
     tickers) may wrap planning and run in it, so the plan cannot go stale while it waits.
     """
-    with lake_lock.hold(settings, log=log, timeout=timeout):
+    with ExitStack() as held:
+        with accounting.part("lake lock: wait and take"):
+            held.enter_context(lake_lock.hold(settings, log=log, timeout=timeout))
         yield
 
 
@@ -139,21 +143,27 @@ def _execute(
     else:
         job = definitions().resolve_job_def(job_name)
     with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)):
-        result = job.execute_in_process(
-            run_config=config,
-            instance=instance(settings),
-            raise_on_error=False,
-            **kwargs,
-        )
+        where = instance(settings)
+        with accounting.part(accounting.RUN_START):
+            result = job.execute_in_process(
+                run_config=config, instance=where, raise_on_error=False, **kwargs)
+    _account(settings, result.run_id)
     if not result.success:
         raise _failure(result, selection, settings)
-    per_shard: dict[str, list[dict[str, Any]]] = {}
-    for event in result.get_asset_materialization_events():
-        mat = getattr(event.event_specific_data, "materialization", None)
-        if mat is not None:
-            per_shard.setdefault(mat.asset_key.to_user_string(), []).append(
-                {k: v.value for k, v in mat.metadata.items()})
-    return result, {asset: run_totals(parts) for asset, parts in per_shard.items()}
+    with accounting.part("CLI: the run's metadata for the summary"):
+        per_shard: dict[str, list[dict[str, Any]]] = {}
+        for event in result.get_asset_materialization_events():
+            mat = getattr(event.event_specific_data, "materialization", None)
+            if mat is not None:
+                per_shard.setdefault(mat.asset_key.to_user_string(), []).append(
+                    {k: v.value for k, v in mat.metadata.items()})
+        return result, {asset: run_totals(parts) for asset, parts in per_shard.items()}
+
+
+def _account(settings: Settings, run_id: str) -> None:
+    """The command's seconds record goes beside the run's logs, named by its first run."""
+    accounting.record_to(settings.logs_root / "runs" / f"{run_id}.seconds.json",
+                         run_ids=[run_id])
 
 
 def run_partitioned(
@@ -258,8 +268,11 @@ def run_job(settings: Settings, job_name: str, op_config: dict[str, Any],
         config["loggers"]["console"] = {"config": {"log_level": level.upper()}}
     log(f"run: {job_name}")
     with holding_lake_lock(settings, log), progress.showing(log, {op_name: job_name}):
-        result = job.execute_in_process(run_config=config, instance=instance(settings),
-                                        raise_on_error=False)
+        where = instance(settings)
+        with accounting.part(accounting.RUN_START):
+            result = job.execute_in_process(run_config=config, instance=where,
+                                            raise_on_error=False)
+    _account(settings, result.run_id)
     if not result.success:
         raise _failure(result, [], settings)
     outcome = RunOutcome(run_ids=[result.run_id])

@@ -16,6 +16,7 @@ from mf_pipeline.defs.shard_metadata import (
     ticker_list,
 )
 from mf_pipeline.lib.steps import bronze_step, shards
+from mf_pipeline.orchestration.accounting import LAKE_FIGURES, counted, part
 
 LEDGER_COUNTS = ("files_processed", "files_failed", "files_empty", "rows_valid", "rows_invalid",
                  "rows_rejected")
@@ -36,6 +37,7 @@ class BronzeConfig(dg.Config):
     tags=PER_TICKER_TAG,
     output_required=False,
 )
+@counted("asset body: bronze")
 def bronze(
     context: dg.AssetExecutionContext, config: BronzeConfig, settings: PipelineSettings,
     ticker_work: TickerWork,
@@ -57,8 +59,9 @@ def bronze(
         f"bronze: {outcome.files_processed} files, {outcome.rows_valid} valid rows, "
         f"compute {outcome.compute_seconds:.2f}s, write {outcome.write_seconds:.2f}s"
     )
-    stored = shards.layer_snapshot(cfg, "bronze", run_shards)
-    states = shards.shard_states(stored, run_shards)
+    with part(LAKE_FIGURES):
+        stored = shards.layer_snapshot(cfg, "bronze", run_shards)
+        states = shards.shard_states(stored, run_shards)
     ledger = shards.shard_sums(outcome.ledger.with_columns(
         files_processed=pl.lit(1), files_failed=pl.col("status") == "FAILED",
         files_empty=pl.col("status") == "EMPTY"), LEDGER_COUNTS)

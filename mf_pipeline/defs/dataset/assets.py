@@ -12,6 +12,7 @@ from mf_pipeline.lib.research.splits import infeasible_reason
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps.dataset_step import export_ml_dataset
 from mf_pipeline.lib.steps.research.options import split_keys, split_of
+from mf_pipeline.orchestration.accounting import counted, part
 
 
 class MlDatasetConfig(dg.Config):
@@ -24,6 +25,7 @@ class MlDatasetConfig(dg.Config):
 
 @dg.asset(deps=list(LAYERS["ml_dataset"].inputs), group_name="dataset",
           kinds={"polars", "parquet"}, description=LAYERS["ml_dataset"].description)
+@counted("asset body: ml_dataset")
 def ml_dataset(context: dg.AssetExecutionContext, config: MlDatasetConfig,
                settings: PipelineSettings) -> dg.MaterializeResult:
     # The 44 export columns for every ticker and bar with ready key features.
@@ -31,7 +33,8 @@ def ml_dataset(context: dg.AssetExecutionContext, config: MlDatasetConfig,
     outcome = export_ml_dataset(settings.get(), run_id, config.symbols_limit, config.start_date,
                                 config.end_date, config.sample_frac)
     meta = outcome.metadata
-    dropped = _register_splits(context.instance, settings.get(), outcome.dataset_path)
+    with part("asset metadata: research splits registered (the export's dates read back)"):
+        dropped = _register_splits(context.instance, settings.get(), outcome.dataset_path)
     for key, reason in dropped.items():
         context.log.info(f"split {key} removed: {reason}")
     return dg.MaterializeResult(metadata={

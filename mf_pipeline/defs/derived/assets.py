@@ -21,6 +21,7 @@ from mf_pipeline.lib.layers.sanity import sanity_failures
 from mf_pipeline.lib.registry import DERIVED, LAYERS
 from mf_pipeline.lib.steps import shards
 from mf_pipeline.lib.steps.derived_step import DEFAULT_BATCH_TICKERS, run_derived, stale_tickers
+from mf_pipeline.orchestration.accounting import LAKE_FIGURES, counted, part
 
 
 class DerivedConfig(dg.Config):
@@ -46,6 +47,7 @@ class DerivedConfig(dg.Config):
     partitions_def=ticker_shards,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
+@counted("asset body: silver, indicators, events, features (one step)")
 def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
                   settings: PipelineSettings, ticker_work: TickerWork):
     """The selected layers for the shards' tickers whose inputs changed (or the configured
@@ -67,7 +69,8 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
     checked_rows: dict[str, int] = dict.fromkeys(layers, 0)
 
     def inspect(layer: str, frame: pl.DataFrame) -> bool:
-        found = sanity_failures(layer, frame)
+        with part("check body: derived layers' sanity"):
+            found = sanity_failures(layer, frame)
         problems[layer].extend(found)
         checked_rows[layer] += frame.height
         return not found
@@ -80,8 +83,9 @@ def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
         stats = outcome.layers[layer]
         context.log.info(f"{layer}: {stats.rows} rows, {len(stats.rows_written)} tickers, "
                          f"{stats.seconds:.2f}s")
-        stored = shards.layer_snapshot(cfg, layer, run_shards)
-        states = shards.shard_states(stored, run_shards)
+        with part(LAKE_FIGURES):
+            stored = shards.layer_snapshot(cfg, layer, run_shards)
+            states = shards.shard_states(stored, run_shards)
         written, removed = shards.by_shard(stats.rows_written), shards.by_shard(stats.removed)
         record_shards(context, layer, {shard: {
             **lake_figures(states[shard]),

@@ -5,9 +5,11 @@ import dagster as dg
 from mf_pipeline.defs.partitions import layer_run_id
 from mf_pipeline.defs.resources import PipelineSettings
 from mf_pipeline.lib.steps import bronze_step
+from mf_pipeline.orchestration.accounting import counted
 
 
 @dg.asset(group_name="ingest", kinds={"polars", "parquet"})
+@counted("asset body: manifest")
 def manifest(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Every raw file with its content fingerprint and status NEW/CHANGED/APPENDED/UNCHANGED/
     DELETED against the last successful ingest; Bronze then processes the changed tickers."""

@@ -37,7 +37,6 @@ from math import comb
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 EULER_MASCHERONI = 0.5772156649015329
 
@@ -54,6 +53,8 @@ def expected_max_sharpe(n_trials: int, sharpe_variance_across_trials: float) -> 
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if n_trials == 1:
         return 0.0
+    from scipy import stats  # imported where used: ~0.6 s that every `mf` run paid at load
+
     quantiles = stats.norm.ppf([1.0 - 1.0 / n_trials, 1.0 - 1.0 / (n_trials * np.e)])
     weighted = (1.0 - EULER_MASCHERONI) * quantiles[0] + EULER_MASCHERONI * quantiles[1]
     return float(np.sqrt(sharpe_variance_across_trials) * weighted)
@@ -66,6 +67,8 @@ def probabilistic_sharpe_ratio(
     spread = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
     if spread <= 0.0 or n_obs < 2:
         return float("nan")
+    from scipy import stats
+
     return float(stats.norm.cdf((sharpe - benchmark) * np.sqrt(n_obs - 1) / np.sqrt(spread)))
 
 
@@ -128,6 +131,8 @@ def dsr_of_returns(returns_matrix: np.ndarray, best: int | None = None) -> dict[
     are the columns with at least two finite returns; the skew and kurtosis are those of the
     best column's finite returns.
     """
+    from scipy import stats
+
     matrix, kept, dropped = _valid_matrix(returns_matrix)
     if kept.size == 0:
         raise ValueError("no combo has two finite returns")
@@ -210,6 +215,8 @@ def pbo_cscv(returns_matrix: np.ndarray, n_splits: int = 16, metric: Metric = "s
     if not np.isfinite(train_score.max(axis=1)).all():
         raise ValueError("a training half has no combo with two finite returns")
     winner = np.argmax(train_score, axis=1)
+    from scipy import stats
+
     rank = stats.rankdata(test_score, axis=1)[np.arange(winner.size), winner]
     omega = rank / (n_combos + 1)
     logits = np.log(omega / (1.0 - omega))

@@ -322,7 +322,7 @@ def _row_rules(panel: pl.DataFrame) -> dict[str, pl.Expr]:
     for name, dtype in panel.schema.items():
         if dtype.is_float():
             x = pl.col(name)
-            rules[f"non-finite values (NaN/inf) in {name}"] = x.is_nan() | x.is_infinite()
+            rules[f"non-finite values (NaN/inf) in {name}"] = ~x.is_finite()  # one pass, not two
     return rules
 
 
