@@ -30,6 +30,8 @@ ONE_FILE_KEYS = ("one_file_write_wall_s", "one_file_write_cpu_s", "one_file_byte
 
 
 def _paths_of(written: Any) -> list[Path]:
+    if isinstance(getattr(written, "files", None), list):  # a lake commit (lake_table.Written)
+        return written.files
     if isinstance(written, dict):
         return [Path(p) for p in written.values()]
     if isinstance(written, list | tuple):

@@ -242,11 +242,13 @@ def shard_series(tickers: pl.Series) -> pl.Series:
 
 @dataclass(frozen=True)
 class Written:
-    """What one commit did: its generation and the listings of the tickers it wrote."""
+    """What one commit did: its generation, the listings of the tickers it wrote, the tickers
+    it removed and the data files it added (after any merge)."""
 
     generation: int
     listings: dict[str, str]
     removed: list[str]
+    files: list[Path]
 
 
 @contextmanager
@@ -313,7 +315,7 @@ def commit(root: Path, frame: pl.DataFrame, write_file: WriteFile, *, append: bo
         pointer = _read_pointer(root) or {"format": FORMAT, "generation": 0, "retired": []}
         old = read_snapshot(root).index
         if new.is_empty() and not drop & set(old["ticker"].to_list()):
-            return Written(int(pointer["generation"]), {}, [])  # nothing changes: no commit
+            return Written(int(pointer["generation"]), {}, [], [])  # nothing changes: no commit
         generation = int(pointer["generation"]) + 1
         token = f"g{generation}-{uuid.uuid4().hex[:6]}"
         written = set(new["ticker"].to_list())
@@ -334,7 +336,9 @@ def commit(root: Path, frame: pl.DataFrame, write_file: WriteFile, *, append: bo
     for name in set(new["file"].to_list()) - set(index["file"].to_list()):
         (root / name).unlink(missing_ok=True)  # merged before any snapshot named it
     removed = sorted(drop & set(old["ticker"].to_list()))
-    return Written(generation, Snapshot(root, generation, index).of(written).listings(), removed)
+    added = sorted(set(index.filter(pl.col("file_gen") == generation)["file"].to_list()))
+    return Written(generation, Snapshot(root, generation, index).of(written).listings(), removed,
+                   [root / name for name in added])
 
 
 def _after_stored(snapshot: Snapshot, frame: pl.DataFrame) -> pl.DataFrame:
