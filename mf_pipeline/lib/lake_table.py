@@ -345,12 +345,14 @@ def _after_stored(snapshot: Snapshot, frame: pl.DataFrame) -> pl.DataFrame:
     """The appended rows dated after their ticker's stored last date: re-running an append
     that was committed before its run was killed commits nothing twice (appends are
     idempotent; an earlier-dated bar is never an append, callers rebuild such a ticker)."""
-    last = snapshot.of(frame["ticker"].unique().to_list()).per_ticker().select("ticker", "high")
+    last = (snapshot.of(frame["ticker"].unique().to_list()).per_ticker()
+            .select("ticker", pl.col("high").alias("_stored_last")))  # bars have a "high" too
     if last.is_empty():
         return frame
     return (frame.join(last, on="ticker", how="left")
-            .filter(pl.col("high").is_null() | (pl.col("trade_date") > pl.col("high")))
-            .drop("high"))
+            .filter(pl.col("_stored_last").is_null()
+                    | (pl.col("trade_date") > pl.col("_stored_last")))
+            .drop("_stored_last"))
 
 
 def _compact(root: Path, index: pl.DataFrame, shard: str, generation: int,
