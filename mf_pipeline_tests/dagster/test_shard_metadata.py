@@ -22,7 +22,7 @@ from mf_pipeline.lib import lake, registry
 from mf_pipeline.lib.partitions import SHARD_KEYS, shard_of
 from mf_pipeline.lib.sample_append import append_one_bar
 from mf_pipeline.lib.settings import Settings, load_settings
-from mf_pipeline.lib.steps import bronze_step, shards
+from mf_pipeline.lib.steps import bronze_step
 from mf_pipeline.orchestration import runner
 from mf_pipeline.orchestration.runner import definitions, instance
 
@@ -131,8 +131,8 @@ def test_each_shard_shows_its_own_lake_figures(project):
         counts = [meta["dagster/row_count"] for _, meta in shown.values()]
         assert len(set(counts)) > 3, f"{layer}: shards show the same figures"
         assert sum(counts) == lake.read_layer(settings, layer).height
-        meta = shown["A"][1]
-        some_file = lake.symbol_files(registry.spec(layer).root(settings))[0]
+        meta = shown[max(want, key=lambda s: want[s]["rows"])][1]
+        some_file = lake.snapshot(registry.spec(layer).root(settings)).files()[0]
         assert [c.name for c in meta["dagster/column_schema"].columns] == \
             pl.read_parquet(some_file).columns
         stored = registry.spec(layer).root(settings).relative_to(settings.data_root)
@@ -176,13 +176,15 @@ def test_a_run_with_nothing_to_do_keeps_the_last_figures(project):
         assert meta["dagster/row_count"] == old["dagster/row_count"]
         assert meta["files_processed"] == meta["tickers_written"] == 0
     # A derived layer alone: no materialization at all.
-    assert run(settings, ["silver"], partition="A").success
+    held = shard_of(lake.symbol_tickers(registry.spec("silver").root(settings))[0])
+    assert run(settings, ["silver"], partition=held).success
     assert latest(settings, "silver") == before["silver"]
     # Unless the run belongs to a backfill ("Materialize all" in the UI): a shard its run did
     # not materialize would be marked failed, and every asset downstream with it.
-    assert run(settings, ["silver"], shard_range=("A", "C"), backfill="ui").success
+    assert run(settings, ["silver"], shard_range=(SHARD_KEYS[0], SHARD_KEYS[2]),
+               backfill="ui").success
     after = latest(settings, "silver")
-    for shard in ("A", "B", "C"):
+    for shard in SHARD_KEYS[:3]:
         assert after[shard][0] > before["silver"][shard][0]
         assert after[shard][1]["changed"] is False
         assert after[shard][1]["dagster/row_count"] == \
@@ -194,26 +196,29 @@ def test_a_ticker_list_rebuilds_exactly_those_tickers(project):
     bronze = set(lake.symbol_tickers(registry.spec("bronze").root(settings)))
     shard, ticker = next((shard_of(t), t) for t in sorted(bronze)
                          if sum(shard_of(o) == shard_of(t) for o in bronze) >= 2)
-    roots_ = [registry.spec(layer).root(settings) for layer in PER_TICKER]
-    stamps = {p: p.stat().st_mtime_ns for root in roots_ for p in lake.symbol_files(root)}
+    snapshots = {layer: lake.snapshot(registry.spec(layer).root(settings))
+                 for layer in PER_TICKER}
     before = {layer: latest(settings, layer) for layer in PER_TICKER}
 
     # The launchpad's route: resources.ticker_work.config.tickers, on the ticker's shard.
     assert run(settings, list(PER_TICKER), partition=shard, tickers=[ticker.lower()]).success
-    changed = {p for p, stamp in stamps.items() if p.stat().st_mtime_ns != stamp}
-    assert {p.parent.name for p in changed} == {f"ticker={ticker}"}
-    assert len(changed) == len(PER_TICKER)
-    for layer in PER_TICKER:
+    for layer, old in snapshots.items():
+        new = lake.snapshot(old.root)
+        # A new version of that ticker's rows only, with the same rows and dates ...
+        listed, relisted = old.listings(), new.listings()
+        assert {t for t in relisted if relisted[t] != listed.get(t)} == {ticker}, layer
+        assert relisted[ticker].split(":")[1:] == listed[ticker].split(":")[1:], layer
+        assert set(relisted) == set(listed), layer
+        # ... in a file of its own shard; every other shard names the same files as before.
+        assert set(new.of([ticker]).index["shard"]) == {shard}, layer
+        others = [s for s in SHARD_KEYS if s != shard]
+        assert new.in_shards(others).files() == old.in_shards(others).files(), layer
+        assert set(new.in_shards([shard]).files()) - set(old.files()), layer
         meta = latest(settings, layer)[shard][1]
         assert (meta["tickers_processed"], meta["tickers_written"], meta["changed"]) == \
             (ticker, 1, True), layer
         assert meta["dagster/row_count"] == before[layer][shard][1]["dagster/row_count"]
-        # The figures cache follows the rewritten file (no stale entry read again next run).
-        cache = pl.read_parquet(shards.figures_path(settings, layer))
-        [path] = [p for p in changed if p.is_relative_to(registry.spec(layer).root(settings))]
-        entry = cache.filter(pl.col("file").str.contains(f"ticker={ticker}/", literal=True))
-        assert entry.select("size", "mtime_ns").rows() == \
-            [(path.stat().st_size, path.stat().st_mtime_ns)], layer
+        assert meta["tickers"] == before[layer][shard][1]["tickers"]
 
     # The CLI's route (`mf silver-one`): the same resource, filled with the planned list.
     outcome = runner.run_partitioned(settings, (), ("silver",), (), [ticker], log=lambda _: None)
@@ -241,15 +246,15 @@ def test_an_unknown_or_misplaced_ticker_fails_with_a_clear_error(project):
 
 
 def test_after_a_nightly_append_the_figures_are_the_lakes(project):
-    """Files unchanged since the last run are not read again (the figures cache); the new
-    delta files are: every shard's figures still equal the lake's rows."""
+    """The appended bars go to new files beside the shards' first ones; every shard's
+    figures (read from the layer's index) still equal the lake's rows."""
     settings = project
     assert append_one_bar(settings.raw_root) > 10
     result = CliRunner().invoke(app, ["run", "--until", "features"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for layer in PER_TICKER:
-        assert any(p.name.startswith("part-d")
-                   for p in lake.symbol_files(registry.spec(layer).root(settings))), layer
+        files = lake.snapshot(registry.spec(layer).root(settings)).index
+        assert files.group_by("shard").agg(pl.col("file").n_unique())["file"].max() >= 2, layer
         want = {row["shard"]: row for row in reference(settings, layer).to_dicts()}
         for shard, (_, meta) in latest(settings, layer).items():
             row = want.get(shard, {"rows": 0, "high": None})
