@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
 from mf_pipeline.lib import lake
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.settings import load_settings
 from mf_pipeline.orchestration.instance import ensure_dagster_home, ensure_dotenv
 
@@ -84,10 +85,14 @@ def test_splits_the_data_cannot_fill_are_not_partitions(isolated, monkeypatch):
 
     code, output = invoke("partitions", "hmm_model")
     assert code == 0 and output.split() == ["wf2025-03-31", "full"], output
-    code, output = invoke("materialize", "--select", "silver", "--partition", "QQ")
-    assert code == 2
-    assert "'QQ' is not a partition of silver; its keys are A B C" in output
+    keys = " ".join(f"{n:02d}" for n in range(16))
+    for wrong in ("QQ", "A", "16"):  # "A": a first-letter shard of the older layout
+        code, output = invoke("materialize", "--select", "silver", "--partition", wrong)
+        assert code == 2
+        assert f"'{wrong}' is not a partition of silver; its keys are {keys}\n" in output
     code, output = invoke("partitions", "silver")
     shards = dict(line.split("\t") for line in output.splitlines() if "\t" in line)
     bronze = lake.symbol_tickers(lake.LAYERS["bronze"].root(load_settings()))
-    assert len(shards) == 27 and sum(int(v.split()[0]) for v in shards.values()) == len(bronze)
+    assert len(bronze) >= 4 and " ".join(shards) == keys
+    assert shards == {key: f"{sum(shard_of(t) == key for t in bronze)} tickers"
+                      for key in shards}
