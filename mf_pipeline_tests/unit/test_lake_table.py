@@ -20,10 +20,12 @@ START = dt.date(2020, 1, 1)
 
 
 def bars(tickers, first: dt.date, days: int, value: float = 0.0) -> pl.DataFrame:
-    rows = [(t, "NYSE", first + dt.timedelta(days=i), value + i)
+    """Bars with a ``high`` column, like Bronze's (the table's own columns must not clash)."""
+    rows = [(t, "NYSE", first + dt.timedelta(days=i), value + i, value + i + 1)
             for t in tickers for i in range(days)]
     return pl.DataFrame(rows, orient="row", schema={
-        "ticker": pl.String, "exchange": pl.String, "trade_date": pl.Date, "close": pl.Float64})
+        "ticker": pl.String, "exchange": pl.String, "trade_date": pl.Date, "close": pl.Float64,
+        "high": pl.Float64})
 
 
 TICKERS = [f"T{i:02d}.US" for i in range(40)]
