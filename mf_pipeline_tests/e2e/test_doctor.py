@@ -3,7 +3,9 @@
 
 import json
 import shutil
+from pathlib import Path
 
+import polars as pl
 from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
@@ -29,6 +31,12 @@ def drop_footer(path) -> None:
     path.write_bytes(data[: -(footer + 8)])
 
 
+def tickers_in(root: Path, path: Path) -> set[str]:
+    """The tickers the layer's snapshot says have rows in data file ``path``."""
+    index = lake.snapshot(root).index
+    return set(index.filter(pl.col("file") == str(path.relative_to(root)))["ticker"].to_list())
+
+
 def test_doctor_reports_damage_and_repair_rebuilds_it(isolated, messy_universe, tmp_path,
                                                       monkeypatch):
     raw = tmp_path / "raw"
@@ -38,9 +46,15 @@ def test_doctor_reports_damage_and_repair_rebuilds_it(isolated, messy_universe, 
     mf("run", "--until", "ml_dataset")
     assert report(code=0)["ok"]
 
-    silver = lake.symbol_files(lake.LAYERS["silver"].root(settings))[0]
+    silver_root, features_root = (lake.LAYERS[n].root(settings) for n in ("silver", "features"))
+    silver = lake.snapshot(silver_root).files()[0]
+    features = lake.snapshot(features_root).files()[-1]
+    lost = {"silver": tickers_in(silver_root, silver),
+            "features": tickers_in(features_root, features)}
+    all_silver, all_features = lake.symbol_tickers(silver_root), lake.symbol_tickers(features_root)
+    assert set() < lost["silver"] < set(all_silver)  # one shard's file: some tickers, not all
+    assert set() < lost["features"] < set(all_features)
     silver.write_bytes(silver.read_bytes()[: silver.stat().st_size // 2])  # truncated
-    features = lake.symbol_files(lake.LAYERS["features"].root(settings))[-1]
     drop_footer(features)
     carry = sorted((settings.gold_root / "_carry").glob("*.parquet"))[0]
     carry.write_bytes(b"PAR1 not really a table")
@@ -61,9 +75,17 @@ def test_doctor_reports_damage_and_repair_rebuilds_it(isolated, messy_universe, 
     repaired = report("--repair", code=0)
     assert repaired["repaired_count"] == 4 and repaired["remaining_count"] == 0
     assert not silver.exists() and not features.exists() and not carry.exists()
+    quarantined = Path(repaired["quarantine"])
+    for path in (silver, features):  # moved, not deleted: same path under the quarantine
+        assert (quarantined / path.absolute().relative_to(settings.data_root.absolute())).is_file()
+    # the damaged files' tickers left their layers (stale: the next run rebuilds them)
+    assert lake.symbol_tickers(silver_root) == sorted(set(all_silver) - lost["silver"])
+    assert lake.symbol_tickers(features_root) == sorted(set(all_features) - lost["features"])
     assert "mf run" in " ".join(repaired["next_steps"])
     mf("run", "--until", "ml_dataset")
     assert report(code=0)["ok"]
+    assert lake.symbol_tickers(silver_root) == all_silver
+    assert lake.symbol_tickers(features_root) == all_features
     damaged = settings
 
     use_lake(monkeypatch, tmp_path / "fresh")

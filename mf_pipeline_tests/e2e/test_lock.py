@@ -83,8 +83,8 @@ def test_mf_run_removes_temp_files_of_killed_runs(isolated, messy_universe, tmp_
     settings = isolated(raw)
     cli = CliRunner()
     assert cli.invoke(app, ["run", "--until", "features"]).exit_code == 0
-    silver = lake.symbol_files(lake.LAYERS["silver"].root(settings))[0]
-    features = lake.symbol_files(lake.LAYERS["features"].root(settings))[-1]
+    silver = lake.snapshot(lake.LAYERS["silver"].root(settings)).files()[0]
+    features = lake.snapshot(lake.LAYERS["features"].root(settings)).files()[-1]
     carry = next((settings.gold_root / "_carry").glob("*.parquet"))
     artifact = settings.artifacts_root / "run_summaries" / "x_bronze_run_summary.json"
     # Four writers killed in the middle of their writes; the last held the lake lock, as every
@@ -93,7 +93,7 @@ def test_mf_run_removes_temp_files_of_killed_runs(isolated, messy_universe, tmp_
         kill(start_writer(settings.data_root, silver, features, carry, artifact,
                           lock=number == 3))
     # A writer that is alive (outside the lock) keeps its temp file.
-    live = start_writer(settings.data_root, silver.with_name("part-d20991231.parquet"))
+    live = start_writer(settings.data_root, silver.with_name("part-being-written.parquet"))
     try:
         left = temps(tmp_path)
         assert len(left) == 17

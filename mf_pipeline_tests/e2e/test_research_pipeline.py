@@ -34,12 +34,12 @@ def test_research_commands_on_the_demo_sample(isolated, monkeypatch):
     art = settings.artifacts_root
 
     # the demo's in-sample split feeds the viewer's per-ticker files
-    files = lake.symbol_files(settings.gold_root / "hmm_by_symbol")
+    files = lake.snapshot(settings.gold_root / "hmm_by_symbol").files()
     assert files
     cols = pl.read_parquet(files[0]).columns
     assert {"ticker", "trade_date", "hmm_state", "hmm_state_filtered",
             "hmm_prob_filtered_max"} <= set(cols)  # fmt: skip
-    assert lake.symbol_files(settings.gold_root / "cluster_by_symbol")
+    assert lake.snapshot(settings.gold_root / "cluster_by_symbol").files()
 
     invoke("research-cluster-run", "--split", "full", "--n-clusters", "4", "--method", "gmm")
     run = newest(art / "research_runs", "research-*_gmm_*")

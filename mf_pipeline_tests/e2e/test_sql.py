@@ -46,8 +46,14 @@ def expected_rows(settings: Settings) -> dict[str, int]:
     def read(path) -> int:
         return pl.read_parquet(path).height
 
-    out = {name: sum(map(read, lake.symbol_files(lake.LAYERS[name].root(settings))))
-           for name in registry.PER_TICKER}
+    def live_rows(root) -> int:
+        """The rows of the tickers the layer's snapshot says are live in each file it names
+        (a file may still hold rows of a replaced ticker until it is merged)."""
+        index = lake.snapshot(root).index
+        return sum(pl.read_parquet(root / name).filter(pl.col("ticker").is_in(tickers)).height
+                   for name, tickers in index.group_by("file").agg("ticker").iter_rows())
+
+    out = {name: live_rows(lake.LAYERS[name].root(settings)) for name in registry.PER_TICKER}
     bronze = paths(settings)
     out |= {"ml_dataset": read(latest_export(settings)),
             "symbol_master": read(symbol_master_paths(settings.bronze_root)[0]),
