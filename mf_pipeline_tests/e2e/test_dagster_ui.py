@@ -64,7 +64,7 @@ def test_materialize_all_silver_shards_from_the_ui(chromium, isolated, monkeypat
             page.get_by_role("button", name="Materialize…").click()
             dialog = page.locator('[role="dialog"]').last
             dialog.get_by_role("button", name="All", exact=True).click()
-            dialog.get_by_text("27 partitions", exact=True).wait_for(timeout=30_000)
+            dialog.get_by_text("16 partitions", exact=True).wait_for(timeout=30_000)
             dialog.get_by_role("button", name="Launch backfill").click()
             run = wait_for_backfill(dg.DagsterInstance.get())
             assert run.is_success, log.read_text()[-3000:]
