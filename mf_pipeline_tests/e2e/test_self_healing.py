@@ -5,6 +5,7 @@ night, a changed raw line, a new day) and compares the lake with one built from 
 the same raw files.
 """
 
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,16 @@ def assert_equals_fresh(isolated, raw: Path, tmp_path: Path, monkeypatch, settin
                   monkeypatch)
     for layer in LAYERS:
         assert got[layer].equals(layer_rows(fresh, layer), null_equal=True), layer
+
+
+def assert_doctor_names(*damaged: Path) -> None:
+    """``mf doctor`` reports exactly the ``damaged`` files, each as an unreadable footer."""
+    result = CliRunner().invoke(app, ["doctor", "--json"], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output[result.output.index("\n{\n") + 1:])
+    problems = {p["path"]: p["what"] for p in report["problems"]}
+    assert set(problems) == {str(path) for path in damaged}, problems
+    assert all("unreadable Parquet footer" in what for what in problems.values()), problems
 
 
 def edit_a_middle_line(raw: Path) -> None:
@@ -69,15 +80,15 @@ def test_a_restored_older_carry_is_never_trusted(isolated, messy_universe, tmp_p
 
 def test_damaged_derived_state_is_rebuilt_with_a_warning(isolated, messy_universe, tmp_path,
                                                          monkeypatch, caplog):
-    """A truncated carry, garbage in a settings record and a truncated Silver file whose mtime
-    was kept: the next runs succeed, say what they rebuilt, and converge."""
+    """A truncated carry, garbage in a settings record and a truncated Silver data file whose
+    mtime was kept: the next runs succeed, say what they rebuilt, and converge."""
     raw = tmp_path / "raw"
     shutil.copytree(messy_universe, raw)
     settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
     carry = carry_store.carry_path(settings, "indicators")
     carry.write_bytes(carry.read_bytes()[:200])
     calc_settings.record_path(settings, "events").write_text("{ not json")
-    silver = lake.symbol_files(lake.LAYERS["silver"].root(settings))[0]
+    silver = lake.snapshot(lake.LAYERS["silver"].root(settings)).files()[0]
     stat = silver.stat()
     silver.write_bytes(silver.read_bytes()[: stat.st_size // 2])
     os.utime(silver, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -89,7 +100,9 @@ def test_damaged_derived_state_is_rebuilt_with_a_warning(isolated, messy_univers
     assert f"{calc_settings.record_path(settings, 'events')} is unreadable" in warned
     assert calc_settings.stored(settings, "events")["fingerprint"] == \
         calc_settings.fingerprint(settings, "events")
-    assert pl.read_parquet(silver).height > 0  # rebuilt, readable again
+    # rebuilt: the damaged file is no longer in Silver's snapshot, and every file it names reads
+    assert silver not in lake.snapshot(lake.LAYERS["silver"].root(settings)).files()
+    assert lake.read_layer(settings, "silver").height > 0
     run("run", "--until", "features", "--full")
     assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
 
@@ -138,18 +151,30 @@ def test_a_source_lost_with_the_stable_manifest_is_retired(isolated, messy_unive
 
 def test_a_damaged_bronze_file_is_named_and_repaired(isolated, messy_universe, tmp_path,
                                                      monkeypatch):
-    """A truncated Bronze file (mtime kept) used to fail incremental runs with a polars error
-    naming no file. Now the run names it and the remedy; `mf doctor --repair` re-ingests it."""
+    """A truncated Bronze data file (mtime kept) used to fail incremental runs with a polars
+    error naming no file. Now a run that reads it (here: a changed Silver setting rebuilds
+    Silver from the stored Bronze rows) names it and the remedy; `mf doctor --repair` drops
+    its tickers and their raw files are ingested again."""
     raw = tmp_path / "raw"
     shutil.copytree(messy_universe, raw)
     settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
-    bronze = lake.symbol_files(lake.LAYERS["bronze"].root(settings))[0]
+    bronze = lake.snapshot(lake.LAYERS["bronze"].root(settings)).files()[0]
     stat = bronze.stat()
     bronze.write_bytes(bronze.read_bytes()[: stat.st_size // 2])
     os.utime(bronze, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    root = lake.LAYERS["bronze"].root(settings)
+    lost = set(lake.snapshot(root).index.filter(
+        pl.col("file") == str(bronze.relative_to(root)))["ticker"].to_list())
+    assert lost
+    monkeypatch.setenv("MF_PIPELINE_PRECISION__SILVER_FLOAT",
+                       "float32" if settings.precision.silver_float == "float64" else "float64")
     result = CliRunner().invoke(app, ["run", "--until", "features"])
     assert result.exit_code != 0
-    assert str(bronze) in result.output and "mf doctor --repair" in result.output
+    assert f"cannot read the bronze layer: {bronze}." in result.output
+    assert "mf doctor --repair" in result.output
+    assert_doctor_names(bronze)
     CliRunner().invoke(app, ["doctor", "--repair"])
+    assert lost.isdisjoint(lake.symbol_tickers(root))
     run("run", "--until", "features")
+    assert lost <= set(lake.symbol_tickers(root))  # ingested again from their raw files
     assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)

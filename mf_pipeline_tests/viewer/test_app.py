@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mf_pipeline.cli import viewer_commands
 from mf_pipeline.cli.app import app as cli_app
 from mf_pipeline.lib import lake, registry
+from mf_pipeline_tests.viewer.test_core import bronze_shard
 from viewer import compute, core, data
 from viewer import registry as registry_viewer
 
@@ -135,11 +136,11 @@ def test_a_ticker_without_research_files_has_its_state_bands_disabled(demo_lake,
     state = toggles(at)
     assert state["Show HMM state band"] == state["Show Cluster labels"] == (False, True)
     # the disabled switch's tooltip names the files it looked for
-    hive = f"exchange=*/prefix={ticker[0]}/ticker={ticker}/part-*.parquet"
+    shard = bronze_shard(demo_settings, ticker)  # the shard folder its rows would be in
     helps = {t.label: t.help for t in at.sidebar.toggle}
     for label, source in (("Show HMM state band", "hmm"), ("Show Cluster labels", "cluster")):
         root = registry.state_band_root(demo_settings, source)
-        assert f"`{root}/{hive}`" in helps[label], helps[label]
+        assert helps[label].endswith(f"no rows in `{root}/shard={shard}`"), helps[label]
     assert {"HMM state", "Cluster"}.isdisjoint(trace_names(at))
     assert "Flow state" in trace_names(at)
 

@@ -3,7 +3,6 @@
 
 import datetime as dt
 import json
-import os
 import shutil
 
 import polars as pl
@@ -11,6 +10,7 @@ import pytest
 
 from mf_pipeline.lib import lake
 from mf_pipeline.lib import registry as lake_registry
+from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.settings import load_settings
 from viewer import chart, core, data, registry, sources
 
@@ -395,14 +395,17 @@ def test_load_ticker_joins_what_exists_and_says_what_is_missing(demo_lake, demo_
     assert td.available["bronze"] and td.available["indicators"]
     assert not td.available["hmm"] and not td.available["cluster"] and td.state_scores is None
     assert not data.load_ticker(demo_settings, "ZZZ.US").has_bars
-    # each unavailable layer names where it was looked for (the switch's tooltip shows it)
-    hive = f"exchange=*/prefix={ticker[0]}/ticker={ticker}/part-*.parquet"
+    # each unavailable layer names where it was looked for (the switch's tooltip shows it):
+    # the ticker's shard folder, the one its Bronze rows are in
+    shard = bronze_shard(demo_settings, ticker)
     events = lake_registry.LAYERS["events"].root(demo_settings)
     assert not td.available["events"]
-    assert td.notes["events"] == f"`events` is not materialized for {ticker}: no `{events}/{hive}`"
+    assert td.notes["events"] == (f"`events` is not materialized for {ticker}: no rows in "
+                                  f"`{events}/shard={shard}`")
     hmm = lake_registry.state_band_root(demo_settings, "hmm")
-    assert hmm.is_dir()  # the demo wrote other tickers' HMM files, not this one's
-    assert td.notes["hmm"] == f"HMM states: no `{hmm}/{hive}`"
+    assert lake.symbol_tickers(hmm)  # the demo wrote other tickers' HMM rows, not this one's
+    assert ticker not in lake.symbol_tickers(hmm)
+    assert td.notes["hmm"] == f"HMM states: no rows in `{hmm}/shard={shard}`"
     policy = demo_settings.gold_root / "overlay_policy_by_symbol"
     assert td.notes["policy"] == f"Overlay class ALLOW/WATCH/BLOCK: nothing at `{policy}`"
 
@@ -415,11 +418,29 @@ def test_universe_is_the_symbol_master_else_the_bronze_folders(demo_lake, demo_s
     assert folders == sorted(demo_lake.bars) and set(folders) <= set(demo_lake.universe)
 
 
+def bronze_shard(settings, ticker: str) -> str:
+    """The shard folder holding ``ticker``'s Bronze rows, read from the layer's snapshot."""
+    [shard] = lake.snapshot(lake_registry.LAYERS["bronze"].root(settings)).of(
+        [ticker]).index["shard"].unique().to_list()
+    assert shard == shard_of(ticker)
+    return shard
+
+
 def test_file_ref_changes_when_the_file_is_rematerialized(demo_lake, demo_settings):
-    before = data.lake_file(demo_settings, "bronze", demo_lake.banded)
-    os.utime(before.path, ns=(before.mtime_ns + 10**9, before.mtime_ns + 10**9))
-    after = data.lake_file(demo_settings, "bronze", demo_lake.banded)
+    """The page caches reads by FileRef: the same while nothing is committed, another once the
+    ticker's rows are written again (a new commit of its table)."""
+    ticker = demo_lake.banded
+    root = lake_registry.LAYERS["bronze"].root(demo_settings)
+    before = data.lake_file(demo_settings, "bronze", ticker)
+    assert before == data.lake_file(demo_settings, "bronze", ticker)  # nothing committed
+    assert (before.path, before.size) == (str(root), demo_lake.bars[ticker])
+    rows = lake.read_tickers(root, [ticker])
+    lake.write_symbol_files(rows.head(rows.height - 1), root)  # its last bar is gone
+    after = data.lake_file(demo_settings, "bronze", ticker)
     assert after.path == before.path and after.mtime_ns != before.mtime_ns
+    assert after.size == demo_lake.bars[ticker] - 1
+    fresh = data.read(data.read_parquet_columns, after, ("trade_date",), ticker)
+    assert fresh["trade_date"].to_list() == rows["trade_date"].to_list()[:-1]
 
 
 def test_a_configured_long_file_replaces_the_per_ticker_folder(demo_lake, demo_settings,
