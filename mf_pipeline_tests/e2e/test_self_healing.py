@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
@@ -34,6 +35,13 @@ def assert_equals_fresh(isolated, raw: Path, tmp_path: Path, monkeypatch, settin
                   monkeypatch)
     for layer in LAYERS:
         assert got[layer].equals(layer_rows(fresh, layer), null_equal=True), layer
+
+
+def truncate_keeping_mtime(path: Path) -> None:
+    """Cut a file in half and put its old times back (damage no timestamp reveals)."""
+    stat = path.stat()
+    path.write_bytes(path.read_bytes()[: stat.st_size // 2])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def assert_doctor_names(*damaged: Path) -> None:
@@ -89,9 +97,7 @@ def test_damaged_derived_state_is_rebuilt_with_a_warning(isolated, messy_univers
     carry.write_bytes(carry.read_bytes()[:200])
     calc_settings.record_path(settings, "events").write_text("{ not json")
     silver = lake.snapshot(lake.LAYERS["silver"].root(settings)).files()[0]
-    stat = silver.stat()
-    silver.write_bytes(silver.read_bytes()[: stat.st_size // 2])
-    os.utime(silver, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    truncate_keeping_mtime(silver)
     append_one_bar(raw)
     with caplog.at_level(logging.WARNING):
         run("run", "--until", "features")
@@ -104,6 +110,25 @@ def test_damaged_derived_state_is_rebuilt_with_a_warning(isolated, messy_univers
     assert silver not in lake.snapshot(lake.LAYERS["silver"].root(settings)).files()
     assert lake.read_layer(settings, "silver").height > 0
     run("run", "--until", "features", "--full")
+    assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lake v2 gap: a nightly run takes listings from the snapshot index and reads no stored "
+    "Silver file, so a damaged one stays named and the layer unreadable (v1 saw the broken "
+    "footer and rebuilt the ticker); `mf doctor --repair` is needed"))
+def test_a_damaged_silver_file_alone_is_rebuilt_by_the_next_night(isolated, messy_universe,
+                                                                  tmp_path, monkeypatch):
+    """Only a truncated Silver data file (mtime kept), then a new day: the run must not leave
+    the layer unreadable (the lake after it equals a fresh build)."""
+    raw = tmp_path / "raw"
+    shutil.copytree(messy_universe, raw)
+    settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
+    silver = lake.snapshot(lake.LAYERS["silver"].root(settings)).files()[0]
+    truncate_keeping_mtime(silver)
+    append_one_bar(raw)
+    run("run", "--until", "features")
+    assert silver not in lake.snapshot(lake.LAYERS["silver"].root(settings)).files()
     assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
 
 
@@ -159,9 +184,7 @@ def test_a_damaged_bronze_file_is_named_and_repaired(isolated, messy_universe, t
     shutil.copytree(messy_universe, raw)
     settings = build(isolated, raw, tmp_path / "nightly", monkeypatch)
     bronze = lake.snapshot(lake.LAYERS["bronze"].root(settings)).files()[0]
-    stat = bronze.stat()
-    bronze.write_bytes(bronze.read_bytes()[: stat.st_size // 2])
-    os.utime(bronze, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    truncate_keeping_mtime(bronze)
     root = lake.LAYERS["bronze"].root(settings)
     lost = set(lake.snapshot(root).index.filter(
         pl.col("file") == str(bronze.relative_to(root)))["ticker"].to_list())
