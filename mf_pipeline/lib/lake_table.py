@@ -65,11 +65,12 @@ WRITE_THREADS = 4
 INDEX_SCHEMA: dict[str, pl.DataType] = {
     "ticker": pl.String(), "exchange": pl.String(), "shard": pl.String(), "file": pl.String(),
     "rows": pl.Int64(), "low": pl.Date(), "high": pl.Date(), "version": pl.String(),
-    "file_rows": pl.Int64(), "file_gen": pl.Int64(),
+    "file_rows": pl.Int64(), "file_gen": pl.Int64(), "file_bytes": pl.Int64(),
 }
 """One row per (ticker, data file): the ticker's live rows in that file and their dates, the
 ticker's version, the file's total rows (more than the live ones once tickers in it were
-replaced) and the generation that committed the file (read order)."""
+replaced), the generation that committed the file (read order) and its size when written (a
+file of another size now was damaged: see :meth:`Snapshot.damaged_files`)."""
 
 _DATA_RE = re.compile(
     r"^part-w(?P<pid>\d+)-(?P<start>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]+\.parquet$")
@@ -136,9 +137,28 @@ class Snapshot:
                      pl.col("high").max())
                 .sort("ticker"))
 
+    def damaged_files(self) -> list[str]:
+        """Named files that are missing or no longer of the size they were written with (a
+        truncated or overwritten file): one ``stat`` per live file, at most 64 per layer."""
+        sizes = self.index.group_by("file").agg(pl.col("file_bytes").first())
+        damaged = []
+        for name, size in sizes.filter(pl.col("file_bytes").is_not_null()).iter_rows():
+            try:
+                if os.stat(self.root / name).st_size != size:
+                    damaged.append(name)
+            except FileNotFoundError:
+                damaged.append(name)
+        return sorted(damaged)
+
     def listings(self) -> dict[str, str]:
-        """``{ticker: "version:rows:last date"}``: equal exactly when the rows are equal."""
+        """``{ticker: "version:rows:last date"}``: equal exactly when the rows are equal. A
+        ticker with rows in a damaged file has no listing (it reads as stale and is rebuilt,
+        which retires the file)."""
+        damaged = self.damaged_files()
         table = self.per_ticker()
+        if damaged:
+            lost = self.index.filter(pl.col("file").is_in(damaged))["ticker"].unique()
+            table = table.filter(~pl.col("ticker").is_in(lost.to_list()))
         return {t: f"{v}:{r}:{h}" for t, v, r, h in
                 table.select("ticker", "version", "rows", "high").iter_rows()}
 
@@ -196,7 +216,10 @@ def read_snapshot(root: Path) -> Snapshot:
                 raise LakeFormatError(f"{root / POINTER} names a missing index "
                                       f"{pointer['index']}: run `mf doctor --repair`") from None
             continue
-        return Snapshot(root, int(pointer["generation"]), index.cast(INDEX_SCHEMA))
+        missing = [pl.lit(None, dtype).alias(name) for name, dtype in INDEX_SCHEMA.items()
+                   if name not in index.columns]  # an index written before a column existed
+        return Snapshot(root, int(pointer["generation"]),
+                        index.with_columns(missing).select(list(INDEX_SCHEMA)).cast(INDEX_SCHEMA))
     raise RuntimeError(f"{root}: the snapshot kept changing while being read")
 
 
@@ -293,18 +316,19 @@ def _write_shards(root: Path, frame: pl.DataFrame, write_file: WriteFile,
         shard, rows = job
         name = _new_name(shard)
         write_file(rows, root / name, metadata)
-        return _segments(rows, name, shard)
+        return _segments(rows, name, shard, (root / name).stat().st_size)
 
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         return pl.concat(list(pool.map(write_one, jobs)))
 
 
-def _segments(rows: pl.DataFrame, name: str, shard: str) -> pl.DataFrame:
+def _segments(rows: pl.DataFrame, name: str, shard: str, size: int) -> pl.DataFrame:
     return (rows.group_by("ticker", maintain_order=True)
             .agg(pl.col("exchange").first().cast(pl.String), pl.len().cast(pl.Int64).alias("rows"),
                  pl.col("trade_date").min().alias("low"), pl.col("trade_date").max().alias("high"))
             .with_columns(shard=pl.lit(shard), file=pl.lit(name), version=pl.lit(None, pl.String),
-                          file_rows=pl.lit(rows.height, pl.Int64), file_gen=pl.lit(0, pl.Int64))
+                          file_rows=pl.lit(rows.height, pl.Int64), file_gen=pl.lit(0, pl.Int64),
+                          file_bytes=pl.lit(size, pl.Int64))
             .select(list(INDEX_SCHEMA)).cast(INDEX_SCHEMA))
 
 
@@ -388,7 +412,8 @@ def _compact(root: Path, index: pl.DataFrame, shard: str, generation: int,
     if merged.height:
         write_file(merged, root / name, {"compacted_generation": str(generation)})
     versions = moving.group_by("ticker").agg(pl.col("version").first())
-    segments = (_segments(merged, name, shard).drop("version").join(versions, on="ticker")
+    size = (root / name).stat().st_size if merged.height else 0
+    segments = (_segments(merged, name, shard, size).drop("version").join(versions, on="ticker")
                 .with_columns(file_gen=pl.lit(generation, pl.Int64)).select(list(INDEX_SCHEMA)))
     return pl.concat([index.filter(~pl.col("file").is_in(list(merge))), segments])
 

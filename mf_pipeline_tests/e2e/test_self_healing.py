@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-import pytest
 from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
@@ -113,10 +112,6 @@ def test_damaged_derived_state_is_rebuilt_with_a_warning(isolated, messy_univers
     assert_equals_fresh(isolated, raw, tmp_path, monkeypatch, settings)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lake v2 gap: a nightly run takes listings from the snapshot index and reads no stored "
-    "Silver file, so a damaged one stays named and the layer unreadable (v1 saw the broken "
-    "footer and rebuilt the ticker); `mf doctor --repair` is needed"))
 def test_a_damaged_silver_file_alone_is_rebuilt_by_the_next_night(isolated, messy_universe,
                                                                   tmp_path, monkeypatch):
     """Only a truncated Silver data file (mtime kept), then a new day: the run must not leave

@@ -225,3 +225,23 @@ def test_re_running_an_append_commits_nothing_twice(tmp_path):
     assert again.listings == {} and again.generation == first.generation  # no commit at all
     assert lake.read_tickers(tmp_path, ["A.US"])["close"].to_list() == [0.0, 1.0, 2.0, 3.0]
     assert lake.read_tickers(tmp_path, ["C.US"])["close"].to_list() == [7.0]
+
+
+def test_a_damaged_file_takes_its_tickers_listings_away(tmp_path):
+    """A named file of another size than written (truncated, overwritten) or missing: its
+    tickers read as stale, so the next run rebuilds them (which retires the file)."""
+    lake.write_symbol_files(bars(TICKERS, START, 3), tmp_path)
+    snapshot = lake.snapshot(tmp_path)
+    victim = snapshot.files()[0]
+    held = set(snapshot.index.filter(pl.col("file") == str(victim.relative_to(tmp_path)))
+               ["ticker"].to_list())
+    assert snapshot.damaged_files() == []
+    victim.write_bytes(victim.read_bytes()[:-10])
+    assert lake.snapshot(tmp_path).damaged_files() == [str(victim.relative_to(tmp_path))]
+    assert set(lake.listings(tmp_path)) == set(TICKERS) - held
+    lake.write_symbol_files(bars(sorted(held), START, 3, 5.0), tmp_path)  # the rebuild
+    assert lake.snapshot(tmp_path).damaged_files() == []
+    assert set(lake.listings(tmp_path)) == set(TICKERS)
+    victim_two = lake.snapshot(tmp_path).files()[-1]
+    victim_two.unlink()
+    assert lake.snapshot(tmp_path).damaged_files() == [str(victim_two.relative_to(tmp_path))]
