@@ -32,12 +32,16 @@ UI_URL = "http://127.0.0.1:3000"
 
 
 class _Group(TyperGroup):
-    """Turns a failed Dagster run into its one-line error (the traceback with ``--verbose``)."""
+    """Turns a failed Dagster run or an unreadable lake layout into its one-line error (a
+    failed run's traceback with ``--verbose``)."""
 
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except Exception as error:
+            table = sys.modules.get("mf_pipeline.lib.lake_table")
+            if table is not None and isinstance(error, table.LakeFormatError):
+                fail(str(error), code=1)  # e.g. a v1 lake: what to run, not a traceback
             runner = sys.modules.get("mf_pipeline.orchestration.runner")
             if runner is None or not isinstance(error, runner.RunFailed):
                 raise

@@ -37,6 +37,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +211,16 @@ def read_snapshot(root: Path) -> Snapshot:
                 raise _v1_error(root)
             return Snapshot(root, 0, _empty_index())
         try:
+            stat = os.stat(root / pointer["index"])
+        except FileNotFoundError:
+            stat = None
+        key = (str(root), pointer["index"], stat.st_size if stat else -1,
+               stat.st_mtime_ns if stat else -1)
+        with _CACHE_LOCK:
+            cached = _SNAPSHOTS.get(key)
+        if cached is not None:
+            return cached
+        try:
             index = pl.read_parquet(root / pointer["index"])
         except FileNotFoundError:  # replaced and collected between the two reads: again
             if _read_pointer(root) == pointer:
@@ -218,9 +229,24 @@ def read_snapshot(root: Path) -> Snapshot:
             continue
         missing = [pl.lit(None, dtype).alias(name) for name, dtype in INDEX_SCHEMA.items()
                    if name not in index.columns]  # an index written before a column existed
-        return Snapshot(root, int(pointer["generation"]),
-                        index.with_columns(missing).select(list(INDEX_SCHEMA)).cast(INDEX_SCHEMA))
+        found = Snapshot(root, int(pointer["generation"]),
+                         index.with_columns(missing).select(list(INDEX_SCHEMA))
+                         .cast(INDEX_SCHEMA))
+        with _CACHE_LOCK:
+            _SNAPSHOTS[key] = found
+            while len(_SNAPSHOTS) > CACHED_SNAPSHOTS:
+                _SNAPSHOTS.pop(next(iter(_SNAPSHOTS)))
+        return found
     raise RuntimeError(f"{root}: the snapshot kept changing while being read")
+
+
+CACHED_SNAPSHOTS = 32
+_SNAPSHOTS: dict[tuple[str, str, int, int], Snapshot] = {}
+"""Parsed indexes by (table, index file, its size and mtime): an index file is never modified
+(each commit writes a new one under a fresh name), so a pointer naming the same untouched file
+means the same snapshot; a reader then pays a small JSON read and a ``stat`` per snapshot
+instead of a Parquet decode (a file damaged in place has another size or mtime)."""
+_CACHE_LOCK = threading.Lock()
 
 
 def _read_pointer(root: Path) -> dict | None:

@@ -39,6 +39,8 @@ class View:
         if where is None:
             return None
         if self.reader == "lake":
+            if lake_table.is_v1(where):
+                raise lake_table.LakeFormatError(str(where))
             has_rows = lake_table.is_table(where) and not lake.snapshot(where).is_empty
             return str(where) if has_rows else None
         if next(glob.iglob(str(where)), None) is None:
@@ -144,7 +146,11 @@ def connect(settings: Settings) -> tuple[duckdb.DuckDBPyConnection, dict[str, st
     connection = duckdb.connect()
     missing: dict[str, str] = {}
     for view in VIEWS:
-        pattern = view.pattern(settings)
+        try:
+            pattern = view.pattern(settings)
+        except lake_table.LakeFormatError:
+            missing[view.name] = "v1 lake layout: run `mf doctor --repair` once to convert it"
+            continue
         if pattern is None:
             missing[view.name] = "no files yet"
             continue

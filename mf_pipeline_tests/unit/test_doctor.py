@@ -174,3 +174,13 @@ def test_a_v1_lake_is_reported_and_converted_by_repair(isolated, tmp_path):
     expected = pl.concat([bars("AA.US"), late, bars("BB.US")]).sort("ticker", "trade_date")
     assert lake.read_tickers(silver).equals(expected)
     assert "layout" not in {p.kind for p in doctor.diagnose(settings).problems}
+
+
+def test_sql_names_a_v1_layer_instead_of_reading_it(isolated, tmp_path):
+    from mf_pipeline.lib import sql
+
+    (tmp_path / "raw").mkdir()
+    settings = isolated(tmp_path / "raw")
+    _v1_file(lake.LAYERS["bronze"].root(settings), "AA.US", "part-000.parquet", bars("AA.US"))
+    _connection, missing = sql.connect(settings)
+    assert missing["bronze"] == "v1 lake layout: run `mf doctor --repair` once to convert it"
