@@ -10,7 +10,7 @@ second is Dagster's (planning, events, SQLite). ``python -m bench.dagster_probe 
   ``mf run`` uses), giving ms per asset-partition (total and marginal over the 1-partition run),
 * ``K`` runs of one partition each (seconds per run),
 * ``DAGSTER_HOME`` size per materialization,
-* the same chain over the 27 ticker *shards* the pipeline uses (one range run over all shards),
+* the same chain over the 16 ticker *shards* the pipeline uses (one range run over all shards),
   expressed per (asset, ticker) for ``N`` tickers: what ``mf run`` pays per ticker today.
 
 Set or unset ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`` in the environment of the

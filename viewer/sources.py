@@ -39,8 +39,8 @@ def optional_layer_paths(settings: Settings) -> dict[str, Path]:
 
     Precedence: ``overlay_viewer.optional_layers.<name>`` in the settings (relative paths
     resolve against the project root), then :func:`default_path`.
-    A path may be a per-ticker hive folder (``exchange=*/prefix=*/ticker=*/part-000.parquet``),
-    a folder of Parquet files or a single long Parquet file holding ``ticker``.
+    A path may be a lake table (``lib/lake_table.py``, e.g. the research state bands) or a
+    single long Parquet file holding ``ticker``.
     """
     configured = (settings.overlay_viewer or {}).get("optional_layers") or {}
     out: dict[str, Path] = {}
