@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench import lake_reads
 from bench.common import last_json_object, run_child
 from bench.universe import mf_executable
 from mf_pipeline.lib.sample_append import append_one_bar
@@ -144,6 +145,8 @@ def measure(raw: Path, work: Path, until: str = "ml_dataset", noop: bool = True,
     if append:
         append_one_bar(raw)
         appended = _run(cmd, env, work, "append")
+        appended.update({f"lake_reads.{k}": v for k, v in lake_reads.measure(work).items()
+                         if not isinstance(v, dict)})
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return cold, again, appended

@@ -155,6 +155,15 @@ def _mf_run(entry: dict[str, Any]) -> list[str]:
     out += _table(["run", "wall s", "CPU s", "peak RSS MB", "start → run s", "Dagster run s",
                    "Σ asset s", "run − assets s", "ms / asset-partition", "bars/s",
                    "DAGSTER_HOME MB", "others' CPU", "load"], rows)
+    reads = ((run.get("append") or {}).get("median") or {})
+    if reads.get("lake_reads.viewer_read_ms_again") is not None:
+        out += [f"Readers on the lake after the append (`bench/lake_reads.py`): the viewer reads "
+                f"one ticker in {_num(reads.get('lake_reads.viewer_read_ms_first'))} ms "
+                f"({_num(reads.get('lake_reads.viewer_read_ms_again'))} ms again; median of "
+                f"20 tickers); `mf sql` `SELECT ticker, count(*), avg(close), max(trade_date) "
+                f"FROM silver GROUP BY ticker` takes "
+                f"{_num(reads.get('lake_reads.sql_aggregate_s'))} s; the data folder holds "
+                f"{_num(reads.get('lake_reads.parquet_files'))} Parquet files.", ""]
     cold_runs = (run.get("cold") or {}).get("runs") or []
     if cold_runs:
         per_asset: dict[str, list[float]] = {}
