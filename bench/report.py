@@ -563,8 +563,9 @@ HOW = """\
   N partitions (range tags, as `mf run` launches), then one-partition runs. "marginal ms" =
   (range run − 1-partition run) / (N − 1); "KB / materialization" is the growth of
   `DAGSTER_HOME` on disk over the range run (SQLite WAL files included, not checkpointed).
-  "27-shard run" is one range run of the same chain over the 27 ticker shards the pipeline
-  really uses; "shards: ms / asset-ticker" spreads it over N tickers × 5 assets.
+  "27-shard run" is one range run of the same chain over the ticker shards the pipeline
+  used then (27 first letters; 16 hash shards since lake v2); "shards: ms / asset-ticker"
+  spreads it over N tickers × 5 assets.
   Measured on Dagster's stock SQLite instance with
   `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` unset and `=1`, and with the `dagster.yaml`
   that `mf` writes (`orchestration/dagster.yaml`: its tuned event-log storage). The stock
@@ -642,6 +643,18 @@ def _profile(entry: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _targets(entry: dict[str, Any] | None) -> list[str]:
+    """The storage issue's targets side by side (issue #23): recorded in results.json
+    (``lake_v2_targets``) from the measurements named in each row."""
+    if not entry:
+        return []
+    out = ["## Lake v2 targets (issue #23)", "", f"Measured: {entry.get('measured', '?')}. "
+           f"{entry.get('note', '')}".rstrip(), ""]
+    out += _table(["run", "before (v1 layout)", "target", "lake v2", "how measured"],
+                  entry.get("rows") or [], "lllll")
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole Markdown document for ``results`` (the merged ``bench/results.json``)."""
     out = ["# Benchmarks", "",
@@ -671,6 +684,7 @@ def render(results: dict[str, Any]) -> str:
         out += (_budget(entry) if name == "small" else []) + _dagster(entry)
         out += _validation(entry, name == "small") + _wf(entry, name == "small")
         out += backtest_lines(entry) + grid_lines(entry)
+    out += _targets(results.get("lake_v2_targets"))
     out += _kernels(results.get("kernels"))
     out += _research(results.get("research")) + _profile(results.get("validation_profile"))
     out += [RUN, HOW]
