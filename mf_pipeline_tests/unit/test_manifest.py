@@ -149,3 +149,41 @@ def test_growth_of_a_file_without_final_newline_is_a_change_not_an_append(tmp_pa
         handle.write("\n" + line("AAA.US", 3))
     status = mf.classify(mf.discover(tmp_path), stable).filter(pl.col("ticker") == "AAA.US")
     assert status["manifest_status"].to_list() == [mf.CHANGED]
+
+
+def test_a_file_unchanged_since_its_last_ingest_is_not_read_again(tmp_path, monkeypatch):
+    """A new process (a nightly run) trusts the stable manifest's hash of a file whose size
+    and mtime are unchanged, unless that mtime was too close to its discovery (racy)."""
+    import datetime as dt
+    import os
+
+    make_tree(tmp_path)
+    first = mf.discover(tmp_path)
+    stable = mf.promote(first.head(0), mf.classify(first, first.head(0)),
+                        first["source_file"].to_list(), [])
+    # discovered long after the files were last written: all three are trusted
+    stable = stable.with_columns(discovered_ts=pl.col("file_mtime") + dt.timedelta(hours=1))
+    mf._HASHES.clear()  # another process: nothing remembered in memory
+    hashed = []
+    real = mf.hash_with_prefix
+    monkeypatch.setattr(mf, "hash_with_prefix", lambda path, prefix: hashed.append(path.name)
+                        or real(path, prefix))
+    trusted = mf.trusted_hashes(stable)
+    again = mf.discover(tmp_path, known=trusted)
+    assert hashed == []
+    assert again["content_hash"].to_list() == first["content_hash"].to_list()
+    assert set(mf.classify(again, stable)["manifest_status"]) == {mf.UNCHANGED}
+    aaa = tmp_path / "data" / "nasdaq stocks" / "1" / "aaa.us.txt"
+    aaa.write_text(HEADER + line("AAA.US", 3))  # same size, new content, new mtime
+    mf._HASHES.clear()
+    edited = mf.discover(tmp_path, known=trusted)
+    assert hashed == ["aaa.us.txt"]
+    assert mf.classify(edited, stable).filter(pl.col("source_file").str.contains("aaa"))[
+        "manifest_status"].to_list() == [mf.CHANGED]
+    # a stable entry discovered within RACY_SECONDS of its mtime is never trusted
+    racy = stable.with_columns(discovered_ts=pl.col("file_mtime") + dt.timedelta(seconds=1))
+    assert mf.trusted_hashes(racy) == {}
+    os.utime(aaa, ns=(0, 0))
+    assert mf.discover(tmp_path, known=mf.trusted_hashes(stable)).filter(
+        pl.col("source_file").str.contains("aaa"))["content_hash"].to_list() != [
+        first.filter(pl.col("source_file").str.contains("aaa"))["content_hash"][0]]

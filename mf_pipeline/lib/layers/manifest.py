@@ -237,9 +237,12 @@ def _hash_or_error(key: HashKey) -> tuple[str, str | None]:
 
 
 def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result],
-            prefixes: dict[str, int]) -> list[tuple[str, str | None]]:
+            prefixes: dict[str, int], trusted: dict[str, str]) -> list[tuple[str, str | None]]:
     keys: list[HashKey] = [(str(p), st.st_size, st.st_mtime_ns, prefixes.get(str(p)))
                            for p, st in zip(paths, stats, strict=True)]
+    for key in keys:
+        if key[0] in trusted:  # unchanged since its last ingest: no prefix check needed
+            _HASHES[key] = (trusted[key[0]], None)
     todo = [key for key in keys if key not in _HASHES]
     with ThreadPoolExecutor(max_workers=4) as pool:
         computed = pool.map(_hash_or_error, todo)
@@ -248,6 +251,25 @@ def _hashes(paths: Sequence[Path], stats: Sequence[os.stat_result],
     _HASHES.clear()
     _HASHES.update(known)
     return [known[key] for key in keys]
+
+
+RACY_SECONDS = 2.0
+"""A file modified this close to its discovery may have changed again within the same mtime
+tick after it was hashed (file system timestamps are coarser than writes): never trusted."""
+
+
+def trusted_hashes(stable: pl.DataFrame) -> dict[str, tuple[int, dt.datetime, str]]:
+    """``{path: (size, mtime, content hash)}`` of the stable manifest's files that were last
+    modified well before they were discovered: a file of the same size and mtime now is taken
+    as unchanged without reading it (as ``git`` trusts its index). Only an edit that keeps the
+    size and forges the old mtime back goes unseen; ``mf run --full`` re-reads everything."""
+    needed = {"path", "file_size_bytes", "file_mtime", "content_hash", "discovered_ts"}
+    if stable.is_empty() or not needed <= set(stable.columns):
+        return {}
+    safe = stable.filter(pl.col("path").is_not_null() & (
+        pl.col("file_mtime") < pl.col("discovered_ts") - dt.timedelta(seconds=RACY_SECONDS)))
+    return {path: (size, mtime, digest) for path, size, mtime, digest in safe.select(
+        "path", "file_size_bytes", "file_mtime", "content_hash").iter_rows()}
 
 
 def _unread_hash(entry: RawFile) -> str:
@@ -267,11 +289,14 @@ def _file_ticker(entry: RawFile) -> str | None:
 
 def discover(raw_root: Path, discovered_ts: dt.datetime | None = None,
              prefixes: dict[str, int] | None = None, follow_symlinks: FollowSymlinks = "none",
-             max_file_bytes: int | None = None) -> pl.DataFrame:
+             max_file_bytes: int | None = None,
+             known: dict[str, tuple[int, dt.datetime, str]] | None = None) -> pl.DataFrame:
     """The current manifest of ``raw_root`` (no classification yet).
 
     ``prefixes`` (``{path: size at the last ingest}``, from the stable manifest) adds a
     ``prefix_hash`` column: the hash of each file's first ``size`` bytes, read in the same pass.
+    ``known`` (``{path: (size, mtime, content hash)}``, from the stable manifest: see
+    :func:`trusted_hashes`) spares reading a file whose size and mtime are what they were.
 
     ``fail_reason`` marks files that cannot become a ticker partition: one that is not read
     (``NOT_READ_REASONS``: a symlink not followed, a path that is not UTF-8, a file over
@@ -282,8 +307,14 @@ def discover(raw_root: Path, discovered_ts: dt.datetime | None = None,
     discovered_ts = discovered_ts or dt.datetime.now(dt.UTC)
     entries = scan_raw_files(raw_root, follow_symlinks, max_file_bytes)
     readable = [e for e in entries if e.read_path is not None]
+    trusted = {}
+    for e in readable:
+        seen = (known or {}).get(str(e.read_path))
+        if seen is not None and seen[0] == e.stat.st_size \
+                and seen[1] == dt.datetime.fromtimestamp(e.stat.st_mtime, dt.UTC):
+            trusted[str(e.read_path)] = seen[2]
     hashed = iter(_hashes([e.read_path for e in readable if e.read_path is not None],
-                          [e.stat for e in readable], prefixes or {}))
+                          [e.stat for e in readable], prefixes or {}, trusted))
     hashes = [next(hashed) if e.read_path is not None else (_unread_hash(e), None)
               for e in entries]
     relative = [e.source_file for e in entries]

@@ -123,7 +123,8 @@ def classify_raw(settings: Settings, log: Log = print) -> pl.DataFrame:
     sizes = dict(zip(stable["path"].to_list(), stable["file_size_bytes"].to_list(), strict=True))
     ingest = settings.ingest
     current = mf.discover(root, prefixes=sizes, follow_symlinks=ingest.follow_symlinks,
-                          max_file_bytes=ingest.max_file_bytes)
+                          max_file_bytes=ingest.max_file_bytes,
+                          known=mf.trusted_hashes(stable))
     return mf.classify(current, stable)
 
 
