@@ -81,3 +81,33 @@ def test_a_batch_stores_what_single_writes_store(tmp_path, monkeypatch):
         last = record.asset_entry.last_materialization_record
         newest = instance.fetch_materializations(dg.AssetKey("probe"), limit=1).records[0]
         assert last.storage_id == newest.storage_id
+
+
+def _schema(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        tables = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        stamp = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchall()
+    return [*tables, *stamp, *mode]
+
+
+def test_run_databases_after_the_first_are_copies_of_dagsters_own(tmp_path, monkeypatch):
+    from mf_pipeline.orchestration.event_log import RUN_SHARD_TEMPLATE
+
+    instance, _ = _run(tmp_path / "home", "1000", monkeypatch)
+    runs = tmp_path / "home" / "history" / "runs"
+    assert (runs / RUN_SHARD_TEMPLATE).is_file()
+    storage = instance.event_log_storage
+    seeded = [run.run_id for run in instance.get_runs()]
+    # A second run in the same home starts from the template: its events read back.
+    job = dg.Definitions(assets=[probe]).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, partition_key=KEYS[4])
+    assert result.success
+    [mat] = [e for e in instance.all_logs(result.run_id)
+             if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+    assert mat.dagster_event.partition == KEYS[4]
+    # A shard Dagster initializes itself (the stock path) has the same schema and stamp.
+    storage._initdb(storage._engine("stock-made"))
+    for run_id in [*seeded, result.run_id]:
+        assert _schema(runs / f"{run_id}.db") == _schema(runs / "stock-made.db")
+    assert sorted(storage.get_all_run_ids()) == sorted([*seeded, result.run_id, "stock-made"])
