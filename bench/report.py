@@ -539,7 +539,7 @@ HOW = """\
   the Dagster run's wall minus that sum: Dagster bookkeeping plus anything the assets do not
   report (the ML dataset export, the checks, derived-layer file writes that finish after the
   last layer's compute, Numba's one-time start); "ms / asset-partition" divides it by tickers
-  x per-ticker assets.
+  x per-ticker assets. The next table measures that split instead of inferring it.
 * **Every second of a run** (`mf_pipeline/orchestration/accounting.py`): each `mf run` times
   named parts of its main thread and writes them to `<logs>/runs/<run_id>.seconds.json` as it
   exits; the bench reads that file. Parts nest and keep only their own seconds, so they never
@@ -568,7 +568,8 @@ HOW = """\
   spreads it over N tickers × 5 assets.
   Measured on Dagster's stock SQLite instance with
   `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` unset and `=1`, and with the `dagster.yaml`
-  that `mf` writes (`orchestration/dagster.yaml`: its tuned event-log storage). The stock
+  that `mf` writes (`orchestration/dagster.yaml`: its tuned event-log storage, with
+  `DAGSTER_EVENT_BATCH_SIZE=1000` as `mf`'s code location sets it: batched writes). The stock
   instance commits (and fsyncs) every event, so its numbers swing with other processes' disk
   traffic.
 * **Kernels** (`bench/kernels.py`): one process, seeded 10M-row panel, one warm-up call then the

@@ -138,6 +138,7 @@ def _flat(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in records]
 
 
+EVENT_BATCH = "DAGSTER_EVENT_BATCH_SIZE"
 DAGSTER_CONFIGS = (
     ("stock", "without_subset_env", None),
     ("stock", "with_subset_env", "1"),
@@ -156,8 +157,11 @@ def measure_dagster(work: Path, partitions: int, runs: int, repeat: int, assets:
             continue
         env = dict(os.environ)
         env.pop(EMIT_SUBSET, None)
+        env.pop(EVENT_BATCH, None)
         if value is not None:
             env[EMIT_SUBSET] = value
+        if instance == "project":  # as mf's code location sets it (definitions.py)
+            env[EVENT_BATCH] = "1000"
         records = []
         for index in range(repeat):
             home = work / f"{label}-{index}"

@@ -76,14 +76,15 @@ def process_age() -> float | None:
         return None
 
 
-def _add(name: str, seconds: float) -> None:
+def _add(name: str, seconds: float, calls: int = 1) -> None:
     _BOOK.seconds[name] = _BOOK.seconds.get(name, 0.0) + seconds
-    _BOOK.counts[name] = _BOOK.counts.get(name, 0) + 1
+    _BOOK.counts[name] = _BOOK.counts.get(name, 0) + calls
 
 
 @contextmanager
-def part(name: str) -> Iterator[None]:
-    """Time the block as part ``name`` (exclusive of the parts inside it); main thread only."""
+def part(name: str, calls: int = 1) -> Iterator[None]:
+    """Time the block as part ``name`` (exclusive of the parts inside it), counted as
+    ``calls`` calls (a batch of event writes); main thread only."""
     if threading.get_ident() != _MAIN:
         yield
         return
@@ -91,13 +92,13 @@ def part(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _close(_BOOK.stack.pop())
+        _close(_BOOK.stack.pop(), calls)
 
 
-def _close(opened: _Open) -> float:
+def _close(opened: _Open, calls: int = 1) -> float:
     """Credit ``opened`` with its exclusive seconds until now; its parent sees them as nested."""
     now = time.perf_counter()
-    _add(opened.name, now - opened.start - opened.inner)
+    _add(opened.name, now - opened.start - opened.inner, calls)
     if _BOOK.stack:
         _BOOK.stack[-1].inner += now - opened.start
     return now
