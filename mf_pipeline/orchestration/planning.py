@@ -131,7 +131,7 @@ def plan_and_run(settings: Settings, selection: Selection, full: bool = False,
     with part("CLI: raw tree classified (discover, fingerprint, classify)"):
         from mf_pipeline.lib.steps import bronze_step
 
-        classified = bronze_step.classify_raw(settings, log)
+        classified = bronze_step.classify_raw(settings, log, for_run=True)
     with part("CLI: planning (stale tickers, export current?)"):
         tickers = tickers_needing_work(settings, classified, selection.per_ticker, full,
                                        only_status)

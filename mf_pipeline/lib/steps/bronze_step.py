@@ -116,16 +116,46 @@ class ManifestOutcome:
     seconds: float = 0.0
 
 
-def classify_raw(settings: Settings, log: Log = print) -> pl.DataFrame:
-    """Discover, fingerprint and classify the raw tree against the stable manifest (no writes)."""
+PLAN_KEPT_SECONDS = 60.0
+_PLANNED: dict[str, tuple[float, tuple[int, int] | None, pl.DataFrame]] = {}
+"""The classification ``mf run`` planned with, handed to the ``manifest`` asset of the run it
+launches in the same process (taken once): the run works on the tree its plan saw, and the
+raw tree is not walked and classified twice."""
+
+
+def _stable_key(settings: Settings) -> tuple[int, int] | None:
+    try:
+        stat = paths(settings).stable_manifest.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def take_planned(settings: Settings) -> pl.DataFrame | None:
+    """The classification planned moments ago in this process for this lake, if the stable
+    manifest is unchanged since (None otherwise: classify again)."""
+    kept = _PLANNED.pop(str(settings.raw_root), None)
+    if kept is None or time.monotonic() - kept[0] > PLAN_KEPT_SECONDS \
+            or kept[1] != _stable_key(settings):
+        return None
+    return kept[2]
+
+
+def classify_raw(settings: Settings, log: Log = print, for_run: bool = False) -> pl.DataFrame:
+    """Discover, fingerprint and classify the raw tree against the stable manifest (no writes).
+    ``for_run``: keep the result for the ``manifest`` asset of the run about to start."""
     root = ensure_raw_root(settings, log)
+    stable_key = _stable_key(settings)
     stable = _read_or_empty(paths(settings).stable_manifest)
     sizes = dict(zip(stable["path"].to_list(), stable["file_size_bytes"].to_list(), strict=True))
     ingest = settings.ingest
     current = mf.discover(root, prefixes=sizes, follow_symlinks=ingest.follow_symlinks,
                           max_file_bytes=ingest.max_file_bytes,
                           known=mf.trusted_hashes(stable))
-    return mf.classify(current, stable)
+    classified = mf.classify(current, stable)
+    if for_run:
+        _PLANNED[str(settings.raw_root)] = (time.monotonic(), stable_key, classified)
+    return classified
 
 
 def run_manifest(settings: Settings, run_id: str, log: Log = print) -> ManifestOutcome:
@@ -138,7 +168,9 @@ def run_manifest(settings: Settings, run_id: str, log: Log = print) -> ManifestO
     read.
     """
     started = time.perf_counter()
-    classified = classify_raw(settings, log)
+    classified = take_planned(settings)
+    if classified is None:
+        classified = classify_raw(settings, log)
     bronze = paths(settings)
     lake.write_parquet(classified.drop("prev_size"), bronze.current_manifest, settings.parquet)
     present = classified.filter(pl.col("manifest_status") != mf.DELETED)
