@@ -38,6 +38,7 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
     from mf_pipeline.orchestration import runner
 
     settings = settings_of(ctx)
+    _convert_a_v1_lake(settings)
     outcome = _execute(ctx, everything(runner.definitions()))
     research = _stale_research(settings)
     if research:  # the in-sample `full` split: the viewer's regime overlays
@@ -70,6 +71,19 @@ def demo(ctx: typer.Context, as_json: AsJson = False) -> None:
         + (f"\n  pack:       {pack}  (docs/CANDIDATES.md)" if pack else "")
         + (f"\n  re-run:     {rerun}  (nightly: mf ops-nightly-run; docs/OPS.md)" if rerun else "")
     ))
+
+
+def _convert_a_v1_lake(settings: Settings) -> None:
+    """The demo's lake from before lake v2 is converted first (``mf doctor --repair``, as a
+    Dagster run), so ``make demo`` keeps working on an old checkout."""
+    from mf_pipeline.lib import lake_migrate
+    from mf_pipeline.orchestration import runner
+
+    if lake_migrate.pending(settings):
+        say("the lake holds the v1 layout (one folder per ticker): converting it to lake v2 "
+            "first (mf doctor --repair)")
+        runner.run_assets(settings, ["lake_doctor"], log=say,
+                          run_config={"ops": {"lake_doctor": {"config": {"repair": True}}}})
 
 
 def _candidates(settings: Settings, refit: bool) -> RunOutcome:
