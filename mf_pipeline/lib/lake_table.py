@@ -326,17 +326,11 @@ WriteFile = Callable[[pl.DataFrame, Path, dict[str, str] | None], None]
 def _write_shards(root: Path, frame: pl.DataFrame, write_file: WriteFile,
                   metadata: dict[str, str] | None) -> pl.DataFrame:
     """Write ``frame``'s rows as one file per shard; returns their index rows (no version,
-    no generation yet). One sort puts the rows in (shard, ticker, date) order, so each shard's
-    file is a zero-copy slice; the files are encoded on a few threads (the Parquet encoder
-    releases the GIL)."""
+    no generation yet). The files are encoded on a few threads (the Parquet encoder releases
+    the GIL)."""
     if frame.is_empty():
         return _empty_index()
-    tagged = frame.with_columns(shard_column(frame)).sort("shard", "ticker", "trade_date")
-    sizes = tagged.group_by("shard", maintain_order=True).len()
-    jobs, start = [], 0
-    for shard, length in sizes.iter_rows():
-        jobs.append((str(shard), tagged.slice(start, length).drop("shard")))
-        start += length
+    jobs = _shard_parts(frame)
 
     def write_one(job: tuple[str, pl.DataFrame]) -> pl.DataFrame:
         shard, rows = job
@@ -346,6 +340,31 @@ def _write_shards(root: Path, frame: pl.DataFrame, write_file: WriteFile,
 
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         return pl.concat(list(pool.map(write_one, jobs)))
+
+
+def _shard_parts(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """``(shard, rows sorted by ticker and date)`` per shard of ``frame``.
+
+    The layers hand over rows already sorted by (ticker, trade_date): then each ticker is one
+    contiguous run, and a shard's rows are its tickers' runs put side by side without copying
+    (a full sort of a wide frame costs ~0.5 CPU s per million rows). Any other order is
+    sorted first."""
+    ordered = frame.select(
+        ((pl.col("ticker") != pl.col("ticker").shift()).fill_null(True)
+         | (pl.col("trade_date").diff() > 0)).all()).item()
+    runs = frame.select(pl.col("ticker").rle()).unnest("ticker")
+    if not ordered or runs["value"].n_unique() != runs.height:
+        frame = frame.sort("ticker", "trade_date")
+        runs = frame.select(pl.col("ticker").rle()).unnest("ticker")
+    runs = runs.with_columns(start=pl.col("len").cum_sum() - pl.col("len"),
+                             shard=shard_series(runs["value"])).sort("shard", "value")
+    parts = []
+    for (shard,), group in runs.partition_by("shard", as_dict=True,
+                                             maintain_order=True).items():
+        pieces = [frame.slice(start, length) for start, length
+                  in group.select("start", "len").iter_rows()]
+        parts.append((str(shard), pl.concat(pieces, rechunk=False)))
+    return parts
 
 
 def _segments(rows: pl.DataFrame, name: str, shard: str, size: int) -> pl.DataFrame:
