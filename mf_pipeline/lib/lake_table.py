@@ -332,18 +332,30 @@ def _write_shards(root: Path, frame: pl.DataFrame, write_file: WriteFile,
         return _empty_index()
     jobs = _shard_parts(frame)
 
-    def write_one(job: tuple[str, pl.DataFrame]) -> pl.DataFrame:
-        shard, rows = job
+    def write_one(job: tuple[str, pl.DataFrame, pl.DataFrame]) -> pl.DataFrame:
+        shard, rows, runs = job
         name = _new_name(shard)
         write_file(rows, root / name, metadata)
-        return _segments(rows, name, shard, (root / name).stat().st_size)
+        return _segments(runs, name, shard, (root / name).stat().st_size)
 
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         return pl.concat(list(pool.map(write_one, jobs)))
 
 
-def _shard_parts(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-    """``(shard, rows sorted by ticker and date)`` per shard of ``frame``.
+def _runs(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per contiguous run of a ticker: ``ticker, start, rows, exchange, low, high``
+    (first and last date of the run: the rows are sorted by date within a run)."""
+    runs = frame.select(pl.col("ticker").rle()).unnest("ticker").rename(
+        {"value": "ticker", "len": "rows"})
+    start = (runs["rows"].cum_sum() - runs["rows"]).alias("start")
+    ends = frame.select(pl.col("exchange").cast(pl.String).gather(start),
+                        pl.col("trade_date").gather(start).alias("low"),
+                        pl.col("trade_date").gather(start + runs["rows"] - 1).alias("high"))
+    return pl.concat([runs.with_columns(start), ends], how="horizontal")
+
+
+def _shard_parts(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame, pl.DataFrame]]:
+    """``(shard, rows sorted by ticker and date, their runs)`` per shard of ``frame``.
 
     The layers hand over rows already sorted by (ticker, trade_date): then each ticker is one
     contiguous run, and a shard's rows are its tickers' runs put side by side without copying
@@ -352,28 +364,26 @@ def _shard_parts(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
     ordered = frame.select(
         ((pl.col("ticker") != pl.col("ticker").shift()).fill_null(True)
          | (pl.col("trade_date").diff() > 0)).all()).item()
-    runs = frame.select(pl.col("ticker").rle()).unnest("ticker")
-    if not ordered or runs["value"].n_unique() != runs.height:
+    runs = _runs(frame)
+    if not ordered or runs["ticker"].n_unique() != runs.height:
         frame = frame.sort("ticker", "trade_date")
-        runs = frame.select(pl.col("ticker").rle()).unnest("ticker")
-    runs = runs.with_columns(start=pl.col("len").cum_sum() - pl.col("len"),
-                             shard=shard_series(runs["value"])).sort("shard", "value")
+        runs = _runs(frame)
+    runs = runs.with_columns(shard=shard_series(runs["ticker"])).sort("shard", "ticker")
     parts = []
     for (shard,), group in runs.partition_by("shard", as_dict=True,
                                              maintain_order=True).items():
         pieces = [frame.slice(start, length) for start, length
-                  in group.select("start", "len").iter_rows()]
-        parts.append((str(shard), pl.concat(pieces, rechunk=False)))
+                  in group.select("start", "rows").iter_rows()]
+        parts.append((str(shard), pl.concat(pieces, rechunk=False), group))
     return parts
 
 
-def _segments(rows: pl.DataFrame, name: str, shard: str, size: int) -> pl.DataFrame:
-    return (rows.group_by("ticker", maintain_order=True)
-            .agg(pl.col("exchange").first().cast(pl.String), pl.len().cast(pl.Int64).alias("rows"),
-                 pl.col("trade_date").min().alias("low"), pl.col("trade_date").max().alias("high"))
+def _segments(runs: pl.DataFrame, name: str, shard: str, size: int) -> pl.DataFrame:
+    """The index rows of one new data file from its tickers' runs (:func:`_runs`)."""
+    return (runs.select("ticker", "exchange", "rows", "low", "high")
             .with_columns(shard=pl.lit(shard), file=pl.lit(name), version=pl.lit(None, pl.String),
-                          file_rows=pl.lit(rows.height, pl.Int64), file_gen=pl.lit(0, pl.Int64),
-                          file_bytes=pl.lit(size, pl.Int64))
+                          file_rows=pl.lit(int(runs["rows"].sum()), pl.Int64),
+                          file_gen=pl.lit(0, pl.Int64), file_bytes=pl.lit(size, pl.Int64))
             .select(list(INDEX_SCHEMA)).cast(INDEX_SCHEMA))
 
 
@@ -458,7 +468,8 @@ def _compact(root: Path, index: pl.DataFrame, shard: str, generation: int,
         write_file(merged, root / name, {"compacted_generation": str(generation)})
     versions = moving.group_by("ticker").agg(pl.col("version").first())
     size = (root / name).stat().st_size if merged.height else 0
-    segments = (_segments(merged, name, shard, size).drop("version").join(versions, on="ticker")
+    segments = (_segments(_runs(merged), name, shard, size).drop("version")
+                .join(versions, on="ticker")
                 .with_columns(file_gen=pl.lit(generation, pl.Int64)).select(list(INDEX_SCHEMA)))
     return pl.concat([index.filter(~pl.col("file").is_in(list(merge))), segments])
 
