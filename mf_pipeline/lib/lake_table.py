@@ -57,9 +57,10 @@ INDEX_DIR = "_index"
 LOCK_NAME = ".commit.lock"
 MAX_FILES_PER_SHARD = 4
 KEEP_GENERATIONS = 1
-ROW_GROUP_ROWS = 16_384
-"""Rows per Parquet row group: a one-ticker read decodes ~1-2 groups (statistics on the sorted
-``ticker`` column prune the rest)."""
+ROW_GROUP_ROWS = 32_768
+"""Rows per Parquet row group: a one-ticker read decodes one or two groups (statistics on the
+sorted ``ticker`` column prune the rest). Measured on 1,500 tickers x 25 y: 16 K-row groups cost
+~16 % more encoding CPU for no faster viewer read (27-31 ms either way)."""
 READ_RETRIES = 5
 WRITE_THREADS = 4
 
