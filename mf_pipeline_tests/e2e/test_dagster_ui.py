@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from typer.testing import CliRunner
 
 from mf_pipeline.cli import app
@@ -36,6 +37,18 @@ def wait_for_backfill(instance: dg.DagsterInstance, timeout: float = 300) -> dg.
     raise AssertionError(f"no finished backfill run after {timeout}s: {instance.get_runs()}")
 
 
+def dismiss_first_visit_dialog(page) -> None:
+    """Close the UI's first-visit newsletter dialog, which may open a moment after the page
+    loaded; its backdrop would swallow the next click."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=10_000)
+    except PlaywrightTimeout:
+        return
+    skip.click()
+    page.locator(".bp5-overlay-backdrop").first.wait_for(state="detached", timeout=10_000)
+
+
 def test_materialize_all_silver_shards_from_the_ui(chromium, isolated, monkeypatch, tmp_path):
     isolated  # noqa: B018 - fresh roots; no raw root: the generated sample
     monkeypatch.delenv("MF_PIPELINE_PATHS__RAW_ROOT", raising=False)
@@ -58,9 +71,7 @@ def test_materialize_all_silver_shards_from_the_ui(chromium, isolated, monkeypat
         with browser_page(chromium, height=1000) as page:
             page.goto(f"http://127.0.0.1:{port}/assets/silver", wait_until="networkidle",
                       timeout=120_000)
-            skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
-            if skip.count():
-                skip.click()
+            dismiss_first_visit_dialog(page)
             page.get_by_role("button", name="Materialize…").click()
             dialog = page.locator('[role="dialog"]').last
             dialog.get_by_role("button", name="All", exact=True).click()
