@@ -273,11 +273,6 @@ def read_retrying(root: Path, read: Callable[[Snapshot], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def shard_column(frame: pl.DataFrame) -> pl.Series:
-    """The shard of each row's ticker (computed once per distinct ticker)."""
-    return shard_series(frame["ticker"])
-
-
 def shard_expr(ticker: pl.Expr) -> pl.Expr:
     """:func:`partitions.shard_of` as a Polars expression (one hash per distinct ticker)."""
     return ticker.map_batches(shard_series, return_dtype=pl.String())
