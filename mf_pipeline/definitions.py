@@ -16,6 +16,7 @@ os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 from mf_pipeline.defs.io_managers import LakeIOManager  # noqa: E402
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork  # noqa: E402
 from mf_pipeline.orchestration import progress  # noqa: E402
+from mf_pipeline.orchestration.executors import mf_executor  # noqa: E402
 
 
 @dg.logger(description="The mf CLI's progress display (bars on a terminal, plain lines "
@@ -29,7 +30,7 @@ def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(
         loaded,
-        dg.Definitions(executor=dg.in_process_executor, resources={
+        dg.Definitions(executor=mf_executor, resources={
             "settings": PipelineSettings(), "ticker_work": TickerWork(),
             "lake_io": LakeIOManager(settings=PipelineSettings()),
         }, loggers={"console": dg.colored_console_logger, "mf_progress": mf_progress}),

@@ -21,7 +21,9 @@ class PipelineSettings(dg.ConfigurableResource):
     Every asset that reads or writes the lake asks for it, so it also holds the lake lock
     (``lib/lake_lock.py``) for the whole run: a run launched from the UI, the sensor or the
     daemon waits for another run on the same lake instead of doing its work again. Re-entrant:
-    a CLI run already holds it. Outside a run (a sensor evaluation) it takes no lock.
+    a CLI run already holds it, and a step of such a run on a Celery worker proceeds under the
+    CLI's lock (the run's ``mf/lake_lock`` tag names it). Outside a run (a sensor evaluation)
+    it takes no lock.
     """
 
     settings_file: str | None = None
@@ -32,7 +34,8 @@ class PipelineSettings(dg.ConfigurableResource):
             yield self
             return
         log = context.log.warning if context.log is not None else print
-        with lake_lock.hold(self.get(), log=log):
+        holder = context.dagster_run.tags.get(lake_lock.RUN_TAG)
+        with lake_lock.hold(self.get(), log=log, on_behalf_of=holder):
             yield self
 
     def get(self) -> Settings:

@@ -12,6 +12,13 @@ run's resource takes it again); another thread of the same process waits like an
 The kernel releases a ``flock`` when its holder dies, so a killed run never leaves the lake
 locked.
 
+Steps that run in other processes for the holder (Celery workers executing the steps of the
+runs an ``mf`` command launched while it holds the lock) must not wait for it: the holder's
+record carries a random ``token``, the runs carry it as the tag ``mf/lake_lock``, and a step
+whose run names the token of the live holder proceeds under that holder's lock
+(:func:`covered`). The holder's runs may run side by side on different shards: lake-v2 commits
+keep their writes apart (``lib/lake_table.py``).
+
 The lock file also records its holder (pid, start, command) while held and is emptied on a clean
 release. An acquirer that finds a holder record left behind knows the previous run was killed
 and sweeps the temp files of dead writers from the lake and artifact roots
@@ -29,6 +36,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -43,6 +51,8 @@ if TYPE_CHECKING:
 LOCK_NAME = ".lake.lock"
 TIMEOUT_ENV = "MF_LAKE_LOCK_TIMEOUT"
 SWEEP_EVERY_SECONDS = 24 * 3600.0
+RUN_TAG = "mf/lake_lock"
+"""Run tag naming the token of the lake lock held for the run by the process that launched it."""
 POLL_SECONDS = 0.2
 
 Log = Callable[[str], None]
@@ -59,6 +69,7 @@ class _Held:
     fd: int | None = None
     locked: bool = False
     swept: str | None = None
+    token: str | None = None
 
 
 _guard = threading.Condition()
@@ -199,8 +210,10 @@ def lake_lock(data_root: Path, sweep_roots: Iterable[Path] = (), log: Log = prin
                 log(f"removed {len(outcome.removed)} temp file(s) of dead writers "
                     f"({outcome.seconds:.2f}s)")
             entry.swept = now.isoformat(timespec="seconds")
+        entry.token = uuid.uuid4().hex
         _write(entry.fd, {"pid": os.getpid(), "since": now.astimezone().isoformat(
-            timespec="seconds"), "command": _command(), "swept": entry.swept})
+            timespec="seconds"), "command": _command(), "swept": entry.swept,
+            "token": entry.token})
     except BaseException:
         _release(key, entry, path)
         raise
@@ -228,6 +241,36 @@ def _release(key: str, entry: _Held, path: Path) -> None:
             _guard.notify_all()
 
 
+def token_of(data_root: Path) -> str | None:
+    """The token of the lake lock this process holds on ``data_root`` (None if it holds none):
+    runs launched under the lock carry it (``RUN_TAG``) so their out-of-process steps proceed."""
+    with _guard:
+        entry = _held.get(str(lock_path(data_root).resolve()))
+        return entry.token if entry is not None else None
+
+
+def covered(data_root: Path, token: str) -> bool:
+    """Whether a live process holds the lake lock of ``data_root`` under ``token``: its record
+    names the token and the lock is taken (a free lock means the holder is gone)."""
+    path = lock_path(data_root)
+    record = _read(path)
+    if not token or not record or record.get("token") != token:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def held_here(data_root: Path) -> bool:
     """Whether this process holds the lake lock of ``data_root`` (for tests and asserts)."""
     with _guard:
@@ -235,7 +278,13 @@ def held_here(data_root: Path) -> bool:
 
 
 @contextmanager
-def hold(settings: Settings, log: Log = print, timeout: float | None = None) -> Iterator[None]:
-    """:func:`lake_lock` for the lake of ``settings``, sweeping every root it writes."""
+def hold(settings: Settings, log: Log = print, timeout: float | None = None,
+         on_behalf_of: str | None = None) -> Iterator[None]:
+    """:func:`lake_lock` for the lake of ``settings``, sweeping every root it writes; or
+    nothing when ``on_behalf_of`` is the token of the live holder (see the module doc)."""
+    if on_behalf_of and not held_here(settings.data_root) and covered(settings.data_root,
+                                                                      on_behalf_of):
+        yield
+        return
     with lake_lock(settings.data_root, lake_roots(settings), log, timeout):
         yield

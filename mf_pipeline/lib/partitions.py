@@ -44,3 +44,38 @@ def shard_span(tickers: Iterable[str]) -> tuple[str, str] | None:
     if not positions:
         return None
     return SHARD_KEYS[positions[0]], SHARD_KEYS[positions[-1]]
+
+
+def shard_groups(tickers: Iterable[str], span: tuple[str, str], count: int
+                 ) -> list[tuple[str, str]]:
+    """``span`` tiled by at most ``count`` contiguous shard ranges holding about equal numbers
+    of ``tickers`` (each range one run when shards run in parallel on several workers).
+
+    A range closes at the shard boundary nearest its share of the tickers still to place, and
+    only once it holds some, so every range holds tickers (a run with nothing to do still
+    costs its bookkeeping); together the ranges cover every shard of ``span``, empty ones
+    included (a whole-universe run materializes them).
+    """
+    first, last = SHARD_KEYS.index(span[0]), SHARD_KEYS.index(span[1])
+    keys = SHARD_KEYS[first:last + 1]
+    per_shard = dict.fromkeys(keys, 0)
+    for ticker in tickers:
+        if (shard := shard_of(ticker)) in per_shard:
+            per_shard[shard] += 1
+    left, groups_left = sum(per_shard.values()), max(1, count)
+    groups: list[tuple[str, str]] = []
+    start, held = 0, 0
+    for index, key in enumerate(keys):
+        held += per_shard[key]
+        share = left / groups_left
+        following = per_shard[keys[index + 1]] if index + 1 < len(keys) else 0
+        overshoot = held + following - share
+        if groups_left > 1 and held and (held >= share or overshoot > share - held):
+            groups.append((keys[start], key))
+            left, held, start, groups_left = left - held, 0, index + 1, groups_left - 1
+    if start < len(keys):
+        if held or not groups:
+            groups.append((keys[start], keys[-1]))
+        else:  # only empty shards after the last range: they join it
+            groups[-1] = (groups[-1][0], keys[-1])
+    return groups

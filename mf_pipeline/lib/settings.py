@@ -573,6 +573,35 @@ class ValidationWalkforwardSettings(BaseModel):
     )
 
 
+class CelerySettings(_Group):
+    """Where the Celery workers listen (docs/DEPLOY.md): every worker and the launching
+    process must name the same broker and result backend."""
+
+    broker: str = "redis://127.0.0.1:6379/0"
+    backend: str = "redis://127.0.0.1:6379/1"
+    queue: str = "dagster"
+    worker_check_seconds: float = Field(default=5.0, gt=0)
+    """How often a run asks a worker running one of its steps whether it is still alive; a
+    worker that stops answering (killed, host lost) fails the step instead of hanging the run."""
+
+
+class ExecutionSettings(_Group):
+    """How `mf` runs execute their steps: in the calling process (the single-machine default),
+    or on Celery workers, with the per-ticker layers split into ``shard_runs`` concurrent runs
+    of contiguous shard groups."""
+
+    executor: Literal["in_process", "celery"] = "in_process"
+    shard_runs: PositiveInt = 1
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+
+    @model_validator(mode="after")
+    def _parallel_needs_workers(self) -> ExecutionSettings:
+        if self.shard_runs > 1 and self.executor != "celery":
+            raise ValueError("execution.shard_runs > 1 needs execution.executor: celery (the "
+                             "shard runs execute on Celery workers)")
+        return self
+
+
 class Settings(BaseSettings):
     """Every default of the platform; groups and keys follow the old tool's settings."""
 
@@ -589,6 +618,7 @@ class Settings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings)
     precision: PrecisionSettings = Field(default_factory=PrecisionSettings)
     parquet: ParquetSettings = Field(default_factory=ParquetSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     indicators: IndicatorSettings = Field(default_factory=IndicatorSettings)

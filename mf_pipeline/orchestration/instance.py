@@ -38,6 +38,19 @@ DAGSTER_YAML = (Path(__file__).with_name("dagster.yaml")).read_text()
 GENERATED_MARKER = DAGSTER_YAML.splitlines()[0]
 """First line of every dagster.yaml we generate: a home whose file has it gets the current text."""
 TEMPLATE_DIR_ENV = "MF_DAGSTER_TEMPLATE_DIR"
+POSTGRES_ENV = "MF_DAGSTER_POSTGRES_URL"
+"""Set (``postgresql://user:password@host:5432/db``), the instance keeps runs, events and
+schedules in that PostgreSQL database instead of SQLite files in the home: what several hosts
+(webserver, daemon, Celery workers) must share (docs/DEPLOY.md). The URL stays in the
+environment; the generated dagster.yaml only names the variable."""
+MAX_RUNS_ENV = "MF_DAGSTER_MAX_CONCURRENT_RUNS"
+"""Runs the queue starts at once (default 1: one machine); a cluster sets it to its workers."""
+POSTGRES_STORAGE = f"""# Shared instance: runs, events, schedules in PostgreSQL (${POSTGRES_ENV}).
+storage:
+  postgres:
+    postgres_url:
+      env: {POSTGRES_ENV}
+"""
 STORAGE_DIRS = ("history", "schedules", "storage")
 # Keys that could point storage outside DAGSTER_HOME (or at a server): never templated.
 UNSAFE_KEYS = ("storage", "run_storage", "schedule_storage")
@@ -154,7 +167,7 @@ def seed_home(home: Path, root: Path | None = None) -> bool:
     """
     home = Path(home)
     config = home / "dagster.yaml"
-    if not config.is_file() or has_storage(home):
+    if not config.is_file() or has_storage(home) or not _templatable(config.read_text()):
         return False
     staging = home / ".seed-tmp"
     try:
@@ -187,16 +200,39 @@ def ensure_dagster_home(project_root: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() or _generated_and_outdated(config):
-        lake.write_text(DAGSTER_YAML, config)
+        lake.write_text(instance_yaml(), config)
     os.environ["DAGSTER_HOME"] = str(home)
     seed_home(home, template_root(project_root))
     return home
 
 
+def instance_yaml() -> str:
+    """The dagster.yaml this process wants: the project's text, with its SQLite event log
+    replaced by PostgreSQL storage when ``$MF_DAGSTER_POSTGRES_URL`` is set."""
+    text = DAGSTER_YAML
+    if runs := os.environ.get(MAX_RUNS_ENV, "").strip():
+        if not runs.isdigit() or int(runs) < 1:
+            raise ValueError(f"{MAX_RUNS_ENV}={runs!r} is not a positive number of runs")
+        text = text.replace("max_concurrent_runs: 1\n", f"max_concurrent_runs: {int(runs)}\n")
+    if not os.environ.get(POSTGRES_ENV):
+        return text
+    config_lines, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("event_log_storage:"):
+            skipping = True
+            continue
+        if skipping and line.startswith(" "):
+            continue
+        skipping = False
+        config_lines.append(line)
+    return "".join(config_lines) + POSTGRES_STORAGE
+
+
 def _generated_and_outdated(config: Path) -> bool:
-    """A dagster.yaml we wrote from an older template (its marker line), not a user's own."""
+    """A dagster.yaml we wrote (its marker line) that is not the one wanted now (an older
+    template, or the other storage), never a user's own file."""
     text = config.read_text()
-    return GENERATED_MARKER in text and text != DAGSTER_YAML
+    return GENERATED_MARKER in text and text != instance_yaml()
 
 
 def ensure_dotenv(project_root: Path, home: Path) -> Path:
@@ -226,7 +262,11 @@ def main() -> None:
     project = find_project_root()
     home = ensure_dagster_home(project)
     ensure_dotenv(project, home)
-    print(build_template((home / "dagster.yaml").read_text(), template_root(project)))
+    text = (home / "dagster.yaml").read_text()
+    if _templatable(text):
+        print(build_template(text, template_root(project)))
+    else:
+        print(f"{home}/dagster.yaml names its own storage (e.g. PostgreSQL): no template")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ message, its traceback kept in the run's event log (the UI) and a file under ``l
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,12 @@ import dagster as dg  # noqa: E402
 from mf_pipeline.defs.partitions import RANGE_END, RANGE_START  # noqa: E402
 from mf_pipeline.defs.shard_metadata import run_totals  # noqa: E402
 from mf_pipeline.lib import lake_lock  # noqa: E402
-from mf_pipeline.lib.partitions import SHARD_KEYS, shard_span  # noqa: E402
+from mf_pipeline.lib.partitions import (  # noqa: E402
+    SHARD_KEYS,
+    in_shards,
+    shard_groups,
+    shard_span,
+)
 from mf_pipeline.lib.settings import Settings  # noqa: E402
 from mf_pipeline.orchestration import accounting, progress  # noqa: E402
 from mf_pipeline.orchestration.instance import get_instance  # noqa: E402
@@ -62,6 +69,10 @@ class RunFailed(Exception):
                          f"the run's page in the UI, or {log_path})")
         self.run_id = run_id
         self.traceback = traceback
+        self._fields = (what, message, run_id, log_path, traceback)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from a shard run's child process
+        return RunFailed, self._fields
 
 
 @contextmanager
@@ -132,11 +143,11 @@ def _execute(
     Progress goes to ``log`` (and bars, see ``progress.py``) through the ``mf_progress``
     logger; Dagster's own console logger is on only when asked (``MF_LOG_LEVEL``).
     """
-    config = dict(run_config or {})
-    config["loggers"] = {"mf_progress": {}}
-    level = log_level or os.environ.get("MF_LOG_LEVEL")
-    if level:
-        config["loggers"]["console"] = {"config": {"log_level": level.upper()}}
+    config = _with_loggers(run_config, log_level)
+    if settings.execution.executor == "celery":
+        with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)):
+            result, parts = _on_workers(selection, settings, config, job_name, **kwargs)
+        return result, _totals(parts)
     if job_name is None:
         job = definitions().resolve_implicit_global_asset_job_def()
         kwargs["asset_selection"] = [dg.AssetKey(name) for name in selection]
@@ -147,17 +158,70 @@ def _execute(
         with accounting.part(accounting.RUN_START):
             result = job.execute_in_process(
                 run_config=config, instance=where, raise_on_error=False, **kwargs)
+    result, parts = _finished(result, selection, settings)
+    return result, _totals(parts)
+
+
+def _with_loggers(run_config: dict[str, Any] | None, log_level: str | None) -> dict[str, Any]:
+    config = dict(run_config or {})
+    config["loggers"] = {"mf_progress": {}}
+    level = log_level or os.environ.get("MF_LOG_LEVEL")
+    if level:
+        config["loggers"]["console"] = {"config": {"log_level": level.upper()}}
+    return config
+
+
+Parts = dict[str, list[dict[str, Any]]]
+"""Each asset's materialization metadata in a run (one entry per shard of a per-ticker asset)."""
+
+
+def _finished(result: Any, selection: Sequence[str], settings: Settings
+              ) -> tuple[Any, Parts]:
+    """The run's seconds record, then its failure raised or its materializations' metadata
+    returned."""
     _account(settings, result.run_id)
     if not result.success:
         raise _failure(result, selection, settings)
     with accounting.part("CLI: the run's metadata for the summary"):
-        per_shard: dict[str, list[dict[str, Any]]] = {}
+        per_shard: Parts = {}
         for event in result.get_asset_materialization_events():
             mat = getattr(event.event_specific_data, "materialization", None)
             if mat is not None:
                 per_shard.setdefault(mat.asset_key.to_user_string(), []).append(
                     {k: v.value for k, v in mat.metadata.items()})
-        return result, {asset: run_totals(parts) for asset, parts in per_shard.items()}
+        return result, per_shard
+
+
+def _totals(parts: Parts) -> dict[str, dict[str, Any]]:
+    with accounting.part("CLI: the run's metadata for the summary"):
+        return {asset: run_totals(entries) for asset, entries in parts.items()}
+
+
+def _on_workers(selection: Sequence[str], settings: Settings, config: dict[str, Any],
+                job_name: str | None = None, tags: dict[str, str] | None = None,
+                partition_key: str | None = None) -> tuple[Any, Parts]:
+    """One run whose steps execute on Celery workers (``execution.executor: celery``).
+
+    The caller holds the lake lock; the run carries its token (``lake_lock.RUN_TAG``), so the
+    steps proceed under it on the workers. The run's own orchestration (submitting steps,
+    collecting their events) happens here, in a thread of this process.
+    """
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from mf_pipeline.orchestration.executors import run_config_for
+
+    run_tags = dict(tags or {})
+    run_tags.setdefault(lake_lock.RUN_TAG, lake_lock.token_of(settings.data_root) or "")
+    if partition_key is not None:
+        run_tags["dagster/partition"] = partition_key
+    repository = ReconstructableRepository.for_module("mf_pipeline.definitions", "defs")
+    job = repository.get_reconstructable_job(
+        job_name or definitions().resolve_implicit_global_asset_job_def().name)
+    selected = None if job_name else [dg.AssetKey(name) for name in selection]
+    with accounting.part(accounting.RUN_START), dg.execute_job(
+            job, instance(settings), run_config={**config, **run_config_for(settings)},
+            tags=run_tags, raise_on_error=False, asset_selection=selected) as result:
+        return _finished(result, selection, settings)
 
 
 def _account(settings: Settings, run_id: str) -> None:
@@ -196,6 +260,11 @@ def run_partitioned(
     outcome = RunOutcome(shards=span)
     if not selection:
         return outcome
+    groups = shard_groups(tickers, span, settings.execution.shard_runs) \
+        if span is not None and settings.execution.shard_runs > 1 else []
+    if len(groups) > 1:
+        return _in_shard_runs(settings, head, per_ticker, tail, tickers, groups, run_config,
+                              explicit, log, log_level)
     config = dict(run_config or {})
     tags = {}
     if span is not None:
@@ -211,6 +280,95 @@ def run_partitioned(
     outcome.seconds = time.perf_counter() - started
     log(f"done in {outcome.seconds:.2f}s (Dagster run {result.run_id})")
     return outcome
+
+
+def _for_steps(config: dict[str, Any], selection: Sequence[str]) -> dict[str, Any]:
+    """``config`` without the op config of steps outside ``selection`` (Dagster refuses it)."""
+    steps = set(step_labels(selection))
+    ops = {name: value for name, value in (config.get("ops") or {}).items() if name in steps}
+    return {key: value for key, value in config.items() if key != "ops"} | (
+        {"ops": ops} if ops else {})
+
+
+def _in_shard_runs(settings: Settings, head: Sequence[str], per_ticker: Sequence[str],
+                   tail: Sequence[str], tickers: Sequence[str], groups: list[tuple[str, str]],
+                   run_config: dict[str, Any] | None, explicit: bool, log: Log,
+                   log_level: str | None) -> RunOutcome:
+    """``head``, then the per-ticker assets as one run per shard group, all at once on the
+    Celery workers, then ``tail``: what ``execution.shard_runs`` > 1 asks for.
+
+    The runs are ordinary range runs (the UI shows one per group, tagged with its shards); this
+    process holds the lake lock for all of them and their steps proceed under it. A failed
+    group fails the command after the others finish; ``tail`` then does not run.
+    """
+    started = time.perf_counter()
+    outcome = RunOutcome(shards=(groups[0][0], groups[-1][1]))
+    base = _with_loggers(run_config, log_level)
+    parts: Parts = {}
+    with holding_lake_lock(settings, log), progress.showing(
+            log, step_labels([*head, *per_ticker, *tail])):
+        if head:
+            log(f"run: {', '.join(head)}")
+            result, got = _on_workers(head, settings, _for_steps(base, head))
+            outcome.run_ids.append(result.run_id)
+            parts |= got
+        log(f"run: {', '.join(per_ticker)} for {len(set(tickers))} tickers as {len(groups)} "
+            f"concurrent runs: shards {', '.join(f'{a}…{b}' for a, b in groups)}")
+        token = lake_lock.token_of(settings.data_root) or ""
+        with accounting.part(f"Dagster runs on Celery workers: {len(groups)} shard groups"):
+            results = _concurrently(_group_run, [(
+                settings, per_ticker, _group_config(base, per_ticker, tickers, group, explicit),
+                {RANGE_START: group[0], RANGE_END: group[1], lake_lock.RUN_TAG: token})
+                for group in groups])
+        for run_id, got in results:
+            outcome.run_ids.append(run_id)
+            for asset, entries in got.items():
+                parts.setdefault(asset, []).extend(entries)
+        if tail:
+            log(f"run: {', '.join(tail)}")
+            result, got = _on_workers(tail, settings, _for_steps(base, tail))
+            outcome.run_ids.append(result.run_id)
+            parts |= got
+    outcome.metadata = _totals(parts)
+    outcome.seconds = time.perf_counter() - started
+    log(f"done in {outcome.seconds:.2f}s ({len(outcome.run_ids)} Dagster runs)")
+    return outcome
+
+
+def _group_config(base: dict[str, Any], per_ticker: Sequence[str], tickers: Sequence[str],
+                  group: tuple[str, str], explicit: bool) -> dict[str, Any]:
+    config = _for_steps(base, per_ticker)
+    if explicit:
+        shards = set(SHARD_KEYS[SHARD_KEYS.index(group[0]):SHARD_KEYS.index(group[1]) + 1])
+        config["resources"] = {"ticker_work": {"config": {
+            "tickers": in_shards(tickers, shards)}}}
+    return config
+
+
+def _group_run(settings: Settings, selection: Sequence[str], config: dict[str, Any],
+               tags: dict[str, str]) -> tuple[str, Parts] | RunFailed:
+    """One shard group's run (in a child process): its id and parts, or its failure."""
+    try:
+        result, parts = _on_workers(selection, settings, config, tags=tags)
+    except RunFailed as failed:
+        return failed
+    return result.run_id, parts
+
+
+def _concurrently(call: Callable[..., Any], arguments: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``call(*args)`` for each ``args`` at once, each in its own child process (Dagster's run
+    setup is not thread-safe: two runs in threads of one process deadlock in ``logging``);
+    results in order. The first failure is raised once every run has finished, so no run is
+    left orchestrated by nobody."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(arguments), mp_context=context) as pool:
+        futures = [pool.submit(call, *args) for args in arguments]
+        wait(futures)
+    results = [future.result() for future in futures]
+    for result in results:
+        if isinstance(result, RunFailed):
+            raise result
+    return results
 
 
 def run_assets(
