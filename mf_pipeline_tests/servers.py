@@ -63,7 +63,8 @@ def _stop(process: subprocess.Popen) -> None:
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """A fresh PostgreSQL cluster in a temp folder; yields its URL (database ``mf``)."""
+    """A fresh PostgreSQL cluster in a temp folder; yields its SQLAlchemy URL (database ``mf``,
+    user ``mf``, no password: trust on 127.0.0.1)."""
     as_root = os.geteuid() == 0
     run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
     folder = Path(tempfile.mkdtemp(prefix="mf-postgres-"))  # /tmp: the postgres user reaches it
@@ -87,7 +88,7 @@ def postgres_server() -> Iterator[str]:
         _wait_port(port, process, "postgres", log)
         subprocess.run([*run_as, pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port),
                         "-U", "mf", "mf"], check=True, capture_output=True)
-        yield f"postgresql://mf@127.0.0.1:{port}/mf"
+        yield f"postgresql+psycopg2://mf@127.0.0.1:{port}/mf"
     finally:
         _stop(process)
         shutil.rmtree(folder, ignore_errors=True)

@@ -32,8 +32,8 @@ UI_URL = "http://127.0.0.1:3000"
 
 
 class _Group(TyperGroup):
-    """Turns a failed Dagster run or an unreadable lake layout into its one-line error (a
-    failed run's traceback with ``--verbose``)."""
+    """Turns a failed Dagster run, an unreadable lake layout or an unusable instance setting
+    into its one-line error (a failed run's traceback with ``--verbose``)."""
 
     def invoke(self, ctx: Context) -> Any:
         try:
@@ -42,6 +42,9 @@ class _Group(TyperGroup):
             table = sys.modules.get("mf_pipeline.lib.lake_table")
             if table is not None and isinstance(error, table.LakeFormatError):
                 fail(str(error), code=1)  # e.g. a v1 lake: what to run, not a traceback
+            instance = sys.modules.get("mf_pipeline.orchestration.instance")
+            if instance is not None and isinstance(error, instance.InstanceConfigError):
+                fail(str(error), code=1)  # e.g. a PostgreSQL URL without its driver
             runner = sys.modules.get("mf_pipeline.orchestration.runner")
             if runner is None or not isinstance(error, runner.RunFailed):
                 raise

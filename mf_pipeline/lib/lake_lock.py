@@ -282,8 +282,7 @@ def hold(settings: Settings, log: Log = print, timeout: float | None = None,
          on_behalf_of: str | None = None) -> Iterator[None]:
     """:func:`lake_lock` for the lake of ``settings``, sweeping every root it writes; or
     nothing when ``on_behalf_of`` is the token of the live holder (see the module doc)."""
-    if on_behalf_of and not held_here(settings.data_root) and covered(settings.data_root,
-                                                                      on_behalf_of):
+    if on_behalf_of and covered(settings.data_root, on_behalf_of):
         yield
         return
     with lake_lock(settings.data_root, lake_roots(settings), log, timeout):

@@ -39,7 +39,8 @@ GENERATED_MARKER = DAGSTER_YAML.splitlines()[0]
 """First line of every dagster.yaml we generate: a home whose file has it gets the current text."""
 TEMPLATE_DIR_ENV = "MF_DAGSTER_TEMPLATE_DIR"
 POSTGRES_ENV = "MF_DAGSTER_POSTGRES_URL"
-"""Set (``postgresql://user:password@host:5432/db``), the instance keeps runs, events and
+POSTGRES_SCHEME = "postgresql+psycopg2://"
+"""Set (``postgresql+psycopg2://user:password@host:5432/db``), the instance keeps runs, events and
 schedules in that PostgreSQL database instead of SQLite files in the home: what several hosts
 (webserver, daemon, Celery workers) must share (docs/DEPLOY.md). The URL stays in the
 environment; the generated dagster.yaml only names the variable."""
@@ -206,16 +207,27 @@ def ensure_dagster_home(project_root: Path) -> Path:
     return home
 
 
+class InstanceConfigError(ValueError):
+    """An environment variable that configures the instance has a value it cannot use."""
+
+
 def instance_yaml() -> str:
     """The dagster.yaml this process wants: the project's text, with its SQLite event log
     replaced by PostgreSQL storage when ``$MF_DAGSTER_POSTGRES_URL`` is set."""
     text = DAGSTER_YAML
     if runs := os.environ.get(MAX_RUNS_ENV, "").strip():
         if not runs.isdigit() or int(runs) < 1:
-            raise ValueError(f"{MAX_RUNS_ENV}={runs!r} is not a positive number of runs")
+            raise InstanceConfigError(f"{MAX_RUNS_ENV}={runs!r} is not a positive number "
+                                      "of runs")
         text = text.replace("max_concurrent_runs: 1\n", f"max_concurrent_runs: {int(runs)}\n")
-    if not os.environ.get(POSTGRES_ENV):
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not url:
         return text
+    if not url.startswith(POSTGRES_SCHEME):
+        raise InstanceConfigError(
+            f"{POSTGRES_ENV} must start with {POSTGRES_SCHEME} (got {url.split(':', 1)[0]}:…): "
+            "dagster-postgres speaks psycopg2, and SQLAlchemy 2.1 maps a plain postgresql:// "
+            "URL to psycopg 3, which is not installed (docs/DEPLOY.md)")
     config_lines, skipping = [], False
     for line in text.splitlines(keepends=True):
         if line.startswith("event_log_storage:"):

@@ -7,7 +7,14 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mf_pipeline.lib.partitions import SHARD_COUNT, SHARD_KEYS, in_shards, shard_of, shard_span
+from mf_pipeline.lib.partitions import (
+    SHARD_COUNT,
+    SHARD_KEYS,
+    in_shards,
+    shard_groups,
+    shard_of,
+    shard_span,
+)
 
 TICKERS = st.from_regex(r"[A-Z0-9^][A-Z0-9.^_=-]{0,10}", fullmatch=True)
 
@@ -81,3 +88,40 @@ def test_every_ticker_falls_inside_its_span(tickers):
     assert shard_of(min(tickers, key=lambda t: SHARD_KEYS.index(shard_of(t)))) == start
     assert shard_of(max(tickers, key=lambda t: SHARD_KEYS.index(shard_of(t)))) == end
     assert in_shards(tickers, covered) == sorted(set(tickers))
+
+
+def tickers_per_shard(counts: dict[str, int]) -> list[str]:
+    """Made-up ticker names, ``counts[shard]`` of them in each shard."""
+    out: list[str] = []
+    for shard, count in counts.items():
+        names = (f"X{n}.US" for n in itertools.count())
+        out += list(itertools.islice((t for t in names if shard_of(t) == shard), count))
+    return out
+
+
+def test_shard_groups_cut_at_the_boundary_nearest_each_share():
+    # 12 tickers in shards 00..05 as 4, 1, 0, 3, 2, 2. Two groups: share 6; through 02 the
+    # group holds 5 and adding shard 03 (3) overshoots by 2 > undershoot 1, so it closes at 02
+    # (an empty shard stays with the group before it).
+    tickers = tickers_per_shard({"00": 4, "01": 1, "03": 3, "04": 2, "05": 2})
+    assert shard_groups(tickers, ("00", "05"), 2) == [("00", "02"), ("03", "05")]
+    # Three groups: share 4 → 00 (4); then share 8/2 = 4: 01-03 holds 4; the rest 04-05.
+    assert shard_groups(tickers, ("00", "05"), 3) == [("00", "00"), ("01", "03"), ("04", "05")]
+    # More groups than shards with tickers: one per such shard; empty shards join a neighbour.
+    assert shard_groups(tickers, ("00", "05"), 9) == [("00", "00"), ("01", "01"), ("02", "03"),
+                                                     ("04", "04"), ("05", "05")]
+    assert shard_groups(tickers, ("00", "05"), 1) == [("00", "05")]
+    assert shard_groups([], ("00", "15"), 4) == [("00", "15")]
+
+
+@given(st.lists(TICKERS, min_size=1, max_size=200, unique=True), st.integers(1, 20))
+def test_shard_groups_tile_the_span_and_each_holds_tickers(tickers, count):
+    span = shard_span(tickers)
+    groups = shard_groups(tickers, span, count)
+    assert 1 <= len(groups) <= count
+    assert groups[0][0] == span[0] and groups[-1][1] == span[1]
+    for (_, end), (start, _) in itertools.pairwise(groups):
+        assert SHARD_KEYS.index(start) == SHARD_KEYS.index(end) + 1
+    held = [len(in_shards(tickers, SHARD_KEYS[SHARD_KEYS.index(a):SHARD_KEYS.index(b) + 1]))
+            for a, b in groups]
+    assert sum(held) == len(tickers) and min(held) >= 1
