@@ -74,22 +74,31 @@ def new_database(base_url: str, name: str) -> str:
 
 
 @contextmanager
-def peak_connections(url: str) -> Iterator[dict[str, int]]:
-    """Samples the connections to ``url``'s database (other than its own) while the block runs."""
+def connections(url: str) -> Iterator[dict[str, int]]:
+    """The connections to ``url``'s database while the block runs (other than this one): the
+    peak of ``pg_stat_activity`` sampled every 20 ms, and the sessions opened and closed
+    (``pg_stat_database.sessions``, counted when a session ends; read 1.5 s after the block)."""
     seen = {"peak": 0}
     stop = threading.Event()
-    conn = psycopg2.connect(url)
+    conn = psycopg2.connect(libpq(url))
     conn.autocommit = True
-    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-             "AND pid <> pg_backend_pid()")
+    active = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+              "AND pid <> pg_backend_pid()")
+
+    def sessions() -> int:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            return cur.fetchone()[0]
 
     def sample() -> None:
         with conn.cursor() as cur:
             while not stop.is_set():
-                cur.execute(query)
+                cur.execute(active)
                 seen["peak"] = max(seen["peak"], cur.fetchone()[0])
-                time.sleep(0.1)
+                time.sleep(0.02)
 
+    before = sessions()
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
@@ -97,6 +106,8 @@ def peak_connections(url: str) -> Iterator[dict[str, int]]:
     finally:
         stop.set()
         thread.join()
+        time.sleep(1.5)
+        seen["sessions"] = sessions() - before
         conn.close()
 
 
@@ -149,18 +160,29 @@ def lake_figures(data_root: Path) -> dict:
     return out
 
 
-def mf_run(env: dict[str, str]) -> tuple[float, str]:
+def waited(process: subprocess.Popen) -> tuple[int, int]:
+    """Exit status and peak RSS in MB (itself or any child it waited for) of ``process``."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss // 1024
+
+
+def mf_run(env: dict[str, str], log: Path) -> tuple[float, int]:
+    """``mf run --until features``: its wall seconds and peak RSS (MB)."""
     mf = Path(sys.executable).parent / "mf"
     started = time.perf_counter()
-    done = subprocess.run(["nice", "-n", "10", str(mf), "run", "--until", "features"],
-                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=3600)
-    if done.returncode:
-        raise RuntimeError(f"mf run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started, done.stdout
+    with open(log, "w") as out:
+        process = subprocess.Popen(["nice", "-n", "10", str(mf), "run", "--until", "features"],
+                                   cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    code, peak = waited(process)
+    if code:
+        raise RuntimeError(f"mf run failed:\n{log.read_text()[-3000:]}")
+    return time.perf_counter() - started, peak
 
 
 def measure(root: Path, url: str, env: dict[str, str], tickers: int, years: float) -> dict:
     """Cold, append and no-change runs of one universe; figures after each."""
+    root.mkdir(parents=True, exist_ok=True)
     raw = root / "raw"
     report = generate_universe(raw, n_tickers=tickers, years=years, seed=7)
     out: dict = {"tickers": tickers, "years": years, "bars": report.bars_written,
@@ -169,21 +191,22 @@ def measure(root: Path, url: str, env: dict[str, str], tickers: int, years: floa
         if label == "append":
             append_one_bar(raw)
         before = run_ids_of(url)
-        with peak_connections(url) as connections:
-            seconds, _ = mf_run(env)
+        with connections(url) as seen:
+            seconds, peak_mb = mf_run(env, root / f"{label}.log")
         new = sorted(run_ids_of(url) - before)
         out["runs"][label] = {"wall_s": round(seconds, 2), "dagster_runs": len(new),
-                              "peak_connections": connections["peak"],
-                              **event_log_figures(url, new)}
+                              "peak_connections": seen["peak"], "sessions": seen["sessions"],
+                              "mf_peak_rss_mb": peak_mb, **event_log_figures(url, new)}
         print(f"{tickers} tickers, {label}: {len(new)} runs, "
               f"{out['runs'][label]['rows']} event rows, {out['runs'][label]['bytes']} bytes, "
-              f"peak {connections['peak']} connections, {seconds:.1f}s", flush=True)
+              f"peak {seen['peak']} connections, {seen['sessions']} sessions, "
+              f"{seconds:.1f}s, {peak_mb} MB", flush=True)
     out["lake"] = lake_figures(root / "data")
     return out
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], log: Path) -> Iterator[None]:
+def celery_worker(env: dict[str, str], log: Path) -> Iterator[dict[str, int]]:
     """One worker (``--concurrency 1``) of the project's app, started and stopped here."""
     command = ["nice", "-n", "10", str(Path(sys.executable).parent / "celery"), "-A",
                "mf_pipeline.orchestration.celery_app", "worker", "-Q", "dagster",
@@ -191,20 +214,17 @@ def celery_worker(env: dict[str, str], log: Path) -> Iterator[None]:
     with open(log, "w") as out:
         worker = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=out,
                                   stderr=subprocess.STDOUT)
+    peak: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 120
         while "ready." not in log.read_text():
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"celery worker did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield
+        yield peak
     finally:
         worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        _, peak["worker_peak_rss_mb"] = waited(worker)
 
 
 def shard_balance(tickers: int, seed: int = 7) -> dict:
@@ -250,8 +270,9 @@ def main() -> None:
                     "MF_PIPELINE_EXECUTION__SHARD_RUNS": "2",
                     "MF_PIPELINE_EXECUTION__CELERY__BROKER": f"{redis}/0",
                     "MF_PIPELINE_EXECUTION__CELERY__BACKEND": f"{redis}/1"}
-                with celery_worker(env, root / "worker.log"):
+                with celery_worker(env, root / "worker.log") as worker:
                     results["celery"] = measure(root, url, env, args.celery_tickers, args.years)
+                results["celery"] |= worker
     args.out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}")
 

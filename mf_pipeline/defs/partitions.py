@@ -1,8 +1,12 @@
 """The shard partitions shared by the per-ticker assets (see ``lib/partitions.py`` for why)."""
 
+import os
+from collections.abc import Collection, Mapping
+
 import dagster as dg
 
 from mf_pipeline.lib.partitions import SHARD_KEYS
+from mf_pipeline.lib.registry import PER_TICKER
 from mf_pipeline.orchestration import planning
 
 ticker_shards = dg.StaticPartitionsDefinition(list(SHARD_KEYS))
@@ -12,6 +16,35 @@ the CLI's planning selects assets by it."""
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 """Run tags of a run over a contiguous range of shards (the CLI, the sensor)."""
+PARTITION_TAG = "dagster/partition"
+SHARDS_PER_RUN_ENV = "MF_SHARDS_PER_RUN"
+
+
+def shard_backfill_policy() -> dg.BackfillPolicy:
+    """One run per backfill of the per-ticker assets (the single-machine default); with
+    ``$MF_SHARDS_PER_RUN=k`` (a cluster, docs/DEPLOY.md) one run per k shards, which the run
+    queue starts side by side up to its limit, each on the Celery workers."""
+    per_run = os.environ.get(SHARDS_PER_RUN_ENV, "").strip()
+    if per_run:
+        if not per_run.isdigit() or not 1 <= int(per_run) <= len(SHARD_KEYS):
+            raise ValueError(f"{SHARDS_PER_RUN_ENV}={per_run!r}: a number of shards, 1 to "
+                             f"{len(SHARD_KEYS)}")
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=int(per_run))
+    return dg.BackfillPolicy.single_run()
+
+
+def run_shards(tags: Mapping[str, str], selection: Collection[dg.AssetKey] | None
+               ) -> list[str] | None:
+    """The shards a run writes when it writes only per-ticker assets (so it needs only their
+    locks, ``lib/lake_lock.shard_lock``); None for any other run (the whole lake's lock)."""
+    if not selection or any(key.to_user_string() not in PER_TICKER for key in selection):
+        return None
+    if tags.get(RANGE_START) in SHARD_KEYS and tags.get(RANGE_END) in SHARD_KEYS:
+        first, last = SHARD_KEYS.index(tags[RANGE_START]), SHARD_KEYS.index(tags[RANGE_END])
+        return list(SHARD_KEYS[first:last + 1]) or None
+    if tags.get(PARTITION_TAG) in SHARD_KEYS:
+        return [tags[PARTITION_TAG]]
+    return None
 
 
 def layer_run_id(dagster_run_id: str, layer: str) -> str:

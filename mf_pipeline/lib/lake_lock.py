@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 LOCK_NAME = ".lake.lock"
 TIMEOUT_ENV = "MF_LAKE_LOCK_TIMEOUT"
 SWEEP_EVERY_SECONDS = 24 * 3600.0
+SHARD_LOCK_DIR = ".lake.lock.shards"
 RUN_TAG = "mf/lake_lock"
 """Run tag naming the token of the lake lock held for the run by the process that launched it."""
 POLL_SECONDS = 0.2
@@ -137,11 +138,12 @@ def _command() -> str:
     return " ".join([name, *sys.argv[1:]])[:200]
 
 
-def _acquire_flock(fd: int, path: Path, deadline: float | None, log: Log) -> None:
+def _acquire_flock(fd: int, path: Path, deadline: float | None, log: Log,
+                   mode: int = fcntl.LOCK_EX) -> None:
     told = None
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass
@@ -241,6 +243,47 @@ def _release(key: str, entry: _Held, path: Path) -> None:
             _guard.notify_all()
 
 
+def shard_lock_path(data_root: Path, shard: str) -> Path:
+    return Path(data_root) / SHARD_LOCK_DIR / f"{shard}.lock"
+
+
+@contextmanager
+def shard_lock(data_root: Path, shards: Iterable[str], log: Log = print,
+               timeout: float | None = None) -> Iterator[None]:
+    """Hold the lake lock *shared* and the lock of each of ``shards`` exclusively.
+
+    Runs over disjoint shard ranges (the runs of a multi-run backfill on several workers)
+    proceed side by side, overlapping ones one after another, and a whole-lake writer (an
+    ``mf`` command, an unpartitioned asset) waits for all of them, as they wait for it. Locks
+    are taken in key order, so two runs never wait for each other in a circle. A thread that
+    already holds the whole lake lock holds every shard.
+    """
+    path = lock_path(data_root)
+    with _guard:
+        entry = _held.get(str(path.resolve()))
+        mine = entry is not None and entry.owner == threading.get_ident()
+    if mine:
+        yield
+        return
+    deadline = None if (limit := _timeout(timeout)) is None else time.monotonic() + limit
+    fds: list[int] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fds.append(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        _acquire_flock(fds[-1], path, deadline, log, fcntl.LOCK_SH)
+        for shard in sorted(set(shards)):
+            shard_path = shard_lock_path(data_root, shard)
+            shard_path.parent.mkdir(parents=True, exist_ok=True)
+            fds.append(os.open(shard_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            _acquire_flock(fds[-1], shard_path, deadline, log)
+            _write(fds[-1], {"pid": os.getpid(), "since": dt.datetime.now().astimezone()
+                             .isoformat(timespec="seconds"), "command": _command()})
+        yield
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)  # closing the descriptor releases its flock
+
+
 def token_of(data_root: Path) -> str | None:
     """The token of the lake lock this process holds on ``data_root`` (None if it holds none):
     runs launched under the lock carry it (``RUN_TAG``) so their out-of-process steps proceed."""
@@ -279,11 +322,17 @@ def held_here(data_root: Path) -> bool:
 
 @contextmanager
 def hold(settings: Settings, log: Log = print, timeout: float | None = None,
-         on_behalf_of: str | None = None) -> Iterator[None]:
-    """:func:`lake_lock` for the lake of ``settings``, sweeping every root it writes; or
-    nothing when ``on_behalf_of`` is the token of the live holder (see the module doc)."""
+         on_behalf_of: str | None = None, shards: Collection[str] | None = None
+         ) -> Iterator[None]:
+    """:func:`lake_lock` for the lake of ``settings``, sweeping every root it writes; only
+    ``shards`` of it (:func:`shard_lock`) when given; nothing when ``on_behalf_of`` is the
+    token of the live holder (see the module doc)."""
     if on_behalf_of and covered(settings.data_root, on_behalf_of):
         yield
+        return
+    if shards:
+        with shard_lock(settings.data_root, shards, log, timeout):
+            yield
         return
     with lake_lock(settings.data_root, lake_roots(settings), log, timeout):
         yield

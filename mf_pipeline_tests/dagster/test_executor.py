@@ -143,3 +143,28 @@ def test_switching_storage_rewrites_a_generated_dagster_yaml(monkeypatch, tmp_pa
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # the user's own
     instance.ensure_dagster_home(tmp_path)
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_a_run_of_per_ticker_assets_locks_only_its_shards():
+    from mf_pipeline.defs.partitions import RANGE_END, RANGE_START, run_shards
+
+    per_ticker = {dg.AssetKey("bronze"), dg.AssetKey("features")}
+    assert run_shards({RANGE_START: "02", RANGE_END: "05"}, per_ticker) == ["02", "03", "04",
+                                                                             "05"]
+    assert run_shards({"dagster/partition": "11"}, per_ticker) == ["11"]
+    assert run_shards({RANGE_START: "02", RANGE_END: "05"},
+                      per_ticker | {dg.AssetKey("manifest")}) is None
+    assert run_shards({}, per_ticker) is None
+    assert run_shards({RANGE_START: "02", RANGE_END: "05"}, None) is None
+
+
+def test_shards_per_run_makes_backfills_multi_run(monkeypatch):
+    from mf_pipeline.defs.partitions import shard_backfill_policy
+
+    monkeypatch.delenv("MF_SHARDS_PER_RUN", raising=False)
+    assert shard_backfill_policy().max_partitions_per_run is None
+    monkeypatch.setenv("MF_SHARDS_PER_RUN", "4")
+    assert shard_backfill_policy().max_partitions_per_run == 4
+    monkeypatch.setenv("MF_SHARDS_PER_RUN", "17")
+    with pytest.raises(ValueError, match="1 to 16"):
+        shard_backfill_policy()

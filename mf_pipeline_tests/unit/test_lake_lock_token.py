@@ -61,3 +61,40 @@ def test_a_step_of_the_holders_run_proceeds_and_others_wait(settings):
         assert hold_in_thread(settings, token) is None
         assert isinstance(hold_in_thread(settings, None), lake_lock.LakeLockTimeout)
         assert isinstance(hold_in_thread(settings, "f" * 32), lake_lock.LakeLockTimeout)
+
+
+def enter_in_thread(enter) -> BaseException | None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with enter():
+                pass
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    return errors[0] if errors else None
+
+
+def test_runs_on_disjoint_shards_proceed_and_overlapping_or_whole_lake_ones_wait(settings):
+    root = settings.data_root
+
+    def shards(*keys: str):
+        return lambda: lake_lock.shard_lock(root, keys, timeout=0.3)
+
+    def whole():
+        return lake_lock.lake_lock(root, timeout=0.3)
+
+    with lake_lock.shard_lock(root, ["03", "01", "02"]):
+        assert enter_in_thread(shards("04", "05")) is None
+        assert isinstance(enter_in_thread(shards("00", "01")), lake_lock.LakeLockTimeout)
+        assert isinstance(enter_in_thread(whole), lake_lock.LakeLockTimeout)
+    assert enter_in_thread(whole) is None  # all released
+    with lake_lock.hold(settings):
+        assert isinstance(enter_in_thread(shards("09")), lake_lock.LakeLockTimeout)
+        with lake_lock.shard_lock(root, ["09"]):  # this thread holds the whole lake already
+            pass

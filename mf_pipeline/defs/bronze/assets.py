@@ -6,7 +6,12 @@ import dagster as dg
 import polars as pl
 
 from mf_pipeline.defs.manifest.assets import manifest
-from mf_pipeline.defs.partitions import PER_TICKER_TAG, layer_run_id, ticker_shards
+from mf_pipeline.defs.partitions import (
+    PER_TICKER_TAG,
+    layer_run_id,
+    shard_backfill_policy,
+    ticker_shards,
+)
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.defs.shard_metadata import (
     keeps_last_materialization,
@@ -30,7 +35,7 @@ class BronzeConfig(dg.Config):
 
 @dg.asset(
     partitions_def=ticker_shards,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=shard_backfill_policy(),
     deps=[manifest],
     group_name="ingest",
     kinds={"polars", "parquet"},

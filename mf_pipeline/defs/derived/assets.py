@@ -8,7 +8,12 @@ layer has a blocking sanity check computed on the rows the run just wrote.
 import dagster as dg
 import polars as pl
 
-from mf_pipeline.defs.partitions import PER_TICKER_TAG, layer_run_id, ticker_shards
+from mf_pipeline.defs.partitions import (
+    PER_TICKER_TAG,
+    layer_run_id,
+    shard_backfill_policy,
+    ticker_shards,
+)
 from mf_pipeline.defs.resources import PipelineSettings, TickerWork
 from mf_pipeline.defs.shard_metadata import (
     keeps_last_materialization,
@@ -45,7 +50,7 @@ class DerivedConfig(dg.Config):
         for layer in DERIVED],
     can_subset=True,
     partitions_def=ticker_shards,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=shard_backfill_policy(),
 )
 @counted("asset body: silver, indicators, events, features (one step)")
 def ticker_layers(context: dg.AssetExecutionContext, config: DerivedConfig,
