@@ -135,8 +135,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--configs", default=",".join(str(i) for i in range(len(CONFIGS))),
+                        help="Which configurations, by position (default: all): " + "; ".join(
+                            f"{i} = {name}" for i, (name, _, _) in enumerate(CONFIGS)))
     args = parser.parse_args()
-    rows = measure(args.raw)
+    rows = measure(args.raw, tuple(CONFIGS[int(i)] for i in args.configs.split(",")))
     print(f"{'config':<16} {'wall s':>7} {'runs':>5} {'events':>7} {'per extra run':>14}")
     for row in rows:
         extra = row.get("bookkeeping_s_per_extra_run")
