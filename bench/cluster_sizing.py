@@ -5,18 +5,22 @@ with ``mf_pipeline_tests/servers.py``, generates small universes and runs the re
 ``mf run --until features`` through them, cold, then after one bar appended to every file,
 then with nothing changed. After each run it records:
 
-- the run's rows and bytes in ``event_logs`` (``length(event)``: the serialized event), by
-  event type, and every table's size (``pg_total_relation_size``);
-- the peak number of PostgreSQL connections while the command ran (``pg_stat_activity``,
-  sampled every 0.1 s);
+- the new runs' rows and bytes in ``event_logs`` (``length(event)``: the serialized event), by
+  event type, and every table's size (``pg_total_relation_size``) and the database's;
+- the connections the command opened (``pg_stat_database.sessions``) and held at once
+  (``pg_stat_activity``, sampled every 20 ms);
+- the peak memory of the command's largest process (``VmHWM``, sampled every 50 ms), and at the
+  end that of the Celery worker;
 - the lake's files and bytes per layer, and each layer's in-memory bytes per row (Polars'
-  ``estimated_size``), which scale a shard's size in memory.
+  ``estimated_size``).
 
 It also tiles 12,000 realistic symbols into shard groups (``lib/partitions.shard_groups``) for
 1…16 concurrent runs and reports how even they are. Runs under ``nice -n 10``; wall times are
 reported but are not the point (the machine is shared)::
 
     python -m bench.cluster_sizing --tickers 60 300 --years 10 --celery-tickers 60
+
+The figures go to ``--out`` (JSON, default in the temp folder); docs/DEPLOY.md quotes them.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psutil
 import psycopg2
 
 from mf_pipeline.lib.partitions import SHARD_KEYS, shard_groups, shard_of
-from mf_pipeline.lib.registry import PER_TICKER
+from mf_pipeline.lib.registry import LAYERS, PER_TICKER
 from mf_pipeline.lib.sample import _ticker_pool, generate_universe
 from mf_pipeline.lib.sample_append import append_one_bar
 from mf_pipeline_tests.servers import postgres_server, redis_server
@@ -145,8 +150,8 @@ def lake_figures(data_root: Path) -> dict:
     """Files, bytes and in-memory bytes per row of each per-ticker layer."""
     out = {}
     for layer in PER_TICKER:
-        folder = next((p for p in data_root.rglob(layer) if (p / "_lake.json").is_file()), None)
-        if folder is None:
+        folder = data_root / LAYERS[layer].tier / LAYERS[layer].dataset  # the default roots
+        if not folder.is_dir():
             continue
         files = list(folder.rglob("*.parquet"))
         data = [f for f in files if "_index" not in f.parts]
@@ -160,22 +165,40 @@ def lake_figures(data_root: Path) -> dict:
     return out
 
 
-def waited(process: subprocess.Popen) -> tuple[int, int]:
-    """Exit status and peak RSS in MB (itself or any child it waited for) of ``process``."""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss // 1024
+def high_water_mb(pid: int) -> int:
+    """Peak resident memory (VmHWM, MB) of process ``pid`` so far; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) // 1024
+
+
+def tree_high_water_mb(pid: int) -> int:
+    """The largest VmHWM of ``pid`` and its descendants (each process's own peak)."""
+    try:
+        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    return max((high_water_mb(p.pid) for p in tree), default=0)
 
 
 def mf_run(env: dict[str, str], log: Path) -> tuple[float, int]:
-    """``mf run --until features``: its wall seconds and peak RSS (MB)."""
+    """``mf run --until features``: its wall seconds and the peak RSS (MB) of its largest
+    process, sampled every 50 ms (VmHWM is a high-water mark, so only the last 50 ms before
+    a process exits can be missed). Not ``wait4``'s ``ru_maxrss``: a child started by vfork
+    inherits the parent's high-water mark at exec."""
     mf = Path(sys.executable).parent / "mf"
     started = time.perf_counter()
+    peak = 0
     with open(log, "w") as out:
         process = subprocess.Popen(["nice", "-n", "10", str(mf), "run", "--until", "features"],
                                    cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    code, peak = waited(process)
-    if code:
+    while process.poll() is None:
+        peak = max(peak, tree_high_water_mb(process.pid))
+        time.sleep(0.05)
+    if process.returncode:
         raise RuntimeError(f"mf run failed:\n{log.read_text()[-3000:]}")
     return time.perf_counter() - started, peak
 
@@ -222,9 +245,14 @@ def celery_worker(env: dict[str, str], log: Path) -> Iterator[dict[str, int]]:
                 raise RuntimeError(f"celery worker did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
         yield peak
+        peak["worker_peak_rss_mb"] = tree_high_water_mb(worker.pid)
     finally:
         worker.terminate()
-        _, peak["worker_peak_rss_mb"] = waited(worker)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def shard_balance(tickers: int, seed: int = 7) -> dict:
