@@ -9,6 +9,7 @@ environment (this package installed), the lake path (a shared filesystem), the s
 ``MF_PIPELINE_*`` settings and a ``DAGSTER_HOME`` naming the shared PostgreSQL instance.
 """
 
+import os
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -28,7 +29,10 @@ execute_plan = create_task(app)
 @worker_process_init.connect
 def _load_definitions(**_: Any) -> None:
     """Import the code location once per worker process, before its first task: the first
-    step a fresh worker ran waited ~2 s for these imports (later steps reuse them)."""
+    step a fresh worker ran waited ~2 s for these imports (later steps reuse them). Runs that
+    a step launches from here execute in this process (``runner.IN_WORKER_ENV``)."""
     from mf_pipeline.definitions import defs
+    from mf_pipeline.orchestration.runner import IN_WORKER_ENV
 
+    os.environ[IN_WORKER_ENV] = "1"
     defs()

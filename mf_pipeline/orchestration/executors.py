@@ -24,8 +24,11 @@ from dagster._core.definitions.executor_definition import (
 )
 from dagster._core.execution.retries import RetryMode
 
-TRACK_STARTED = {"task_track_started": True}
-"""Workers record which of them runs a task (its hostname), so a run can ask that worker."""
+WORKER_CONFIG = {"task_track_started": True, "worker_disable_prefetch": True}
+"""Workers record which of them runs a task (its hostname), so a run can ask that worker; and a
+worker takes a step only when it is free (with prefetch, a busy worker could hold a second
+step, which would wait unseen for an hour if that worker died: Redis redelivers unacknowledged
+messages only after its visibility timeout)."""
 MISSED_PINGS = 2
 POLL_SECONDS = 0.1
 """How often a run asks the result backend whether its running steps are done."""
@@ -40,7 +43,7 @@ def celery_app_args(broker: str, backend: str, queue: str,
     """The Celery app's arguments, the same for the run (sender) and the workers."""
     from dagster_celery.config import DEFAULT_CONFIG
 
-    source = {**DEFAULT_CONFIG, **TRACK_STARTED, "task_default_queue": queue,
+    source = {**DEFAULT_CONFIG, **WORKER_CONFIG, "task_default_queue": queue,
               **(config_source or {})}
     return {"broker": broker, "backend": backend, "include": [],
             "config_source": source}
@@ -133,21 +136,6 @@ def _requirements(executor_config: Mapping[str, Any]) -> Sequence[ExecutorRequir
     return multiple_process_executor_requirements() if "celery" in executor_config else []
 
 
-@dg.executor(
-    name="mf_executor",
-    config_schema=dg.Field(dg.Selector({"in_process": IN_PROC_CONFIG, "celery": CELERY_CONFIG}),
-                           default_value={"in_process": {}}),
-    requirements=_requirements,
-)
-def mf_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    """Steps in this process (``in_process``, the default) or on Celery workers (``celery``)."""
-    ((kind, config),) = init_context.executor_config.items()
-    if kind == "celery":
-        return _watched_celery_executor(config)
-    return dg.in_process_executor.executor_creation_fn(init_context._replace(
-        executor_def=dg.in_process_executor, executor_config=config))
-
-
 def run_config_for(settings: Any) -> dict[str, Any]:
     """The ``execution`` run config of ``settings.execution`` (``mf`` runs)."""
     execution = settings.execution
@@ -157,3 +145,29 @@ def run_config_for(settings: Any) -> dict[str, Any]:
     return {"execution": {"config": {"celery": {
         "broker": celery.broker, "backend": celery.backend, "queue": celery.queue,
         "worker_check_seconds": float(celery.worker_check_seconds)}}}}
+
+
+def _default_choice() -> dict[str, Any]:
+    """The launchpad's default: what the settings choose (``execution.executor``), so a run
+    launched from the UI, the sensor or the schedule of a cluster goes to its workers too."""
+    from mf_pipeline.lib.settings import SettingsError, load_settings
+
+    try:
+        return run_config_for(load_settings())["execution"]["config"]
+    except SettingsError:
+        return {"in_process": {}}  # the CLI reports bad settings; the UI still loads
+
+
+@dg.executor(
+    name="mf_executor",
+    config_schema=dg.Field(dg.Selector({"in_process": IN_PROC_CONFIG, "celery": CELERY_CONFIG}),
+                           default_value=_default_choice()),
+    requirements=_requirements,
+)
+def mf_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """Steps in this process (``in_process``, the default) or on Celery workers (``celery``)."""
+    ((kind, config),) = init_context.executor_config.items()
+    if kind == "celery":
+        return _watched_celery_executor(config)
+    return dg.in_process_executor.executor_creation_fn(init_context._replace(
+        executor_def=dg.in_process_executor, executor_config=config))

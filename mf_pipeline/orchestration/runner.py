@@ -144,7 +144,7 @@ def _execute(
     logger; Dagster's own console logger is on only when asked (``MF_LOG_LEVEL``).
     """
     config = _with_loggers(run_config, log_level)
-    if settings.execution.executor == "celery":
+    if on_workers(settings):
         with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)):
             result, parts = _on_workers(selection, settings, config, job_name, **kwargs)
         return result, _totals(parts)
@@ -160,6 +160,18 @@ def _execute(
                 run_config=config, instance=where, raise_on_error=False, **kwargs)
     result, parts = _finished(result, selection, settings)
     return result, _totals(parts)
+
+
+IN_WORKER_ENV = "MF_CELERY_WORKER"
+"""Set in Celery worker processes (``celery_app.py``): a run launched from inside a step there
+(the nightly job's lake update and candidate re-run) executes in that process, as on one
+machine, instead of queueing steps for workers while it holds one (a one-worker cluster would
+wait forever)."""
+
+
+def on_workers(settings: Settings) -> bool:
+    """Whether this process sends its runs' steps to Celery workers."""
+    return settings.execution.executor == "celery" and not os.environ.get(IN_WORKER_ENV)
 
 
 def _with_loggers(run_config: dict[str, Any] | None, log_level: str | None) -> dict[str, Any]:
@@ -261,7 +273,8 @@ def run_partitioned(
     if not selection:
         return outcome
     groups = shard_groups(tickers, span, settings.execution.shard_runs) \
-        if span is not None and settings.execution.shard_runs > 1 else []
+        if span is not None and settings.execution.shard_runs > 1 and on_workers(settings) \
+        else []
     if len(groups) > 1:
         return _in_shard_runs(settings, head, per_ticker, tail, tickers, groups, run_config,
                               explicit, log, log_level)
