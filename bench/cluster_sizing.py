@@ -46,7 +46,13 @@ from mf_pipeline.lib.partitions import SHARD_KEYS, shard_groups, shard_of
 from mf_pipeline.lib.registry import LAYERS, PER_TICKER
 from mf_pipeline.lib.sample import _ticker_pool, generate_universe
 from mf_pipeline.lib.sample_append import append_one_bar
-from mf_pipeline_tests.servers import postgres_server, redis_server
+from mf_pipeline_tests.servers import (
+    create_database,
+    libpq,
+    postgres_server,
+    redis_server,
+    stop_process,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUNS = ("cold", "append", "no change")
@@ -64,18 +70,6 @@ def mf_env(root: Path, raw: Path, postgres_url: str) -> dict[str, str]:
         "DAGSTER_HOME": str(root / "dagster_home"),
         "MF_DAGSTER_POSTGRES_URL": "postgresql+psycopg2://" + postgres_url.split("://", 1)[1],
     }
-
-
-def libpq(url: str) -> str:
-    """``url`` as psycopg2 takes it (no SQLAlchemy driver suffix)."""
-    return "postgresql://" + url.split("://", 1)[1]
-
-
-def new_database(base_url: str, name: str) -> str:
-    with closing(psycopg2.connect(libpq(base_url))) as conn:
-        conn.autocommit = True
-        conn.cursor().execute(f"CREATE DATABASE {name}")
-    return libpq(base_url).rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextmanager
@@ -247,12 +241,7 @@ def celery_worker(env: dict[str, str], log: Path) -> Iterator[dict[str, int]]:
         yield peak
         peak["worker_peak_rss_mb"] = tree_high_water_mb(worker.pid)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker, timeout=60)
 
 
 def shard_balance(tickers: int, seed: int = 7) -> dict:
@@ -284,12 +273,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mf-sizing-") as tmp, \
             postgres_server() as base_url:
         for tickers in args.tickers:
-            url = new_database(base_url, f"mf_{tickers}")
+            url = libpq(create_database(base_url, f"mf_{tickers}"))
             root = Path(tmp) / f"n{tickers}"
             results["in_process"].append(
                 measure(root, url, mf_env(root, root / "raw", url), tickers, args.years))
         if args.celery_tickers:
-            url = new_database(base_url, "mf_celery")
+            url = libpq(create_database(base_url, "mf_celery"))
             root = Path(tmp) / "celery"
             root.mkdir()
             with redis_server(root / "redis") as redis:

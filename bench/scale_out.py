@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg2
 
-from mf_pipeline_tests.servers import postgres_server, redis_server
+from mf_pipeline_tests.servers import create_database, libpq, postgres_server, redis_server
 
 MF = (sys.executable, "-c", "from mf_pipeline.cli import run\nrun()")
 RUN = ("run", "--until", "features")
@@ -48,18 +48,9 @@ def _env(root: Path, raw: Path) -> dict[str, str]:
                   "DAGSTER_HOME": str(root / "dagster_home")}
 
 
-def _database(server: str, name: str) -> str:
-    connection = psycopg2.connect(server.replace("+psycopg2", ""))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    connection.close()
-    return server.rsplit("/", 1)[0] + f"/{name}"
-
-
 def _event_log(url: str) -> tuple[int, int, int]:
     """Runs, event-log rows and event bytes in the instance's database."""
-    connection = psycopg2.connect(url.replace("+psycopg2", ""))
+    connection = psycopg2.connect(libpq(url))
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM runs")
         runs = cursor.fetchone()[0]
@@ -97,7 +88,7 @@ def measure(raw: Path, configs: tuple[tuple[str, int, int], ...] = CONFIGS) -> l
             env = _env(root, raw)
             url = None
             if worker_count:
-                url = _database(pg, f"bench{index}")
+                url = create_database(pg, f"bench{index}")
                 env |= {"MF_DAGSTER_POSTGRES_URL": url,
                         "MF_PIPELINE_EXECUTION__EXECUTOR": "celery",
                         "MF_PIPELINE_EXECUTION__SHARD_RUNS": str(shard_runs),

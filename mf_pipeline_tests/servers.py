@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg2
+
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 SKIP_NO_SERVERS = ("PostgreSQL or Redis is not installed (Debian packages postgresql and "
                    "redis-server; .ci/run installs them)")
@@ -51,14 +53,33 @@ def _wait_port(port: int, process: subprocess.Popen, what: str, log: Path) -> No
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port}: {log.read_text()[-2000:]}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy URL as psycopg2 takes it (no ``+driver``)."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def create_database(server_url: str, name: str) -> str:
+    """A new database on the server of ``server_url`` (one Dagster instance each); its
+    SQLAlchemy URL."""
+    connection = psycopg2.connect(libpq(server_url))
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+    finally:
+        connection.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextmanager
@@ -90,7 +111,7 @@ def postgres_server() -> Iterator[str]:
                         "-U", "mf", "mf"], check=True, capture_output=True)
         yield f"postgresql+psycopg2://mf@127.0.0.1:{port}/mf"
     finally:
-        _stop(process)
+        stop_process(process)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -108,4 +129,4 @@ def redis_server(folder: Path) -> Iterator[str]:
         _wait_port(port, process, "redis-server", log)
         yield f"redis://127.0.0.1:{port}"
     finally:
-        _stop(process)
+        stop_process(process)

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 
 from mf_pipeline.lib.partitions import SHARD_KEYS
@@ -27,6 +26,7 @@ from mf_pipeline.lib.sample import generate_universe
 from mf_pipeline_tests.e2e.test_crash import RUN, assert_same, env_for, snapshot
 from mf_pipeline_tests.servers import (
     SKIP_NO_SERVERS,
+    create_database,
     postgres_server,
     redis_server,
     servers_available,
@@ -50,16 +50,6 @@ def cluster_env(root: Path, raw: Path, postgres: str, redis: str) -> dict[str, s
         "MF_PIPELINE_EXECUTION__CELERY__BACKEND": f"{redis}/1",
         "MF_PIPELINE_EXECUTION__CELERY__WORKER_CHECK_SECONDS": "1",
     }
-
-
-def database(server: str, name: str) -> str:
-    """A new database on the test server: one Dagster instance per project."""
-    connection = psycopg2.connect(server.replace("+psycopg2", ""))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    connection.close()
-    return server.rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextmanager
@@ -160,7 +150,8 @@ def test_celery_workers_give_the_in_process_lake_and_a_killed_worker_converges(
 
     with postgres_server() as postgres, redis_server(tmp_path / "redis") as redis:
         # Two workers, shards in two concurrent runs: the same lake and materializations.
-        env = cluster_env(tmp_path / "cluster", universe, database(postgres, "cluster"), redis)
+        env = cluster_env(tmp_path / "cluster", universe,
+                          create_database(postgres, "cluster"), redis)
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
         with workers(env, ("w1", "w2"), tmp_path):
             result = mf(env, *RUN)
@@ -180,7 +171,8 @@ def test_celery_workers_give_the_in_process_lake_and_a_killed_worker_converges(
 
         # A worker killed with kill -9 in the middle of committing a shard: the run fails
         # (no hang) naming the worker; the same command again converges to the same lake.
-        env = cluster_env(tmp_path / "killed", universe, database(postgres, "killed"), redis)
+        env = cluster_env(tmp_path / "killed", universe,
+                          create_database(postgres, "killed"), redis)
         marker = tmp_path / "paused.pid"
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
         with workers(env | {"MF_PAUSE_MARKER": str(marker)}, ("w3", "w4"), tmp_path) as pool:

@@ -36,33 +36,6 @@ def test_a_token_left_by_a_killed_holder_covers_nothing(settings):
     assert not lake_lock.covered(settings.data_root, "ab" * 16)
 
 
-def hold_in_thread(settings, token: str | None) -> BaseException | None:
-    """Enter ``hold`` from another thread (a stand-in for another process) with a short
-    timeout; returns what it raised."""
-    errors: list[BaseException] = []
-
-    def enter() -> None:
-        try:
-            with lake_lock.hold(load_settings(), timeout=0.3, on_behalf_of=token):
-                pass
-        except BaseException as error:  # noqa: BLE001 - handed to the test
-            errors.append(error)
-
-    thread = threading.Thread(target=enter)
-    thread.start()
-    thread.join(10)
-    assert not thread.is_alive()
-    return errors[0] if errors else None
-
-
-def test_a_step_of_the_holders_run_proceeds_and_others_wait(settings):
-    with lake_lock.hold(settings):
-        token = lake_lock.token_of(settings.data_root)
-        assert hold_in_thread(settings, token) is None
-        assert isinstance(hold_in_thread(settings, None), lake_lock.LakeLockTimeout)
-        assert isinstance(hold_in_thread(settings, "f" * 32), lake_lock.LakeLockTimeout)
-
-
 def enter_in_thread(enter) -> BaseException | None:
     errors: list[BaseException] = []
 
@@ -78,6 +51,21 @@ def enter_in_thread(enter) -> BaseException | None:
     thread.join(10)
     assert not thread.is_alive()
     return errors[0] if errors else None
+
+
+def hold_in_thread(token: str | None) -> BaseException | None:
+    """``hold`` entered from another thread (a stand-in for another process) with a short
+    timeout, on behalf of ``token``; returns what it raised."""
+    return enter_in_thread(lambda: lake_lock.hold(load_settings(), timeout=0.3,
+                                                  on_behalf_of=token))
+
+
+def test_a_step_of_the_holders_run_proceeds_and_others_wait(settings):
+    with lake_lock.hold(settings):
+        token = lake_lock.token_of(settings.data_root)
+        assert hold_in_thread(token) is None
+        assert isinstance(hold_in_thread(None), lake_lock.LakeLockTimeout)
+        assert isinstance(hold_in_thread("f" * 32), lake_lock.LakeLockTimeout)
 
 
 def test_runs_on_disjoint_shards_proceed_and_overlapping_or_whole_lake_ones_wait(settings):
