@@ -33,7 +33,7 @@ from mf_pipeline.lib.partitions import (  # noqa: E402
     shard_span,
 )
 from mf_pipeline.lib.settings import Settings  # noqa: E402
-from mf_pipeline.orchestration import accounting, progress  # noqa: E402
+from mf_pipeline.orchestration import accounting, progress, worker_progress  # noqa: E402
 from mf_pipeline.orchestration.instance import get_instance  # noqa: E402
 
 Log = Callable[[str], None]
@@ -145,7 +145,9 @@ def _execute(
     """
     config = _with_loggers(run_config, log_level)
     if on_workers(settings):
-        with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)):
+        with holding_lake_lock(settings, log), progress.showing(log, step_labels(selection)), \
+                worker_progress.reporting(lambda: instance(settings), log) as launch:
+            kwargs["tags"] = {**kwargs.get("tags", {}), **launch}
             result, parts = _on_workers(selection, settings, config, job_name, **kwargs)
         return result, _totals(parts)
     if job_name is None:
@@ -319,10 +321,11 @@ def _in_shard_runs(settings: Settings, head: Sequence[str], per_ticker: Sequence
     base = _with_loggers(run_config, log_level)
     parts: Parts = {}
     with holding_lake_lock(settings, log), progress.showing(
-            log, step_labels([*head, *per_ticker, *tail])):
+            log, step_labels([*head, *per_ticker, *tail])), \
+            worker_progress.reporting(lambda: instance(settings), log) as launch:
         if head:
             log(f"run: {', '.join(head)}")
-            result, got = _on_workers(head, settings, _for_steps(base, head))
+            result, got = _on_workers(head, settings, _for_steps(base, head), tags=launch)
             outcome.run_ids.append(result.run_id)
             parts |= got
         log(f"run: {', '.join(per_ticker)} for {len(set(tickers))} tickers as {len(groups)} "
@@ -331,7 +334,7 @@ def _in_shard_runs(settings: Settings, head: Sequence[str], per_ticker: Sequence
         with accounting.part(f"Dagster runs on Celery workers: {len(groups)} shard groups"):
             results = _concurrently(_group_run, [(
                 settings, per_ticker, _group_config(base, per_ticker, tickers, group, explicit),
-                {RANGE_START: group[0], RANGE_END: group[1], lake_lock.RUN_TAG: token})
+                {RANGE_START: group[0], RANGE_END: group[1], lake_lock.RUN_TAG: token, **launch})
                 for group in groups])
         for run_id, got in results:
             outcome.run_ids.append(run_id)
@@ -339,7 +342,7 @@ def _in_shard_runs(settings: Settings, head: Sequence[str], per_ticker: Sequence
                 parts.setdefault(asset, []).extend(entries)
         if tail:
             log(f"run: {', '.join(tail)}")
-            result, got = _on_workers(tail, settings, _for_steps(base, tail))
+            result, got = _on_workers(tail, settings, _for_steps(base, tail), tags=launch)
             outcome.run_ids.append(result.run_id)
             parts |= got
     outcome.metadata = _totals(parts)

@@ -156,7 +156,13 @@ def test_celery_workers_give_the_in_process_lake_and_a_killed_worker_converges(
         with workers(env, ("w1", "w2"), tmp_path):
             result = mf(env, *RUN)
         ok(result)
-        assert "as 2 concurrent runs" in result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert "as 2 concurrent runs" in output
+        assert "manifest: on worker w" in output and "manifest: done in" in output
+        done = [line for line in output.splitlines() if "ticker_layers: done in" in line]
+        assert len(done) == 2, output  # one line per shard group as its step finished
+        assert any("[shards 00…" in line for line in done)
+        assert any("…15] ticker_layers" in line for line in done)
         assert_same(snapshot(tmp_path / "cluster", universe), want, "two Celery workers")
         with instance_of(env) as instance:
             assert materialized(instance) == want_materialized
