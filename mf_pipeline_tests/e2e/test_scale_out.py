@@ -196,3 +196,67 @@ def test_celery_workers_give_the_in_process_lake_and_a_killed_worker_converges(
             assert f"Celery worker {victim}@" in output and "stopped answering" in output, output
             ok(mf(env, *RUN))
         assert_same(snapshot(tmp_path / "killed", universe), want, "after a killed worker")
+
+
+def test_a_ui_backfill_runs_shard_groups_side_by_side_on_the_workers(tmp_path, universe):
+    """A backfill of the per-ticker assets, as the UI would ask for it, with
+    ``MF_SHARDS_PER_RUN=8``: the daemon's backfill and run queue start two runs (one per 8
+    shards), up to two at once, their steps on the workers under shard locks; the lake equals
+    an in-process build."""
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from mf_pipeline.orchestration.runner import definitions
+
+    reference = env_for(tmp_path / "in_process", universe)
+    ok(mf(reference, *RUN))
+    want = snapshot(tmp_path / "in_process", universe)
+    workspace = tmp_path / "workspace.yaml"  # outside the checkout: its .env names another home
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: "
+                         "mf_pipeline.definitions\n      location_name: mf_pipeline\n")
+    with postgres_server() as postgres, redis_server(tmp_path / "redis") as redis:
+        env = cluster_env(tmp_path / "ui", universe, create_database(postgres, "ui"), redis)
+        env |= {"MF_SHARDS_PER_RUN": "8", "MF_DAGSTER_MAX_CONCURRENT_RUNS": "2",
+                "MF_PIPELINE_SETTINGS_FILE": str(Path.cwd() / "configs" / "settings.yaml"),
+                "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])}
+        with workers(env, ("w5", "w6"), tmp_path):
+            ok(mf(env, "bronze-run", "--dry-run"))  # the manifest (and the instance's yaml)
+            with open(tmp_path / "daemon.log", "w") as log:
+                daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"),
+                                           "run", "-w", str(workspace)],
+                                          cwd=tmp_path, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                with instance_of(env) as instance:
+                    backfill = PartitionBackfill.from_asset_partitions(
+                        backfill_id=make_new_backfill_id(),
+                        asset_graph=definitions().resolve_asset_graph(),
+                        partition_names=None, asset_selection=[
+                            dg.AssetKey(name) for name in PER_TICKER],
+                        backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance,
+                        all_partitions=True, title=None, description=None, run_config=None)
+                    instance.add_backfill(backfill)
+                    deadline = time.monotonic() + 420
+                    while instance.get_backfill(backfill.backfill_id).status in (
+                            BulkActionStatus.REQUESTED,):
+                        assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+                        time.sleep(1)
+                    status = instance.get_backfill(backfill.backfill_id).status
+                    records = instance.get_run_records(filters=dg.RunsFilter(
+                        tags={"dagster/backfill": backfill.backfill_id}))
+                    runs = [record.dagster_run for record in records]
+                    hosts = worker_of_steps(instance, [run.run_id for run in runs])
+            finally:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+    assert status == BulkActionStatus.COMPLETED_SUCCESS, [r.status for r in runs]
+    ranges = {(r.tags["dagster/asset_partition_range_start"],
+               r.tags["dagster/asset_partition_range_end"]) for r in runs}
+    assert ranges == {("00", "07"), ("08", "15")}
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert hosts and all(host.startswith(("w5@", "w6@")) for host in hosts)  # on the workers
+    side_by_side = [(a, b) for a in records for b in records
+                    if a.dagster_run.tags != b.dagster_run.tags and a.start_time < b.end_time
+                    and b.start_time < a.end_time]
+    assert side_by_side, [(r.dagster_run.tags, r.start_time, r.end_time) for r in records]
+    assert_same(snapshot(tmp_path / "ui", universe), want, "a backfill from the UI")
