@@ -5,6 +5,7 @@ from collections.abc import Collection, Mapping
 
 import dagster as dg
 
+from mf_pipeline.defs.research.partitions import SPLIT_SCOPED_ASSETS
 from mf_pipeline.lib.partitions import SHARD_KEYS
 from mf_pipeline.lib.registry import PER_TICKER
 from mf_pipeline.orchestration import planning
@@ -33,17 +34,24 @@ def shard_backfill_policy() -> dg.BackfillPolicy:
     return dg.BackfillPolicy.single_run()
 
 
-def run_shards(tags: Mapping[str, str], selection: Collection[dg.AssetKey] | None
-               ) -> list[str] | None:
-    """The shards a run writes when it writes only per-ticker assets (so it needs only their
-    locks, ``lib/lake_lock.shard_lock``); None for any other run (the whole lake's lock)."""
-    if not selection or any(key.to_user_string() not in PER_TICKER for key in selection):
+def run_lock_scope(tags: Mapping[str, str], selection: Collection[dg.AssetKey] | None
+                   ) -> list[str] | None:
+    """What of the lake a run writes, when that is less than all of it, as lock names
+    (``lib/lake_lock.shard_lock``): the shards of a run of per-ticker assets only, or
+    ``split=<key>`` for a run of split-scoped research assets on one split; None for any other
+    run (the whole lake's lock)."""
+    names = {key.to_user_string() for key in selection or ()}
+    if not names:
         return None
-    if tags.get(RANGE_START) in SHARD_KEYS and tags.get(RANGE_END) in SHARD_KEYS:
-        first, last = SHARD_KEYS.index(tags[RANGE_START]), SHARD_KEYS.index(tags[RANGE_END])
-        return list(SHARD_KEYS[first:last + 1]) or None
-    if tags.get(PARTITION_TAG) in SHARD_KEYS:
-        return [tags[PARTITION_TAG]]
+    if names <= set(PER_TICKER):
+        if tags.get(RANGE_START) in SHARD_KEYS and tags.get(RANGE_END) in SHARD_KEYS:
+            first = SHARD_KEYS.index(tags[RANGE_START])
+            last = SHARD_KEYS.index(tags[RANGE_END])
+            return list(SHARD_KEYS[first:last + 1]) or None
+        if tags.get(PARTITION_TAG) in SHARD_KEYS:
+            return [tags[PARTITION_TAG]]
+    if names <= SPLIT_SCOPED_ASSETS and tags.get(PARTITION_TAG):
+        return [f"split={tags[PARTITION_TAG]}"]
     return None
 
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
-from mf_pipeline.defs.partitions import run_shards
+from mf_pipeline.defs.partitions import run_lock_scope
 from mf_pipeline.lib import lake_lock
 from mf_pipeline.lib.partitions import in_shards
 from mf_pipeline.lib.settings import Settings, load_settings
@@ -37,7 +37,7 @@ class PipelineSettings(dg.ConfigurableResource):
         log = context.log.warning if context.log is not None else print
         run = context.dagster_run
         with lake_lock.hold(self.get(), log=log, on_behalf_of=run.tags.get(lake_lock.RUN_TAG),
-                            shards=run_shards(run.tags, run.asset_selection)):
+                            shards=run_lock_scope(run.tags, run.asset_selection)):
             yield self
 
     def get(self) -> Settings:

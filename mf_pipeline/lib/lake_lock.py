@@ -250,11 +250,13 @@ def shard_lock_path(data_root: Path, shard: str) -> Path:
 @contextmanager
 def shard_lock(data_root: Path, shards: Iterable[str], log: Log = print,
                timeout: float | None = None) -> Iterator[None]:
-    """Hold the lake lock *shared* and the lock of each of ``shards`` exclusively.
+    """Hold the lake lock *shared* and the lock of each of ``shards`` exclusively (shard keys,
+    or any part of the lake a run alone writes, e.g. ``split=wf2016-12-31``).
 
-    Runs over disjoint shard ranges (the runs of a multi-run backfill on several workers)
-    proceed side by side, overlapping ones one after another, and a whole-lake writer (an
-    ``mf`` command, an unpartitioned asset) waits for all of them, as they wait for it. Locks
+    Runs over disjoint shard ranges (the runs of a multi-run backfill on several workers) or
+    research splits proceed side by side, overlapping ones one after another, and a
+    whole-lake writer (an ``mf`` command, an unpartitioned asset) waits for all of them, as
+    they wait for it. Locks
     are taken in key order, so two runs never wait for each other in a circle. A thread that
     already holds the whole lake lock holds every shard.
     """

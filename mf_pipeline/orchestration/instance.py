@@ -45,7 +45,8 @@ schedules in that PostgreSQL database instead of SQLite files in the home: what 
 (webserver, daemon, Celery workers) must share (docs/DEPLOY.md). The URL stays in the
 environment; the generated dagster.yaml only names the variable."""
 MAX_RUNS_ENV = "MF_DAGSTER_MAX_CONCURRENT_RUNS"
-"""Runs the queue starts at once (default 1: one machine); a cluster sets it to its workers."""
+"""Runs the queue starts at once, and runs holding one pool (the research fits) at once
+(default 1: one machine); a cluster sets it to its number of workers."""
 POSTGRES_STORAGE = f"""# Shared instance: runs, events, schedules in PostgreSQL (${POSTGRES_ENV}).
 storage:
   postgres:
@@ -220,6 +221,7 @@ def instance_yaml() -> str:
             raise InstanceConfigError(f"{MAX_RUNS_ENV}={runs!r} is not a positive number "
                                       "of runs")
         text = text.replace("max_concurrent_runs: 1\n", f"max_concurrent_runs: {int(runs)}\n")
+        text = text.replace("default_limit: 1\n", f"default_limit: {int(runs)}\n")
     url = os.environ.get(POSTGRES_ENV, "").strip()
     if not url:
         return text

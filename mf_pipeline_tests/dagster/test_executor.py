@@ -114,8 +114,7 @@ def test_the_instance_is_sqlite_by_default_and_postgres_when_asked(monkeypatch):
     assert config["storage"] == {"postgres": {"postgres_url": {"env": instance.POSTGRES_ENV}}}
     assert "event_log_storage" not in config
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 4
-    assert config["concurrency"]["pools"] == yaml.safe_load(instance.DAGSTER_YAML)[
-        "concurrency"]["pools"]
+    assert config["concurrency"]["pools"] == {"granularity": "run", "default_limit": 4}
     assert not instance._templatable(text)
 
 
@@ -146,16 +145,35 @@ def test_switching_storage_rewrites_a_generated_dagster_yaml(monkeypatch, tmp_pa
 
 
 def test_a_run_of_per_ticker_assets_locks_only_its_shards():
-    from mf_pipeline.defs.partitions import RANGE_END, RANGE_START, run_shards
+    from mf_pipeline.defs.partitions import RANGE_END, RANGE_START, run_lock_scope
 
     per_ticker = {dg.AssetKey("bronze"), dg.AssetKey("features")}
-    assert run_shards({RANGE_START: "02", RANGE_END: "05"}, per_ticker) == ["02", "03", "04",
-                                                                             "05"]
-    assert run_shards({"dagster/partition": "11"}, per_ticker) == ["11"]
-    assert run_shards({RANGE_START: "02", RANGE_END: "05"},
-                      per_ticker | {dg.AssetKey("manifest")}) is None
-    assert run_shards({}, per_ticker) is None
-    assert run_shards({RANGE_START: "02", RANGE_END: "05"}, None) is None
+    span = {RANGE_START: "02", RANGE_END: "05"}
+    assert run_lock_scope(span, per_ticker) == ["02", "03", "04", "05"]
+    assert run_lock_scope({"dagster/partition": "11"}, per_ticker) == ["11"]
+    assert run_lock_scope(span, per_ticker | {dg.AssetKey("manifest")}) is None
+    assert run_lock_scope({}, per_ticker) is None
+    assert run_lock_scope(span, None) is None
+
+
+def test_a_run_of_research_models_on_one_split_locks_only_that_split():
+    from mf_pipeline.defs.partitions import run_lock_scope
+
+    models = {dg.AssetKey("hmm_model"), dg.AssetKey("hmm_states")}
+    split = {"dagster/partition": "wf2016-12-31"}
+    assert run_lock_scope(split, models) == ["split=wf2016-12-31"]
+    assert run_lock_scope({}, models) is None
+    assert run_lock_scope(split, models | {dg.AssetKey("ml_dataset")}) is None
+    assert run_lock_scope(split, {dg.AssetKey("backtest_hmm")}) is None
+
+
+def test_the_split_scoped_assets_are_the_research_models_labels_and_experiments():
+    from mf_pipeline.defs.research.partitions import SPLIT_SCOPED_ASSETS, research_splits
+
+    research = {spec.key.to_user_string() for spec in definitions().resolve_all_asset_specs()
+                if spec.partitions_def == research_splits
+                and spec.group_name in ("research", "research_experiments")}
+    assert research == SPLIT_SCOPED_ASSETS
 
 
 def test_shards_per_run_makes_backfills_multi_run(monkeypatch):

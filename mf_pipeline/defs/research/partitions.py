@@ -16,3 +16,10 @@ research_splits = dg.DynamicPartitionsDefinition(name="research_splits")
 REGIME_TAGS = {SPLIT_TAG: "true"}
 """Tags of the research models and their published labels: what ``mf demo`` fits on ``full``
 (the experiments — sweeps, stability — are not tagged)."""
+SPLIT_SCOPED_ASSETS = frozenset({"cluster_model", "cluster_labels", "hmm_model", "hmm_states",
+                                 "cluster_sweep", "cluster_stability", "hmm_sweep",
+                                 "hmm_stability"})
+"""The research assets whose runs write only their split's files (a run folder under a fresh
+id, the split's published labels; the ``full`` split's state bands besides): a run of them needs
+only its split's lock, so runs on different splits run side by side on a cluster
+(``defs/partitions.run_lock_scope``)."""
