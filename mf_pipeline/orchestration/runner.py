@@ -218,7 +218,8 @@ def _on_workers(selection: Sequence[str], settings: Settings, config: dict[str, 
 
     The caller holds the lake lock; the run carries its token (``lake_lock.RUN_TAG``), so the
     steps proceed under it on the workers. The run's own orchestration (submitting steps,
-    collecting their events) happens here, in a thread of this process.
+    collecting their events) happens in the calling process: the ``mf`` command, or for a
+    shard group the child process it started for that run.
     """
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
