@@ -263,10 +263,49 @@ def ensure_dotenv(project_root: Path, home: Path) -> Path:
     return dotenv
 
 
+SCHEMA_LOCK_KEY = 0x6D665F7363686D61
+"""PostgreSQL advisory lock held while a process opens the shared instance for the first time."""
+
+
+@contextmanager
+def _schema_lock() -> Iterator[None]:
+    """Serialise the first opening of a PostgreSQL instance across threads and processes.
+
+    Opening an instance creates its tables when they are missing, and two openers of a fresh
+    database race: Dagster retries some of its ``CREATE TABLE`` statements but not all
+    (CI saw ``type "jobs" already exists``). On a fresh database the first holder creates
+    the tables; later holders find them. SQLite homes need no lock (seeded from a template).
+    """
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not url or url in _schema_ready:
+        yield
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"),
+                               {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+                _schema_ready.add(url)
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
+                                   {"key": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+_schema_ready: set[str] = set()
+"""PostgreSQL URLs this process has opened an instance of (their tables exist)."""
+
+
 def get_instance(project_root: Path) -> dg.DagsterInstance:
     """The project's instance (the one the UI shows), its home ensured first."""
     ensure_dagster_home(project_root)
-    return dg.DagsterInstance.get()
+    with _schema_lock():
+        return dg.DagsterInstance.get()
 
 
 def main() -> None:
@@ -280,7 +319,10 @@ def main() -> None:
     if _templatable(text):
         print(build_template(text, template_root(project)))
     else:
-        print(f"{home}/dagster.yaml names its own storage (e.g. PostgreSQL): no template")
+        # Create a shared instance's tables here, one opener at a time: the webserver, daemon
+        # and workers of a deployment run this before starting together on a fresh database.
+        get_instance(project).dispose()
+        print(f"{home}/dagster.yaml names its own storage (e.g. PostgreSQL): tables ready")
 
 
 if __name__ == "__main__":
