@@ -21,6 +21,7 @@ import polars as pl
 
 from mf_pipeline.lib import lake, recent_writes, registry
 from mf_pipeline.lib.layers.carry import Carry
+from mf_pipeline.lib.ordered_runs import sort_by_runs
 from mf_pipeline.lib.partitions import shard_of
 from mf_pipeline.lib.settings import Settings
 from mf_pipeline.lib.steps import calc_settings, carry_store
@@ -111,7 +112,7 @@ def _read(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.DataFram
     if layer == "bronze":  # written by this process moments ago (one `mf run`)?
         kept = recent_writes.BRONZE.recall(lake.LAYERS[layer].root(settings), sorted(tickers))
         if kept is not None:
-            return widen(kept.select(BRONZE_INPUT)).sort(["ticker", "trade_date"])
+            return _in_key_order(widen(kept.select(BRONZE_INPUT)))
     scan = lake.scan_layer(settings, layer, tickers)
     if scan is None:
         return pl.DataFrame()
@@ -121,7 +122,13 @@ def _read(settings: Settings, layer: str, tickers: Sequence[str]) -> pl.DataFram
         frame = scan.collect()
     except Exception as error:
         raise LayerReadError(settings, layer, tickers, error) from error
-    return widen(frame).sort(["ticker", "trade_date"])
+    return _in_key_order(widen(frame))
+
+
+def _in_key_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by (ticker, trade_date): the lake's files hold each ticker's rows as one
+    sorted run, so usually only the runs move (one contiguous copy for the kernels)."""
+    return sort_by_runs(frame, "ticker", ("trade_date",), rechunk=True)
 
 
 class LayerReadError(RuntimeError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 import polars as pl
 
 from mf_pipeline.lib.layers.bronze.ledger import file_stats, ledger_rows
@@ -38,8 +37,11 @@ from mf_pipeline.lib.layers.bronze.validate import (
     invalid_reason,
     validate,
 )
+from mf_pipeline.lib.ordered_runs import run_blocks, take_blocks
 
 SCHEMA_VERSION = "v1"
+VALID_ORDER = ("trade_date", "source_line_no", "file_id")
+"""Order of a ticker's valid rows (after the ticker's rank)."""
 REASON_LINE_TOO_LONG = "line_too_long"
 
 BRONZE_COLUMNS: tuple[str, ...] = (
@@ -72,53 +74,17 @@ def _sort_valid(valid: pl.DataFrame, file_tickers: pl.Series) -> pl.DataFrame:
     """Sort valid rows by (ticker, trade_date, source_line_no); no copy if already sorted.
 
     Valid rows carry their file's ticker, so the rank of the file's ticker replaces a
-    string sort (the file id breaks ties between two files of one ticker). The reader
-    gives each file's rows as one block, in line order (plain files first, then the others):
-    then only the blocks need reordering: no 4-key sort of every row (0.45 s for 4.5 M rows
-    here) and no row gather (0.6 s).
+    string sort (the file id breaks ties between two files of one ticker). The reader gives
+    each file's rows as one run in line order (plain files first, then the others), so
+    usually only the runs move (``ordered_runs``).
     """
     rank = file_tickers.rank("dense").cast(pl.Int64).fill_null(0)
-    keys = valid.select(by_file(rank, "_rank"), "trade_date", "source_line_no", "file_id")
-    if _rows_in_order(keys, ("_rank", "trade_date", "source_line_no", "file_id")):
-        return valid
-    blocks = _blocks_in_order(keys)
-    if blocks is not None:  # a copy of contiguous blocks: a third of a row gather's time
-        return pl.concat([valid.slice(start, rows) for start, rows in blocks], rechunk=False)
-    order = (keys.with_row_index("_i")
-             .sort("_rank", "trade_date", "source_line_no", "file_id").get_column("_i"))
+    keys = valid.select(by_file(rank, "_rank"), *VALID_ORDER)
+    blocks = run_blocks(keys, "_rank", VALID_ORDER)
+    if blocks is not None:
+        return take_blocks(valid, blocks)
+    order = keys.with_row_index("_i").sort("_rank", *VALID_ORDER).get_column("_i")
     return valid[order]
-
-
-def _rows_in_order(keys: pl.DataFrame, columns: tuple[str, ...],
-                   within: str | None = None) -> bool:
-    """Whether every row's ``columns`` are <= the next row's (lexicographically; a null
-    key counts as out of order); with ``within``, only between rows of one ``within`` value."""
-    if keys.height < 2:
-        return True
-    in_order = pl.lit(True)
-    for name in reversed(columns):
-        this, after = pl.col(name), pl.col(name).shift(-1)
-        in_order = (this < after) | ((this == after) & in_order)
-    if within is not None:
-        in_order = in_order | (pl.col(within) != pl.col(within).shift(-1))
-    return bool(keys.select(in_order.head(keys.height - 1).fill_null(False).all()).item())
-
-
-def _blocks_in_order(keys: pl.DataFrame) -> list[tuple[int, int]] | None:
-    """``(first row, rows)`` of each file's block, in sorted order, when each file's rows are
-    one block already in (trade_date, source_line_no) order and no two files share a ticker;
-    None when that does not hold (then a full sort is needed)."""
-    blocks = (keys.select(pl.col("file_id").rle_id().alias("_block"), "_rank", "file_id")
-              .group_by("_block", maintain_order=True)
-              .agg(pl.len().alias("rows"), pl.col("_rank").first(), pl.col("file_id").first()))
-    if (blocks["file_id"].n_unique() != blocks.height
-            or blocks["_rank"].n_unique() != blocks.height
-            or not _rows_in_order(keys, ("trade_date", "source_line_no"), within="file_id")):
-        return None
-    rows = blocks["rows"].to_numpy().astype(np.int64)
-    starts = np.cumsum(rows) - rows
-    chosen = np.argsort(blocks["_rank"].to_numpy(), kind="stable")
-    return [(int(starts[i]), int(rows[i])) for i in chosen]
 
 
 @dataclass

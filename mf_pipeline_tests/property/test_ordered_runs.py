@@ -1,6 +1,6 @@
-"""Bronze's valid-row sort (``build._sort_valid``): whatever shortcut it takes (already in
-order; file blocks reordered; a full sort), the rows come out exactly as a plain sort by
-(ticker rank, trade_date, source_line_no, file_id) puts them."""
+"""Sorting by moving runs (``lib/ordered_runs.py``) and Bronze's valid-row sort built on it:
+whatever shortcut they take (already in order; runs moved; a full sort), the rows come out
+exactly as a plain sort puts them."""
 
 import datetime as dt
 
@@ -8,7 +8,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mf_pipeline.lib.layers.bronze.build import _blocks_in_order, _sort_valid
+from mf_pipeline.lib.layers.bronze.build import _sort_valid
+from mf_pipeline.lib.ordered_runs import run_blocks, sort_by_runs
 
 DAY = dt.date(2020, 1, 1)
 
@@ -42,17 +43,34 @@ def test_sort_valid_equals_a_plain_sort(case):
     assert _sort_valid(rows, tickers).equals(want)
 
 
-def test_blocks_are_reordered_without_a_sort_only_when_that_is_enough():
-    tickers = pl.Series(["B.US", "A.US", "C.US"])
+def test_runs_move_without_a_sort_only_when_that_is_enough():
     keys = pl.DataFrame({"_rank": [2, 2, 1, 1, 1, 3],
                          "trade_date": [DAY, DAY + dt.timedelta(1), DAY, DAY, DAY, DAY],
                          "source_line_no": [2, 3, 2, 3, 4, 2],
                          "file_id": [0, 0, 1, 1, 1, 2]})
-    assert _blocks_in_order(keys) == [(2, 3), (0, 2), (5, 1)]
+    order = ("trade_date", "source_line_no", "file_id")
+    assert run_blocks(keys, "_rank", order) == [(2, 3), (0, 2), (5, 1)]
+    tickers = pl.Series(["B.US", "A.US", "C.US"])
     assert _sort_valid(keys.drop("_rank"), tickers)["file_id"].to_list() == [1, 1, 1, 0, 0, 2]
-    split = keys.with_columns(file_id=pl.Series([0, 0, 1, 1, 0, 2]))  # file 0 in two blocks
-    assert _blocks_in_order(split) is None
-    same_ticker = keys.with_columns(_rank=pl.Series([1, 1, 1, 1, 1, 3]))
-    assert _blocks_in_order(same_ticker) is None  # two files of one ticker interleave by date
-    unsorted = keys.with_columns(source_line_no=pl.Series([2, 3, 4, 3, 2, 2]))  # file 1
-    assert _blocks_in_order(unsorted) is None
+    split = keys.with_columns(_rank=pl.Series([2, 2, 1, 1, 2, 3]))  # rank 2 in two runs
+    assert run_blocks(split, "_rank", order) is None
+    falling = keys.with_columns(source_line_no=pl.Series([2, 3, 4, 3, 2, 2]))  # file 1
+    assert run_blocks(falling, "_rank", order) is None
+    tied = keys.with_columns(file_id=pl.Series([0, 0, 1, 1, 1, 2]),
+                             source_line_no=pl.Series([2, 3, 2, 2, 4, 2]))
+    assert run_blocks(tied, "_rank", order) is None  # equal keys: only a sort decides
+    nulls = keys.with_columns(trade_date=pl.Series([DAY, None, DAY, DAY, DAY, DAY]))
+    assert run_blocks(nulls, "_rank", order) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ABCDE"), st.integers(0, 9)), max_size=40),
+       st.booleans())
+def test_sort_by_runs_equals_a_plain_sort(pairs, chunked_in_runs):
+    """Rows of tickers and days, as runs of sorted rows when ``chunked_in_runs``."""
+    frame = pl.DataFrame(pairs, schema={"ticker": pl.String, "day": pl.Int64}, orient="row")
+    frame = frame.unique(maintain_order=True)
+    if chunked_in_runs and frame.height:
+        frame = pl.concat([part.sort("day") for part in frame.partition_by("ticker")])
+    frame = frame.with_columns(payload=pl.int_range(pl.len()))
+    assert sort_by_runs(frame, "ticker", ("day",)).equals(frame.sort("ticker", "day"))
