@@ -17,9 +17,9 @@ def decay_in_effect(env: dict[str, str]) -> str:
     return line.split(":", 1)[1].split()[0]
 
 
-def test_the_package_keeps_freed_pages_five_seconds():
+def test_the_package_keeps_freed_pages_three_seconds():
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
-    assert decay_in_effect(env) == "5000"  # Polars alone: 500
+    assert decay_in_effect(env) == "3000"  # Polars alone: 500
 
 
 def test_a_users_allocator_setting_is_kept():
