@@ -70,6 +70,7 @@ def measure_kernel(n_tickers: int, n_bars: int, repeat: int) -> dict[str, Any]:
     import polars as pl
 
     from bench.kernels import make_panel
+    from mf_pipeline.lib.backtest import modes
     from mf_pipeline.lib.backtest.engine import BacktestConfig, run_trades
     from mf_pipeline.lib.kernels import backtest as kb
 
@@ -80,8 +81,8 @@ def measure_kernel(n_tickers: int, n_bars: int, repeat: int) -> dict[str, Any]:
     eligible = side != 0
     gate = np.ones(n, dtype=np.bool_)
     offsets = panel.offsets
-    signal_mode = kb.SIGNAL_MODES.index("state_transition_entry")
-    exit_mode = kb.EXIT_MODES.index("horizon_or_state")
+    signal_mode = modes.SIGNAL_MODES.index("state_transition_entry")
+    exit_mode = modes.EXIT_MODES.index("horizon_or_state")
 
     def kernel() -> int:
         entry = np.zeros(n, dtype=np.bool_)

@@ -27,3 +27,24 @@ def test_code_location_leaves_optional_libraries_unloaded() -> None:
     lazy = ("duckdb", "sklearn", "hmmlearn", "streamlit", "plotly",
             "scipy.stats", "scipy.optimize")  # ~1 s together: the grid and validation code's
     assert _imported(code, lazy) == set()
+
+
+def test_numba_loads_on_the_first_kernel_call_only() -> None:
+    """Numba (~0.3 s) is not imported to load the assets, only when a kernel first runs; then
+    every loaded kernel module holds Numba dispatchers, so kernels calling kernels compile."""
+    assert _imported("from mf_pipeline.orchestration import runner\nrunner.definitions()",
+                     ("numba",)) == set()
+    code = (
+        "import numpy as np\n"
+        "from mf_pipeline.lib.kernels import recursive, events_kernels\n"
+        "from mf_pipeline.lib.layers import silver\n"
+        "assert 'numba' not in sys.modules\n"
+        "out = np.empty(3)\n"
+        "recursive.true_range(np.array([3., 4, 9]), np.array([1., 3, 8]), np.array([2., 3.5, 8.5]),"
+        " np.array([0, 3], dtype=np.int64), out)\n"
+        "assert list(out) == [2.0, 2.0, 5.5], out\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "assert isinstance(recursive.true_range, CPUDispatcher)\n"
+        "assert isinstance(events_kernels.true_run_length, CPUDispatcher)\n"
+    )
+    assert _imported(f"import sys\n{code}", ("numba",)) == {"numba"}

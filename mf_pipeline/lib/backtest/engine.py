@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mf_pipeline.lib.backtest import modes
 from mf_pipeline.lib.kernels import backtest as kb
 from mf_pipeline.lib.kernels.offsets import bar_index, kernel_array, ticker_offsets
 
@@ -40,10 +41,10 @@ class BacktestConfig:
     slippage_bps_per_side: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.signal_mode not in kb.SIGNAL_MODES:
-            raise ValueError(f"signal_mode must be one of {kb.SIGNAL_MODES}")
-        if self.exit_mode not in kb.EXIT_MODES:
-            raise ValueError(f"exit_mode must be one of {kb.EXIT_MODES}")
+        if self.signal_mode not in modes.SIGNAL_MODES:
+            raise ValueError(f"signal_mode must be one of {modes.SIGNAL_MODES}")
+        if self.exit_mode not in modes.EXIT_MODES:
+            raise ValueError(f"exit_mode must be one of {modes.EXIT_MODES}")
         if self.hold_bars < 1:
             raise ValueError("hold_bars must be >= 1")
 
@@ -121,7 +122,7 @@ def kernel_inputs(
         entry_signal = np.zeros(n, dtype=np.bool_)
         kb.entry_signals(
             state, side, signal_eligible, gate_pass, offsets,
-            kb.SIGNAL_MODES.index(signal_mode), entry_signal,
+            modes.SIGNAL_MODES.index(signal_mode), entry_signal,
         )
     else:
         entry_signal = _bool_array(frame, entry_col, side != 0)
@@ -159,7 +160,7 @@ def run_trades(
     diag = np.zeros(kb.N_DIAG, dtype=np.int64)
     n_trades = kb.simulate_trades(
         *inputs.prices, inputs.side, inputs.signal_eligible, inputs.entry_signal,
-        inputs.offsets, kb.EXIT_MODES.index(config.exit_mode), config.hold_bars,
+        inputs.offsets, modes.EXIT_MODES.index(config.exit_mode), config.hold_bars,
         config.fee_bps_per_side + config.slippage_bps_per_side,
         trade_int, trade_float, diag,
     )
@@ -189,7 +190,7 @@ def run_trades_batch(inputs: KernelInputs, configs: Sequence[BacktestConfig]
         counts = np.zeros(k, dtype=np.int64)
         kb.simulate_batch(
             *inputs.prices, inputs.side, inputs.signal_eligible, inputs.entry_signal,
-            inputs.offsets, np.array([kb.EXIT_MODES.index(c.exit_mode) for c in part]),
+            inputs.offsets, np.array([modes.EXIT_MODES.index(c.exit_mode) for c in part]),
             np.array([c.hold_bars for c in part], dtype=np.int64),
             np.array([c.fee_bps_per_side + c.slippage_bps_per_side for c in part]),
             trade_int, trade_float, diag, counts,

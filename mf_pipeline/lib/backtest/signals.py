@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mf_pipeline.lib.backtest import modes
 from mf_pipeline.lib.backtest.mapping import LONG, SHORT, UNCONFIRMED
 from mf_pipeline.lib.kernels import backtest as kb
 from mf_pipeline.lib.kernels.offsets import ticker_offsets
@@ -69,7 +70,7 @@ def _entry_signals(frame: pl.DataFrame, signal_mode: str) -> pl.Series:
     gate_pass = np.array(frame["_gate_pass"].to_numpy(), dtype=np.bool_)
     out = np.zeros(n, dtype=np.bool_)
     kb.entry_signals(state, side, signal_eligible, gate_pass, ticker_offsets(frame["ticker"]),
-                     kb.SIGNAL_MODES.index(signal_mode), out)  # fmt: skip
+                     modes.SIGNAL_MODES.index(signal_mode), out)  # fmt: skip
     return pl.Series("entry_signal", out, dtype=pl.Boolean)
 
 
@@ -89,8 +90,8 @@ def generate_signals(frame: pl.DataFrame, signal_mode: str) -> tuple[pl.DataFram
     (ticker, trade_date); it is sorted by (ticker, trade_date) if it is not already.
     ``direction`` (Int8 +1/-1/0) is what the engine reads as the side.
     """
-    if signal_mode not in kb.SIGNAL_MODES:
-        raise ValueError(f"signal_mode must be one of {kb.SIGNAL_MODES}, got {signal_mode!r}")
+    if signal_mode not in modes.SIGNAL_MODES:
+        raise ValueError(f"signal_mode must be one of {modes.SIGNAL_MODES}, got {signal_mode!r}")
     missing = [c for c in REQUIRED_COLS if c not in frame.columns]
     if missing:
         raise ValueError(f"signal generation needs the columns {missing}")

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mf_pipeline.lib.kernels.backtest import EXIT_MODES, SIGNAL_MODES
+from mf_pipeline.lib.backtest.modes import EXIT_MODES, SIGNAL_MODES
 from mf_pipeline.lib.steps.backtest.options import EQUITY_MODES
 
 _CHOICES = {"signal_mode": SIGNAL_MODES, "exit_mode": EXIT_MODES, "equity_mode": EQUITY_MODES}

@@ -16,12 +16,10 @@ count, fault 8, so it is not offered).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
+from mf_pipeline.lib.kernels.jit import njit, prange
 from mf_pipeline.lib.kernels.recursive import check_offsets
 
-SIGNAL_MODES = ("state_entry", "state_transition_entry", "state_persistence_confirm")
-EXIT_MODES = ("horizon", "state_exit", "horizon_or_state")
 # exit reason code -> label; codes 0-2 are the exit modes, +3 their last-bar fallbacks
 EXIT_REASONS = (
     "HORIZON",

@@ -11,7 +11,8 @@ replicates), so it only covers the distance the replicate median moved.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from mf_pipeline.lib.kernels.jit import njit
 
 
 @njit(cache=True)

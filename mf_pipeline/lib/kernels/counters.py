@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from numba import njit
 
+from mf_pipeline.lib.kernels.jit import njit
 from mf_pipeline.lib.kernels.recursive import (
     begin_state,
     check_offsets,

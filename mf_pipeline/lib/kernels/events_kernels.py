@@ -12,8 +12,8 @@ layer turns negative values into nulls.
 """
 
 import numpy as np
-from numba import njit
 
+from mf_pipeline.lib.kernels.jit import njit
 from mf_pipeline.lib.kernels.recursive import begin_state, check_resume, whole_tickers
 
 TRUE_RUN_FRESH = np.array([0.0])  # consecutive True rows ending at the previous row

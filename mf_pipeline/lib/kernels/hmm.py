@@ -11,8 +11,8 @@ The forward filter at row t reads rows <= t of its own sequence only; that is wh
 """
 
 import numpy as np
-from numba import njit
 
+from mf_pipeline.lib.kernels.jit import njit
 from mf_pipeline.lib.kernels.recursive import check_offsets
 
 

@@ -19,7 +19,8 @@ Conventions shared by every kernel here:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from mf_pipeline.lib.kernels.jit import njit
 
 _NAN = np.nan
 

@@ -7,8 +7,8 @@ updated by one removal and one insertion per row costs O(window) and a few milli
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from mf_pipeline.lib.kernels.jit import njit
 from mf_pipeline.lib.kernels.recursive import check_offsets
 
 

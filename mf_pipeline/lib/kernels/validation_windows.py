@@ -14,7 +14,8 @@ crosses another transition or a gap.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from mf_pipeline.lib.kernels.jit import njit
 
 
 @njit(cache=True)

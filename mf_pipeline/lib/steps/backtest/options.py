@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from mf_pipeline.lib.kernels.backtest import EXIT_MODES, SIGNAL_MODES
+from mf_pipeline.lib.backtest.modes import EXIT_MODES, SIGNAL_MODES
 from mf_pipeline.lib.settings import Settings
 
 EQUITY_MODES = ("event_returns_only", "daily_equity_curve", "daily_mark_to_market")
