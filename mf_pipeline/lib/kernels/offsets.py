@@ -58,10 +58,15 @@ def kernel_array(values: pl.Series | np.ndarray) -> np.ndarray:
     nothing, keeps it to one compilation (~1 s each when the on-disk cache is cold).
     """
     if isinstance(values, pl.Series):
-        arr = values.cast(pl.Float64).to_numpy()
-    else:
-        arr = np.ascontiguousarray(values, dtype=np.float64)
-    if arr.flags.writeable:
-        arr = arr.view()
-        arr.flags.writeable = False
-    return arr
+        return readonly(values.cast(pl.Float64).to_numpy())
+    return readonly(np.ascontiguousarray(values, dtype=np.float64))
+
+
+def readonly(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a read-only array (a view when it is writable): one Numba type for a kernel
+    input however NumPy or Polars produced it (see :func:`kernel_array`)."""
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view

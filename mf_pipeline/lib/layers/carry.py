@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from mf_pipeline.lib.kernels.offsets import bar_index, ticker_offsets
+from mf_pipeline.lib.kernels.offsets import bar_index, readonly, ticker_offsets
 
 NEW = "_new"  # internal column: True for the rows of the input, False for context rows
 ABS_INDEX = "_abs"  # internal column: bar index inside the ticker's whole history
@@ -109,14 +109,15 @@ class Segments:
         return bar_index(self.offsets) + np.repeat(base, np.diff(self.offsets))
 
     def init(self, prefix: str, spec: StateSpec) -> np.ndarray:
-        """The carried state of one kernel (n_tickers x width float64, NaN when fresh)."""
+        """The carried state of one kernel (n_tickers x width float64, NaN when fresh), read-only
+        (one kernel overload whether it was made here or by Polars)."""
         n_t = self.offsets.shape[0] - 1
         if self.state is None:
-            return np.full((n_t, spec.width), np.nan)
+            return readonly(np.full((n_t, spec.width), np.nan))
         cols = [f"{prefix}__{name}" for name, _ in spec.fields]
-        return np.ascontiguousarray(
+        return readonly(np.ascontiguousarray(
             self.state.select(pl.col(cols).cast(pl.Float64)).to_numpy(), dtype=np.float64
-        )
+        ))
 
     def final(self, spec: StateSpec) -> np.ndarray:
         """An output state array for one kernel."""

@@ -26,6 +26,7 @@ import polars as pl
 
 from mf_pipeline.lib.kernels.counters import run_length_resume
 from mf_pipeline.lib.kernels.events_kernels import rolling_sum_float_resume
+from mf_pipeline.lib.kernels.offsets import readonly
 from mf_pipeline.lib.layers.carry import (
     ABS_INDEX,
     COUNTER_STATE,
@@ -323,7 +324,7 @@ def _state_features(df: pl.DataFrame, seg: Segments) -> tuple[pl.DataFrame, list
         (code != prev).fill_null(False).alias("state_changed"),
         (prev.cast(pl.Int16) * 10 + code.cast(pl.Int16)).alias("state_transition_code"),
     )
-    codes = df.get_column("flow_state_code").fill_null(-1).to_numpy()
+    codes = readonly(df.get_column("flow_state_code").fill_null(-1).to_numpy())
     run = np.empty(df.height, dtype=np.int32)
     run_final = seg.final(COUNTER_STATE)
     run_init = seg.init("state_run_length", COUNTER_STATE)
