@@ -232,7 +232,9 @@ class _Run:
         the append path) or, for inputs not given, from the lake (full rebuild)."""
         assert self.writer is not None
         current: list[Future[None]] = []
-        for layer in self.chosen:
+        last_use = {name: position for position, layer in enumerate(self.chosen)
+                    for name in registry.LAYERS[layer].inputs}
+        for position, layer in enumerate(self.chosen):
             for needed in registry.LAYERS[layer].inputs:
                 if needed not in stored:
                     stored[needed] = (pl.DataFrame() if append
@@ -247,9 +249,14 @@ class _Run:
                 self.carries[layer].append(carry)
             frame = _storage_frame(self.settings, layer, result, self.run_ids[layer],
                                    self.built_ts, stats)
+            del inputs, result  # the float64 rows: freed before the next layer computes
             current.append(self.writer.submit(_write, self.settings, layer, frame,
                                               [] if append else tickers, stats, append))
-            stored[layer] = widen(frame) if not frame.is_empty() else frame
+            # an input no later layer reads is dropped, an output only kept for a later reader
+            for name in [name for name in stored if last_use.get(name, -1) <= position]:
+                del stored[name]
+            if last_use.get(layer, -1) > position:
+                stored[layer] = widen(frame) if not frame.is_empty() else frame
             if self.inspect is not None and not frame.is_empty() \
                     and not self.inspect(layer, frame):
                 self.failed.add(layer)
