@@ -27,6 +27,7 @@ from mf_pipeline.lib.layers.carry import (
     open_segments,
 )
 from mf_pipeline.lib.layers.silver import (
+    COLLECT_ENGINE,
     KEY_COLUMNS,
     check_eps,
     lag,
@@ -134,7 +135,7 @@ def _prepare(silver: pl.DataFrame) -> pl.DataFrame:
             pl.col("trade_date").cast(pl.Date),
             *[pl.col(c).cast(pl.Float64).fill_nan(None) for c in floats],
         )
-        .collect()
+        .collect(engine=COLLECT_ENGINE)
     )
     df = normalize_key(normalize_key(df, "ticker"), "exchange")
     return sort_by_ticker_date(df)
@@ -291,4 +292,4 @@ def _derived(seg: Segments, df: pl.DataFrame, tmf_period: int) -> pl.DataFrame:
         pl.lit(INDICATOR_CALC_VERSION, dtype=pl.String).alias("indicator_calc_version"),
         pl.lit(int(tmf_period), dtype=pl.Int32).alias("tmf_period"),
     )
-    return lf.select(INDICATOR_COLUMNS).collect()
+    return lf.select(INDICATOR_COLUMNS).collect(engine=COLLECT_ENGINE)
