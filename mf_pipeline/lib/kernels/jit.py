@@ -2,7 +2,7 @@
 
 Importing Numba costs ~0.3 s, and loading the Dagster definitions imports every kernel module
 (the assets import their steps, the steps their kernels). Without this, every ``mf`` command
-would pay it, even one with nothing to compute (a run with no change, ``mf status``, the UI).
+would pay it, even one with nothing to compute (a run with no change, the UI).
 A kernel decorated here is a :class:`Kernel` until the first kernel is used (called, or asked
 for a dispatcher attribute such as ``signatures``); then Numba is imported and every kernel of
 every loaded kernel module becomes the plain Numba dispatcher, so kernels calling kernels
