@@ -47,4 +47,18 @@ def test_numba_loads_on_the_first_kernel_call_only() -> None:
         "assert isinstance(recursive.true_range, CPUDispatcher)\n"
         "assert isinstance(events_kernels.true_run_length, CPUDispatcher)\n"
     )
-    assert _imported(f"import sys\n{code}", ("numba",)) == {"numba"}
+    assert _imported(f"import sys\n{code}", ("numba", "scipy.linalg")) == {"numba"}
+
+
+def test_first_kernel_load_skips_the_blas_probe_but_keeps_blas() -> None:
+    """Numba probes for BLAS by importing ``scipy.linalg`` (0.1-0.2 s) when the first kernel
+    loads; ours skips that probe, and a kernel using BLAS still finds it when it compiles."""
+    code = (
+        "import numpy as np, numba\n"
+        "from mf_pipeline.lib.kernels import recursive\n"
+        "out = np.empty(1)\n"
+        "recursive.true_range(np.ones(1), np.ones(1), np.ones(1), np.array([0, 1]), out)\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "assert numba.njit(lambda a: np.dot(a, a))(np.ones(4)) == 4.0\n"
+    )
+    assert _imported(f"import sys\n{code}", ("scipy.linalg",)) == {"scipy.linalg"}

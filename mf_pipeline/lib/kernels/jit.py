@@ -62,6 +62,7 @@ def load_numba() -> None:
     with _LOCK:
         import numba
 
+        _skip_blas_probe()
         for name, module in list(sys.modules.items()):
             if not name.startswith(KERNEL_MODULES) or module is None:
                 continue
@@ -73,3 +74,28 @@ def load_numba() -> None:
                     namespace[attr] = value.compiled
                 elif attr == "prange" and value is range:
                     namespace[attr] = numba.prange
+
+
+def _no_blas() -> None:
+    raise ImportError("BLAS probe skipped by mf_pipeline.lib.kernels.jit")
+
+
+def _skip_blas_probe() -> None:
+    """Import ``numba.np.arraymath`` without its BLAS probe, which imports ``scipy.linalg``
+    (and ``numpy.f2py``): 0.1-0.2 s of the 0.3-0.5 s the first kernel load costs a process
+    (``-X importtime`` in a 300-ticker run: ``numba.np.arraymath`` 124 ms -> 7 ms).
+
+    The probe only picks how ``np.correlate``/``np.convolve`` compile (BLAS or a plain loop);
+    no kernel of ours calls them, and ``np.dot``/``np.linalg`` still check for BLAS themselves
+    when they compile. Nothing is skipped once SciPy's linear algebra is loaded anyway.
+    """
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    import numba.np.linalg as linalg
+
+    probe = linalg.ensure_blas
+    linalg.ensure_blas = _no_blas
+    try:
+        import numba.np.arraymath  # noqa: F401  (binds the stand-in, probes once, keeps False)
+    finally:
+        linalg.ensure_blas = probe
